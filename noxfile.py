@@ -1,0 +1,95 @@
+"""nox sessions of ckptcompat: thin orchestration over the torch cells of harness/versions.py.
+
+Logic lives in the package; sessions only create the cell's venv (uv, reused), install the
+pinned stack and run one command. ``nox -s tests`` runs exactly the four default cells.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+PYTHON = "3.11"
+CONSTRAINTS = ROOT / "constraints.txt"
+JUNIT_DIR = ROOT / "reports" / "junit"
+
+nox.needs_version = ">=2024.10.9"
+nox.options.default_venv_backend = "uv"  # no fallback: a missing uv is an error
+nox.options.reuse_venv = "yes"
+nox.options.error_on_external_run = True
+nox.options.sessions = ["tests"]
+# Interpreters come from the machine, never downloaded by uv.
+os.environ.setdefault("UV_PYTHON_DOWNLOADS", "never")
+
+
+def _load_versions():
+    # The noxfile runs outside the package's venvs, so load the cell table by path.
+    spec = importlib.util.spec_from_file_location(
+        "_ckptcompat_versions", ROOT / "src" / "ckptcompat" / "harness" / "versions.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+versions = _load_versions()
+
+
+def _install_cell(session: nox.Session, cell_id: str, extras: str = "test") -> None:
+    """Install the package (editable) with the cell's torch and the shared pins."""
+    cell = versions.by_id(cell_id)
+    args = ["-c", str(CONSTRAINTS), "-e", f".[{extras}]", cell.torch_requirement]
+    if cell.numpy is not None:
+        override = Path(session.create_tmp()) / "numpy-override.txt"
+        override.write_text(f"numpy=={cell.numpy}\n")
+        args += ["--override", str(override)]
+    session.install(*args)
+    session.run("python", "-m", "ckptcompat.harness.envinfo", cell_id)
+
+
+def _run_pytest(session: nox.Session, cell_id: str, *args: str) -> None:
+    """Run pytest for one cell: parallel, one JUnit XML named after the cell."""
+    JUNIT_DIR.mkdir(parents=True, exist_ok=True)
+    session.run(
+        "python",
+        "-m",
+        "pytest",
+        "-n",
+        "auto",
+        f"--junitxml={JUNIT_DIR / f'tests-{cell_id}.xml'}",
+        "-o",
+        f"junit_suite_name={cell_id}",
+        *args,
+        *session.posargs,
+        env={"CKPTCOMPAT_CELL": cell_id},
+    )
+
+
+@nox.session(python=PYTHON)
+@nox.parametrize("cell", [nox.param(c.id, id=c.id) for c in versions.DEFAULT])
+def tests(session: nox.Session, cell: str) -> None:
+    """Run the test suite in one default torch cell (2.4, 2.5, 2.6, 2.15)."""
+    _install_cell(session, cell)
+    _run_pytest(session, cell)
+
+
+@nox.session(python=PYTHON, default=False)
+@nox.parametrize("cell", [nox.param(c.id, id=c.id) for c in versions.EXTENDED])
+def tests_extended(session: nox.Session, cell: str) -> None:
+    """Run the test suite in one extended torch cell (2.7 ... 2.14)."""
+    _install_cell(session, cell)
+    _run_pytest(session, cell)
+
+
+@nox.session(python=PYTHON, default=False)
+def lint(session: nox.Session) -> None:
+    """Check style and common bugs with ruff."""
+    session.install("-c", str(CONSTRAINTS), "ruff")
+    session.run("ruff", "check", "src", "tests", "noxfile.py")
+    session.run("ruff", "format", "--check", "src", "tests", "noxfile.py")

@@ -1,0 +1,96 @@
+"""Typed errors of ckptcompat (DESIGN section 9).
+
+Every failure a user can meet while saving, loading or inspecting a checkpoint is one of
+these classes, never a bare ``pickle``/``zipfile``/``RuntimeError`` traceback and never a
+silent ``None``. Each message says what was expected, what was found and what to do.
+This module imports neither torch nor numpy: the doctor uses it on machines without them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+__all__ = [
+    "AgentMismatchError",
+    "CheckpointError",
+    "CheckpointNotFoundError",
+    "CorruptCheckpointError",
+    "IncompatibleCheckpointError",
+    "RunLockedError",
+    "TrustedLoadWarning",
+    "UnsafeCheckpointError",
+]
+
+
+def _compose(problem: str, expected: str | None, found: str | None, fix: str | None) -> str:
+    parts = [problem.rstrip(".")]
+    if expected:
+        parts.append(f"expected {expected}")
+    if found:
+        parts.append(f"found {found}")
+    message = "; ".join(parts) + "."
+    if fix:
+        message += f" {fix.rstrip('.')}."
+    return message
+
+
+class CheckpointError(Exception):
+    """Base class of every ckptcompat checkpoint failure.
+
+    Args:
+        problem: one sentence naming what went wrong.
+        path: the file or directory concerned, if any.
+        expected: what a good input looks like.
+        found: what was actually there.
+        fix: what the user should do.
+    """
+
+    def __init__(
+        self,
+        problem: str,
+        *,
+        path: str | os.PathLike[str] | None = None,
+        expected: str | None = None,
+        found: str | None = None,
+        fix: str | None = None,
+    ) -> None:
+        self.problem = problem
+        self.path = os.fspath(path) if path is not None else None
+        self.expected = expected
+        self.found = found
+        self.fix = fix
+        prefix = f"{self.path}: " if self.path else ""
+        super().__init__(prefix + _compose(problem, expected, found, fix))
+
+
+class CheckpointNotFoundError(CheckpointError):
+    """The checkpoint (file, epoch, run or URI) does not exist."""
+
+
+class CorruptCheckpointError(CheckpointError):
+    """The bytes are not a readable checkpoint: truncated, digest mismatch, LFS pointer, HTML."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """Loading would need globals outside the allowlist; ``.globals`` lists every offender."""
+
+    def __init__(self, problem: str, *, globals: Iterable[str] = (), **kwargs: object) -> None:
+        self.globals: tuple[str, ...] = tuple(dict.fromkeys(globals))
+        super().__init__(problem, **kwargs)  # type: ignore[arg-type]
+
+
+class IncompatibleCheckpointError(CheckpointError):
+    """A valid checkpoint this ckptcompat or torch cannot read (newer format, unknown dtype)."""
+
+
+class AgentMismatchError(CheckpointError):
+    """The saved agent does not match the class, config, keys or shapes it is loaded into."""
+
+
+class RunLockedError(CheckpointError):
+    """Another live process holds the run's writer lock."""
+
+
+class TrustedLoadWarning(UserWarning):
+    """``torch.load(weights_only=False)`` is about to run; the file can execute code."""

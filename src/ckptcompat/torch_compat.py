@@ -1,0 +1,509 @@
+"""Every torch-version difference ckptcompat knows of, and the only ``torch.load`` calls.
+
+Three loaders, one per trust level (DESIGN section 5):
+
+* :func:`load` -- ``weights_only=True`` with an allowlist scoped to the call. On torch
+  < 2.10 a static scan of the file runs first (torch <= 2.5.1 had a weights-only bypass,
+  CVE-2025-32434, and <= 2.9.1 memory-safety bugs, CVE-2026-24747).
+* :func:`trusted_load` -- the single audited ``weights_only=False`` call; it warns, and
+  only an explicit user opt-in (``ckptcompat migrate --trust``) may reach it.
+* :func:`naive_load` -- ``weights_only`` omitted: what a user's plain ``torch.load`` does
+  on this torch (False on 2.4/2.5, True from 2.6). For the harness and ``repro`` only,
+  run in a subprocess, never on the malicious corpus.
+
+Failures come out as :mod:`ckptcompat.errors` types; the torch exception is chained as
+``__cause__`` and, for weights-only refusals, parsed by :func:`parse_weights_only_error`.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import re
+import threading
+import warnings
+import zipfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import IO, TYPE_CHECKING, Any, Literal
+
+import torch
+import torch.serialization
+from packaging.version import Version
+
+from ckptcompat.errors import (
+    CheckpointError,
+    CheckpointNotFoundError,
+    CorruptCheckpointError,
+    IncompatibleCheckpointError,
+    TrustedLoadWarning,
+    UnsafeCheckpointError,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = [
+    "HAS_ALIASED_SAFE_GLOBALS",
+    "HAS_SAFE_GLOBALS_API",
+    "HAS_SAFE_GLOBALS_CONTEXT",
+    "HAS_SERIALIZATION_CONFIG",
+    "HAS_UNSAFE_GLOBALS_SCAN",
+    "NEEDS_STATIC_PRESCAN",
+    "SETITEM_RESTRICTED",
+    "TORCH_VERSION",
+    "WEIGHTS_ONLY_IS_DEFAULT",
+    "FailureKind",
+    "SafeGlobal",
+    "WeightsOnlyFailure",
+    "load",
+    "naive_load",
+    "parse_weights_only_error",
+    "save",
+    "scoped_safe_globals",
+    "trusted_load",
+]
+
+FileLike = str | os.PathLike[str] | IO[bytes]
+SafeGlobal = Any  # a class/function, or (on 2.6+) a tuple (object, "full.dotted.name")
+
+#: Base version of the running torch: ``2.15.0+cu132`` -> ``Version("2.15.0")``.
+TORCH_VERSION: Version = Version(Version(torch.__version__).base_version)
+
+_ser = torch.serialization
+_wo = torch._weights_only_unpickler
+
+#: ``add_safe_globals``/``get_safe_globals``/``clear_safe_globals`` exist (torch 2.4+).
+HAS_SAFE_GLOBALS_API: bool = all(
+    hasattr(_ser, name) for name in ("add_safe_globals", "get_safe_globals", "clear_safe_globals")
+)
+#: torch's own ``safe_globals`` context manager exists (2.5+). We never use it: on exit it
+#: removes by set difference, dropping entries registered before the ``with`` block.
+HAS_SAFE_GLOBALS_CONTEXT: bool = hasattr(_ser, "safe_globals")
+#: ``get_unsafe_globals_in_checkpoint`` exists (2.6+).
+HAS_UNSAFE_GLOBALS_SCAN: bool = hasattr(_ser, "get_unsafe_globals_in_checkpoint")
+#: ``torch.load`` defaults to ``weights_only=True`` (2.6+, ``_default_to_weights_only``).
+WEIGHTS_ONLY_IS_DEFAULT: bool = hasattr(_ser, "_default_to_weights_only")
+#: Allowlist entries may be ``(obj, "dotted.name")`` aliases (2.6+, the allowlist became a
+#: set with tuple support in the same release that added the unsafe-globals scan).
+HAS_ALIASED_SAFE_GLOBALS: bool = HAS_UNSAFE_GLOBALS_SCAN and TORCH_VERSION >= Version("2.6")
+#: ``torch.utils.serialization.config`` exists (2.7+).
+HAS_SERIALIZATION_CONFIG: bool = hasattr(getattr(torch.utils, "serialization", None), "config")
+#: SETITEM(S) only on dict/OrderedDict/Counter under weights_only (2.10+, CVE-2026-24747 fix).
+SETITEM_RESTRICTED: bool = hasattr(getattr(_wo, "Unpickler", None), "_check_set_item_target")
+#: torch versions whose weights-only unpickler we do not trust alone: <= 2.5.1 had a code
+#: execution bypass (CVE-2025-32434) and <= 2.9.1 memory corruption (CVE-2026-24747).
+NEEDS_STATIC_PRESCAN: bool = TORCH_VERSION < Version("2.10")
+
+_ALLOWLIST_LOCK = threading.RLock()
+
+
+# --------------------------------------------------------------------------- allowlist
+def _normalise_entries(entries: Sequence[SafeGlobal]) -> list[SafeGlobal]:
+    """Return ``entries`` in the form this torch accepts.
+
+    Raises:
+        IncompatibleCheckpointError: an alias ``(obj, name)`` whose name differs from the
+            object's own ``module.name`` was asked for on torch < 2.6, which has no aliases.
+    """
+    out: list[SafeGlobal] = []
+    for entry in entries:
+        if isinstance(entry, tuple):
+            obj, name = entry
+            if HAS_ALIASED_SAFE_GLOBALS:
+                out.append((obj, name))
+                continue
+            own = f"{obj.__module__}.{obj.__name__}"
+            if own != name:
+                raise IncompatibleCheckpointError(
+                    f"the allowlist needs the alias {name!r} for {own!r}",
+                    expected="torch >= 2.6, whose add_safe_globals accepts (object, name) tuples",
+                    found=f"torch {TORCH_VERSION}",
+                    fix="load this file on torch >= 2.6, or migrate it there to the safe format",
+                )
+            out.append(obj)
+        else:
+            out.append(entry)
+    return out
+
+
+@contextmanager
+def scoped_safe_globals(entries: Sequence[SafeGlobal] = ()) -> Iterator[None]:
+    """Allowlist ``entries`` for the duration of the ``with`` block, on every torch 2.4+.
+
+    On exit the global allowlist is restored to exactly the list it held before (order and
+    duplicates included on 2.4/2.5, where it is a list). torch's own ``safe_globals``
+    context manager (2.5+) is not used because its exit removes ``entries`` by set
+    difference, which also drops identical entries registered before the block.
+    A process-wide lock serialises scoped blocks between threads.
+
+    Raises:
+        IncompatibleCheckpointError: see :func:`_normalise_entries`.
+    """
+    if not entries:
+        yield
+        return
+    wanted = _normalise_entries(entries)
+    with _ALLOWLIST_LOCK:
+        previous = list(_ser.get_safe_globals())
+        try:
+            _ser.add_safe_globals(wanted)
+            yield
+        finally:
+            _ser.clear_safe_globals()
+            if previous:
+                _ser.add_safe_globals(previous)
+
+
+# --------------------------------------------------------------------------- error parsing
+FailureKind = Literal[
+    "unsupported_global",
+    "unsupported_operand",
+    "can_only_build",
+    "setitem_restriction",
+    "blocked_module",
+    "torchscript",
+    "legacy_tar",
+    "other",
+]
+
+
+@dataclass(frozen=True)
+class WeightsOnlyFailure:
+    """Why torch's weights-only unpickler refused a file.
+
+    Attributes:
+        kind: the category, stable across torch 2.4-2.15 wordings.
+        globals: offending fully-qualified names (``builtins.`` restored where 2.7+ strips it).
+        operand: the opcode byte for ``unsupported_operand`` (149 = protocol-4 FRAME).
+        message: torch's inner message, without its wrapper text.
+    """
+
+    kind: FailureKind
+    globals: tuple[str, ...] = ()
+    operand: int | None = None
+    message: str = ""
+
+
+_WRAPPER_SPLIT = re.compile(r"WeightsUnpickler error:\s*")
+_DOCS_TAIL = re.compile(r"\s*Check the documentation of torch\.load.*\Z", re.S)
+_CLASS_IN_REPR = r"<class '([^']+)'>"
+_PATTERNS: tuple[tuple[FailureKind, re.Pattern[str]], ...] = (
+    # 2.5+: modules sys/os/posix/nt are refused even when allowlisted.
+    ("blocked_module", re.compile(r"unsupported GLOBAL (\S+) whose module (\S+) is blocked")),
+    # 2.4+ (the regex torch's own _get_wo_message uses); 2.7+ strips "builtins.".
+    ("unsupported_global", re.compile(r"GLOBAL (\S+) was not an allowed global by default")),
+    # <= 2.3 wording, kept so files of error logs from old runs still parse.
+    ("unsupported_global", re.compile(r"Unsupported class (\S+)")),
+    ("unsupported_operand", re.compile(r"Unsupported operand (\d+)")),
+    # 2.10+ SETITEM(S) target rule.
+    ("setitem_restriction", re.compile(r"Can only SETITEMS? for .*?but got " + _CLASS_IN_REPR)),
+    # BUILD: 2.4 "Can only build Tensor, parameter or OrderedDict objects, but got <class>",
+    # 2.5+ "Can only build Tensor, Parameter, OrderedDict or types allowlisted ...".
+    ("can_only_build", re.compile(r"Can only build .*?but got " + _CLASS_IN_REPR, re.S)),
+    # NEWOBJ: 2.4 "Trying to instantiate unsupported class <class>", 2.5+ "Can only create
+    # new object for nn.Parameter or classes allowlisted ... but got <class>".
+    ("can_only_build", re.compile(r"Trying to instantiate unsupported class " + _CLASS_IN_REPR)),
+    ("can_only_build", re.compile(r"Can only create new object for .*?but got " + _CLASS_IN_REPR)),
+    ("torchscript", re.compile(r"TorchScript archives")),
+    ("legacy_tar", re.compile(r"legacy \.tar format")),
+)
+
+
+def _qualify(name: str) -> str:
+    # 2.7+ prints builtins without their module ("GLOBAL getattr"); restore it so names
+    # compare equal across versions and with get_unsafe_globals_in_checkpoint.
+    return name if "." in name else f"builtins.{name}"
+
+
+def parse_weights_only_error(exc: BaseException) -> WeightsOnlyFailure:
+    """Classify a weights-only failure raised by ``torch.load`` on torch 2.4-2.15.
+
+    Handles the outer wrapper of every version (2.4's two variants, 2.5's ANSI-bold
+    warning, 2.6+'s "In PyTorch 2.6 ..." sentence, 2.9+'s blank line before the inner
+    message), short vs dotted names in suggestions, and 2.7+'s stripped ``builtins.``.
+    Never raises: anything unrecognised is ``kind="other"`` with the text kept.
+    """
+    text = str(exc)
+    parts = _WRAPPER_SPLIT.split(text, maxsplit=1)
+    inner = parts[1] if len(parts) == 2 else text
+    inner = _DOCS_TAIL.sub("", inner).strip()
+    for kind, pattern in _PATTERNS:
+        match = pattern.search(inner)
+        if match is None:
+            continue
+        if kind == "unsupported_operand":
+            return WeightsOnlyFailure(kind, operand=int(match.group(1)), message=inner)
+        if kind in ("torchscript", "legacy_tar"):
+            return WeightsOnlyFailure(kind, message=inner)
+        return WeightsOnlyFailure(kind, globals=(_qualify(match.group(1)),), message=inner)
+    return WeightsOnlyFailure("other", message=inner)
+
+
+# --------------------------------------------------------------------------- file sniffing
+def _describe(f: FileLike) -> str | None:
+    if isinstance(f, (str, os.PathLike)):
+        return os.fspath(f)
+    return getattr(f, "name", None) if isinstance(getattr(f, "name", None), str) else None
+
+
+def _check_path(f: FileLike) -> None:
+    """Refuse missing, directory and unreadable paths before torch sees them."""
+    if not isinstance(f, (str, os.PathLike)):
+        return
+    path = os.fspath(f)
+    if not os.path.lexists(path):
+        raise CheckpointNotFoundError(
+            "no checkpoint file here",
+            path=path,
+            expected="an existing .pt file",
+            found="nothing at this path",
+            fix="check the run name, epoch and data_dir",
+        )
+    if os.path.isdir(path):
+        raise CheckpointNotFoundError(
+            "a directory where a checkpoint file was expected",
+            path=path,
+            expected="a file written by torch.save",
+            found="a directory",
+            fix="pass the .pt file inside it, or a run URI to the manager",
+        )
+    if not os.access(path, os.R_OK):
+        raise CheckpointError(
+            "the checkpoint file cannot be read",
+            path=path,
+            expected="a readable file",
+            found="permission denied",
+            fix="fix the file's permissions",
+        )
+
+
+def _prescan(f: FileLike, safe_globals: Sequence[SafeGlobal]) -> None:
+    """Static checks before torch reads the file: kind sniffing always, full scan on < 2.10.
+
+    The scan never unpickles; it raises CorruptCheckpointError for files that are not torch
+    checkpoints and, where :data:`NEEDS_STATIC_PRESCAN`, UnsafeCheckpointError for what the
+    weights-only unpickler of this torch cannot be trusted to refuse.
+    """
+    from ckptcompat.checkpoint import scan  # stdlib-only leaf module; no torch import there
+
+    scan.precheck(f, allowed=_allowed_names(safe_globals), full=NEEDS_STATIC_PRESCAN)
+
+
+def _allowed_names(entries: Sequence[SafeGlobal]) -> frozenset[str]:
+    names = set()
+    for entry in entries:
+        if isinstance(entry, tuple):
+            names.add(entry[1])
+        else:
+            names.add(f"{entry.__module__}.{getattr(entry, '__qualname__', entry.__name__)}")
+            names.add(f"{entry.__module__}.{entry.__name__}")
+    return frozenset(names)
+
+
+# --------------------------------------------------------------------------- translation
+_NOT_A_TORCH_FILE = {118: "a Git-LFS pointer ('v')", 60: "an HTML page ('<')"}
+
+
+def _translate(exc: BaseException, f: FileLike, *, weights_only: bool) -> CheckpointError:
+    """Turn anything ``torch.load`` raised into the matching ckptcompat error."""
+    path = _describe(f)
+    text = str(exc)
+    if isinstance(exc, CheckpointError):
+        return exc
+    if isinstance(exc, FileNotFoundError):
+        return CheckpointNotFoundError("no checkpoint file here", path=path, found=text)
+    if isinstance(exc, pickle.UnpicklingError) and "Weights only load failed" in text:
+        failure = parse_weights_only_error(exc)
+        return _from_failure(failure, path)
+    if isinstance(exc, RuntimeError) and "TorchScript" in text:
+        return IncompatibleCheckpointError(
+            "this is a TorchScript archive, not a torch.save checkpoint",
+            path=path,
+            expected="a torch.save file",
+            found="a TorchScript (torch.jit.save) archive",
+            fix="load it with torch.jit.load; ckptcompat does not manage TorchScript",
+        )
+    if isinstance(exc, RuntimeError) and "legacy .tar format" in text:
+        return UnsafeCheckpointError(
+            "the legacy .tar container cannot be loaded with weights_only=True",
+            path=path,
+            expected="a zip-format torch.save file",
+            found="a pre-1.6 .tar checkpoint",
+            fix="migrate it with `ckptcompat migrate --trust` only if you trust its source",
+        )
+    if isinstance(exc, (EOFError, zipfile.BadZipFile)) or (
+        isinstance(exc, (RuntimeError, pickle.UnpicklingError, ValueError, OSError))
+        and any(
+            s in text
+            for s in (
+                "PytorchStreamReader",
+                "Ran out of input",
+                "invalid load key",
+                "Invalid magic number",
+                "truncated",
+                "unexpected EOF",
+                "zip archive",
+                "negative argument",
+                "pickle data was truncated",
+            )
+        )
+    ):
+        return CorruptCheckpointError(
+            "the file is not a complete torch checkpoint",
+            path=path,
+            expected="a complete torch.save zip archive",
+            found=f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}",
+            fix="restore the file from its source or pick an earlier checkpoint",
+        )
+    if isinstance(exc, AttributeError) and "torch" in text:
+        return IncompatibleCheckpointError(
+            "the checkpoint uses a torch attribute (often a dtype) this torch lacks",
+            path=path,
+            found=f"{type(exc).__name__}: {text}",
+            expected=f"names known to torch {TORCH_VERSION}",
+            fix="load it with the torch version that wrote it, or a newer one",
+        )
+    loader = "weights_only=True" if weights_only else "torch.load"
+    return CheckpointError(
+        f"{loader} failed on this file",
+        path=path,
+        found=f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}",
+        fix="run `ckptcompat doctor FILE` for a per-version diagnosis",
+    )
+
+
+def _from_failure(failure: WeightsOnlyFailure, path: str | None) -> CheckpointError:
+    if failure.kind == "unsupported_operand" and failure.operand in _NOT_A_TORCH_FILE:
+        return CorruptCheckpointError(
+            "not a torch checkpoint",
+            path=path,
+            expected="a torch.save file",
+            found=_NOT_A_TORCH_FILE[failure.operand],
+            fix="fetch the real file (git lfs pull, or re-download)",
+        )
+    if failure.kind == "torchscript":
+        return IncompatibleCheckpointError(
+            "this is a TorchScript archive, not a torch.save checkpoint",
+            path=path,
+            fix="load it with torch.jit.load",
+        )
+    described = {
+        "unsupported_global": "globals outside the allowlist",
+        "blocked_module": "a global from a module torch blocks outright",
+        "can_only_build": "an object of a class that is not allowlisted",
+        "setitem_restriction": "items set on a dict subclass, refused by torch >= 2.10",
+        "unsupported_operand": f"pickle opcode {failure.operand}, outside protocol 2",
+        "legacy_tar": "the legacy .tar container",
+    }.get(failure.kind, failure.message.splitlines()[0] if failure.message else "unknown")
+    return UnsafeCheckpointError(
+        "the weights-only unpickler refused this checkpoint",
+        path=path,
+        globals=failure.globals,
+        expected="only tensors, containers and allowlisted globals",
+        found=described + (f" ({', '.join(failure.globals)})" if failure.globals else ""),
+        fix="run `ckptcompat doctor FILE` to see what an allowlist would need, "
+        "or `ckptcompat migrate` to convert it to the safe format",
+    )
+
+
+@contextmanager
+def _quiet_protocol_warning() -> Iterator[None]:
+    # The weights-only unpickler warns "Detected pickle protocol N" (2.4+) before refusing
+    # the file; the refusal is what we report, so the warning is noise here.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Detected pickle protocol")
+        yield
+
+
+def _rewind(f: FileLike) -> None:
+    if isinstance(f, io.IOBase) and f.seekable():
+        f.seek(0)
+
+
+# --------------------------------------------------------------------------- loaders
+def load(
+    f: FileLike,
+    *,
+    safe_globals: Sequence[SafeGlobal] = (),
+    map_location: str | torch.device | Callable[..., Any] | None = None,
+    mmap: bool = False,
+) -> Any:
+    """``torch.load(f, weights_only=True)`` with ``safe_globals`` allowlisted for this call.
+
+    Args:
+        f: a path or a seekable binary file object.
+        safe_globals: classes/functions (or ``(obj, "dotted.name")`` aliases on 2.6+)
+            allowed for this call only; the global allowlist is restored afterwards.
+        map_location: as for ``torch.load``.
+        mmap: memory-map storages (paths to zip checkpoints only).
+
+    Raises:
+        CheckpointNotFoundError: no file, or a directory.
+        CorruptCheckpointError: truncated zip, zero bytes, Git-LFS pointer, HTML page.
+        UnsafeCheckpointError: globals or opcodes the unpickler (or, on < 2.10, our
+            static scan) refuses; ``.globals`` lists the offenders.
+        IncompatibleCheckpointError: TorchScript archive, alias needing 2.6+, unknown dtype.
+    """
+    _check_path(f)
+    _prescan(f, safe_globals)
+    _rewind(f)
+    try:
+        with scoped_safe_globals(safe_globals), _quiet_protocol_warning():
+            return torch.load(f, map_location=map_location, weights_only=True, mmap=mmap)
+    except CheckpointError:
+        raise
+    except Exception as exc:
+        raise _translate(exc, f, weights_only=True) from exc
+
+
+def trusted_load(
+    f: FileLike,
+    *,
+    map_location: str | torch.device | Callable[..., Any] | None = None,
+) -> Any:
+    """The one audited ``torch.load(weights_only=False)``: runs any code the file holds.
+
+    Only ``ckptcompat migrate --trust`` (an explicit user opt-in) calls this. It emits
+    :class:`TrustedLoadWarning` first. Note ``TORCH_FORCE_WEIGHTS_ONLY_LOAD=1`` overrides
+    the explicit False on every version (torch reads it on each call).
+
+    Raises:
+        CheckpointNotFoundError, CorruptCheckpointError, CheckpointError.
+    """
+    _check_path(f)
+    warnings.warn(
+        f"trusted_load: unpickling {_describe(f) or 'a file object'} with weights_only=False "
+        "can execute arbitrary code; do this only for files from a trusted source",
+        TrustedLoadWarning,
+        stacklevel=2,
+    )
+    try:
+        return torch.load(f, map_location=map_location, weights_only=False)
+    except Exception as exc:
+        raise _translate(exc, f, weights_only=False) from exc
+
+
+def naive_load(
+    f: FileLike,
+    *,
+    map_location: str | torch.device | Callable[..., Any] | None = None,
+) -> Any:
+    """``torch.load(f)`` with ``weights_only`` omitted: what a plain user call does here.
+
+    On 2.4/2.5 this unpickles anything (and warns FutureWarning); from 2.6 it is
+    weights-only. Harness and ``repro`` only, always in a subprocess, never on the
+    malicious corpus. Failures are translated like :func:`load`'s.
+    """
+    _check_path(f)
+    try:
+        return torch.load(f, map_location=map_location)
+    except Exception as exc:
+        raise _translate(exc, f, weights_only=WEIGHTS_ONLY_IS_DEFAULT) from exc
+
+
+def save(obj: Any, f: FileLike) -> None:
+    """``torch.save(obj, f)`` with pickle protocol 2, the only one weights-only reads."""
+    torch.save(obj, f, pickle_protocol=2)

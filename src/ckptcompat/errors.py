@@ -31,7 +31,7 @@ def _compose(problem: str, expected: str | None, found: str | None, fix: str | N
         parts.append(f"found {found}")
     message = "; ".join(parts) + "."
     if fix:
-        message += f" {fix.rstrip('.')}."
+        message += f" {fix[:1].upper()}{fix[1:].rstrip('.')}."
     return message
 
 

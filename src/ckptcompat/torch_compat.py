@@ -17,6 +17,7 @@ Failures come out as :mod:`ckptcompat.errors` types; the torch exception is chai
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import os
 import pickle
@@ -89,8 +90,8 @@ WEIGHTS_ONLY_IS_DEFAULT: bool = hasattr(_ser, "_default_to_weights_only")
 #: Allowlist entries may be ``(obj, "dotted.name")`` aliases (2.6+, the allowlist became a
 #: set with tuple support in the same release that added the unsafe-globals scan).
 HAS_ALIASED_SAFE_GLOBALS: bool = HAS_UNSAFE_GLOBALS_SCAN and TORCH_VERSION >= Version("2.6")
-#: ``torch.utils.serialization.config`` exists (2.7+).
-HAS_SERIALIZATION_CONFIG: bool = hasattr(getattr(torch.utils, "serialization", None), "config")
+#: ``torch.utils.serialization.config`` exists (2.7+; not imported by ``import torch``).
+HAS_SERIALIZATION_CONFIG: bool = importlib.util.find_spec("torch.utils.serialization") is not None
 #: SETITEM(S) only on dict/OrderedDict/Counter under weights_only (2.10+, CVE-2026-24747 fix).
 SETITEM_RESTRICTED: bool = hasattr(getattr(_wo, "Unpickler", None), "_check_set_item_target")
 #: torch versions whose weights-only unpickler we do not trust alone: <= 2.5.1 had a code

@@ -1,0 +1,37 @@
+"""Suite-wide pytest configuration: the cell banner and the ``one_cell`` marker.
+
+``CKPTCOMPAT_CELL`` is set by the noxfile to the id of the torch cell running the suite
+(``t24`` ...). A test marked ``one_cell`` does not depend on torch's version and runs only
+in :data:`ONE_CELL`; its docstring says why. Outside nox (no ``CKPTCOMPAT_CELL``) every
+test runs.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from ckptcompat.harness import envinfo
+
+#: The cell that runs version-independent tests: the newest default release.
+ONE_CELL = "t215"
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    facts = envinfo.facts()
+    cell = os.environ.get("CKPTCOMPAT_CELL", "(none: not run by nox)")
+    return [
+        f"ckptcompat cell: {cell}",
+        "versions: " + ", ".join(f"{k}={facts[k]}" for k in ("torch", "numpy", "python")),
+    ]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    cell = os.environ.get("CKPTCOMPAT_CELL")
+    if cell is None or cell == ONE_CELL:
+        return
+    skip = pytest.mark.skip(reason=f"version-independent; runs only in cell {ONE_CELL}")
+    for item in items:
+        if item.get_closest_marker("one_cell") is not None:
+            item.add_marker(skip)

@@ -7,6 +7,7 @@ disagrees with /work/shared/reference/torch_versions.md fails here.
 
 from __future__ import annotations
 
+import _codecs
 import argparse
 import collections
 import io
@@ -302,9 +303,15 @@ def test_parse_protocol_4_operand(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 def test_parse_can_only_build_names_the_numpy_dtype_class(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Guards the concrete numpy dtype class (missed by torch's own scan) going unnamed."""
+    """Guards the concrete numpy dtype class (missed by torch's own scan) going unnamed.
+
+    An ndarray's buffer pickles as bytes through ``_codecs.encode``, which 2.4 does not
+    allow by default (2.5+ does), so 2.4 needs it allowlisted to get as far as BUILD.
+    """
     path = _save({"a": np.arange(3, dtype=np.float64)}, tmp_path / "np.pt")
     allow = [np._core.multiarray._reconstruct, np.ndarray, np.dtype]
+    if V < Version("2.5"):
+        allow.append(_codecs.encode)
     failure = tc.parse_weights_only_error(_torch_error(path, monkeypatch, allow))
     assert failure.kind == "can_only_build"
     assert failure.globals == ("numpy.dtypes.Float64DType",)
@@ -334,3 +341,14 @@ def test_allowlisted_defaultdict_with_items_by_version(
         assert failure.globals == ("collections.defaultdict",)
     else:
         assert tc.load(path, safe_globals=allow)["d"]["k"] == 1
+
+
+def test_bytes_load_by_default_from_2_5(tmp_path: Path) -> None:
+    """Guards the 2.4 gap: bytes pickle through _codecs.encode, allowed by default from 2.5."""
+    path = _save({"b": b"\x00\x01"}, tmp_path / "bytes.pt")
+    if V >= Version("2.5"):
+        assert tc.load(path)["b"] == b"\x00\x01"
+    else:
+        with pytest.raises(UnsafeCheckpointError) as info:
+            tc.load(path)
+        assert info.value.globals == ("_codecs.encode",)

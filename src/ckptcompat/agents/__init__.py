@@ -1,1 +1,30 @@
-"""ckptcompat.agents."""
+"""ckptcompat.agents: the agent interface, our two agents and the class_path registry."""
+
+from __future__ import annotations
+
+from ckptcompat.agents.base import Agent, AgentOutput, AgentState
+from ckptcompat.agents.mock import MockAgent
+from ckptcompat.agents.recurrent import RecurrentAgent, RecurrentAgentConfig
+from ckptcompat.agents.registry import (
+    build_agent,
+    class_path_of,
+    resolve_agent_class,
+    validate_config,
+)
+from ckptcompat.agents.spaces import as_space, space_from_config, space_to_config
+
+__all__ = [
+    "Agent",
+    "AgentOutput",
+    "AgentState",
+    "MockAgent",
+    "RecurrentAgent",
+    "RecurrentAgentConfig",
+    "as_space",
+    "build_agent",
+    "class_path_of",
+    "resolve_agent_class",
+    "space_from_config",
+    "space_to_config",
+    "validate_config",
+]

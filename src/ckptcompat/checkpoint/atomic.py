@@ -1,0 +1,358 @@
+"""Crash-safe writes, the run's writer lock and named fault-injection points.
+
+Atomic write (DESIGN section 4): bytes go to ``.<name>.tmp-<pid>`` in the destination's
+directory, are flushed and fsynced, then ``os.replace`` moves them over the final name and
+the directory is fsynced, so a reader sees the old file or the complete new one, never a
+prefix. The digest (``xxh3_128``, non-cryptographic: it detects corruption, not tampering)
+and the size are computed from the bytes as they are written, not in a second pass.
+
+Fault injection: :func:`fault_point` fires when the environment variable ``CKPTCOMPAT_FAULT``
+names it. ``CKPTCOMPAT_FAULT=after_fsync`` raises :class:`InjectedFault` at that point;
+``CKPTCOMPAT_FAULT=after_fsync:exit`` calls ``os._exit(137)`` instead (no cleanup, no
+``finally``), as a SIGKILL or power cut would. Points, in the order a save reaches them:
+
+* ``after_temp_write`` -- the temp file holds the bytes, not yet flushed or fsynced;
+* ``after_fsync`` -- the temp file is durable, not yet renamed;
+* ``after_replace`` -- the final name holds the new bytes, directory not yet fsynced;
+* ``before_index_update`` -- (fired by the manager) the checkpoint is written, ``index.json``
+  does not list it yet.
+
+Each atomic write passes the first three, so the first write of a save (the checkpoint
+file, or ``index.json`` when an indexed epoch is overwritten) is the one that fails.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+import xxhash
+
+from ckptcompat.errors import RunLockedError
+
+__all__ = [
+    "DIGEST_ALGORITHM",
+    "FAULT_ENV",
+    "FAULT_EXIT_CODE",
+    "FAULT_POINTS",
+    "LOCK_NAME",
+    "HashingWriter",
+    "InjectedFault",
+    "RunLock",
+    "WriteResult",
+    "fault_point",
+    "hash_file",
+    "is_temp_name",
+    "remove_stale_temp_files",
+    "temp_path",
+    "write_atomic",
+    "write_bytes_atomic",
+]
+
+#: Name of the digest algorithm; digests are written ``"xxh3_128:<32 hex digits>"``.
+DIGEST_ALGORITHM = "xxh3_128"
+#: Environment variable naming the fault-injection point to fire (``point`` or ``point:exit``).
+FAULT_ENV = "CKPTCOMPAT_FAULT"
+#: The fault-injection points, in the order a save reaches them.
+FAULT_POINTS: tuple[str, ...] = (
+    "after_temp_write",
+    "after_fsync",
+    "after_replace",
+    "before_index_update",
+)
+#: Exit status of a ``point:exit`` fault (128 + SIGKILL, what a killed writer reports).
+FAULT_EXIT_CODE = 137
+#: The writer lock's file name inside ``checkpoints/``.
+LOCK_NAME = ".lock"
+
+_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<pid>\d+)$")
+_CHUNK_BYTES = 1 << 20
+
+
+class InjectedFault(RuntimeError):
+    """A fault-injection point named by ``CKPTCOMPAT_FAULT`` fired (tests only)."""
+
+
+def fault_point(name: str) -> None:
+    """Fire the fault-injection point ``name`` if ``CKPTCOMPAT_FAULT`` names it.
+
+    The variable is read on every call, so tests may set it with ``monkeypatch.setenv``.
+
+    Raises:
+        InjectedFault: the variable is ``name``.
+        ValueError: ``name`` or the variable's point is not one of :data:`FAULT_POINTS`,
+            or its mode is not ``exit`` (a misspelt point would otherwise never fire).
+    """
+    if name not in FAULT_POINTS:
+        raise ValueError(f"unknown fault point {name!r}; known points: {', '.join(FAULT_POINTS)}")
+    value = os.environ.get(FAULT_ENV, "")
+    if not value:
+        return
+    point, _, mode = value.partition(":")
+    if point not in FAULT_POINTS or mode not in ("", "exit"):
+        raise ValueError(
+            f"{FAULT_ENV}={value!r} is not a fault point; expected one of "
+            f"{', '.join(FAULT_POINTS)}, optionally followed by ':exit'"
+        )
+    if point != name:
+        return
+    if mode == "exit":
+        os._exit(FAULT_EXIT_CODE)
+    raise InjectedFault(f"fault injected at {name!r} ({FAULT_ENV}={value})")
+
+
+# --------------------------------------------------------------------------- hashing
+class HashingWriter:
+    """A write-only file object that hashes and counts every byte it forwards.
+
+    ``torch.save`` given a file object calls only ``write`` and ``flush`` (2.4-2.15), and
+    names the archive's inner folder ``archive`` instead of deriving it from the temp
+    file's name, so the bytes do not depend on the pid in that name.
+    """
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+        self._hash = xxhash.xxh3_128()
+        self.size_bytes = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        """Write all of ``data``; return its length in bytes."""
+        view = memoryview(data).cast("B")
+        self._raw.write(view)
+        self._hash.update(view)
+        self.size_bytes += view.nbytes
+        return view.nbytes
+
+    def flush(self) -> None:
+        """Flush the underlying file's user-space buffer (not an fsync)."""
+        self._raw.flush()
+
+    def writable(self) -> bool:
+        """Always True."""
+        return True
+
+    @property
+    def digest(self) -> str:
+        """``"xxh3_128:<hex>"`` of the bytes written so far."""
+        return f"{DIGEST_ALGORITHM}:{self._hash.hexdigest()}"
+
+
+def hash_file(path: str | os.PathLike[str]) -> tuple[int, str]:
+    """Return ``(size in bytes, "xxh3_128:<hex>")`` of a file, read in 1 MiB chunks.
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    digest = xxhash.xxh3_128()
+    size = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK_BYTES):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, f"{DIGEST_ALGORITHM}:{digest.hexdigest()}"
+
+
+# --------------------------------------------------------------------------- atomic write
+@dataclass(frozen=True)
+class WriteResult:
+    """A completed atomic write.
+
+    Attributes:
+        path: the final path.
+        size_bytes: bytes written.
+        digest: ``"xxh3_128:<hex>"`` of those bytes.
+    """
+
+    path: Path
+    size_bytes: int
+    digest: str
+
+
+def temp_path(path: str | os.PathLike[str]) -> Path:
+    """``<dir>/.<name>.tmp-<pid>``: the temp file an atomic write of ``path`` uses."""
+    final = Path(path)
+    return final.with_name(f".{final.name}.tmp-{os.getpid()}")
+
+
+def is_temp_name(name: str) -> bool:
+    """True for a temp file name ``.<name>.tmp-<pid>`` (never a checkpoint)."""
+    return _TEMP_RE.match(name) is not None
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(
+    path: str | os.PathLike[str], write: Callable[[HashingWriter], None]
+) -> WriteResult:
+    """Write ``path`` atomically: ``write`` fills a temp file, which then replaces ``path``.
+
+    Args:
+        path: the final path; its directory must exist.
+        write: called once with a :class:`HashingWriter` (e.g. ``torch_compat.save(obj, w)``).
+
+    Returns:
+        The final path, the size in bytes and the digest of the bytes written.
+
+    Raises:
+        InjectedFault: a fault point fired (see the module docstring).
+        OSError: from the file system; whatever ``write`` raises. On any failure before
+            the rename the temp file is removed and ``path`` is untouched.
+    """
+    final = Path(path)
+    temp = temp_path(final)
+    renamed = False
+    try:
+        with open(temp, "wb") as raw:
+            writer = HashingWriter(raw)
+            write(writer)
+            fault_point("after_temp_write")
+            raw.flush()
+            os.fsync(raw.fileno())
+        fault_point("after_fsync")
+        os.replace(temp, final)
+        renamed = True
+    finally:
+        if not renamed:
+            temp.unlink(missing_ok=True)
+    fault_point("after_replace")
+    _fsync_dir(final.parent)
+    return WriteResult(path=final, size_bytes=writer.size_bytes, digest=writer.digest)
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> WriteResult:
+    """:func:`write_atomic` of a bytes object (used for ``index.json``)."""
+
+    def write(writer: HashingWriter) -> None:
+        writer.write(data)
+
+    return write_atomic(path, write)
+
+
+def remove_stale_temp_files(directory: str | os.PathLike[str]) -> list[Path]:
+    """Delete every ``.<name>.tmp-<pid>`` in ``directory``; return what was removed.
+
+    Call only while holding the run's :class:`RunLock`: the lock guarantees no live
+    writer owns any of these files (they are left by a writer that was killed).
+    """
+    removed = []
+    folder = Path(directory)
+    if not folder.is_dir():
+        return removed
+    for entry in folder.iterdir():
+        if is_temp_name(entry.name) and entry.is_file():
+            entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
+
+
+# --------------------------------------------------------------------------- run lock
+class RunLock:
+    """The run's writer lock: a non-blocking exclusive ``flock`` on ``checkpoints/.lock``.
+
+    The kernel releases a ``flock`` when its holder's last file descriptor closes,
+    including when the process is killed, so a dead writer never blocks the next one.
+    The holder writes ``{"pid", "host"}`` into the file so :class:`RunLockedError` can
+    name it. Re-entrant within one object (nested ``acquire`` calls count), but two
+    objects conflict even in one process: ``flock`` belongs to the open file description.
+
+    Caveats: the descriptor is close-on-exec, but a child created by ``fork`` without
+    ``exec`` inherits it and keeps the lock alive until the child exits; ``flock`` is not
+    reliable on some network file systems.
+    """
+
+    def __init__(self, checkpoints_dir: str | os.PathLike[str]) -> None:
+        self.path = Path(checkpoints_dir) / LOCK_NAME
+        self._fd: int | None = None
+        self._depth = 0
+
+    @property
+    def held(self) -> bool:
+        """True while this object holds the lock."""
+        return self._depth > 0
+
+    def acquire(self) -> None:
+        """Take the lock without waiting (creating ``checkpoints/`` if needed).
+
+        Raises:
+            RunLockedError: another live process (or another RunLock object) holds it.
+        """
+        if self._depth:
+            self._depth += 1
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_holder(fd)
+            os.close(fd)
+            raise RunLockedError(
+                "another writer holds this run's checkpoint lock",
+                path=self.path,
+                expected="no other live process writing checkpoints of this run",
+                found=f"the lock held by {holder}",
+                fix="stop the other writer, or use a different run name; the lock frees "
+                "itself when its holder exits",
+            ) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        record = json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, record + b"\n", 0)
+        self._fd = fd
+        self._depth = 1
+
+    def release(self) -> None:
+        """Undo one :meth:`acquire`; the last one unlocks. A no-op when not held."""
+        if self._depth == 0:
+            return
+        self._depth -= 1
+        if self._depth or self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            # Clear the holder record first so nobody reads a pid that no longer holds it.
+            os.ftruncate(fd, 0)
+        finally:
+            os.close(fd)  # closing the last descriptor releases the flock
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+    def __del__(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+
+
+def _read_holder(fd: int) -> str:
+    """Describe the holder recorded in the lock file (it may not have written it yet)."""
+    raw = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
+    try:
+        record = json.loads(raw)
+        return f"pid {int(record['pid'])} on host {record['host']}"
+    except (ValueError, KeyError, TypeError):
+        return "a process that has not recorded its pid yet"

@@ -1,0 +1,223 @@
+"""``checkpoints/index.json``: the run's record of complete checkpoints.
+
+The index is the commit record of a run (DESIGN section 4): a checkpoint exists for the
+manager once, and only once, the index lists it. It is rewritten atomically *after* the
+file it describes, so it never lists a missing or partial file; a file on disk that the
+index does not list (a save interrupted between the rename and the index update) is
+ignored, like a temp file. ``:latest`` resolves through it. Standard library only.
+
+Schema (``format_version`` 1)::
+
+    {"format": "ckptcompat.index", "format_version": 1, "run": "<run>",
+     "checkpoints":    [{"epoch", "agent_step", "score", "total_time_s", "created_at",
+                         "file", "size_bytes", "digest"}, ...],   # ascending epoch
+     "trainer_states": [{"epoch", "agent_step", "file", "size_bytes", "digest"}, ...]}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from ckptcompat.errors import CorruptCheckpointError, IncompatibleCheckpointError
+
+__all__ = [
+    "INDEX_FORMAT",
+    "INDEX_NAME",
+    "INDEX_VERSION",
+    "CheckpointEntry",
+    "RunIndex",
+    "TrainerEntry",
+    "read_index",
+]
+
+INDEX_NAME = "index.json"
+INDEX_FORMAT = "ckptcompat.index"
+INDEX_VERSION = 1
+
+
+@dataclass(frozen=True)
+class CheckpointEntry:
+    """One complete agent checkpoint.
+
+    Attributes:
+        epoch: >= 0; agent_step: >= 0; score: float or None; total_time_s: seconds.
+        created_at: ISO 8601 UTC. file: name inside ``checkpoints/``.
+        size_bytes: file size in bytes. digest: ``"xxh3_128:<hex>"`` of the whole file.
+    """
+
+    epoch: int
+    agent_step: int
+    score: float | None
+    total_time_s: float
+    created_at: str
+    file: str
+    size_bytes: int
+    digest: str
+
+
+@dataclass(frozen=True)
+class TrainerEntry:
+    """One complete trainer state (same meanings as :class:`CheckpointEntry`)."""
+
+    epoch: int
+    agent_step: int
+    file: str
+    size_bytes: int
+    digest: str
+
+
+@dataclass(frozen=True)
+class RunIndex:
+    """The parsed index; immutable, ``with_*``/``without`` return updated copies."""
+
+    run: str
+    checkpoints: tuple[CheckpointEntry, ...] = field(default=())
+    trainer_states: tuple[TrainerEntry, ...] = field(default=())
+
+    def checkpoint(self, epoch: int) -> CheckpointEntry | None:
+        """The entry of ``epoch`` (0 included), or None when not indexed."""
+        return next((e for e in self.checkpoints if e.epoch == epoch), None)
+
+    def trainer_state(self, epoch: int) -> TrainerEntry | None:
+        """The trainer entry of ``epoch``, or None when not indexed."""
+        return next((e for e in self.trainer_states if e.epoch == epoch), None)
+
+    def latest_checkpoint(self) -> CheckpointEntry | None:
+        """The highest-epoch checkpoint, or None when the run has none."""
+        return self.checkpoints[-1] if self.checkpoints else None
+
+    def latest_trainer_state(self) -> TrainerEntry | None:
+        """The highest-epoch trainer state, or None when the run has none."""
+        return self.trainer_states[-1] if self.trainer_states else None
+
+    def with_checkpoint(self, entry: CheckpointEntry) -> RunIndex:
+        """A copy listing ``entry`` (replacing any entry of the same epoch)."""
+        kept = [e for e in self.checkpoints if e.epoch != entry.epoch]
+        return replace(self, checkpoints=tuple(sorted([*kept, entry], key=_epoch)))
+
+    def with_trainer_state(self, entry: TrainerEntry) -> RunIndex:
+        """A copy listing trainer ``entry`` (replacing any entry of the same epoch)."""
+        kept = [e for e in self.trainer_states if e.epoch != entry.epoch]
+        return replace(self, trainer_states=tuple(sorted([*kept, entry], key=_epoch)))
+
+    def without(
+        self,
+        *,
+        checkpoints: set[int] | frozenset[int] = frozenset(),
+        trainer_states: set[int] | frozenset[int] = frozenset(),
+    ) -> RunIndex:
+        """A copy without the given epochs of checkpoints and of trainer states."""
+        return replace(
+            self,
+            checkpoints=tuple(e for e in self.checkpoints if e.epoch not in checkpoints),
+            trainer_states=tuple(e for e in self.trainer_states if e.epoch not in trainer_states),
+        )
+
+    def to_json(self) -> bytes:
+        """The index file's bytes (UTF-8 JSON, sorted keys, trailing newline)."""
+        document = {
+            "format": INDEX_FORMAT,
+            "format_version": INDEX_VERSION,
+            "run": self.run,
+            "checkpoints": [asdict(e) for e in self.checkpoints],
+            "trainer_states": [asdict(e) for e in self.trainer_states],
+        }
+        return (json.dumps(document, indent=1, sort_keys=True, allow_nan=False) + "\n").encode()
+
+
+def _epoch(entry: CheckpointEntry | TrainerEntry) -> int:
+    return entry.epoch
+
+
+_CHECKPOINT_TYPES: dict[str, tuple[type, ...]] = {
+    "epoch": (int,),
+    "agent_step": (int,),
+    "score": (float, int, type(None)),
+    "total_time_s": (float, int),
+    "created_at": (str,),
+    "file": (str,),
+    "size_bytes": (int,),
+    "digest": (str,),
+}
+_TRAINER_TYPES = {
+    k: _CHECKPOINT_TYPES[k] for k in ("epoch", "agent_step", "file", "size_bytes", "digest")
+}
+
+
+def _corrupt(path: Path, found: str) -> CorruptCheckpointError:
+    return CorruptCheckpointError(
+        "the run's index.json is malformed",
+        path=path,
+        expected=f"a {INDEX_FORMAT} document written by SimpleCheckpointManager",
+        found=found,
+        fix="restore index.json from a backup, or move it aside and load the checkpoint "
+        "files by path (unverified: the index holds their sizes and digests)",
+    )
+
+
+def _entries(
+    raw: Any, types: dict[str, tuple[type, ...]], path: Path, what: str
+) -> list[dict[str, Any]]:
+    if type(raw) is not list:
+        raise _corrupt(path, f"{what} is a {type(raw).__qualname__}, not a list")
+    out = []
+    for item in raw:
+        if type(item) is not dict or set(item) != set(types):
+            raise _corrupt(path, f"a {what} entry {item!r:.120}")
+        for key, allowed in types.items():
+            if type(item[key]) not in allowed:
+                raise _corrupt(path, f"{what} entry field {key}={item[key]!r}")
+        if item["epoch"] < 0 or item["size_bytes"] < 0:
+            raise _corrupt(path, f"a {what} entry with a negative epoch or size: {item!r:.120}")
+        out.append(item)
+    return out
+
+
+def read_index(checkpoints_dir: str | os.PathLike[str], run: str | None) -> RunIndex:
+    """Read ``<checkpoints_dir>/index.json``; an empty index when the file does not exist.
+
+    Args:
+        checkpoints_dir: the run's ``checkpoints/`` directory.
+        run: the run the index must belong to; None accepts any (and names an empty
+            index ``""``).
+
+    Raises:
+        CorruptCheckpointError: not JSON, or not the schema above, or written for
+            another run than ``run``.
+        IncompatibleCheckpointError: a newer index ``format_version``.
+    """
+    path = Path(checkpoints_dir) / INDEX_NAME
+    try:
+        text = path.read_bytes()
+    except FileNotFoundError:
+        return RunIndex(run="" if run is None else run)
+    try:
+        document = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _corrupt(path, f"invalid JSON ({exc})") from exc
+    if type(document) is not dict or document.get("format") != INDEX_FORMAT:
+        raise _corrupt(path, f"{str(document)[:80]!r}")
+    version = document.get("format_version")
+    if type(version) is not int or version < 1:
+        raise _corrupt(path, f"format_version={version!r}")
+    if version > INDEX_VERSION:
+        raise IncompatibleCheckpointError(
+            f"index format_version {version} is newer than this ckptcompat supports "
+            f"(<= {INDEX_VERSION})",
+            path=path,
+            fix="upgrade ckptcompat",
+        )
+    found_run = document.get("run")
+    if type(found_run) is not str or (run is not None and found_run != run):
+        raise _corrupt(path, f"run={found_run!r} where run={run!r} was expected")
+    checkpoints = _entries(document.get("checkpoints"), _CHECKPOINT_TYPES, path, "checkpoints")
+    trainers = _entries(document.get("trainer_states"), _TRAINER_TYPES, path, "trainer_states")
+    return RunIndex(
+        run=found_run,
+        checkpoints=tuple(sorted((CheckpointEntry(**e) for e in checkpoints), key=_epoch)),
+        trainer_states=tuple(sorted((TrainerEntry(**e) for e in trainers), key=_epoch)),
+    )

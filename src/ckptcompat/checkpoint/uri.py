@@ -1,0 +1,368 @@
+"""Checkpoint URIs, file names and the one key scheme (DESIGN section 6).
+
+File names (``data_dir/<run>/checkpoints/``), no zero padding:
+
+* agent checkpoint ``<run>_v<epoch>.pt`` (grammar :data:`AGENT_FILE_RE`);
+* trainer state ``<run>_v<epoch>.trainer.pt``;
+* legacy, read for migration only: G1 ``model_<NNNN>.pt``, G2 ``<run>:v<E>.pt`` and
+  ``<run>__e<E>__s<S>__t<T>__sc<SC>.pt``.
+
+URIs understood by :func:`parse_uri`: ``file://PATH`` (the rest taken verbatim, not
+percent-decoded), a bare path, a run directory (``data_dir/<run>`` or its
+``checkpoints/``: its latest checkpoint), ``DIR/<run>:latest``, and ``mock://KEY`` or
+``mock://KEY:vN``. ``wandb://``, ``s3://``, ``gs://`` and ``http(s)://`` are refused with a
+:class:`~ckptcompat.errors.CheckpointError` naming what is supported.
+
+``policy_key`` / ``policy_version`` come only from :func:`key_and_version`. Epoch 0 is a
+version everywhere; nothing here tests an epoch for truthiness.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from ckptcompat.checkpoint.atomic import is_temp_name
+from ckptcompat.checkpoint.index import CheckpointEntry, read_index
+from ckptcompat.errors import CheckpointError, CheckpointNotFoundError, CorruptCheckpointError
+
+__all__ = [
+    "AGENT_FILE_RE",
+    "RUN_NAME_RE",
+    "SUPPORTED_URIS",
+    "TRAINER_FILE_RE",
+    "CheckpointName",
+    "CheckpointURI",
+    "ResolvedCheckpoint",
+    "agent_filename",
+    "check_name_agrees",
+    "file_uri",
+    "key_and_version",
+    "parse_filename",
+    "parse_uri",
+    "resolve",
+    "trainer_filename",
+    "validate_run_name",
+]
+
+#: Grammar of a safe-format agent checkpoint's file name.
+AGENT_FILE_RE = re.compile(r"^(?P<run>[^/:]+)_v(?P<epoch>\d+)\.pt$")
+#: Grammar of a trainer-state file name.
+TRAINER_FILE_RE = re.compile(r"^(?P<run>[^/:]+)_v(?P<epoch>\d+)\.trainer\.pt$")
+_G1_RE = re.compile(r"^model_(?P<epoch>\d+)\.pt$")
+_G2_COLON_RE = re.compile(r"^(?P<run>[^/:]+):v(?P<epoch>\d+)\.pt$")
+_G2_DUNDER_RE = re.compile(r"^(?P<run>(?:(?!__)[^/:])+)__e(?P<epoch>\d+)__s\d+__t\d+__sc-?\d+\.pt$")
+#: Run names this package writes: safe in paths, URIs, file names and SQL keys.
+RUN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_MOCK_RE = re.compile(r"^mock://(?P<key>[^:/]+)(?::v(?P<version>\d+))?$")
+_SCHEME_RE = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://")
+_LATEST = ":latest"
+
+#: What :func:`parse_uri` accepts, for error messages.
+SUPPORTED_URIS = "file://PATH, a bare PATH, a run directory, DIR/<run>:latest, mock://KEY[:vN]"
+
+NameKind = Literal["agent", "trainer", "g1", "g2_colon", "g2_dunder"]
+
+
+def validate_run_name(run: Any) -> str:
+    """Return ``run`` if it matches :data:`RUN_NAME_RE`.
+
+    Raises:
+        CheckpointError: otherwise (empty, ``/``, ``:``, spaces, a leading ``.`` ...).
+    """
+    if type(run) is not str or not RUN_NAME_RE.match(run):
+        raise CheckpointError(
+            f"invalid run name {run!r}",
+            expected="letters, digits, '.', '_' or '-', not starting with '.', '_' or '-'",
+            found=repr(run),
+            fix="rename the run, e.g. 'cartpole-ppo_seed1'",
+        )
+    return run
+
+
+def agent_filename(run: str, epoch: int) -> str:
+    """``<run>_v<epoch>.pt`` (no padding)."""
+    return f"{run}_v{epoch}.pt"
+
+
+def trainer_filename(run: str, epoch: int) -> str:
+    """``<run>_v<epoch>.trainer.pt`` (no padding)."""
+    return f"{run}_v{epoch}.trainer.pt"
+
+
+def file_uri(path: str | os.PathLike[str]) -> str:
+    """``file://`` + the absolute path, not percent-encoded (what :func:`parse_uri` reads)."""
+    return f"file://{Path(path).absolute()}"
+
+
+@dataclass(frozen=True)
+class CheckpointName:
+    """What a file name says. ``run`` is None for G1 (its run is the directory's name)."""
+
+    kind: NameKind
+    run: str | None
+    epoch: int
+
+
+def parse_filename(name: str) -> CheckpointName | None:
+    """Classify a file name; None for temp files, ``index.json``, ``.lock`` and others."""
+    if is_temp_name(name):
+        return None
+    for kind, pattern in (
+        ("trainer", TRAINER_FILE_RE),
+        ("agent", AGENT_FILE_RE),
+        ("g1", _G1_RE),
+        ("g2_colon", _G2_COLON_RE),
+        ("g2_dunder", _G2_DUNDER_RE),
+    ):
+        match = pattern.match(name)
+        if match is not None:
+            run = match.groupdict().get("run")
+            return CheckpointName(kind, run, int(match.group("epoch")))  # type: ignore[arg-type]
+    return None
+
+
+# --------------------------------------------------------------------------- URIs
+@dataclass(frozen=True)
+class CheckpointURI:
+    """A parsed URI.
+
+    Attributes:
+        uri: the text given.
+        kind: ``"file"`` (``path`` is the file), ``"latest"`` (``path`` is a
+            ``checkpoints/`` directory of run ``run``) or ``"mock"``.
+        path: see ``kind``; None for mocks.
+        run: the run (latest), or the mock key.
+        version: the mock's ``:vN``, else None.
+    """
+
+    uri: str
+    kind: Literal["file", "latest", "mock"]
+    path: Path | None = None
+    run: str | None = None
+    version: int | None = None
+
+
+def _unsupported(uri: str, found: str) -> CheckpointError:
+    return CheckpointError(
+        "unsupported checkpoint URI",
+        path=None,
+        expected=SUPPORTED_URIS,
+        found=found,
+        fix="download the checkpoint (wandb://, s3://, gs://, http(s):// are not served "
+        "by ckptcompat) and pass its local path",
+    )
+
+
+def _checkpoints_dir_of(directory: Path, uri: str) -> tuple[Path, str]:
+    """(checkpoints dir, run) for a run directory or a ``checkpoints/`` directory."""
+    if (directory / "checkpoints").is_dir():
+        return directory / "checkpoints", directory.resolve().name
+    if directory.resolve().name == "checkpoints":
+        return directory, directory.resolve().parent.name
+    raise CheckpointNotFoundError(
+        "this directory is not a run directory",
+        path=directory,
+        expected="data_dir/<run>/ containing checkpoints/, or that checkpoints/ directory",
+        found="no checkpoints/ inside",
+        fix=f"pass a checkpoint file or a run directory (URI {uri!r})",
+    )
+
+
+def _latest_dir(parent: Path, run: str, uri: str) -> Path:
+    """The ``checkpoints/`` directory that ``<parent>/<run>:latest`` refers to."""
+    here = parent.resolve()
+    candidates = [parent / run / "checkpoints"]
+    if here.name == run:
+        candidates.append(parent / "checkpoints")
+    if here.name == "checkpoints" and here.parent.name == run:
+        candidates.append(parent)
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate
+    raise CheckpointNotFoundError(
+        f"no checkpoints of run {run!r} here",
+        path=parent,
+        expected="DIR/<run>:latest with DIR the data_dir, the run directory or its checkpoints/",
+        found="none of " + ", ".join(str(c) for c in candidates),
+        fix=f"check the run name and directory in {uri!r}",
+    )
+
+
+def parse_uri(uri: str | os.PathLike[str]) -> CheckpointURI:
+    """Classify ``uri`` (looks at the file system only to tell directories from files).
+
+    Raises:
+        CheckpointError: an empty URI or an unsupported scheme.
+        CheckpointNotFoundError: a directory that is not a run directory; a ``:latest``
+            whose run has no ``checkpoints/`` directory.
+    """
+    text = os.fspath(uri)
+    if not text:
+        raise _unsupported(text, "an empty string")
+    scheme = _SCHEME_RE.match(text)
+    if scheme is not None:
+        name = scheme.group("scheme").lower()
+        if name == "mock":
+            mock = _MOCK_RE.match(text)
+            if mock is None:
+                raise _unsupported(text, f"a malformed mock URI {text!r}")
+            version = mock.group("version")
+            return CheckpointURI(
+                text,
+                "mock",
+                run=mock.group("key"),
+                version=None if version is None else int(version),
+            )
+        if name != "file":
+            raise _unsupported(text, f"the {name}:// scheme in {text!r}")
+        text = text[len("file://") :]
+        if not text:
+            raise _unsupported(os.fspath(uri), "file:// without a path")
+    path = Path(text)
+    if path.name.endswith(_LATEST) and len(path.name) > len(_LATEST):
+        run = path.name[: -len(_LATEST)]
+        return CheckpointURI(os.fspath(uri), "latest", _latest_dir(path.parent, run, text), run)
+    if path.is_dir():
+        directory, run = _checkpoints_dir_of(path, os.fspath(uri))
+        return CheckpointURI(os.fspath(uri), "latest", directory, run)
+    return CheckpointURI(os.fspath(uri), "file", path)
+
+
+@dataclass(frozen=True)
+class ResolvedCheckpoint:
+    """A URI resolved to one concrete checkpoint.
+
+    Attributes:
+        uri: ``file://...`` of the concrete file, or the mock URI.
+        path: the file; None for mocks.
+        entry: the index entry describing the file (size, digest), when it has one.
+        parsed: the parsed original URI.
+    """
+
+    uri: str
+    path: Path | None
+    entry: CheckpointEntry | None
+    parsed: CheckpointURI
+
+
+def _indexed_entry(path: Path) -> CheckpointEntry | None:
+    """The index entry of a safe-format file sitting in a run's ``checkpoints/``."""
+    name = parse_filename(path.name)
+    if name is None or name.kind != "agent" or not (path.parent / "index.json").is_file():
+        return None
+    index = read_index(path.parent, None)
+    entry = index.checkpoint(name.epoch)
+    return (
+        entry if index.run == name.run and entry is not None and entry.file == path.name else None
+    )
+
+
+def resolve(uri: str | os.PathLike[str]) -> ResolvedCheckpoint:
+    """Resolve ``uri`` to one checkpoint file; ``:latest`` and directories via index.json.
+
+    Raises:
+        CheckpointError, CheckpointNotFoundError: see :func:`parse_uri`; a run whose index
+            lists no checkpoint.
+        CorruptCheckpointError: a malformed index.json.
+    """
+    parsed = parse_uri(uri)
+    if parsed.kind == "mock":
+        return ResolvedCheckpoint(parsed.uri, None, None, parsed)
+    assert parsed.path is not None
+    if parsed.kind == "file":
+        return ResolvedCheckpoint(
+            file_uri(parsed.path), parsed.path, _indexed_entry(parsed.path), parsed
+        )
+    run = parsed.run or ""
+    entry = read_index(parsed.path, run).latest_checkpoint()
+    if entry is not None and entry.file != agent_filename(run, entry.epoch):
+        raise CorruptCheckpointError(
+            "index.json names a file outside the key scheme",
+            path=parsed.path / "index.json",
+            expected=agent_filename(run, entry.epoch),
+            found=entry.file,
+            fix="restore index.json from a backup",
+        )
+    if entry is None:
+        raise CheckpointNotFoundError(
+            f"run {run!r} has no indexed checkpoint",
+            path=parsed.path,
+            expected="index.json listing at least one checkpoint",
+            found="no index.json, or an empty one",
+            fix="save a checkpoint first, or load a file by its path",
+        )
+    path = parsed.path / entry.file
+    return ResolvedCheckpoint(file_uri(path), path, entry, parsed)
+
+
+def check_name_agrees(path: str | os.PathLike[str], run: str, epoch: int) -> None:
+    """Check a safe-format file's name against its payload's ``run`` and ``epoch``.
+
+    Names that are not ``<run>_v<epoch>.pt`` are not checked (a file saved elsewhere).
+
+    Raises:
+        CheckpointError: the name says another run or epoch (a renamed file).
+    """
+    name = parse_filename(Path(path).name)
+    if name is None or name.kind != "agent":
+        return
+    if (name.run, name.epoch) != (run, epoch):
+        raise CheckpointError(
+            "the file name disagrees with the checkpoint's metadata",
+            path=path,
+            expected=f"{agent_filename(run, epoch)} (run {run!r}, epoch {epoch} in the payload)",
+            found=f"run {name.run!r}, epoch {name.epoch} in the file name",
+            fix=f"rename the file back to {agent_filename(run, epoch)}",
+        )
+
+
+def key_and_version(uri: str | os.PathLike[str]) -> tuple[str, int]:
+    """``(policy_key, policy_version)`` of a checkpoint: the run name and the epoch.
+
+    * safe format: from the payload's metadata (read with ``mmap``, tensors untouched),
+      which must agree with a ``<run>_v<epoch>.pt`` name (other names: the payload alone);
+    * G1 ``model_NNNN.pt``: (the run directory's name, NNNN);
+    * G2 ``<run>:v<E>.pt`` / ``<run>__e<E>__...pt``: (run, E), from the name alone;
+    * a run directory or ``:latest``: resolved to its latest epoch first;
+    * ``mock://KEY[:vN]``: (KEY, N), N = 0 when absent.
+
+    Raises:
+        CheckpointError: a trainer-state file; a renamed safe-format file.
+        IncompatibleCheckpointError: a file in no grammar that is not a safe-format
+            agent (never a guessed ``(stem, 0)``); plus whatever loading raises.
+    """
+    resolved = resolve(uri)
+    parsed = resolved.parsed
+    if parsed.kind == "mock":
+        return parsed.run or "", 0 if parsed.version is None else parsed.version
+    assert resolved.path is not None
+    path = resolved.path
+    name = parse_filename(path.name)
+    if name is not None and name.kind == "trainer":
+        raise CheckpointError(
+            "a trainer state has no policy key and version",
+            path=path,
+            expected="an agent checkpoint <run>_v<epoch>.pt",
+            found="a trainer state",
+            fix="pass the agent checkpoint of the same epoch",
+        )
+    if name is None or name.kind == "agent":
+        # Deferred: torch_compat imports torch, and this module must stay cheap to import.
+        from ckptcompat import torch_compat
+        from ckptcompat.checkpoint.format import validate_agent_payload
+
+        # Any other name may still be a safe-format file (an exported copy): its payload
+        # decides; a bare state_dict or legacy pickle fails with its own typed error.
+        loaded = torch_compat.load(path, map_location="cpu", mmap=True)
+        meta = validate_agent_payload(loaded, path)["metadata"]
+        check_name_agrees(path, meta["run"], meta["epoch"])
+        return meta["run"], meta["epoch"]
+    if name.kind == "g1":
+        parent = path.absolute().parent
+        run_dir = parent.parent if parent.name == "checkpoints" else parent
+        return run_dir.name, name.epoch
+    return name.run or "", name.epoch

@@ -2,4 +2,23 @@
 
 Submodules are imported on use: ``torch_compat`` imports :mod:`.scan` (standard library
 only) during every load, so this package must not import torch-dependent modules eagerly.
+``from ckptcompat.checkpoint import SimpleCheckpointManager`` works through a lazy
+module ``__getattr__``.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ckptcompat.checkpoint.manager import SimpleCheckpointManager, TrainerState
+
+__all__ = ["SimpleCheckpointManager", "TrainerState"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from ckptcompat.checkpoint import manager
+
+        return getattr(manager, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

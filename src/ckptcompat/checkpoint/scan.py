@@ -3,27 +3,61 @@
 Standard library only (no torch, no numpy): the doctor imports it on machines without
 them, and :mod:`ckptcompat.torch_compat` calls :func:`precheck` before every safe load.
 
-This module currently recognises the container kind (zip, legacy pickle, legacy tar,
-Git-LFS pointer, HTML page, empty or truncated file). The full pickle scan (globals,
-opcodes, storages) for torch < 2.10 is added by the doctor issue (#4) behind ``full=True``.
+* :func:`sniff` recognises the container kind from the first bytes and the zip directory
+  (zip, TorchScript, legacy pickle, legacy tar, Git-LFS pointer, HTML page, empty or
+  truncated file).
+* :func:`scan` reads the zip directory and the pickle records of a ``torch.save`` zip or
+  legacy non-zip file, never the storage bytes, and reports globals, opcodes, storages,
+  record sizes and writer hints (:mod:`.archive_scan`, :mod:`.pickle_scan`,
+  :mod:`.inert_unpickler`, :mod:`.archive_reader`).
+* :func:`precheck` refuses files before torch's unpickler sees them: by kind always, and by
+  the full scan when ``full=True`` (torch < 2.10: <= 2.5.1 had a weights-only bypass,
+  CVE-2025-32434; <= 2.9.1 memory-safety bugs via SETITEM on non-dicts and storage-size
+  mismatches, CVE-2026-24747).
+
+Finding codes (:class:`Finding`), and what ``precheck(full=True)`` does with them:
+
+* refused as unsafe: ``unsupported_opcode``, ``extension_opcode``,
+  ``memo_index_out_of_range``, ``call_on_result``, ``non_storage_persistent_id``,
+  ``multiple_pickles``, ``duplicate_record``, ``unknown_storage_type``,
+  ``dangerous_global``; ``setitem_non_dict`` and ``append_non_list`` unless the target's
+  class was allowlisted by the caller (SETITEM only); globals outside the defaults and
+  ``allowed`` (no finding: the allowlist is the caller's).
+* refused as corrupt: ``truncated_pickle``, ``malformed_pickle``, ``unpickle_failed``,
+  ``missing_pickle``, ``prefix_mismatch``, ``pickle_too_large``, ``unreadable_record``,
+  ``inconsistent_storage``, ``missing_storage_record``, ``storage_size_mismatch``,
+  ``truncated_storage``, ``legacy_bad_header``.
+* reported only: ``unexpected_record``, ``unreferenced_record``, ``trailing_bytes``,
+  ``not_scanned``.
 """
 
 from __future__ import annotations
 
-import io
 import os
-import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import IO, Literal
 
+from ckptcompat.checkpoint.archive_reader import ArchiveReader, BadZip, ZipEntry
+from ckptcompat.checkpoint.archive_scan import ScanResult, StorageInfo, scan_legacy, scan_zip
+from ckptcompat.checkpoint.pickle_scan import Finding
+from ckptcompat.checkpoint.torch_names import SETITEM_TARGETS, WEIGHTS_ONLY_GLOBALS
 from ckptcompat.errors import (
     CorruptCheckpointError,
     IncompatibleCheckpointError,
     UnsafeCheckpointError,
 )
 
-__all__ = ["FileKind", "Sniff", "precheck", "sniff"]
+__all__ = [
+    "FileKind",
+    "Finding",
+    "ScanResult",
+    "Sniff",
+    "StorageInfo",
+    "precheck",
+    "scan",
+    "sniff",
+]
 
 FileKind = Literal[
     "zip",
@@ -59,63 +93,82 @@ class Sniff:
     head: bytes
 
 
-def _zip_kind(fh: IO[bytes]) -> FileKind:
-    try:
-        with zipfile.ZipFile(fh) as zf:
-            names = zf.namelist()
-    except (zipfile.BadZipFile, OSError, ValueError):
-        return "truncated_zip"
-    # torch's own test (_is_torchscript_zip): a "constants.pkl" record marks torch.jit.save.
-    if any(n == "constants.pkl" or n.endswith("/constants.pkl") for n in names):
-        return "torchscript"
-    return "zip"
-
-
-def _read_head(f: str | os.PathLike[str] | IO[bytes]) -> tuple[bytes, int, FileKind | None]:
-    """Return (head bytes, size in bytes, zip kind or None when not a zip)."""
-    if isinstance(f, (str, os.PathLike)):
-        size = os.path.getsize(f)
-        with open(f, "rb") as fh:
-            head = fh.read(_HEAD_BYTES)
-            kind = _zip_kind(fh) if head.startswith(_ZIP_MAGIC) else None
-        return head, size, kind
-    pos = f.tell()
-    try:
-        head = f.read(_HEAD_BYTES)
-        f.seek(0, io.SEEK_END)
-        size = f.tell() - pos
-        f.seek(pos)
-        kind = _zip_kind(f) if head.startswith(_ZIP_MAGIC) else None
-    finally:
-        f.seek(pos)
-    return head, size, kind
-
-
-def sniff(f: str | os.PathLike[str] | IO[bytes]) -> Sniff:
-    """Classify a file by its first bytes without unpickling anything.
-
-    ``f`` is a path or a seekable binary file object (its position is restored).
-    Raises OSError only for I/O failures of the path itself.
-    """
-    head, size, zip_kind = _read_head(f)
+def _sniff(reader: ArchiveReader) -> tuple[Sniff, list[ZipEntry] | None]:
+    """Classify; also return the zip directory when there is one."""
+    head = reader.read_at(0, _HEAD_BYTES)
+    entries: list[ZipEntry] | None = None
     kind: FileKind
-    if size == 0:
+    if reader.size == 0:
         kind = "empty"
-    elif zip_kind is not None:
-        kind = zip_kind
+    elif head.startswith(_ZIP_MAGIC):
+        try:
+            entries = reader.zip_entries()
+        except BadZip:
+            kind = "truncated_zip"
+        else:
+            # torch's own test (_is_torchscript_zip): a constants.pkl record marks torch.jit.save.
+            names = "\n" + "\n".join(e.name for e in entries) + "\n"
+            ts = "\nconstants.pkl\n" in names or "/constants.pkl\n" in names
+            kind = "torchscript" if ts else "zip"
     elif head.startswith(_LFS_PREFIX):
         kind = "git_lfs_pointer"
     elif head.lstrip()[:1] == b"<":
         kind = "html"
-    elif len(head) > _TAR_MAGIC_OFFSET + 5 and head[_TAR_MAGIC_OFFSET : _TAR_MAGIC_OFFSET + 5] == b"ustar":
+    elif (
+        len(head) > _TAR_MAGIC_OFFSET + 5
+        and head[_TAR_MAGIC_OFFSET : _TAR_MAGIC_OFFSET + 5] == b"ustar"
+    ):
         kind = "legacy_tar"
     elif head[0] == _PICKLE_PROTO:
         kind = "legacy_pickle"
     else:
         kind = "unknown"
-    return Sniff(kind=kind, size_bytes=size, head=head)
+    return Sniff(kind=kind, size_bytes=reader.size, head=head), entries
 
 
+def sniff(f: str | os.PathLike[str] | IO[bytes]) -> Sniff:
+    """Classify a file by its first bytes (and zip directory) without unpickling anything.
+
+    ``f`` is a path or a seekable binary file object (its position is restored).
+    Raises OSError only for I/O failures of the path itself.
+    """
+    reader = ArchiveReader(f)
+    try:
+        return _sniff(reader)[0]
+    finally:
+        reader.close()
+
+
+def _scan_open(reader: ArchiveReader, sn: Sniff, entries: list[ZipEntry] | None) -> ScanResult:
+    if sn.kind == "zip" and entries is not None:
+        return scan_zip(reader, entries, sn)
+    if sn.kind == "legacy_pickle":
+        return scan_legacy(reader, sn)
+    return ScanResult(sn, findings=(Finding("not_scanned", f"a {sn.kind} file is not scanned"),))
+
+
+def scan(f: str | os.PathLike[str] | IO[bytes]) -> ScanResult:
+    """Statically scan a checkpoint: never unpickles, imports nothing the file names.
+
+    Reads the zip directory, the pickle records and a few tiny records (``version``,
+    ``byteorder``, ``.format_version``, ``.storage_alignment``); for the legacy format its
+    leading pickles and the 8-byte size header of each storage. Storage bytes are never
+    read: a sparse 1 GB checkpoint costs a few kB of reads.
+
+    Args:
+        f: a path or a seekable binary file object (its position is restored).
+
+    Returns the :class:`ScanResult`; suspicious content is reported in ``findings``, not
+    raised. Only I/O errors of the path itself (e.g. FileNotFoundError) propagate.
+    """
+    reader = ArchiveReader(f)
+    try:
+        return _scan_open(reader, *_sniff(reader))
+    finally:
+        reader.close()
+
+
+# --------------------------------------------------------------------------- precheck
 _CORRUPT: dict[str, tuple[str, str]] = {
     "empty": ("an empty (zero-byte) file", "restore it from its source; a crash mid-copy?"),
     "truncated_zip": (
@@ -130,30 +183,38 @@ _CORRUPT: dict[str, tuple[str, str]] = {
     ),
 }
 
+#: Finding codes that make :func:`precheck` refuse a file as unsafe or as corrupt.
+_UNSAFE_CODES = frozenset(
+    {
+        "unsupported_opcode",
+        "extension_opcode",
+        "memo_index_out_of_range",
+        "call_on_result",
+        "non_storage_persistent_id",
+        "multiple_pickles",
+        "duplicate_record",
+        "unknown_storage_type",
+    }
+)
+_CORRUPT_CODES = frozenset(
+    {
+        "truncated_pickle",
+        "malformed_pickle",
+        "unpickle_failed",
+        "missing_pickle",
+        "prefix_mismatch",
+        "pickle_too_large",
+        "unreadable_record",
+        "inconsistent_storage",
+        "missing_storage_record",
+        "storage_size_mismatch",
+        "truncated_storage",
+        "legacy_bad_header",
+    }
+)
 
-def precheck(
-    f: str | os.PathLike[str] | IO[bytes],
-    *,
-    allowed: Iterable[str] = (),
-    full: bool = False,
-) -> Sniff:
-    """Refuse files that are not torch checkpoints before any unpickler sees them.
 
-    Args:
-        f: a path or a seekable binary file object.
-        allowed: fully-qualified global names the caller allowlisted (used by the full scan).
-        full: also run the full static pickle scan (torch < 2.10, see torch_compat).
-
-    Raises:
-        CorruptCheckpointError: empty, truncated zip, Git-LFS pointer, HTML, unknown bytes.
-        IncompatibleCheckpointError: a TorchScript archive (torch <= 2.5 would hand it to
-            ``torch.jit.load`` even with ``weights_only=True``; 2.6+ refuses it).
-        UnsafeCheckpointError: the legacy ``.tar`` container (the CVE-2025-32434 path on
-            <= 2.5.1; 2.6+ refuses it under weights_only).
-    """
-    del allowed, full  # the full scan arrives with issue #4
-    result = sniff(f)
-    name = os.fspath(f) if isinstance(f, (str, os.PathLike)) else None
+def _refuse_kind(result: Sniff, name: str | None) -> None:
     if result.kind == "torchscript":
         raise IncompatibleCheckpointError(
             "this is a TorchScript archive, not a torch.save checkpoint",
@@ -179,4 +240,97 @@ def precheck(
             found=found,
             fix=fix,
         )
+
+
+def _listed(names: Iterable[str], limit: int = 8) -> str:
+    names = list(names)
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def _refuse_content(result: ScanResult, allowed: frozenset[str], name: str | None) -> None:
+    refused = [g for g in result.globals if g not in WEIGHTS_ONLY_GLOBALS and g not in allowed]
+    dangerous = list(result.dangerous_globals)
+    # SETITEM on anything but dict/OrderedDict/Counter is the CVE-2026-24747 path on
+    # torch <= 2.9.1 (2.10 added the same rule); a class the caller allowlisted is its call.
+    bad_targets = [
+        t
+        for t in result.setitem_targets
+        if t not in SETITEM_TARGETS and (t in WEIGHTS_ONLY_GLOBALS or t not in allowed)
+    ] + [f"{t} (APPEND)" for t in result.append_targets]
+    reasons = []
+    if refused:
+        reasons.append("globals outside the allowlist: " + _listed(refused, limit=50))
+    if dangerous:
+        reasons.append("dangerous globals, refused even if allowlisted: " + _listed(dangerous))
+    if bad_targets:
+        reasons.append("items set on non-dict objects: " + _listed(bad_targets))
+    reasons += [
+        f"{f.message} ({_listed(f.names)})" if f.names else f.message
+        for f in result.findings
+        if f.code in _UNSAFE_CODES
+    ]
+    if reasons:
+        raise UnsafeCheckpointError(
+            "the static scan refused this checkpoint before unpickling",
+            path=name,
+            globals=[*refused, *dangerous],
+            expected="one protocol-2 pickle of tensors, containers and allowlisted globals",
+            found="; ".join(reasons),
+            fix="run `ckptcompat doctor FILE`; allowlist trusted classes for this load, or "
+            "`ckptcompat migrate --trust` it only if you trust its source",
+        )
+    corrupt = [f for f in result.findings if f.code in _CORRUPT_CODES]
+    if corrupt:
+        raise CorruptCheckpointError(
+            "the checkpoint's records are inconsistent",
+            path=name,
+            expected="a complete torch.save file whose storage records match its pickle",
+            found="; ".join(
+                f"{f.message} ({_listed(f.names)})" if f.names else f.message for f in corrupt
+            ),
+            fix="restore the file from its source or pick an earlier checkpoint",
+        )
+
+
+def precheck(
+    f: str | os.PathLike[str] | IO[bytes],
+    *,
+    allowed: Iterable[str] = (),
+    full: bool = False,
+) -> Sniff:
+    """Refuse files that are not torch checkpoints before any unpickler sees them.
+
+    Args:
+        f: a path or a seekable binary file object (its position is restored).
+        allowed: fully-qualified global names the caller allowlisted (used by the full scan).
+        full: also run the static scan :func:`scan` and refuse on what it finds (torch_compat
+            passes ``full=True`` on torch < 2.10; see the module docstring).
+
+    Returns the :class:`Sniff` of the file.
+
+    Raises:
+        CorruptCheckpointError: empty, truncated zip, Git-LFS pointer, HTML, unknown bytes;
+            with ``full``: truncated or malformed pickle, storage records whose sizes
+            disagree with the pickle (bytes), missing records.
+        IncompatibleCheckpointError: a TorchScript archive (torch <= 2.5 would hand it to
+            ``torch.jit.load`` even with ``weights_only=True``; 2.6+ refuses it).
+        UnsafeCheckpointError: the legacy ``.tar`` container (the CVE-2025-32434 path on
+            <= 2.5.1; 2.6+ refuses it under weights_only); with ``full``: globals outside
+            torch's weights-only defaults and ``allowed`` and dangerous globals even if
+            allowed (``.globals`` lists every one), opcodes outside protocol 2's
+            weights-only set, SETITEM on non-dicts, more than one pickle record.
+    """
+    name = os.fspath(f) if isinstance(f, (str, os.PathLike)) else None
+    if not full:
+        result = sniff(f)
+        _refuse_kind(result, name)
+        return result
+    reader = ArchiveReader(f)
+    try:
+        result, entries = _sniff(reader)
+        _refuse_kind(result, name)
+        _refuse_content(_scan_open(reader, result, entries), frozenset(allowed), name)
+    finally:
+        reader.close()
     return result

@@ -1,0 +1,180 @@
+"""Random access to a checkpoint file and its zip directory; standard library only.
+
+The zip reader parses the central directory itself (``zipfile`` spends ~3 us building a
+ZipInfo per record, and torch files can hold thousands) and is strict where readers could
+disagree: a zip64 end record must sit where both ``zipfile`` and torch's miniz look for it,
+the central directory must end where the end record begins, and the record count must
+match. Anything else is :class:`BadZip`, which :mod:`.scan` reports as a truncated zip.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import zlib
+from typing import IO, NamedTuple
+
+__all__ = ["ArchiveReader", "BadZip", "ZipEntry"]
+
+_EOCD = struct.Struct("<4s4H2LH")  # end of central directory, 22 bytes
+_EOCD64_LOCATOR = struct.Struct("<4sLQL")  # 20 bytes
+_EOCD64 = struct.Struct("<4sQ2H2L4Q")  # 56 bytes
+_CENTRAL = struct.Struct("<4s4B4HL2L5H2L")  # 46 bytes
+_LOCAL = struct.Struct("<4s2B4HL2L2H")  # 30 bytes
+_MAX_COMMENT = 65535
+_FLAG_ENCRYPTED, _FLAG_UTF8 = 0x1, 0x800
+
+
+class BadZip(Exception):
+    """The zip directory or a record cannot be read consistently."""
+
+
+class ZipEntry(NamedTuple):
+    """One central-directory record (sizes and offsets in bytes)."""
+
+    name: str
+    flags: int
+    method: int
+    crc: int
+    compress_size: int
+    file_size: int
+    header_offset: int
+
+
+class ArchiveReader:
+    """Random access to a path (opened unbuffered, so each read is exactly what we ask) or
+    to a seekable binary file object from its current position, restored on close."""
+
+    def __init__(self, f: str | os.PathLike[str] | IO[bytes]) -> None:
+        if isinstance(f, (str, os.PathLike)):
+            self._fh: IO[bytes] = open(f, "rb", buffering=0)  # noqa: SIM115 - see close()
+            self._own, self._base = True, 0
+        else:
+            self._fh, self._own, self._base = f, False, f.tell()
+        #: file size in bytes (from the start position for file objects)
+        self.size: int = self._fh.seek(0, io.SEEK_END) - self._base
+
+    def read_at(self, offset: int, n: int) -> bytes:
+        """Up to ``n`` bytes from ``offset``; fewer only at end of file."""
+        self._fh.seek(self._base + offset)
+        chunks, left = [], n
+        while left > 0:
+            chunk = self._fh.read(left)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+
+    def close(self) -> None:
+        if self._own:
+            self._fh.close()
+        else:
+            self._fh.seek(self._base)
+
+    def _end_record(self) -> tuple[int, int, int, int]:
+        """Return (entries, directory size, directory offset, where the directory must end)."""
+        tail = self.read_at(max(self.size - _EOCD.size, 0), _EOCD.size)
+        at = self.size - _EOCD.size
+        if len(tail) < _EOCD.size or tail[:4] != b"PK\x05\x06" or tail[-2:] != b"\0\0":
+            # An archive comment (never written by torch) moves the record back.
+            span = min(self.size, _MAX_COMMENT + _EOCD.size)
+            tail = self.read_at(self.size - span, span)
+            i = tail.rfind(b"PK\x05\x06")
+            if i < 0 or i + _EOCD.size > len(tail):
+                raise BadZip("no end-of-central-directory record")
+            at = self.size - span + i
+            tail = tail[i : i + _EOCD.size]
+        _, _, _, _, count, cd_size, cd_offset, _ = _EOCD.unpack(tail)
+        end = at
+        if at >= _EOCD64_LOCATOR.size:
+            locator = self.read_at(at - _EOCD64_LOCATOR.size, _EOCD64_LOCATOR.size)
+            if locator[:4] == b"PK\x06\x07":
+                _, _, rec_at, _ = _EOCD64_LOCATOR.unpack(locator)
+                # zipfile reads the record just before the locator, miniz at rec_at: demand both.
+                if rec_at != at - _EOCD64_LOCATOR.size - _EOCD64.size:
+                    raise BadZip("zip64 end record is not where readers agree to find it")
+                rec = _EOCD64.unpack(self.read_at(rec_at, _EOCD64.size))
+                if rec[0] != b"PK\x06\x06":
+                    raise BadZip("bad zip64 end record")
+                count, cd_size, cd_offset, end = rec[7], rec[8], rec[9], rec_at
+        if cd_offset + cd_size != end:
+            raise BadZip("the central directory does not end where the end record begins")
+        return count, cd_size, cd_offset, end
+
+    def zip_entries(self) -> list[ZipEntry]:
+        """Parse the central directory. Raises BadZip."""
+        count, cd_size, cd_offset, _ = self._end_record()
+        cd = self.read_at(cd_offset, cd_size)
+        if len(cd) != cd_size:
+            raise BadZip("the central directory is cut short")
+        entries, pos, unpack = [], 0, _CENTRAL.unpack_from
+        try:
+            while pos < cd_size:
+                rec = unpack(cd, pos)
+                if rec[0] != b"PK\x01\x02":
+                    raise BadZip(f"bad central-directory record at {cd_offset + pos}")
+                flags, name_len, extra_len = rec[5], rec[12], rec[13]
+                start = pos + _CENTRAL.size
+                name = cd[start : start + name_len].decode(
+                    "utf-8" if flags & _FLAG_UTF8 else "cp437"
+                )
+                csize, usize, offset = rec[10], rec[11], rec[18]
+                if 0xFFFFFFFF in (csize, usize, offset):
+                    extra = cd[start + name_len : start + name_len + extra_len]
+                    usize, csize, offset = _zip64_sizes(extra, usize, csize, offset)
+                entries.append(ZipEntry(name, flags, rec[6], rec[9], csize, usize, offset))
+                pos = start + name_len + extra_len + rec[14]
+        except (struct.error, UnicodeDecodeError) as exc:
+            raise BadZip(f"unreadable central directory: {exc}") from None
+        if len(entries) != count:
+            raise BadZip(f"the directory lists {len(entries)} records, its end record {count}")
+        return entries
+
+    def read_entry(self, entry: ZipEntry) -> bytes:
+        """The record's bytes, CRC-checked. Raises BadZip."""
+        if entry.flags & _FLAG_ENCRYPTED or entry.method not in (0, 8):
+            raise BadZip(f"{entry.name}: encrypted or compressed with method {entry.method}")
+        head = self.read_at(entry.header_offset, _LOCAL.size)
+        if len(head) < _LOCAL.size or head[:4] != b"PK\x03\x04":
+            raise BadZip(f"{entry.name}: bad local header")
+        rec = _LOCAL.unpack(head)
+        local_name = self.read_at(entry.header_offset + _LOCAL.size, rec[10])
+        if (
+            local_name.decode("utf-8" if entry.flags & _FLAG_UTF8 else "cp437", "replace")
+            != entry.name
+        ):
+            raise BadZip(f"{entry.name}: local header names another record")
+        start = entry.header_offset + _LOCAL.size + rec[10] + rec[11]
+        if start + entry.compress_size > self.size:  # never allocate what the file lacks
+            raise BadZip(f"{entry.name}: the record runs past the end of the file")
+        data = self.read_at(start, entry.compress_size)
+        if entry.method == 8:
+            try:
+                data = zlib.decompressobj(-15).decompress(data, entry.file_size + 1)
+            except zlib.error as exc:
+                raise BadZip(f"{entry.name}: {exc}") from None
+        if len(data) != entry.file_size or zlib.crc32(data) != entry.crc:
+            raise BadZip(f"{entry.name}: size or CRC differs from the directory")
+        return data
+
+
+def _zip64_sizes(extra: bytes, usize: int, csize: int, offset: int) -> tuple[int, int, int]:
+    pos = 0
+    while pos + 4 <= len(extra):
+        tag, size = struct.unpack_from("<2H", extra, pos)
+        if tag == 1:
+            # Present in this order, each only when its 32-bit field is 0xFFFFFFFF.
+            values = list(struct.unpack_from(f"<{size // 8}Q", extra, pos + 4))
+            wanted = [usize == 0xFFFFFFFF, csize == 0xFFFFFFFF, offset == 0xFFFFFFFF]
+            if sum(wanted) > len(values):
+                raise BadZip("zip64 extra field too short")
+            found = iter(values)
+            usize, csize, offset = (
+                next(found) if want else old
+                for want, old in zip(wanted, (usize, csize, offset), strict=True)
+            )
+            return usize, csize, offset
+        pos += 4 + size
+    raise BadZip("zip64 sizes announced but no zip64 extra field")

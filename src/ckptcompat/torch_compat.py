@@ -449,6 +449,7 @@ def load(
         IncompatibleCheckpointError: TorchScript archive, alias needing 2.6+, unknown dtype.
     """
     _check_path(f)
+    _normalise_entries(safe_globals)  # an alias torch lacks is refused before any read
     _prescan(f, safe_globals)
     _rewind(f)
     try:

@@ -16,11 +16,13 @@ BUILD check needs, and that torch's own ``get_unsafe_globals_in_checkpoint`` mis
 
 from __future__ import annotations
 
-import _compat_pickle
 import importlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+
+from ckptcompat.checkpoint.torch_names import is_dangerous as _is_dangerous
+from ckptcompat.checkpoint.torch_names import qualify
 
 __all__ = [
     "CURATED",
@@ -116,40 +118,23 @@ _NUMPY_DTYPES = (
     "float16", "float32", "float64", "complex64", "complex128",
 )  # fmt: skip
 
-#: Never allowlisted, and flagged by the doctor as dangerous when a file needs them: each
-#: can run code, import modules or reach the file system during unpickling.
-_DANGEROUS_MODULES = frozenset(
-    {"os", "posix", "nt", "sys", "subprocess", "importlib", "runpy", "pickle", "_pickle",
-     "marshal", "shutil", "socket", "code", "codeop", "ctypes", "pty", "webbrowser",
-     "multiprocessing", "types", "operator", "functools"}
-)  # fmt: skip
-_DANGEROUS_BUILTINS = frozenset(
-    {"eval", "exec", "compile", "getattr", "setattr", "delattr", "__import__", "open",
-     "input", "breakpoint", "globals", "locals", "vars", "apply", "execfile"}
-)  # fmt: skip
-
-
 def normalise(name: str) -> str:
     """Map a protocol-2 (Python 2) spelling to Python 3's: ``__builtin__.set`` -> ``builtins.set``.
 
-    Uses the stdlib table torch itself applies (``_compat_pickle`` NAME_MAPPING and
-    IMPORT_MAPPING, via ``torch._utils``).
+    Uses the table torch's weights-only unpickler applies before its own allowlist lookup
+    (``torch._utils`` IMPORT_MAPPING / NAME_MAPPING, transcribed in :mod:`.torch_names`).
     """
     module, _, attr = name.rpartition(".")
-    if (module, attr) in _compat_pickle.NAME_MAPPING:
-        module, attr = _compat_pickle.NAME_MAPPING[(module, attr)]
-    elif module in _compat_pickle.IMPORT_MAPPING:
-        module = _compat_pickle.IMPORT_MAPPING[module]
-    return f"{module}.{attr}"
+    return qualify(module, attr)
 
 
 def is_dangerous(name: str) -> bool:
-    """True for globals that can execute code or touch the system (``builtins.getattr``...)."""
-    name = normalise(name)
-    module, _, attr = name.rpartition(".")
-    if module == "builtins":
-        return attr in _DANGEROUS_BUILTINS
-    return module.split(".")[0] in _DANGEROUS_MODULES
+    """True for globals that can execute code or touch the system (``builtins.getattr``...).
+
+    Never curated, and flagged by the doctor when a file needs them; the list itself is
+    :func:`ckptcompat.checkpoint.torch_names.is_dangerous`.
+    """
+    return _is_dangerous(normalise(name))
 
 
 def partition(names: Iterable[str]) -> tuple[list[str], list[str]]:

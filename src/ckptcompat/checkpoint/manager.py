@@ -40,6 +40,7 @@ from ckptcompat import torch_compat
 from ckptcompat.checkpoint.atomic import (
     HashingWriter,
     RunLock,
+    WriteResult,
     fault_point,
     remove_stale_temp_files,
     write_atomic,
@@ -81,7 +82,13 @@ from ckptcompat.errors import (
     CorruptCheckpointError,
 )
 
-__all__ = ["DEFAULT_VERIFY", "SimpleCheckpointManager", "TrainerState", "VerifyMode"]
+__all__ = [
+    "DEFAULT_VERIFY",
+    "SimpleCheckpointManager",
+    "TrainerState",
+    "VerifyMode",
+    "save_agent_file",
+]
 
 _METADATA_KEYS = ("agent_step", "total_time_s", "score", "extra")
 _METRICS = ("epoch", "agent_step", "score")
@@ -537,6 +544,41 @@ class SimpleCheckpointManager:
             extra=payload["extra"],
             uri=file_uri(path),
         )
+
+
+def save_agent_file(
+    agent: nn.Module,
+    path: str | Path,
+    *,
+    run: str,
+    epoch: int,
+    metadata: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> WriteResult:
+    """Write one safe-format agent file at ``path``, outside any managed run (no index).
+
+    For callers that choose the path themselves (``migrate`` to a ``.pt``,
+    ``PolicyStore.save``). Atomic like every write here; ``metadata`` as for
+    :meth:`SimpleCheckpointManager.save_agent`.
+
+    Raises:
+        CheckpointError: ``path`` exists and ``overwrite`` is False; bad epoch or metadata.
+        AgentMismatchError: the agent's class or config cannot be saved.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise CheckpointError(
+            "the destination exists; it is never overwritten silently",
+            path=path,
+            expected="a new file path",
+            found="an existing file",
+            fix="choose another destination or remove it yourself",
+        )
+    payload = build_agent_payload(
+        agent, run=run, epoch=_check_epoch(epoch), **_split_metadata(metadata)
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_atomic(path, lambda writer: _save(payload, writer))
 
 
 def _save(payload: dict[str, Any], writer: HashingWriter) -> None:

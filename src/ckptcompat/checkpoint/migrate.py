@@ -1,0 +1,209 @@
+"""``migrate``: any checkpoint generation -> the safe format, verified equal.
+
+The source is read with ``weights_only=True`` and the curated allowlist
+(:func:`.legacy.read_checkpoint`). Only when that is refused *and* the user passed
+``trust=True`` (``ckptcompat migrate --trust``) does it fall back to
+:func:`ckptcompat.torch_compat.trusted_load`, the one audited ``weights_only=False``.
+The agent is rebuilt from ``class_path`` + config, the weights loaded strictly, the result
+written in the safe format, read back, and its greedy outputs on a probe batch compared
+bitwise with the source's; a mismatch removes the new file and raises.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from ckptcompat import torch_compat
+from ckptcompat.agents.probe import probe_batch, run_probe
+from ckptcompat.agents.registry import build_agent
+from ckptcompat.checkpoint import legacy
+from ckptcompat.checkpoint.manager import SimpleCheckpointManager, save_agent_file
+from ckptcompat.checkpoint.torch_names import WEIGHTS_ONLY_GLOBALS
+from ckptcompat.checkpoint.uri import file_uri, parse_filename
+from ckptcompat.errors import (
+    AgentMismatchError,
+    CheckpointError,
+    UnsafeCheckpointError,
+)
+
+__all__ = ["MigrationReport", "migrate"]
+
+_DUNDER = re.compile(r"__e(?P<e>\d+)__s(?P<s>\d+)__t(?P<t>\d+)__sc(?P<sc>-?\d+)\.pt$")
+
+
+@dataclass(frozen=True)
+class MigrationReport:
+    """What :func:`migrate` did.
+
+    Attributes:
+        source: the file read.
+        destination: ``file://`` URI of the safe-format file written.
+        generation: the source's generation (``g1``, ``g2``, ``state_dict``, ``safe_v1``).
+        loader: ``allowlist`` (weights_only + curated entries), ``safe`` (no allowlist)
+            or ``trusted`` (``weights_only=False``, only with ``trust=True``).
+        allowlist: the curated names the read needed.
+        run, epoch: the destination's run name and epoch.
+        outputs_equal: greedy probe outputs of source and destination are bitwise equal.
+    """
+
+    source: str
+    destination: str
+    generation: str
+    loader: Literal["allowlist", "safe", "trusted"]
+    allowlist: tuple[str, ...]
+    run: str
+    epoch: int
+    outputs_equal: bool
+
+
+def _read(src: Path, trust: bool) -> tuple[legacy.LegacyCheckpoint, str]:
+    try:
+        ckpt = legacy.read_checkpoint(src)
+    except UnsafeCheckpointError:
+        if not trust:
+            raise
+        return legacy.interpret(torch_compat.trusted_load(src, map_location="cpu"), src), "trusted"
+    needs_allowlist = any(n not in WEIGHTS_ONLY_GLOBALS for n in ckpt.allowlist)
+    return ckpt, "allowlist" if needs_allowlist else "safe"
+
+
+def _run_and_epoch(
+    ckpt: legacy.LegacyCheckpoint, run: str | None, epoch: int | None
+) -> tuple[str, int]:
+    name = parse_filename(ckpt.path.name)
+    meta = ckpt.metadata
+    if run is None and name is not None and name.kind == "g1":
+        # The key scheme (DESIGN section 6): model_NNNN.pt -> (run directory name, NNNN).
+        parent = ckpt.path.parent
+        run = (parent.parent if parent.name == "checkpoints" else parent).name
+    if run is None:
+        run = meta.get("run") or (name.run if name is not None and name.run else None)
+    if epoch is None:
+        epoch = name.epoch if name is not None else meta.get("epoch")
+    if not run or epoch is None:
+        raise CheckpointError(
+            "cannot tell the run name and epoch of this checkpoint",
+            path=ckpt.path,
+            expected="a name like model_<NNNN>.pt, <run>:v<E>.pt, <run>__e<E>__...pt or metadata",
+            found=f"run={run!r}, epoch={epoch!r}",
+            fix="pass run= and epoch= (--run/--epoch on the command line)",
+        )
+    return str(run), int(epoch)
+
+
+def _training_facts(ckpt: legacy.LegacyCheckpoint) -> dict[str, Any]:
+    meta = ckpt.metadata
+    facts: dict[str, Any] = {
+        "agent_step": int(meta.get("agent_step", 0) or 0),
+        "total_time_s": float(meta.get("total_time_s", meta.get("train_time", 0.0)) or 0.0),
+        "score": meta.get("score"),
+    }
+    dunder = _DUNDER.search(ckpt.path.name)
+    if dunder is not None and ckpt.generation == "g2":
+        facts["agent_step"] = int(dunder["s"])
+        facts["total_time_s"] = float(dunder["t"])
+        facts["score"] = int(dunder["sc"]) / 10000
+    if facts["score"] is not None:
+        facts["score"] = float(facts["score"])
+    return facts
+
+
+def _rebuild(ckpt: legacy.LegacyCheckpoint, class_path: str | None, config: Any) -> nn.Module:
+    class_path = class_path or ckpt.class_path
+    config = config if config is not None else ckpt.config
+    if class_path is None or config is None:
+        raise AgentMismatchError(
+            "cannot rebuild the agent: its class path or config is unknown",
+            path=ckpt.path,
+            expected="an agent with class_path and a JSON config (or both given explicitly)",
+            found=f"class_path={class_path!r}, config={'present' if config else 'absent'}",
+            fix="pass class_path= and config= (--class-path/--config on the command line)",
+        )
+    agent = build_agent(class_path, config)
+    try:
+        agent.load_state_dict(ckpt.state_dict, strict=True)
+    except RuntimeError as exc:
+        raise AgentMismatchError(
+            "the saved weights do not fit the rebuilt agent",
+            path=ckpt.path,
+            expected=f"the state_dict of {class_path} with this config",
+            found=str(exc).splitlines()[0],
+            fix="check class_path and config",
+        ) from exc
+    return agent
+
+
+def _outputs_equal(a: nn.Module, b: nn.Module) -> bool:
+    obs, done = probe_batch(a)
+    out_a, out_b = run_probe(a, obs, done), run_probe(b, obs, done)
+    return all(
+        torch.equal(x, y) for x, y in zip(out_a[:4], out_b[:4], strict=True)
+    )
+
+
+def migrate(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    *,
+    trust: bool = False,
+    run: str | None = None,
+    epoch: int | None = None,
+    class_path: str | None = None,
+    config: dict[str, Any] | None = None,
+) -> MigrationReport:
+    """Convert ``src`` (any generation) into the safe format at ``dst``.
+
+    Args:
+        src: the checkpoint to convert.
+        dst: a ``.pt`` file path (written standalone) or a data_dir (written through
+            SimpleCheckpointManager as ``<dst>/<run>/checkpoints/<run>_v<epoch>.pt``).
+        trust: allow ``weights_only=False`` when the allowlist cannot cover ``src``.
+        run, epoch: override what the file name or metadata say.
+        class_path, config: needed for a bare state_dict or a foreign agent.
+
+    Raises:
+        UnsafeCheckpointError: ``src`` needs globals outside the allowlist and ``trust``
+            is False (``.globals`` lists them).
+        AgentMismatchError: the agent cannot be rebuilt, or the outputs differ.
+        CheckpointError: ``dst`` already exists; run/epoch unknown.
+    """
+    src = Path(src)
+    ckpt, loader = _read(src, trust)
+    source_agent = ckpt.agent
+    agent = _rebuild(ckpt, class_path, config)
+    run, epoch = _run_and_epoch(ckpt, run, epoch)
+    facts = _training_facts(ckpt)
+    dst = Path(dst)
+    if dst.suffix == ".pt":
+        save_agent_file(agent, dst, run=run, epoch=epoch, metadata=facts)
+        written = dst
+    else:
+        manager = SimpleCheckpointManager(run, dst)
+        if any(e.epoch == epoch for e in manager.list_checkpoints()):
+            raise CheckpointError(
+                f"run {run!r} already has a checkpoint at epoch {epoch}; migrate never overwrites",
+                path=manager.checkpoint_dir,
+                fix="choose another data_dir or epoch",
+            )
+        written = Path(manager.save_agent(agent, epoch, facts).removeprefix("file://"))
+    reloaded = SimpleCheckpointManager.load_from_uri(written)
+    equal = _outputs_equal(source_agent if source_agent is not None else agent, reloaded)
+    if not equal:
+        written.unlink()
+        raise AgentMismatchError(
+            "the migrated checkpoint does not reproduce the source's outputs",
+            path=src,
+            expected="bitwise-equal greedy outputs on the probe batch",
+            found="different outputs; the new file was removed",
+            fix="the agent's forward may depend on state outside its state_dict; report it",
+        )
+    return MigrationReport(
+        str(src), file_uri(written), ckpt.generation, loader, ckpt.allowlist, run, epoch, equal
+    )

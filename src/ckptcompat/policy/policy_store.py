@@ -1,0 +1,328 @@
+"""Deprecated ``PolicyStore``: find, select, load and save policies by URI.
+
+Contract (../shared/reference/metta_policy_api.md section 1): ``PolicyStore(device,
+data_dir, ...)``; ``policy_record(uri, selector_type="top", metric="score")``;
+``policy_records(uri, selector_type, n, metric)`` with ``all|top|latest|rand``;
+``policy_record_or_mock``; ``load_from_uri``; ``save(pr, path=None)``; and
+``PolicyMissingError`` when nothing matches.
+
+Differences from the old store, each deliberate:
+
+* directories of ``model_<NNNN>.pt`` are ordered by NNNN (the old store took
+  ``os.listdir()[-1]``, filesystem order) and read through the legacy reader
+  (``weights_only=True`` + the curated allowlist), never ``weights_only=False``;
+* a managed run directory (``index.json``) lists its safe-format checkpoints;
+* ``save`` writes the safe format at ``path or pr.file_path``, never a pickled record;
+* ``wandb://``, ``s3://`` and other remote schemes raise a CheckpointError naming what is
+  supported, instead of failing deep inside a client library.
+
+Replacement: :class:`ckptcompat.checkpoint.manager.SimpleCheckpointManager`.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from ckptcompat.checkpoint import legacy
+from ckptcompat.checkpoint import uri as uri_mod
+from ckptcompat.checkpoint.index import read_index
+from ckptcompat.errors import AgentMismatchError, CheckpointError, CheckpointNotFoundError
+from ckptcompat.policy._deprecation import warn_deprecated
+from ckptcompat.policy.mocks import MockPolicyRecord
+from ckptcompat.policy.policy_metadata import PolicyMetadata
+from ckptcompat.policy.policy_record import PolicyRecord
+
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = ["PolicyMissingError", "PolicySelectorType", "PolicyStore"]
+
+log = logging.getLogger(__name__)
+
+PolicySelectorType = Literal["all", "top", "latest", "rand"]
+_SELECTORS = ("all", "top", "latest", "rand")
+_MODEL_RE = re.compile(r"^model_(\d+)\.pt$")
+_REPLACEMENT = "ckptcompat.checkpoint.SimpleCheckpointManager"
+#: ``top`` falls back to ``latest`` unless at least this share of records has the metric.
+TOP_MIN_SCORED_FRACTION = 0.8
+
+
+class PolicyMissingError(CheckpointNotFoundError, ValueError):
+    """No policy matched the URI or selector (a ValueError, as the old store raised)."""
+
+
+class PolicyStore:
+    """Deprecated: loads and selects policies by URI.
+
+    Args:
+        device: where loaded policies are placed (``"cpu"``).
+        data_dir: base directory for relative URIs (``"./train_dir"``).
+        wandb_run, wandb_entity, wandb_project, pytorch_cfg: accepted for compatibility;
+            ckptcompat serves no remote storage, so they are unused.
+        policy_cache_size: kept for compatibility; loaded policies are cached per record.
+    """
+
+    def __init__(
+        self,
+        device: str | None = None,
+        wandb_run: Any = None,
+        data_dir: str | Path | None = None,
+        wandb_entity: str | None = None,
+        wandb_project: str | None = None,
+        pytorch_cfg: Any = None,
+        policy_cache_size: int = 10,
+    ) -> None:
+        warn_deprecated("PolicyStore", _REPLACEMENT)
+        self._init(device, data_dir, policy_cache_size)
+
+    def _init(self, device: str | None, data_dir: str | Path | None, cache_size: int) -> None:
+        self.device = device or "cpu"
+        self.data_dir = Path(data_dir or "./train_dir")
+        self.policy_cache_size = cache_size
+
+    @classmethod
+    def create(
+        cls, device: str, data_dir: str | Path, wandb_config: Any = None, wandb_run: Any = None
+    ) -> PolicyStore:
+        """Deprecated factory: ``PolicyStore(device=device, data_dir=data_dir)``."""
+        warn_deprecated("PolicyStore.create", _REPLACEMENT)
+        store = cls.__new__(cls)
+        store._init(device, data_dir, 10)
+        return store
+
+    # ------------------------------------------------------------------ discovery
+    def _records(self, uri: str) -> list[PolicyRecord]:
+        """Every record ``uri`` names, newest first (highest epoch or NNNN first).
+
+        Raises:
+            CheckpointError: an unservable scheme; CheckpointNotFoundError: nothing there.
+        """
+        if uri.startswith("mock://"):
+            key, version = uri_mod.key_and_version(uri)
+            return [MockPolicyRecord._quiet(self, key, uri, {"epoch": version})]
+        uri = self._absolute(uri)
+        path = Path(uri.removeprefix("file://"))
+        if path.is_dir():
+            run_dir = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+            if (run_dir / "index.json").is_file():
+                index = read_index(run_dir, None)
+                entries = sorted(index.checkpoints, key=lambda e: e.epoch, reverse=True)
+                return [self._indexed_record(run_dir / e.file, index.run, e) for e in entries]
+            return self._directory_records(path)
+        parsed = uri_mod.parse_uri(uri)
+        if parsed.kind == "latest":
+            resolved = uri_mod.resolve(uri)
+            assert resolved.path is not None and resolved.entry is not None
+            return [self._indexed_record(resolved.path, parsed.run or "", resolved.entry)]
+        assert parsed.path is not None
+        return [self._file_record(parsed.path)]
+
+    def _absolute(self, uri: str) -> str:
+        """Resolve a relative path against ``data_dir`` when it exists only there."""
+        path = Path(uri.removeprefix("file://"))
+        if not path.is_absolute() and not path.exists() and (self.data_dir / path).exists():
+            return str(self.data_dir / path)
+        return uri
+
+    def _indexed_record(self, path: Path, run: str, entry: Any) -> PolicyRecord:
+        metadata = PolicyMetadata.from_checkpoint_metadata(
+            {
+                "run": run,
+                "epoch": entry.epoch,
+                "agent_step": entry.agent_step,
+                "total_time_s": entry.total_time_s,
+                "score": entry.score,
+            }
+        )
+        return PolicyRecord._quiet(self, run, uri_mod.file_uri(path), metadata)
+
+    def _file_record(self, path: Path) -> PolicyRecord:
+        name = uri_mod.parse_filename(path.name)
+        if name is not None and name.kind == "agent":
+            run, epoch = uri_mod.key_and_version(path)
+            entry = next(
+                (e for e in read_index(path.parent, None).checkpoints if e.epoch == epoch), None
+            ) if (path.parent / "index.json").is_file() else None
+            if entry is not None:
+                return self._indexed_record(path, run, entry)
+            return PolicyRecord._quiet(self, run, uri_mod.file_uri(path), {"epoch": epoch, "run": run})
+        ckpt = legacy.read_checkpoint(path, map_location=self.device)
+        metadata = dict(ckpt.metadata)
+        if name is not None and name.kind != "trainer":
+            metadata.setdefault("epoch", name.epoch)
+        run, _ = uri_mod.key_and_version(path) if name is not None else (path.stem, 0)
+        record = PolicyRecord._quiet(self, run, uri_mod.file_uri(path), metadata)
+        if ckpt.agent is not None:
+            record.policy = ckpt.agent
+        return record
+
+    def _directory_records(self, directory: Path) -> list[PolicyRecord]:
+        """``model_<NNNN>.pt`` files ordered by NNNN descending; other ``.pt`` files last."""
+        files = [p for p in directory.iterdir() if p.suffix == ".pt" and p.is_file()]
+
+        def number(p: Path) -> int:
+            match = _MODEL_RE.match(p.name)
+            return int(match.group(1)) if match else -1
+
+        files.sort(key=lambda p: (number(p), p.name), reverse=True)
+        if not files:
+            raise PolicyMissingError(
+                "no policy files in this directory",
+                path=directory,
+                expected="model_<NNNN>.pt files or a managed run (index.json)",
+                found="no .pt files",
+            )
+        return [self._file_record(p) for p in files]
+
+    # ------------------------------------------------------------------ selection
+    def policy_records(
+        self,
+        uri_or_config: str | Any,
+        selector_type: PolicySelectorType = "top",
+        n: int = 1,
+        metric: str = "score",
+        stats_client: Any = None,
+        eval_name: str | None = None,
+    ) -> list[PolicyRecord]:
+        """Deprecated: records the URI names, selected by ``selector_type``.
+
+        Raises:
+            PolicyMissingError: nothing found.
+            ValueError: unknown selector.
+            CheckpointError: an unservable scheme (wandb://, s3:// ...).
+        """
+        warn_deprecated("PolicyStore.policy_records", _REPLACEMENT)
+        return self._select(uri_or_config, selector_type, n, metric)
+
+    def _select(self, uri_or_config: Any, selector_type: str, n: int, metric: str) -> list[PolicyRecord]:
+        uri = getattr(uri_or_config, "uri", uri_or_config)
+        if selector_type not in _SELECTORS:
+            raise ValueError(f"selector_type must be one of {_SELECTORS}, not {selector_type!r}")
+        if not isinstance(uri, str):
+            raise TypeError(f"expected a URI string; got {type(uri).__name__}")
+        prs = self._records(uri)
+        if not prs:
+            raise PolicyMissingError(f"no policy found for {uri!r}", path=uri)
+        if selector_type == "all":
+            return prs
+        if selector_type == "latest":
+            return prs[:n]
+        if selector_type == "rand":
+            return random.Random().sample(prs, min(n, len(prs)))
+        return self._top(prs, n, metric)
+
+    @staticmethod
+    def _score(pr: PolicyRecord, metric: str) -> float | None:
+        meta = pr.metadata
+        evals = meta.get("eval_scores")
+        if isinstance(evals, Mapping):
+            for key in (metric, metric.removesuffix("_score")):
+                if evals.get(key) is not None:
+                    return float(evals[key])
+        value = meta.get(metric)
+        return None if value is None else float(value)
+
+    def _top(self, prs: list[PolicyRecord], n: int, metric: str) -> list[PolicyRecord]:
+        scored = [(self._score(pr, metric), pr) for pr in prs]
+        have = [(s, pr) for s, pr in scored if s is not None]
+        if len(have) < TOP_MIN_SCORED_FRACTION * len(prs):
+            log.warning(
+                "PolicyStore: only %d of %d records have %r; selecting the latest instead",
+                len(have),
+                len(prs),
+                metric,
+            )
+            return prs[:n]
+        have.sort(key=lambda item: item[0], reverse=True)
+        return [pr for _, pr in have[:n]]
+
+    def policy_record(
+        self,
+        uri_or_config: str | Any,
+        selector_type: PolicySelectorType = "top",
+        metric: str = "score",
+        stats_client: Any = None,
+        eval_name: str | None = None,
+    ) -> PolicyRecord:
+        """Deprecated: exactly one record (see :meth:`policy_records`)."""
+        warn_deprecated("PolicyStore.policy_record", _REPLACEMENT)
+        return self._select(uri_or_config, selector_type, 1, metric)[0]
+
+    def policy_record_or_mock(
+        self, policy_uri: str | None, run_name: str = "mock_run"
+    ) -> PolicyRecord:
+        """Deprecated: the URI's record, or a MockPolicyRecord when ``policy_uri`` is None."""
+        warn_deprecated("PolicyStore.policy_record_or_mock", _REPLACEMENT)
+        if policy_uri is None:
+            return MockPolicyRecord._quiet(self, run_name, None, None)
+        return self._select(policy_uri, "top", 1, "score")[0]
+
+    def load_from_uri(self, uri: str) -> PolicyRecord:
+        """Deprecated: the URI's record with its policy loaded."""
+        warn_deprecated("PolicyStore.load_from_uri", "SimpleCheckpointManager.load_from_uri")
+        record = self._select(uri, "latest", 1, "epoch")[0]
+        record.policy  # noqa: B018 -- load now, as the old store did
+        return record
+
+    def _load_policy(self, uri: str) -> nn.Module:
+        """Load the agent a record points at (PolicyRecord.policy calls this)."""
+        from ckptcompat.checkpoint.manager import SimpleCheckpointManager
+
+        if uri.startswith("mock://"):
+            return SimpleCheckpointManager.load_from_uri(uri, self.device)
+        path = Path(uri_mod.resolve(self._absolute(uri)).path or "")
+        name = uri_mod.parse_filename(path.name)
+        if name is not None and name.kind == "agent":
+            return SimpleCheckpointManager.load_from_uri(path, self.device)
+        ckpt = legacy.read_checkpoint(path, map_location=self.device)
+        if ckpt.agent is None:
+            raise AgentMismatchError(
+                "this file holds weights but no agent to load them into",
+                path=path,
+                expected="an agent checkpoint",
+                found=f"a {ckpt.generation}",
+                fix="migrate it with `ckptcompat migrate FILE DST --class-path ... --config ...`",
+            )
+        return ckpt.agent
+
+    # ------------------------------------------------------------------ saving
+    def save(self, pr: PolicyRecord, path: str | Path | None = None) -> PolicyRecord:
+        """Deprecated: write ``pr.policy`` in the safe format at ``path or pr.file_path``.
+
+        The record's ``uri`` becomes the written file's ``file://`` URI.
+
+        Raises:
+            ValueError: no path and the record's URI is not ``file://``.
+            CheckpointError: the run name or epoch is unusable; see ``save_agent_file``.
+        """
+        warn_deprecated("PolicyStore.save", "SimpleCheckpointManager.save_agent")
+        from ckptcompat.checkpoint.manager import save_agent_file
+
+        target = Path(path) if path is not None else Path(pr.file_path)
+        meta = pr.metadata
+        run = pr.run_name or meta.get("run")
+        if not run:
+            raise CheckpointError(
+                "cannot save a PolicyRecord without a run name",
+                expected="pr.run_name or metadata['run']",
+                found="neither",
+                fix="set pr.run_name",
+            )
+        save_agent_file(
+            pr.policy,
+            target,
+            run=str(run),
+            epoch=int(meta["epoch"]),
+            metadata={
+                "agent_step": int(meta["agent_step"]),
+                "total_time_s": float(meta["train_time"]),
+                "score": None if meta.get("score") is None else float(meta["score"]),
+            },
+        )
+        pr.uri = uri_mod.file_uri(target)
+        return pr

@@ -1,0 +1,136 @@
+"""Deprecated PolicyRecord and MockPolicyRecord: every old call pattern."""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from ckptcompat.agents import MockAgent
+from ckptcompat.checkpoint.manager import SimpleCheckpointManager
+from ckptcompat.policy import MockPolicyRecord, PolicyMetadata, PolicyRecord, PolicyStore
+
+
+def _quiet(fn, *args, **kwargs):
+    with pytest.deprecated_call():
+        return fn(*args, **kwargs)
+
+
+@pytest.fixture
+def saved(tmp_path: Path) -> tuple[str, MockAgent]:
+    agent = MockAgent()
+    uri = SimpleCheckpointManager("run", tmp_path).save_agent(agent, 3, {"agent_step": 30})
+    return uri, agent
+
+
+def test_positional_and_keyword_constructors(saved) -> None:
+    """Guards the thin stub's TypeError on PolicyRecord(policy_store=, run_name=, uri=, metadata=)."""
+    uri, _ = saved
+    store = _quiet(PolicyStore, device="cpu")
+    md = _quiet(PolicyMetadata, epoch=3)
+    by_pos = _quiet(PolicyRecord, store, "run", uri, md)
+    by_kw = _quiet(PolicyRecord, policy_store=store, run_name="run", uri=uri, metadata=md)
+    assert (by_pos.run_name, by_pos.uri, by_pos.metadata) == (by_kw.run_name, by_kw.uri, md)
+    assert by_pos.name == "run"  # the attribute's pre-July-2025 name
+
+
+def test_policy_loads_lazily_once_and_setter_wins(saved) -> None:
+    """Guards .policy reloading on every access, and the setter being ignored."""
+    uri, agent = saved
+    store = _quiet(PolicyStore)
+    record = _quiet(PolicyRecord, store, "run", uri, None)
+    assert record._cached_policy is None
+    first = record.policy
+    assert record.policy is first
+    assert torch.equal(first.actor.weight, agent.actor.weight)
+    other = MockAgent()
+    record.policy = other
+    assert record.policy is other
+
+
+def test_policy_without_store_or_uri_raises_value_error() -> None:
+    """Guards a silent None policy when there is nothing to load from."""
+    record = _quiet(PolicyRecord, None, "run", None, None)
+    with pytest.raises(ValueError, match="policy_store and a uri"):
+        _ = record.policy
+
+
+def test_file_path_and_metadata_types(saved) -> None:
+    """Guards .file_path for file:// only, and .metadata accepting dict but not other types."""
+    uri, _ = saved
+    record = _quiet(PolicyRecord, None, "run", uri, {"epoch": 3, "score": 1.0})
+    assert isinstance(record.metadata, PolicyMetadata) and record.metadata.epoch == 3
+    assert record.file_path == uri.removeprefix("file://")
+    with pytest.raises(TypeError, match="PolicyMetadata or a dict"):
+        record.metadata = 5  # type: ignore[assignment]
+    with pytest.raises(ValueError, match="file://"):
+        _ = _quiet(PolicyRecord, None, "run", "mock://x", None).file_path
+
+
+def test_repr_is_cheap(saved) -> None:
+    """Guards the old heavy repr that loaded the policy (and crashed on a missing import)."""
+    uri, _ = saved
+    record = _quiet(PolicyRecord, _quiet(PolicyStore), "run", uri, {"epoch": 3})
+    text = repr(record)
+    assert "not loaded" in text and "epoch=3" in text
+    assert record._cached_policy is None
+
+
+def test_num_params_and_key_and_version(saved) -> None:
+    """Guards key_and_version bypassing the one key scheme (DESIGN section 6)."""
+    uri, agent = saved
+    record = _quiet(PolicyRecord, _quiet(PolicyStore), "run", uri, None)
+    assert record.key_and_version() == ("run", 3)
+    assert record.num_params() == sum(p.numel() for p in agent.parameters())
+
+
+def test_pickled_record_drops_its_store(saved) -> None:
+    """Guards the store being pickled into G1 files (the old save set it to None first)."""
+    uri, _ = saved
+    record = _quiet(PolicyRecord, _quiet(PolicyStore), "run", uri, None)
+    clone = pickle.loads(pickle.dumps(record, protocol=2))
+    assert clone._policy_store is None and clone.uri == uri
+
+
+def test_wandb_uri_info_is_parsed() -> None:
+    """Guards extract_wandb_run_info, still called by old scripts."""
+    record = _quiet(PolicyRecord, None, "r", "wandb://ent/proj/name:v5", None)
+    assert record.extract_wandb_run_info() == ("ent", "proj", "name", "v5")
+
+
+def test_mock_from_key_and_version_keys_exactly() -> None:
+    """Guards the mock's URI format changing the stats-DB key (the NaN fault)."""
+    mock = _quiet(MockPolicyRecord.from_key_and_version, "test_policy", 1)
+    assert mock.key_and_version() == ("test_policy", 1)
+    assert mock.metadata.epoch == 1
+    assert isinstance(mock.policy, MockAgent)
+    zero = _quiet(MockPolicyRecord.from_key_and_version, "test_policy", 0)
+    assert zero.key_and_version() == ("test_policy", 0)
+    with pytest.raises(ValueError):
+        MockPolicyRecord.from_key_and_version("test_policy", None)  # type: ignore[arg-type]
+
+
+def test_mock_defaults_are_not_shared() -> None:
+    """Guards the old singleton default metadata (one mutable dict shared by every mock)."""
+    a, b = _quiet(MockPolicyRecord), _quiet(MockPolicyRecord)
+    a.metadata.epoch = 9
+    assert b.metadata.epoch == 0
+    assert a.uri == "mock://policy" and a.run_name == "mock_run"
+
+
+def test_each_call_warns_once_at_the_caller() -> None:
+    """Guards missing or doubled DeprecationWarnings, or ones pointing inside ckptcompat."""
+    for call in (
+        lambda: PolicyRecord(None, "r", None, None),
+        lambda: MockPolicyRecord(),
+        lambda: MockPolicyRecord.from_key_and_version("k", 1),
+        lambda: PolicyStore(),
+    ):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            call()
+        assert [w.category for w in caught] == [DeprecationWarning]
+        assert caught[0].filename == __file__

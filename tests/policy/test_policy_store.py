@@ -1,0 +1,199 @@
+"""Deprecated PolicyStore: discovery, selection, loading and saving by URI."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from ckptcompat import torch_compat
+from ckptcompat.agents import MockAgent
+from ckptcompat.checkpoint import legacy
+from ckptcompat.checkpoint.manager import SimpleCheckpointManager
+from ckptcompat.errors import CheckpointError
+from ckptcompat.evaluation.stats_db import EvalStatsDB, SimulationStatsDB
+from ckptcompat.policy import (
+    MockPolicyRecord,
+    PolicyMetadata,
+    PolicyMissingError,
+    PolicyRecord,
+    PolicyStore,
+)
+
+
+def _store(tmp_path: Path) -> PolicyStore:
+    with pytest.deprecated_call():
+        return PolicyStore(device="cpu", data_dir=tmp_path)
+
+
+def _g1_dir(tmp_path: Path, epochs: list[int], scores: list[float | None]) -> Path:
+    """model_NNNN.pt files written in a scrambled order (filesystem order is not epoch order)."""
+    directory = tmp_path / "oldrun" / "checkpoints"
+    for epoch, score in zip(epochs, scores, strict=True):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            meta = PolicyMetadata(epoch=epoch, agent_step=epoch * 10)
+            if score is not None:
+                meta["score"] = score
+            record = PolicyRecord(None, "oldrun", None, meta)
+        torch.manual_seed(epoch)
+        record.policy = MockAgent()
+        legacy.write_g1(record, directory / legacy.g1_filename(epoch))
+    return directory
+
+
+def test_latest_orders_model_files_by_number(tmp_path: Path) -> None:
+    """Guards os.listdir()[-1] (filesystem order) picking an arbitrary 'latest' G1 file."""
+    directory = _g1_dir(tmp_path, [10, 2, 9, 100], [None] * 4)
+    store = _store(tmp_path)
+    with pytest.deprecated_call():
+        prs = store.policy_records(str(directory), "latest", n=3)
+    assert [pr.metadata.epoch for pr in prs] == [100, 10, 9]
+    assert prs[0].key_and_version() == ("oldrun", 100)
+
+
+def test_top_by_score_and_all_and_rand(tmp_path: Path) -> None:
+    """Guards 'top' ignoring metadata scores, and 'all'/'rand' selectors."""
+    directory = _g1_dir(tmp_path, [1, 2, 3, 4, 5], [0.1, 0.9, 0.5, 0.2, 0.3])
+    store = _store(tmp_path)
+    with pytest.deprecated_call():
+        best = store.policy_record(f"file://{directory}", "top", metric="score")
+    assert best.metadata.epoch == 2
+    with pytest.deprecated_call():
+        assert len(store.policy_records(str(directory), "all")) == 5
+    with pytest.deprecated_call():
+        picked = store.policy_records(str(directory), "rand", n=2)
+    assert len({pr.metadata.epoch for pr in picked}) == 2
+
+
+def test_top_falls_back_to_latest_below_80_percent_scored(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Guards the old store's rule: fewer than 80% scored records -> latest, and it logs."""
+    directory = _g1_dir(tmp_path, [1, 2, 3], [0.9, None, None])
+    with caplog.at_level(logging.WARNING), pytest.deprecated_call():
+        pr = _store(tmp_path).policy_record(str(directory), "top")
+    assert pr.metadata.epoch == 3
+    assert "selecting the latest" in caplog.text
+
+
+def test_managed_run_and_latest_uri(tmp_path: Path) -> None:
+    """Guards the store not understanding the new manager's runs and :latest URIs."""
+    manager = SimpleCheckpointManager("run", tmp_path)
+    for epoch, score in [(0, 0.5), (1, 0.1), (2, 0.3)]:
+        manager.save_agent(MockAgent(), epoch, {"score": score, "total_time_s": 2.0})
+    store = _store(tmp_path)
+    with pytest.deprecated_call():
+        assert store.policy_record(str(tmp_path / "run")).metadata.epoch == 0  # top score
+    with pytest.deprecated_call():
+        latest = store.policy_record(f"{tmp_path}/run:latest")
+    assert latest.key_and_version() == ("run", 2) and latest.metadata.train_time == 2.0
+    with pytest.deprecated_call():
+        assert store.policy_record("run", "latest").metadata.epoch == 2  # relative to data_dir
+
+
+def test_load_from_uri_loads_the_policy(tmp_path: Path) -> None:
+    """Guards load_from_uri returning a record whose policy is not loaded or wrong."""
+    directory = _g1_dir(tmp_path, [4], [None])
+    with pytest.deprecated_call():
+        record = _store(tmp_path).load_from_uri(str(directory / "model_0004.pt"))
+    assert record._cached_policy is not None
+    torch.manual_seed(4)
+    assert torch.equal(record.policy.actor.weight, MockAgent().actor.weight)
+
+
+def test_policy_record_or_mock(tmp_path: Path) -> None:
+    """Guards play/replay without a policy (None URI gives a mock)."""
+    store = _store(tmp_path)
+    with pytest.deprecated_call():
+        mock = store.policy_record_or_mock(None, run_name="play")
+    assert isinstance(mock, MockPolicyRecord) and mock.run_name == "play"
+    assert isinstance(mock.policy, MockAgent)
+
+
+def test_save_writes_the_safe_format(tmp_path: Path) -> None:
+    """Guards PolicyStore.save pickling the whole record (unloadable on 2.6+)."""
+    store = _store(tmp_path)
+    with pytest.deprecated_call():
+        record = PolicyRecord(store, "saved", None, PolicyMetadata(epoch=0, train_time=1.5))
+    record.policy = MockAgent()
+    target = tmp_path / "out" / "saved_v0.pt"
+    with pytest.deprecated_call():
+        store.save(record, target)
+    payload = torch_compat.load(target)  # weights_only=True, no allowlist
+    assert payload["format"] == "ckptcompat.agent"
+    assert payload["metadata"]["total_time_s"] == 1.5
+    assert record.uri == f"file://{target}" and record.key_and_version() == ("saved", 0)
+    with pytest.deprecated_call():
+        store.save(record, tmp_path / "again_v0.pt")
+    with pytest.raises(CheckpointError, match="never overwritten"), pytest.deprecated_call():
+        store.save(record)  # pr.file_path exists
+
+
+@pytest.mark.parametrize("uri", ["wandb://run/x:v1", "s3://bucket/key.pt", "gs://b/k.pt"])
+def test_remote_schemes_say_what_is_supported(tmp_path: Path, uri: str) -> None:
+    """Guards remote URIs failing deep inside a client library."""
+    with pytest.raises(CheckpointError, match="file://"), pytest.deprecated_call():
+        _store(tmp_path).policy_record(uri)
+
+
+def test_empty_directory_is_policy_missing(tmp_path: Path) -> None:
+    """Guards an empty directory returning None (PolicyMissingError is a ValueError)."""
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(PolicyMissingError) as info, pytest.deprecated_call():
+        _store(tmp_path).policy_record(str(tmp_path / "empty"))
+    assert isinstance(info.value, ValueError)
+
+
+def test_key_scheme_agrees_across_every_spelling(tmp_path: Path) -> None:
+    """Guards the NaN fault: stats written under one key spelling, queried under another.
+
+    The same run/epoch as a PolicyRecord, a MockPolicyRecord, a safe-format URI, a
+    model_NNNN.pt URI and a :latest URI must give one (policy_key, policy_version); stats
+    written under one are found under every other. Epoch 0 is a version.
+    """
+    manager = SimpleCheckpointManager("run", tmp_path)
+    uri = manager.save_agent(MockAgent(), 0)
+    g1 = _g1_dir(tmp_path / "g1", [0], [None]).parent  # .../oldrun
+    os.rename(g1, tmp_path / "g1" / "run")
+    g1_file = tmp_path / "g1" / "run" / "checkpoints" / "model_0000.pt"
+    store = _store(tmp_path)
+    with pytest.deprecated_call():
+        record = PolicyRecord(store, "run", uri, None)
+    with pytest.deprecated_call():
+        mock = MockPolicyRecord.from_key_and_version("run", 0)
+    with pytest.deprecated_call():
+        old = store.policy_record(str(g1_file))
+    keys = {
+        record.key_and_version(),
+        mock.key_and_version(),
+        old.key_and_version(),
+        SimulationStatsDB.key_and_version(record),
+        SimulationStatsDB.key_and_version(mock),
+    }
+    from ckptcompat.checkpoint.uri import key_and_version
+
+    keys |= {key_and_version(uri), key_and_version(f"{tmp_path}/run:latest"), key_and_version(g1_file)}
+    assert keys == {("run", 0)}
+
+    db_path = tmp_path / "stats.duckdb"
+    with SimulationStatsDB(db_path) as db:
+        db.register_simulation("sim", "eval", "CartPole-v1", policy_key="run", policy_version=0)
+        db.record_policy_episode("sim", "run", 0, uri, {0: {"reward": 4.0}}, step_count=4)
+    with EvalStatsDB(db_path) as db:
+        for policy in (record, mock, ("run", 0)):
+            assert db.get_average_metric_by_filter("reward", policy) == 4.0
+
+
+def test_replacement_path_emits_no_deprecation_warning(tmp_path: Path) -> None:
+    """Guards the new API warning too (warnings are errors in this suite)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        manager = SimpleCheckpointManager("new", tmp_path)
+        manager.save_agent(MockAgent(), 0)
+        manager.load_agent(0)
+        SimpleCheckpointManager.load_from_uri(f"{tmp_path}/new:latest")

@@ -1,0 +1,206 @@
+"""Result records: one per check, one JSONL file per process (DESIGN section 8).
+
+Every check of the matrix -- and every ``ckptcompat run`` step -- emits one record that
+validates against :data:`SCHEMA`. ``report`` merges them; ``gate`` compares them with the
+committed baseline. Versions are torch *base* versions (``"2.6.0"``, no ``+cu124``).
+
+``cell_key`` identifies a matrix cell independently of when it ran:
+``scenario/artifact/agent/loader/producer->consumer->evaluator`` (``-`` for an absent
+stage), e.g. ``golden/g2/mock/allowlist/2.4.1->2.6.0->-``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+__all__ = [
+    "LOADERS",
+    "OUTCOMES",
+    "SCHEMA",
+    "SCHEMA_VERSION",
+    "Outcome",
+    "append_record",
+    "cell_key",
+    "git_sha",
+    "make_record",
+    "read_records",
+    "run_id",
+    "validate_record",
+]
+
+SCHEMA_VERSION = 1
+OUTCOMES = ("pass", "skip", "fail", "error")
+LOADERS = ("safe", "allowlist", "naive", "trusted")
+Outcome = Literal["pass", "skip", "fail", "error"]
+
+_VERSION = {"type": ["string", "null"], "pattern": r"^\d+\.\d+\.\d+$"}
+SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "ckptcompat result record",
+    "type": "object",
+    "required": [
+        "schema_version", "run_id", "git_sha", "cell_key", "scenario", "artifact", "agent",
+        "loader", "producer_torch", "consumer_torch", "evaluator_torch", "producer_numpy",
+        "consumer_numpy", "outcome", "detail", "duration_s",
+    ],
+    "additionalProperties": False,
+    "properties": {
+        "schema_version": {"const": SCHEMA_VERSION},
+        "run_id": {"type": "string", "minLength": 1},
+        "git_sha": {"type": "string", "minLength": 1},
+        "cell_key": {"type": "string", "minLength": 1},
+        "scenario": {"type": "string", "minLength": 1},
+        "artifact": {"type": "string", "minLength": 1},
+        "agent": {"type": "string", "minLength": 1},
+        "loader": {"enum": list(LOADERS)},
+        "producer_torch": _VERSION,
+        "consumer_torch": _VERSION,
+        "evaluator_torch": _VERSION,
+        "producer_numpy": _VERSION,
+        "consumer_numpy": _VERSION,
+        "outcome": {"enum": list(OUTCOMES)},
+        "detail": {"type": "string"},
+        "duration_s": {"type": "number", "minimum": 0},
+        "outputs": {"type": "object"},
+    },
+}  # fmt: skip
+
+
+def _base(version: str | None) -> str | None:
+    return None if version is None else version.split("+", 1)[0]
+
+
+def cell_key(
+    scenario: str,
+    artifact: str,
+    agent: str,
+    loader: str,
+    producer: str | None,
+    consumer: str | None,
+    evaluator: str | None = None,
+) -> str:
+    """The stable identity of a matrix cell (see the module docstring)."""
+    chain = "->".join(_base(v) or "-" for v in (producer, consumer, evaluator))
+    return f"{scenario}/{artifact}/{agent}/{loader}/{chain}"
+
+
+def git_sha(root: str | os.PathLike[str] | None = None) -> str:
+    """``CKPTCOMPAT_GIT_SHA`` if set, else ``git rev-parse HEAD``, else ``"unknown"``."""
+    env = os.environ.get("CKPTCOMPAT_GIT_SHA")
+    if env:
+        return env
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=root or Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def run_id() -> str:
+    """``CKPTCOMPAT_RUN_ID`` if set (one id shared by every process of a matrix run)."""
+    return os.environ.get("CKPTCOMPAT_RUN_ID") or uuid.uuid4().hex
+
+
+def make_record(
+    *,
+    scenario: str,
+    artifact: str,
+    agent: str,
+    loader: str,
+    outcome: Outcome,
+    producer_torch: str | None,
+    consumer_torch: str | None,
+    evaluator_torch: str | None = None,
+    producer_numpy: str | None = None,
+    consumer_numpy: str | None = None,
+    detail: str = "",
+    duration_s: float = 0.0,
+    outputs: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Build and validate one record (``run_id``/``git_sha`` from the environment).
+
+    Raises:
+        ValueError: the record does not validate against :data:`SCHEMA`.
+    """
+    record: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": run_id(),
+        "git_sha": git_sha(),
+        "cell_key": cell_key(
+            scenario, artifact, agent, loader, producer_torch, consumer_torch, evaluator_torch
+        ),
+        "scenario": scenario,
+        "artifact": artifact,
+        "agent": agent,
+        "loader": loader,
+        "producer_torch": _base(producer_torch),
+        "consumer_torch": _base(consumer_torch),
+        "evaluator_torch": _base(evaluator_torch),
+        "producer_numpy": _base(producer_numpy),
+        "consumer_numpy": _base(consumer_numpy),
+        "outcome": outcome,
+        "detail": detail,
+        "duration_s": round(float(duration_s), 6),
+    }
+    if outputs is not None:
+        record["outputs"] = dict(outputs)
+    validate_record(record)
+    return record
+
+
+def validate_record(record: Mapping[str, Any]) -> None:
+    """Validate against :data:`SCHEMA` with jsonschema.
+
+    Raises:
+        ValueError: naming the first failing field and why.
+    """
+    import jsonschema
+
+    try:
+        jsonschema.validate(dict(record), SCHEMA)
+    except jsonschema.ValidationError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path) or "(record)"
+        raise ValueError(f"invalid result record at {where}: {exc.message}") from None
+
+
+def append_record(path: str | os.PathLike[str], record: Mapping[str, Any]) -> None:
+    """Append ``record`` as one line to the JSONL file ``path`` (one file per process)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record, sort_keys=True) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def read_records(paths: Iterable[str | os.PathLike[str]]) -> Iterator[dict[str, Any]]:
+    """Yield every record of the given JSONL files (or of ``*.jsonl`` in given folders).
+
+    Raises:
+        ValueError: a line that is not JSON or not a valid record (file and line named).
+    """
+    for given in paths:
+        given = Path(given)
+        files = sorted(given.glob("*.jsonl")) if given.is_dir() else [given]
+        for file in files:
+            for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                    validate_record(record)
+                except (json.JSONDecodeError, ValueError) as exc:
+                    raise ValueError(f"{file}:{number}: {exc}") from None
+                yield record

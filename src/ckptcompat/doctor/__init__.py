@@ -1,0 +1,371 @@
+"""``ckptcompat doctor FILE [--json]``: why FILE loads or fails on each torch 2.4 ... 2.15.
+
+:func:`diagnose` scans the file statically (:mod:`ckptcompat.checkpoint.scan` plus
+:mod:`ckptcompat.doctor.pickle_walk`) and predicts, per torch minor, a plain ``torch.load(FILE)``
+and ``torch.load(FILE, weights_only=True)`` (:mod:`ckptcompat.doctor.predict`) from that
+version's probed snapshot or, where none is committed, the rules table
+(:mod:`ckptcompat.doctor.rules`). It also names the checkpoint generation and the
+``ckptcompat migrate`` command to run.
+
+Nothing the file names is imported or called, and this module imports neither torch nor
+numpy (a test checks ``sys.modules``): the doctor runs on machines without them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal
+
+from ckptcompat.checkpoint import allowlist, scan
+from ckptcompat.checkpoint.pickle_scan import Finding
+from ckptcompat.checkpoint.torch_names import WEIGHTS_ONLY_GLOBALS
+from ckptcompat.doctor.pickle_walk import PickleFacts, pickle_facts
+from ckptcompat.doctor.predict import predict
+from ckptcompat.doctor.render import render_text
+from ckptcompat.doctor.rules import Basis, Profile, minor_of, profiles
+from ckptcompat.doctor.verdict import Verdict, is_dangerous, numpy_dtype_class
+from ckptcompat.errors import CheckpointError, CheckpointNotFoundError
+
+__all__ = [
+    "JSON_SCHEMA_VERSION",
+    "Diagnosis",
+    "Generation",
+    "Migration",
+    "VersionReport",
+    "diagnose",
+    "main",
+    "render_text",
+    "to_json",
+]
+
+JSON_SCHEMA_VERSION = 1
+
+Generation = Literal["safe_v1", "g1", "g2", "state_dict", "other"]
+_SAFE_FORMATS = ("ckptcompat.agent", "ckptcompat.trainer_state")
+
+
+@dataclass(frozen=True)
+class VersionReport:
+    """Predictions for one torch minor.
+
+    Attributes:
+        torch: the minor, e.g. ``"2.6"``.
+        release: the release the facts describe, e.g. ``"2.6.0"``.
+        basis: ``"snapshot"`` (probed in that cell) or ``"rules"`` (torch_versions.md).
+        plain: ``torch.load(FILE)`` with ``weights_only`` omitted.
+        weights_only: ``torch.load(FILE, weights_only=True)``.
+        advisories: security fixes this release lacks, ``"<id>: <meaning>"``.
+    """
+
+    torch: str
+    release: str
+    basis: Basis
+    plain: Verdict
+    weights_only: Verdict
+    advisories: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Migration:
+    """What ``ckptcompat migrate`` would do with the file.
+
+    Attributes:
+        command: the command to run, or None when migration does not apply.
+        needs_trust: ``--trust`` is in the command: the curated allowlist cannot cover the
+            file, so migration would unpickle it with ``weights_only=False``.
+        note: why, or what else to know.
+    """
+
+    command: str | None
+    needs_trust: bool
+    note: str
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """Everything :func:`diagnose` found and predicts for one file.
+
+    Attributes:
+        path: the file.
+        size_bytes: its size in bytes.
+        kind: container kind (``zip``, ``legacy_pickle``, ``git_lfs_pointer`` ...).
+        generation: ``safe_v1``, ``g1``, ``g2``, ``state_dict`` or ``other``.
+        generation_detail: one phrase on what the top-level object is.
+        protocol: pickle protocol of the object pickle, if any.
+        globals: every global the pickle names, in stream order.
+        nondefault_globals: those outside every torch's weights-only defaults.
+        tensor_dtypes: storage dtypes, e.g. ``("float32",)``.
+        storages: number of storages.
+        storage_bytes: bytes the storages claim.
+        numpy_dtypes: codes given to ``numpy.dtype`` (``"f4"``), in order.
+        writer_hint: what wrote the file, as far as its records tell.
+        findings: the scan's findings.
+        installed: torch and numpy versions installed here (None when absent), read from
+            package metadata without importing them.
+        numpy_major: the numpy major the predictions assume for the loading side.
+        migration: the ``ckptcompat migrate`` suggestion.
+        versions: one report per torch minor, 2.4 first.
+    """
+
+    path: str
+    size_bytes: int
+    kind: str
+    generation: Generation
+    generation_detail: str
+    protocol: int | None
+    globals: tuple[str, ...]
+    nondefault_globals: tuple[str, ...]
+    tensor_dtypes: tuple[str, ...]
+    storages: int
+    storage_bytes: int
+    numpy_dtypes: tuple[str, ...]
+    writer_hint: str | None
+    findings: tuple[Finding, ...]
+    installed: dict[str, str | None]
+    numpy_major: int
+    migration: Migration
+    versions: tuple[VersionReport, ...]
+
+    def for_torch(self, torch_version: str) -> VersionReport:
+        """The report for the minor of ``torch_version`` (``"2.6.0+cu124"`` -> 2.6).
+
+        Raises:
+            KeyError: a minor outside 2.4 ... 2.15.
+        """
+        minor = minor_of(torch_version)
+        for report in self.versions:
+            if report.torch == minor:
+                return report
+        raise KeyError(f"the doctor has no prediction for torch {torch_version}")
+
+
+def _installed(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _generation(result: scan.ScanResult, facts: PickleFacts) -> tuple[Generation, str]:
+    if result.kind not in ("zip", "legacy_pickle"):
+        return "other", f"not a torch.save file ({result.kind})"
+    if not facts.complete:
+        return "other", "the object pickle could not be read to its end"
+    if facts.root_kind == "dict" and facts.format in _SAFE_FORMATS:
+        if result.nondefault_globals:
+            return "other", (
+                f"a dict claiming format {facts.format!r} but holding other objects "
+                f"({', '.join(result.nondefault_globals)})"
+            )
+        return "safe_v1", f"safe format v1 ({facts.format})"
+    root = facts.root_global or ""
+    if root.endswith("PolicyRecord"):
+        return "g1", f"a whole pickled PolicyRecord holding the agent ({root})"
+    is_module = any(g.startswith("torch.nn.modules.") for g in result.globals) or (
+        "torch._utils._rebuild_parameter" in result.globals
+    )
+    if facts.root_kind == "new" and is_module:
+        return "g2", f"a whole pickled agent ({root})"
+    if facts.tensor_mapping:
+        return "state_dict", "a bare state_dict (a mapping of tensors)"
+    if facts.root_kind == "global":
+        what = f"the global {root} itself"
+    else:
+        what = f"an object made by {root}" if root else f"a {facts.root_kind}"
+    return "other", f"{what}, not an agent checkpoint of a known generation"
+
+
+def _migration(
+    path: str, generation: Generation, result: scan.ScanResult, numpy_major: int
+) -> Migration:
+    if generation == "safe_v1":
+        return Migration(None, False, "already the safe format; nothing to migrate")
+    if result.kind not in ("zip", "legacy_pickle"):
+        return Migration(None, False, "not a readable torch.save file; restore it first")
+    if generation == "other":
+        return Migration(None, False, "migrate converts G1/G2/state_dict agent checkpoints only")
+    from ckptcompat.checkpoint.uri import parse_filename
+
+    needed = [g for g in result.globals if g not in WEIGHTS_ONLY_GLOBALS]
+    offenders = allowlist.partition(needed)[1]
+    trust = bool(offenders) or any(is_dangerous(g) for g in needed)
+    parts = ["ckptcompat", "migrate", path, "migrated/"]
+    name = parse_filename(Path(path).name)
+    if generation == "state_dict":
+        parts += ["--class-path", "CLASS_PATH", "--config", "CONFIG_JSON"]
+    if name is None or name.kind not in ("g1", "g2_colon", "g2_dunder"):
+        parts += ["--run", "RUN", "--epoch", "EPOCH"]
+    if trust:
+        parts.append("--trust")
+    notes = []
+    if trust:
+        notes.append(
+            f"{', '.join(offenders) or 'dangerous globals'} outside the curated allowlist: "
+            "--trust unpickles with weights_only=False; only for files you trust"
+        )
+    other_core = "numpy.core." if numpy_major >= 2 else "numpy._core."
+    if any(g.startswith(other_core) for g in result.globals):
+        notes.append(
+            f"names spelled for numpy {'1' if numpy_major >= 2 else '2'} need torch >= 2.6 "
+            "aliases: run it on torch >= 2.6"
+        )
+    note = "; ".join(notes) or "reads it with weights_only=True and the curated allowlist"
+    return Migration(" ".join(parts), trust, note)
+
+
+def diagnose(
+    path: str | os.PathLike[str],
+    *,
+    snapshot_dir: str | os.PathLike[str] | None = None,
+    numpy_major: int | None = None,
+) -> Diagnosis:
+    """Diagnose ``path`` for every torch minor 2.4 ... 2.15 without loading it.
+
+    Args:
+        path: the checkpoint file.
+        snapshot_dir: folder of probed snapshots (default: the checkout's
+            ``fixtures/torch_allowlists``); a missing folder means rules everywhere.
+        numpy_major: numpy major of the loading side; default the installed numpy's
+            (read from metadata), else 2.
+
+    Raises:
+        CheckpointNotFoundError: no file (or a directory) at ``path``.
+        CheckpointError: the file cannot be read.
+    """
+    name = os.fspath(path)
+    if not os.path.isfile(name):
+        raise CheckpointNotFoundError(
+            "no checkpoint file here",
+            path=name,
+            expected="a file",
+            found="a directory" if os.path.isdir(name) else "nothing",
+            fix="check the path",
+        )
+    try:
+        result = scan.scan(name)
+        facts = pickle_facts(name, result)
+    except OSError as exc:
+        raise CheckpointError("cannot read the file", path=name, found=str(exc)) from exc
+    installed = {"torch": _installed("torch"), "numpy": _installed("numpy")}
+    if numpy_major is None:
+        numpy_major = int(installed["numpy"].split(".")[0]) if installed["numpy"] else 2
+    all_profiles: tuple[Profile, ...] = (
+        profiles() if snapshot_dir is None else profiles(snapshot_dir)
+    )
+    reports = []
+    for profile in all_profiles:
+        plain, wo = predict(result, facts, profile, numpy_major=numpy_major)
+        advisories = tuple(f"{a}: {meaning}" for a, meaning in profile.advisories)
+        reports.append(
+            VersionReport(profile.minor, profile.release, profile.basis, plain, wo, advisories)
+        )
+    generation, detail = _generation(result, facts)
+    return Diagnosis(
+        path=name,
+        size_bytes=result.sniff.size_bytes,
+        kind=result.kind,
+        generation=generation,
+        generation_detail=detail,
+        protocol=result.protocol,
+        globals=result.globals,
+        nondefault_globals=result.nondefault_globals,
+        tensor_dtypes=tuple(sorted(result.dtypes)),
+        storages=len(result.storages),
+        storage_bytes=result.storage_bytes,
+        numpy_dtypes=facts.numpy_dtypes,
+        writer_hint=result.writer_hint,
+        findings=result.findings,
+        installed=installed,
+        numpy_major=numpy_major,
+        migration=_migration(name, generation, result, numpy_major),
+        versions=tuple(reports),
+    )
+
+
+def _verdict_json(verdict: Verdict) -> dict[str, Any]:
+    out = asdict(verdict)
+    out["allowlist"] = [{**asdict(e), "alias": e.alias} for e in verdict.allowlist]
+    for key in ("refused_globals", "blockers", "notes"):
+        out[key] = list(out[key])
+    return out
+
+
+def to_json(diag: Diagnosis) -> dict[str, Any]:
+    """The diagnosis as JSON-ready data (``schema_version`` 1; every version 2.4 ... 2.15).
+
+    Keys: ``schema_version, file, size_bytes, kind, generation, generation_detail,
+    protocol, globals, nondefault_globals, tensor_dtypes, storages, storage_bytes,
+    numpy_dtypes`` (each ``{code, class}``), ``writer_hint, findings, installed,
+    numpy_major, migration, versions``; each version ``{torch, release, basis, plain,
+    weights_only, advisories}``; each verdict ``{outcome, basis, why, refused_globals,
+    first_error, allowlist: [{name, target, reason, dangerous, curated, alias}],
+    blockers, notes}`` (``basis``: ``"snapshot"`` or ``"rules"``, as for its version).
+    """
+    return {
+        "schema_version": JSON_SCHEMA_VERSION,
+        "file": diag.path,
+        "size_bytes": diag.size_bytes,
+        "kind": diag.kind,
+        "generation": diag.generation,
+        "generation_detail": diag.generation_detail,
+        "protocol": diag.protocol,
+        "globals": list(diag.globals),
+        "nondefault_globals": list(diag.nondefault_globals),
+        "tensor_dtypes": list(diag.tensor_dtypes),
+        "storages": diag.storages,
+        "storage_bytes": diag.storage_bytes,
+        "numpy_dtypes": [{"code": c, "class": numpy_dtype_class(c)} for c in diag.numpy_dtypes],
+        "writer_hint": diag.writer_hint,
+        "findings": [
+            {"code": f.code, "message": f.message, "names": list(f.names)} for f in diag.findings
+        ],
+        "installed": dict(diag.installed),
+        "numpy_major": diag.numpy_major,
+        "migration": asdict(diag.migration),
+        "versions": [
+            {
+                "torch": v.torch,
+                "release": v.release,
+                "basis": v.basis,
+                "plain": {**_verdict_json(v.plain), "basis": v.basis},
+                "weights_only": {**_verdict_json(v.weights_only), "basis": v.basis},
+                "advisories": list(v.advisories),
+            }
+            for v in diag.versions
+        ],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``ckptcompat doctor FILE [--json]``: print the diagnosis.
+
+    Returns 0 whatever the verdicts, 2 when FILE is missing or unreadable (message on
+    stderr).
+    """
+    parser = argparse.ArgumentParser(
+        prog="ckptcompat doctor",
+        description="Predict how each torch 2.4-2.15 loads FILE, without loading it.",
+    )
+    parser.add_argument("file", metavar="FILE", help="the checkpoint to examine")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    args = parser.parse_args(argv)
+    try:
+        diag = diagnose(args.file)
+    except CheckpointError as exc:
+        print(f"ckptcompat doctor: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(to_json(diag), indent=1))
+    else:
+        print(render_text(diag), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,367 @@
+"""Facts about a checkpoint's object pickle that the static scan does not keep.
+
+The doctor needs three things :func:`ckptcompat.checkpoint.scan.scan` does not report:
+what the top-level object is (to tell safe format v1, G1, G2 and state_dicts apart), the
+dtype codes given to ``numpy.dtype`` (torch's BUILD check needs the concrete
+``numpy.dtypes.<X>DType`` class, which the pickle never names), and where in the stream
+each global, opcode and SETITEM target first appears (torch reports the first refusal).
+
+A symbolic stack machine over :func:`pickletools.genops`: every global and every object
+built from one is an inert :class:`_Sym` record, so nothing the file names is imported or
+called. Standard library only; reads only the object pickle (``data.pkl``, or the fourth
+pickle of the legacy format), never storage bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import pickletools
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from ckptcompat.checkpoint.archive_scan import ArchiveReader, BadZip, ScanResult
+from ckptcompat.checkpoint.torch_names import qualify
+
+__all__ = ["TENSOR_REBUILDS", "PickleFacts", "pickle_facts"]
+
+#: Globals whose call returns a tensor (or Parameter) in torch.save pickles.
+TENSOR_REBUILDS: frozenset[str] = frozenset(
+    [
+        f"torch._utils._rebuild_{fn}"
+        for fn in (
+            "tensor",
+            "tensor_v2",
+            "tensor_v3",
+            "parameter",
+            "parameter_with_state",
+            "qtensor",
+            "sparse_tensor",
+            "meta_tensor_no_storage",
+            "nested_tensor",
+            "wrapper_subclass",
+            "device_tensor_from_numpy",
+            "device_tensor_from_cpu_tensor",
+        )
+    ]
+    + ["torch._tensor._rebuild_from_type_v2"]
+)
+
+_MAX_OPS = 50_000_000  # opcodes; a bound on work for crafted streams
+
+
+@dataclass(frozen=True)
+class PickleFacts:
+    """What the object pickle's structure says.
+
+    Attributes:
+        complete: the symbolic pass reached STOP (else the fields below are partial).
+        root_kind: ``"dict"``, ``"list"``, ``"tuple"``, ``"scalar"``, ``"new"`` (an
+            instance made by NEWOBJ/OBJ/INST), ``"call"`` (the result of REDUCE),
+            ``"global"`` (a class, function or dtype itself) or ``"unknown"``.
+        root_global: the global the root object came from (class or function), if any.
+        format: ``root["format"]`` when the root is a plain dict with a str ``format``.
+        tensor_mapping: the root is a non-empty dict/OrderedDict whose values are all tensors.
+        numpy_dtypes: dtype codes given to ``numpy.dtype`` (``"f4"``, ``"i8"``), in order.
+        global_pos: global -> offset of its first GLOBAL/STACK_GLOBAL/INST (bytes).
+        opcode_pos: opcode name -> offset of its first use (bytes).
+        setitem_pos: origin of a non-dict SETITEM target -> offset of the first SETITEM(S).
+        append_pos: origin of a non-list APPEND target -> offset of the first APPEND(S).
+    """
+
+    complete: bool
+    root_kind: str = "unknown"
+    root_global: str | None = None
+    format: str | None = None
+    tensor_mapping: bool = False
+    numpy_dtypes: tuple[str, ...] = ()
+    global_pos: Mapping[str, int] = field(default_factory=dict)
+    opcode_pos: Mapping[str, int] = field(default_factory=dict)
+    setitem_pos: Mapping[str, int] = field(default_factory=dict)
+    append_pos: Mapping[str, int] = field(default_factory=dict)
+
+
+class _Sym:
+    """An inert stand-in: a global (``kind="global"``) or an object made from one."""
+
+    __slots__ = ("items", "kind", "origin")
+
+    def __init__(self, origin: str, kind: str) -> None:
+        self.origin = origin
+        self.kind = kind  # global | call | new | persistent | other
+        self.items: list[Any] = []  # values given by SETITEM(S) (for state_dict detection)
+
+
+class _Mark:
+    """The MARK sentinel."""
+
+
+_MARK = _Mark()
+# Opcodes that push their argument as decoded by pickletools.
+_CONSTANTS = frozenset(
+    {
+        *("INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4", "FLOAT", "BINFLOAT"),
+        *("STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "BINUNICODE", "SHORT_BINUNICODE"),
+        *("BINUNICODE8", "BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "BYTEARRAY8"),
+    }
+)
+_PUTS = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
+_GETS = frozenset({"GET", "BINGET", "LONG_BINGET"})
+_IGNORED = frozenset({"PROTO", "FRAME", "READONLY_BUFFER"})
+
+
+class _Machine:
+    def __init__(self) -> None:
+        self.stack: list[Any] = []
+        self.marks: list[int] = []
+        self.memo: dict[int, Any] = {}
+        self.dtypes: list[str] = []
+        self.global_pos: dict[str, int] = {}
+        self.opcode_pos: dict[str, int] = {}
+        self.setitem_pos: dict[str, int] = {}
+        self.append_pos: dict[str, int] = {}
+
+    def pop_mark(self) -> list[Any]:
+        start = self.marks.pop()
+        items = self.stack[start:]
+        del self.stack[start:]
+        return items
+
+    def global_(self, name: str, pos: int) -> _Sym:
+        self.global_pos.setdefault(name, pos)
+        return _Sym(name, "global")
+
+    def made(self, func: Any, kind: str, args: Any) -> _Sym:
+        if isinstance(func, _Sym) and func.kind == "global":
+            # numpy.dtype("f4", False, True): the code decides the class torch's BUILD meets.
+            code = args[0] if isinstance(args, tuple) and args else None
+            if func.origin == "numpy.dtype" and isinstance(code, str):
+                self.dtypes.append(code)
+            return _Sym(func.origin, kind)
+        return _Sym("<result of a call>", kind)
+
+    def setitems(self, target: Any, pairs: list[tuple[Any, Any]], pos: int) -> None:
+        if isinstance(target, dict):
+            for key, value in pairs:
+                try:
+                    target[key] = value
+                except TypeError:  # an unhashable key: keep the value, lose the key
+                    target[object()] = value
+        elif isinstance(target, _Sym):
+            if target.origin not in ("collections.OrderedDict", "collections.Counter"):
+                self.setitem_pos.setdefault(target.origin, pos)
+            target.items.extend(v for _, v in pairs)
+
+    def appends(self, target: Any, items: list[Any], pos: int) -> None:
+        if isinstance(target, list):
+            target.extend(items)
+        elif isinstance(target, _Sym):
+            self.append_pos.setdefault(target.origin, pos)
+
+    def step(self, name: str, arg: Any, pos: int) -> bool:  # noqa: PLR0915 - one opcode table
+        """Apply one opcode; False at STOP."""
+        self.opcode_pos.setdefault(name, pos)
+        stack = self.stack
+        if name in _CONSTANTS:
+            stack.append(arg)
+        elif name in _PUTS:
+            self.memo[arg] = stack[-1]
+        elif name == "MEMOIZE":
+            self.memo[len(self.memo)] = stack[-1]
+        elif name in _GETS:
+            stack.append(self.memo[arg])
+        elif name == "MARK":
+            self.marks.append(len(stack))
+        elif name == "STOP":
+            return False
+        elif name in _IGNORED:
+            pass
+        elif name in ("NONE", "NEWTRUE", "NEWFALSE"):
+            stack.append({"NONE": None, "NEWTRUE": True, "NEWFALSE": False}[name])
+        elif name == "EMPTY_DICT":
+            stack.append({})
+        elif name == "EMPTY_LIST":
+            stack.append([])
+        elif name == "EMPTY_TUPLE":
+            stack.append(())
+        elif name in ("EMPTY_SET", "NEXT_BUFFER") or name.startswith("EXT"):
+            stack.append(_Sym(f"<{name}>", "other"))
+        elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
+            n = int(name[-1])
+            items = tuple(stack[-n:])
+            del stack[-n:]
+            stack.append(items)
+        elif name == "TUPLE":
+            stack.append(tuple(self.pop_mark()))
+        elif name == "LIST":
+            stack.append(self.pop_mark())
+        elif name in ("FROZENSET", "POP_MARK"):
+            items = self.pop_mark()
+            if name == "FROZENSET":
+                stack.append(_Sym("<frozenset>", "other"))
+        elif name == "DICT":
+            items = self.pop_mark()
+            stack.append({})
+            self.setitems(stack[-1], list(zip(items[::2], items[1::2], strict=False)), pos)
+        elif name == "APPEND":
+            item = stack.pop()
+            self.appends(stack[-1], [item], pos)
+        elif name == "APPENDS":
+            items = self.pop_mark()
+            self.appends(stack[-1], items, pos)
+        elif name == "SETITEM":
+            value, key = stack.pop(), stack.pop()
+            self.setitems(stack[-1], [(key, value)], pos)
+        elif name == "SETITEMS":
+            items = self.pop_mark()
+            self.setitems(stack[-1], list(zip(items[::2], items[1::2], strict=False)), pos)
+        elif name == "ADDITEMS":
+            self.pop_mark()
+        elif name == "GLOBAL":
+            module, _, attr = str(arg).partition(" ")
+            stack.append(self.global_(qualify(module, attr), pos))
+        elif name == "STACK_GLOBAL":
+            attr, module = stack.pop(), stack.pop()
+            stack.append(self.global_(qualify(str(module), str(attr)), pos))
+        elif name == "INST":
+            module, _, attr = str(arg).partition(" ")
+            cls = self.global_(qualify(module, attr), pos)
+            args = self.pop_mark()
+            stack.append(self.made(cls, "call" if args else "new", tuple(args)))
+        elif name == "OBJ":
+            cls, *args = self.pop_mark()
+            stack.append(self.made(cls, "call" if args else "new", tuple(args)))
+        elif name == "REDUCE":
+            args = stack.pop()
+            stack.append(self.made(stack.pop(), "call", args))
+        elif name == "NEWOBJ":
+            args = stack.pop()
+            stack.append(self.made(stack.pop(), "new", args))
+        elif name == "NEWOBJ_EX":
+            stack.pop()
+            args = stack.pop()
+            stack.append(self.made(stack.pop(), "new", args))
+        elif name == "BUILD":
+            stack.pop()
+        elif name in ("PERSID", "BINPERSID"):
+            if name == "BINPERSID":
+                stack.pop()
+            stack.append(_Sym("<persistent id>", "persistent"))
+        elif name == "POP":
+            if stack:
+                stack.pop()
+            else:
+                self.pop_mark()
+        elif name == "DUP":
+            stack.append(stack[-1])
+        else:
+            raise ValueError(f"opcode {name} is not modelled")
+        return True
+
+
+def _describe_root(root: Any) -> tuple[str, str | None, str | None, bool]:
+    """(kind, origin global, format, tensor_mapping) of the top-level object."""
+    if isinstance(root, dict):
+        fmt = root.get("format")
+        values = list(root.values())
+        tensors = bool(values) and all(
+            isinstance(v, _Sym) and v.origin in TENSOR_REBUILDS for v in values
+        )
+        return "dict", None, fmt if isinstance(fmt, str) else None, tensors
+    if isinstance(root, _Sym):
+        tensors = (
+            root.origin == "collections.OrderedDict"
+            and bool(root.items)
+            and all(isinstance(v, _Sym) and v.origin in TENSOR_REBUILDS for v in root.items)
+        )
+        kind = root.kind if root.kind in ("call", "new", "global") else "unknown"
+        origin = None if root.origin.startswith("<") else root.origin
+        return kind, origin, None, tensors
+    if isinstance(root, list):
+        return "list", None, None, False
+    if isinstance(root, tuple):
+        return "tuple", None, None, False
+    return "scalar", None, None, False
+
+
+def _run(ops: Iterator[tuple[pickletools.OpcodeInfo, Any, int | None]]) -> PickleFacts:
+    machine = _Machine()
+    complete = False
+    try:
+        for count, (op, arg, pos) in enumerate(ops):
+            if count > _MAX_OPS:
+                break
+            if not machine.step(op.name, arg, pos or 0):
+                complete = True
+                break
+    except (ValueError, IndexError, KeyError, TypeError, EOFError):
+        complete = False  # malformed or unmodelled: report what was seen so far
+    kind, origin, fmt, tensors = (
+        _describe_root(machine.stack[-1])
+        if complete and machine.stack
+        else ("unknown", None, None, False)
+    )
+    return PickleFacts(
+        complete=complete,
+        root_kind=kind,
+        root_global=origin,
+        format=fmt,
+        tensor_mapping=tensors,
+        numpy_dtypes=tuple(dict.fromkeys(machine.dtypes)),
+        global_pos=machine.global_pos,
+        opcode_pos=machine.opcode_pos,
+        setitem_pos=machine.setitem_pos,
+        append_pos=machine.append_pos,
+    )
+
+
+def _skip_pickles(fh: IO[bytes], count: int) -> None:
+    for _ in range(count):
+        for op, _arg, _pos in pickletools.genops(fh):
+            if op.name == "STOP":
+                break
+
+
+def pickle_facts(path: str, result: ScanResult) -> PickleFacts:
+    """Read the object pickle of the file ``result`` describes and return its facts.
+
+    Only zip (``torch.save``) and legacy non-zip files have an object pickle; for any
+    other kind, and for unreadable records, ``complete`` is False. Never raises for the
+    file's content; OSError for the path itself propagates.
+    """
+    if result.kind == "zip" and result.prefix is not None:
+        reader = ArchiveReader(path)
+        try:
+            wanted = f"{result.prefix}/data.pkl" if result.prefix else "data.pkl"
+            entry = next((e for e in reader.zip_entries() if e.name == wanted), None)
+            if entry is None:
+                return PickleFacts(complete=False)
+            data = reader.read_entry(entry)
+        except BadZip:
+            return PickleFacts(complete=False)
+        finally:
+            reader.close()
+        return _run(pickletools.genops(io.BytesIO(data)))
+    if result.kind == "legacy_pickle":
+        with open(path, "rb") as fh:
+            try:
+                # Legacy layout: magic number, protocol version, sys_info, then the object.
+                _skip_pickles(fh, 3)
+            except (ValueError, EOFError):
+                return PickleFacts(complete=False)
+            start = fh.tell()
+            facts = _run(pickletools.genops(fh))
+        # Offsets relative to the object pickle, as in a zip's data.pkl.
+        return PickleFacts(
+            complete=facts.complete,
+            root_kind=facts.root_kind,
+            root_global=facts.root_global,
+            format=facts.format,
+            tensor_mapping=facts.tensor_mapping,
+            numpy_dtypes=facts.numpy_dtypes,
+            global_pos={k: v - start for k, v in facts.global_pos.items()},
+            opcode_pos={k: v - start for k, v in facts.opcode_pos.items()},
+            setitem_pos={k: v - start for k, v in facts.setitem_pos.items()},
+            append_pos={k: v - start for k, v in facts.append_pos.items()},
+        )
+    return PickleFacts(complete=False)

@@ -1,0 +1,314 @@
+"""Predict one torch version's ``torch.load`` outcome from the static scan; never loads.
+
+Two loads per version (:func:`predict`): a plain ``torch.load(FILE)`` (``weights_only``
+omitted: False on 2.4/2.5, True from 2.6) and ``torch.load(FILE, weights_only=True)``.
+Each gets a :class:`~ckptcompat.doctor.verdict.Verdict` with one outcome:
+
+* ``loads`` -- loads as is; only torch's rebuild machinery and plain data run.
+* ``runs_code`` -- loads, but only by importing and calling globals from the file (the full
+  unpickler of a plain load on torch <= 2.5): unsafe unless you trust the file.
+* ``fixable_by_allowlist`` -- refused, and loads with exactly the listed allowlist entries
+  (numpy dtype classes the pickle never names included; dangerous entries flagged).
+* ``not_fixable`` -- refused whatever is allowlisted (protocol > 2, dict subclass with
+  items on 2.10+, blocked module, dtype unknown to that torch, numpy-1 names without
+  aliases, TorchScript, corrupt or non-torch files).
+* ``refused`` -- refused, but the static scan could not model the whole pickle (calls on
+  call results, odd persistent ids, a failed inert pass), so no complete allowlist is
+  claimed: the verdict names what torch refuses.
+
+Standard library only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pickletools
+from dataclasses import dataclass, field
+
+from ckptcompat.checkpoint.archive_scan import ScanResult
+from ckptcompat.checkpoint.torch_names import SETITEM_TARGETS, WEIGHTS_ONLY_GLOBALS
+from ckptcompat.checkpoint.torch_names import is_dangerous as _scan_dangerous
+from ckptcompat.doctor.pickle_walk import PickleFacts
+from ckptcompat.doctor.rules import ALL_DTYPE_GLOBALS, Profile
+from ckptcompat.doctor.verdict import Entry, Verdict, entry, is_dangerous, numpy_dtype_class
+
+__all__ = ["predict"]
+
+_NUMPY_CORES = ("numpy.core.", "numpy._core.")
+_CORRUPT_KINDS = {
+    "empty": "an empty (zero-byte) file",
+    "truncated_zip": "a zip archive without its central directory (truncated)",
+    "git_lfs_pointer": "a Git-LFS pointer, not the file (run `git lfs pull`)",
+    "html": "an HTML page, not a checkpoint (download it again)",
+    "unknown": "bytes that are neither a zip archive nor a pickle",
+}
+_CORRUPT_CODES = frozenset(
+    {
+        "truncated_pickle",
+        "malformed_pickle",
+        "missing_pickle",
+        "prefix_mismatch",
+        "unreadable_record",
+        "missing_storage_record",
+        "truncated_storage",
+        "legacy_bad_header",
+        "storage_size_mismatch",
+        "inconsistent_storage",
+    }
+)
+_UNMODELLED_CODES = frozenset({"call_on_result", "non_storage_persistent_id", "unpickle_failed"})
+_OPCODE_BYTE = {op.name: ord(op.code) for op in pickletools.opcodes}
+
+
+def _ordered(names: tuple[str, ...] | list[str], facts: PickleFacts) -> list[str]:
+    """``names`` in stream order when the facts know it (else as given)."""
+    index = {n: i for i, n in enumerate(names)}
+    return sorted(names, key=lambda n: (facts.global_pos.get(n, 1 << 62), index[n]))
+
+
+def _kind_verdict(result: ScanResult, profile: Profile, weights_only: bool) -> Verdict | None:
+    """Verdicts decided by the container kind alone (None for zip and legacy pickles)."""
+    kind = result.kind
+    if kind in _CORRUPT_KINDS:
+        return Verdict(
+            "not_fixable",
+            f"not a torch checkpoint: {_CORRUPT_KINDS[kind]}",
+            blockers=(_CORRUPT_KINDS[kind],),
+        )
+    if kind == "torchscript":
+        if weights_only and profile.refuses_torchscript:
+            why = "TorchScript archives are refused under weights_only (torch >= 2.6)"
+            return Verdict(
+                "not_fixable",
+                why,
+                blockers=(why + "; use torch.jit.load",),
+                first_error="Cannot use weights_only=True with TorchScript archives",
+            )
+        return Verdict(
+            "loads",
+            "torch <= 2.5 hands TorchScript archives to torch.jit.load (a ScriptModule, not a "
+            "checkpoint)",
+            notes=("ckptcompat's own load refuses TorchScript on every torch",),
+        )
+    if kind == "legacy_tar":
+        if weights_only and profile.refuses_legacy_tar:
+            why = "the legacy .tar container is refused under weights_only (torch >= 2.6)"
+            return Verdict(
+                "not_fixable",
+                why,
+                blockers=(why,),
+                first_error=(
+                    "Cannot use weights_only=True with files saved in the legacy .tar format"
+                ),
+            )
+        return Verdict(
+            "runs_code",
+            "the pre-1.6 .tar container is read with the full unpickler path "
+            + ("(CVE-2025-32434: even with weights_only=True)" if weights_only else ""),
+            notes=("the .tar container is not scanned; treat it as untrusted code",),
+        )
+    return None
+
+
+def _corrupt_content(result: ScanResult) -> Verdict | None:
+    bad = [f for f in result.findings if f.code in _CORRUPT_CODES]
+    if not bad:
+        return None
+    reasons = tuple(
+        f"{f.message} ({', '.join(f.names[:3])})" if f.names else f.message for f in bad
+    )
+    return Verdict("not_fixable", f"the file is corrupt: {reasons[0]}", blockers=reasons)
+
+
+def _plain_full_unpickler(result: ScanResult, profile: Profile) -> Verdict:
+    """torch 2.4/2.5 without weights_only: the full pickle machinery."""
+    unknown = [g for g in result.globals if g in ALL_DTYPE_GLOBALS and g not in profile.dtypes]
+    if unknown:
+        why = f"dtype {', '.join(unknown)} does not exist in torch {profile.release}"
+        return Verdict(
+            "not_fixable",
+            why,
+            blockers=(why + " (AttributeError)",),
+            first_error=f"module 'torch' has no attribute '{unknown[0][6:]}'",
+        )
+    foreign = [g for g in result.globals if g not in WEIGHTS_ONLY_GLOBALS]
+    notes = ("a plain torch.load warns FutureWarning about the coming weights_only flip",)
+    if not foreign:
+        return Verdict(
+            "loads", "only tensors and plain containers; no code from the file runs", notes=notes
+        )
+    dangerous = [g for g in foreign if is_dangerous(g)]
+    if dangerous:
+        notes = (f"DANGEROUS globals run: {', '.join(dangerous)}", *notes)
+    return Verdict(
+        "runs_code",
+        f"weights_only defaults to False on torch {profile.minor}: the full unpickler imports "
+        f"and calls {len(foreign)} global(s) from the file: {', '.join(foreign)}",
+        refused_globals=(),
+        notes=notes,
+    )
+
+
+def _numpy_spelling_mismatch(name: str, numpy_major: int) -> str | None:
+    """The running numpy's spelling of a numpy-core global spelled for the other major."""
+    wrong, right = ("numpy.core.", "numpy._core.") if numpy_major >= 2 else _NUMPY_CORES[::-1]
+    return right + name[len(wrong) :] if name.startswith(wrong) else None
+
+
+@dataclass
+class _Problems:
+    """What one weights-only load would meet, accumulated check by check."""
+
+    blockers: list[str] = field(default_factory=list)
+    entries: list[Entry] = field(default_factory=list)
+    errors: list[tuple[int, str]] = field(default_factory=list)  # (stream offset, torch's words)
+
+
+def _check_opcodes(
+    out: _Problems, result: ScanResult, facts: PickleFacts, profile: Profile
+) -> None:
+    unsupported = sorted(result.opcodes - profile.implemented_opcodes)
+    if unsupported:
+        out.blockers.append(
+            f"pickle protocol {result.protocol}: opcodes {', '.join(unsupported)} are outside "
+            "the protocol-2 set the weights-only unpickler implements (re-save with protocol 2)"
+        )
+    for op in unsupported:
+        out.errors.append((facts.opcode_pos.get(op, -1), f"Unsupported operand {_OPCODE_BYTE[op]}"))
+
+
+def _check_global(out: _Problems, name: str, pos: int, profile: Profile, numpy_major: int) -> None:
+    """One global this torch refuses by default: allowlistable, or why not."""
+    module = name.rsplit(".", 1)[0]
+    if module in profile.blocked_modules:
+        out.blockers.append(f"{name}: module {module} is blocked even when allowlisted (2.5+)")
+        out.errors.append((pos, f"GLOBAL {name} whose module {module} is blocked"))
+        return
+    out.errors.append((pos, f"Unsupported global: {name}"))
+    running = _numpy_spelling_mismatch(name, numpy_major)
+    spelled = "1" if numpy_major >= 2 else "2"
+    if name in ALL_DTYPE_GLOBALS and name not in profile.dtypes:
+        out.blockers.append(f"dtype {name} does not exist in torch {profile.release}")
+    elif name in ALL_DTYPE_GLOBALS:
+        out.blockers.append(
+            f"dtype {name} is not allowed by default before torch 2.6 and a dtype cannot be "
+            "allowlisted"
+        )
+    elif name.startswith("torch.") and name in WEIGHTS_ONLY_GLOBALS:
+        out.blockers.append(f"{name} is only known to newer torch releases")
+    elif running is not None and profile.aliases:
+        out.entries.append(entry(name, f"numpy-{spelled} spelling: an alias of {running}", running))
+    elif running is not None:
+        out.blockers.append(
+            f"{name} is spelled for numpy {spelled}; matching it needs an (object, name) alias, "
+            "which torch < 2.6 lacks"
+        )
+    else:
+        out.entries.append(entry(name, "named by the pickle"))
+
+
+def _check_numpy_dtypes(out: _Problems, result: ScanResult, facts: PickleFacts) -> None:
+    if "numpy.dtype" not in result.globals:
+        return
+    for code in facts.numpy_dtypes:
+        cls = numpy_dtype_class(code)
+        if cls is None:
+            out.blockers.append(f"numpy dtype {code!r}: its class is unknown to the doctor")
+        elif cls not in {e.name for e in out.entries}:
+            why = (
+                f"class of numpy.dtype({code!r}): torch's BUILD check needs it and the pickle "
+                "never names it"
+            )
+            out.entries.append(entry(cls, why))
+
+
+def _check_structure(out: _Problems, result: ScanResult, profile: Profile) -> None:
+    if profile.setitem_restricted:
+        out.blockers += [
+            f"SETITEM(S) on {t} (a dict subclass with items) is refused since torch 2.10 even "
+            "when allowlisted"
+            for t in result.setitem_targets
+            if t not in SETITEM_TARGETS
+        ]
+    out.blockers += [
+        f"APPEND(S) on {t} (not a list) is refused on every torch" for t in result.append_targets
+    ]
+
+
+def _weights_only(
+    result: ScanResult, facts: PickleFacts, profile: Profile, numpy_major: int
+) -> Verdict:
+    out = _Problems()
+    _check_opcodes(out, result, facts, profile)
+    refused = _ordered([g for g in result.globals if g not in profile.default_globals], facts)
+    for name in refused:
+        _check_global(out, name, facts.global_pos.get(name, 1 << 61), profile, numpy_major)
+    _check_numpy_dtypes(out, result, facts)
+    _check_structure(out, result, profile)
+    uncertain = [f.message for f in result.findings if f.code in _UNMODELLED_CODES]
+    if not facts.complete and "numpy.dtype" in result.globals:
+        uncertain.append("the numpy dtypes could not be read from the pickle")
+    first = min(out.errors)[1] if out.errors else None
+    names, entries = tuple(refused), tuple(out.entries)
+    if out.blockers:
+        return Verdict("not_fixable", out.blockers[0], names, first, blockers=tuple(out.blockers))
+    if uncertain:
+        why = f"refused; the scan cannot model the whole pickle: {'; '.join(uncertain)}"
+        return Verdict("refused", why, names, first, entries)
+    if not entries:
+        return Verdict("loads", "only globals torch's weights-only unpickler allows by default")
+    dangerous = [e.name for e in entries if e.dangerous]
+    notes = (
+        (f"DANGEROUS entries: {', '.join(dangerous)}: allowlisting them lets the file run code",)
+        if dangerous
+        else ()
+    )
+    plural = "entry" if len(entries) == 1 else "entries"
+    why = f"refused by default; loads with {len(entries)} allowlist {plural}"
+    return Verdict("fixable_by_allowlist", why, names, first, entries, notes=notes)
+
+
+def _with_notes(verdict: Verdict, *notes: str) -> Verdict:
+    extra = tuple(n for n in notes if n)
+    return dataclasses.replace(verdict, notes=verdict.notes + extra) if extra else verdict
+
+
+def _ckptcompat_note(result: ScanResult, profile: Profile) -> str:
+    """How ckptcompat's own load differs from torch's here (its static precheck, < 2.10)."""
+    if profile.setitem_restricted:
+        return ""
+    odd = [t for t in result.setitem_targets if t not in SETITEM_TARGETS]
+    dangerous = [g for g in result.globals if _scan_dangerous(g)]
+    parts = []
+    if odd:
+        parts.append(f"SETITEM on {', '.join(odd)} unless that class is allowlisted")
+    if dangerous:
+        parts.append(f"{', '.join(dangerous)} even when allowlisted")
+    return ("ckptcompat's load also refuses, on torch < 2.10: " + "; ".join(parts)) if parts else ""
+
+
+def predict(
+    result: ScanResult, facts: PickleFacts, profile: Profile, *, numpy_major: int = 2
+) -> tuple[Verdict, Verdict]:
+    """Predict ``(plain torch.load(FILE), torch.load(FILE, weights_only=True))`` on ``profile``.
+
+    Args:
+        result: the static scan of the file.
+        facts: :func:`ckptcompat.doctor.pickle_walk.pickle_facts` of the same file.
+        profile: the torch version's loading behaviour.
+        numpy_major: the numpy major the load runs under (decides numpy-1/2 aliases).
+    """
+    wo = _kind_verdict(result, profile, True) or _corrupt_content(result)
+    if wo is None:
+        wo = _with_notes(
+            _weights_only(result, facts, profile, numpy_major), _ckptcompat_note(result, profile)
+        )
+    if profile.weights_only_default:
+        plain = _with_notes(wo, "torch >= 2.6 defaults to weights_only=True")
+    else:
+        plain = (
+            _kind_verdict(result, profile, False)
+            or _corrupt_content(result)
+            or _plain_full_unpickler(result, profile)
+        )
+    return plain, wo

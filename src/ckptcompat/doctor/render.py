@@ -1,0 +1,159 @@
+"""The doctor's text report: a summary, a per-version table, details per version range.
+
+Versions whose two verdicts are identical are described once, as a range (``2.6-2.9``);
+the table keeps one row per version with its basis (snapshot or rules). Standard library
+only.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ckptcompat.doctor.verdict import Entry, Verdict, numpy_dtype_class
+
+if TYPE_CHECKING:
+    from ckptcompat.doctor import Diagnosis, VersionReport
+
+__all__ = ["render_text"]
+
+_LABELS = {"plain": "torch.load(FILE)", "weights_only": "weights_only=True"}
+_MAX_LISTED = 12
+
+
+def _short(names: tuple[str, ...] | list[str]) -> str:
+    listed = ", ".join(names[:_MAX_LISTED])
+    return listed + (f", ... ({len(names)} in all)" if len(names) > _MAX_LISTED else "")
+
+
+def _cell(verdict: Verdict) -> str:
+    if verdict.outcome == "fixable_by_allowlist":
+        danger = ", dangerous" if any(e.dangerous for e in verdict.allowlist) else ""
+        return f"fixable_by_allowlist ({len(verdict.allowlist)}{danger})"
+    return verdict.outcome
+
+
+def _summary(diag: Diagnosis) -> list[str]:
+    lines = [f"ckptcompat doctor: {diag.path}"]
+    container = {"zip": "torch.save zip", "legacy_pickle": "legacy (non-zip) torch.save"}.get(
+        diag.kind, diag.kind.replace("_", " ")
+    )
+    facts = [f"{diag.size_bytes} bytes", container]
+    if diag.protocol is not None:
+        facts.append(f"pickle protocol {diag.protocol}")
+    if diag.writer_hint:
+        facts.append(f"written by {diag.writer_hint}")
+    lines.append(f"  file         {'; '.join(facts)}")
+    lines.append(f"  generation   {diag.generation}: {diag.generation_detail}")
+    if diag.storages:
+        lines.append(
+            f"  tensors      {diag.storages} storage(s), {diag.storage_bytes} bytes: "
+            f"{', '.join(diag.tensor_dtypes)}"
+        )
+    if diag.globals:
+        outside = _short(list(diag.nondefault_globals)) if diag.nondefault_globals else "none"
+        lines.append(
+            f"  globals      {len(diag.globals)}; outside torch's weights-only defaults: {outside}"
+        )
+    if diag.numpy_dtypes:
+        pairs = [f"{c} -> {numpy_dtype_class(c) or '?'}" for c in diag.numpy_dtypes]
+        lines.append(f"  numpy dtypes {', '.join(pairs)} (never named by the pickle)")
+    serious = [f for f in diag.findings if f.code not in ("setitem_non_dict",)]
+    for finding in serious[:5]:
+        lines.append(f"  finding      {finding.code}: {finding.message}")
+    here = ", ".join(f"{k} {v or 'absent'}" for k, v in diag.installed.items())
+    lines.append(f"  this machine {here}; predictions assume numpy {diag.numpy_major} when loading")
+    return lines
+
+
+def _table(diag: Diagnosis) -> list[str]:
+    rows = [("torch", "release", "basis", _LABELS["plain"], _LABELS["weights_only"])]
+    rows += [
+        (v.torch, v.release, v.basis, _cell(v.plain), _cell(v.weights_only)) for v in diag.versions
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    return [
+        "  " + "  ".join(c.ljust(w) for c, w in zip(r, [*widths, 0], strict=True)).rstrip()
+        for r in rows
+    ]
+
+
+def _shown(entry: Entry) -> str:
+    return f"({entry.target}, {entry.name!r})" if entry.alias else entry.name
+
+
+def _entry_line(entry: Entry, width: int) -> str:
+    flags = ["DANGEROUS"] if entry.dangerous else []
+    if not entry.curated:
+        flags.append("not curated")
+    tail = f"  [{', '.join(flags)}]" if flags else ""
+    return f"        {_shown(entry).ljust(width)}  {entry.reason}{tail}"
+
+
+def _python(entries: tuple[Entry, ...]) -> str:
+    objs = [_shown(e) for e in entries]
+    return f"torch.serialization.add_safe_globals([{', '.join(objs)}])"
+
+
+def _verdict_lines(label: str, verdict: Verdict) -> list[str]:
+    lines = [f"    {label:<18} {verdict.outcome}: {verdict.why}"]
+    if verdict.first_error:
+        lines.append(f"        torch reports first: {verdict.first_error}")
+    if verdict.outcome in ("not_fixable", "refused") and verdict.refused_globals:
+        lines.append(f"        refused globals: {_short(list(verdict.refused_globals))}")
+    for blocker in verdict.blockers[1:]:
+        lines.append(f"        also: {blocker}")
+    if verdict.allowlist and verdict.outcome == "fixable_by_allowlist":
+        lines.append("      allowlist (exactly these entries):")
+        width = max(len(_shown(e)) for e in verdict.allowlist)
+        lines += [_entry_line(e, width) for e in verdict.allowlist]
+        lines.append(f"      python: {_python(verdict.allowlist)}")
+    lines += [f"        note: {n}" for n in verdict.notes]
+    return lines
+
+
+def _same(plain: Verdict, wo: Verdict) -> bool:
+    """Both loads get the same verdict (2.6+, where plain is weights-only; corrupt files)."""
+    return (plain.outcome, plain.why, plain.allowlist, plain.blockers, plain.first_error) == (
+        wo.outcome,
+        wo.why,
+        wo.allowlist,
+        wo.blockers,
+        wo.first_error,
+    )
+
+
+def _groups(diag: Diagnosis) -> list[list[VersionReport]]:
+    groups: list[list[VersionReport]] = []
+    for report in diag.versions:
+        key = (report.plain, report.weights_only)
+        if groups and (groups[-1][0].plain, groups[-1][0].weights_only) == key:
+            groups[-1].append(report)
+        else:
+            groups.append([report])
+    return groups
+
+
+def render_text(diag: Diagnosis) -> str:
+    """The human report of :func:`ckptcompat.doctor.diagnose` (ends with a newline)."""
+    lines = [*_summary(diag), "", *_table(diag), ""]
+    for group in _groups(diag):
+        span = group[0].torch if len(group) == 1 else f"{group[0].torch}-{group[-1].torch}"
+        lines.append(f"  torch {span}")
+        plain, wo = group[0].plain, group[0].weights_only
+        if _same(plain, wo):
+            lines.append(f"    {_LABELS['plain']:<18} the same verdict as weights_only=True")
+        else:
+            lines += _verdict_lines(_LABELS["plain"], plain)
+        lines += _verdict_lines(_LABELS["weights_only"], wo)
+    advisories: dict[str, list[str]] = {}
+    for report in diag.versions:
+        for advisory in report.advisories:
+            advisories.setdefault(advisory, []).append(report.torch)
+    lines.append("")
+    for advisory, minors in advisories.items():
+        span = minors[0] if len(minors) == 1 else f"{minors[0]}-{minors[-1]}"
+        lines.append(f"  security     torch {span}: {advisory}")
+    migration = diag.migration
+    lines.append(f"  migrate      {migration.command or 'not applicable'}")
+    lines.append(f"               {migration.note}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,180 @@
+"""The regression corpus: small odd and bad checkpoint files under ``fixtures/corpus/``.
+
+Regenerate with one command, inside the writer cell (``t26``, torch 2.6.0: the oldest
+default torch that can save uint16 tensors)::
+
+    python -m ckptcompat.harness.corpus            # writes fixtures/corpus/ + MANIFEST.json
+    python -m ckptcompat.harness.corpus --check    # exit 1 if files and MANIFEST disagree
+
+Every file is a few kB, written deterministically (seeded, ``SOURCE_DATE_EPOCH`` fixed,
+torch's zip writer is byte-stable), and described in ``MANIFEST.json`` with its sha256,
+size and the torch/numpy/python that wrote it. What each file is lives in
+:mod:`.corpus_files`. The whole-object pickles reference only our own classes, the standard
+library and numpy: nothing here is malicious, so the harness may ``naive_load`` every file
+(in a subprocess).
+
+Importing this module is cheap (standard library only); :func:`generate` imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from ckptcompat.harness.corpus_files import CORPUS
+
+__all__ = [
+    "CORPUS",
+    "CORPUS_DIR",
+    "MANIFEST_NAME",
+    "SOURCE_DATE_EPOCH",
+    "check",
+    "generate",
+    "main",
+    "read_manifest",
+]
+
+#: The committed corpus of a source checkout.
+CORPUS_DIR: Path = Path(__file__).resolve().parents[3] / "fixtures" / "corpus"
+MANIFEST_NAME = "MANIFEST.json"
+#: 2025-01-01T00:00:00Z, the ``created_at`` of the safe-format file (seconds).
+SOURCE_DATE_EPOCH = "1735689600"
+_MANIFEST_SCHEMA = 1
+
+
+# --------------------------------------------------------------------------- manifest
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _writer() -> dict[str, str]:
+    def version(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "absent"
+
+    return {
+        "torch": version("torch"),
+        "numpy": version("numpy"),
+        "python": platform.python_version(),
+        "ckptcompat": version("ckptcompat"),
+    }
+
+
+def _freeze() -> list[str]:
+    """``name==version`` of every installed distribution (what ``uv pip freeze`` lists)."""
+    names = {(d.metadata["Name"] or "").lower(): d.version for d in metadata.distributions()}
+    return sorted(f"{n}=={v}" for n, v in names.items() if n)
+
+
+def read_manifest(folder: str | os.PathLike[str] = CORPUS_DIR) -> dict[str, Any]:
+    """The parsed ``MANIFEST.json`` of ``folder``.
+
+    Raises:
+        FileNotFoundError: no manifest there.
+        ValueError: not valid JSON.
+    """
+    return json.loads((Path(folder) / MANIFEST_NAME).read_text())
+
+
+def generate(folder: str | os.PathLike[str] = CORPUS_DIR) -> Path:
+    """Write every corpus file and ``MANIFEST.json`` into ``folder``; return the manifest path.
+
+    Files listed by an older manifest there are removed first; nothing else is touched.
+    Sets ``SOURCE_DATE_EPOCH`` (when unset) so that the safe-format file is reproducible.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("SOURCE_DATE_EPOCH", SOURCE_DATE_EPOCH)
+    manifest_path = folder / MANIFEST_NAME
+    if manifest_path.exists():
+        for entry in read_manifest(folder).get("files", []):
+            (folder / entry["name"]).unlink(missing_ok=True)
+    writer = _writer()
+    files = []
+    for item in CORPUS:
+        path = folder / item.name
+        item.write(path)
+        files.append(
+            {
+                "name": item.name,
+                "sha256": _sha256(path),
+                "size_bytes": path.stat().st_size,
+                "description": item.description,
+                "deterministic": item.deterministic,
+                "writer": writer,
+            }
+        )
+    manifest = {
+        "schema_version": _MANIFEST_SCHEMA,
+        "generated_by": "python -m ckptcompat.harness.corpus",
+        "source_date_epoch": int(os.environ["SOURCE_DATE_EPOCH"]),
+        "files": files,
+        "environment": _freeze(),
+    }
+    manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
+    return manifest_path
+
+
+def check(folder: str | os.PathLike[str] = CORPUS_DIR) -> list[str]:
+    """Differences between ``folder``'s files and its manifest (empty when they agree).
+
+    Reports missing files, sha256 or size mismatches, files not in the manifest, and
+    corpus entries (:data:`CORPUS`) the manifest lacks.
+    """
+    folder = Path(folder)
+    try:
+        manifest = read_manifest(folder)
+    except (FileNotFoundError, ValueError) as exc:
+        return [f"no readable {MANIFEST_NAME} in {folder}: {exc}"]
+    problems = []
+    listed = {entry["name"]: entry for entry in manifest.get("files", [])}
+    for name, entry in listed.items():
+        path = folder / name
+        if not path.is_file():
+            problems.append(f"{name}: listed in the manifest but missing")
+            continue
+        if path.stat().st_size != entry["size_bytes"]:
+            problems.append(
+                f"{name}: {path.stat().st_size} bytes, manifest says {entry['size_bytes']}"
+            )
+        if _sha256(path) != entry["sha256"]:
+            problems.append(f"{name}: sha256 differs from the manifest")
+    for path in sorted(folder.iterdir()):
+        if path.name != MANIFEST_NAME and path.name not in listed:
+            problems.append(f"{path.name}: in the folder but not in the manifest")
+    for item in CORPUS:
+        if item.name not in listed:
+            problems.append(f"{item.name}: a corpus entry the manifest lacks (regenerate)")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: ``python -m ckptcompat.harness.corpus [FOLDER] [--check]``."""
+    parser = argparse.ArgumentParser(prog="python -m ckptcompat.harness.corpus")
+    parser.add_argument("folder", nargs="?", default=str(CORPUS_DIR))
+    parser.add_argument("--check", action="store_true", help="only compare files with MANIFEST")
+    args = parser.parse_args(argv)
+    if args.check:
+        problems = check(args.folder)
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        return 1 if problems else 0
+    print(generate(args.folder))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -45,7 +45,13 @@ def _install_cell(session: nox.Session, cell_id: str, extras: str = "test") -> N
     cell = versions.by_id(cell_id)
     args = ["-c", str(CONSTRAINTS), "-e", f".[{extras}]", cell.torch_requirement]
     if cell.numpy is not None:
-        override = Path(session.create_tmp()) / "numpy-override.txt"
+        tmp = Path(session.create_tmp())
+        # uv applies constraints on top of overrides: drop the shared numpy pin too.
+        constraints = tmp / "constraints-without-numpy.txt"
+        lines = CONSTRAINTS.read_text().splitlines()
+        constraints.write_text("\n".join(x for x in lines if not x.startswith("numpy==")) + "\n")
+        args[1] = str(constraints)
+        override = tmp / "numpy-override.txt"
         override.write_text(f"numpy=={cell.numpy}\n")
         args += ["--override", str(override)]
     session.install(*args)
@@ -101,3 +107,28 @@ def lint(session: nox.Session) -> None:
     session.install("-c", str(CONSTRAINTS), "ruff")
     session.run("ruff", "check", "src", "tests", "noxfile.py")
     session.run("ruff", "format", "--check", "src", "tests", "noxfile.py")
+
+
+@nox.session(python=PYTHON, default=False)
+@nox.parametrize("cell", [nox.param(c.id, id=c.id) for c in versions.GOLDEN_PRODUCERS])
+def golden(session: nox.Session, cell: str) -> None:
+    """Write the golden checkpoints of one cell to fixtures/golden (or verify them unchanged)."""
+    _install_cell(session, cell)
+    session.run(
+        "python",
+        "-m",
+        "ckptcompat.harness.golden",
+        str(ROOT / "fixtures" / "golden"),
+        cell,
+        env={"CKPTCOMPAT_CELL": cell},
+    )
+
+
+@nox.session(python=PYTHON, default=False)
+@nox.parametrize("cell", [nox.param(c.id, id=c.id) for c in versions.DEFAULT])
+def repro(session: nox.Session, cell: str) -> None:
+    """Load FILE (after --) in one cell, naively and safely, next to doctor's prediction."""
+    if not session.posargs:
+        session.error('usage: nox -s "repro(t26)" -- FILE')
+    _install_cell(session, cell)
+    session.run("python", "-m", "ckptcompat.harness.repro", *session.posargs)

@@ -1,0 +1,240 @@
+"""Golden checkpoints: ``python -m ckptcompat.harness.golden OUT_DIR CELL``, run inside CELL.
+
+Writes ``OUT_DIR/CELL/`` (normally ``fixtures/golden/<cell>/``, via ``nox -s "golden(t24)"``).
+For each agent of :data:`AGENTS` -- a run directory named after it::
+
+    <agent>/checkpoints/<agent>_v1.pt          safe format v1 agent (SimpleCheckpointManager)
+    <agent>/checkpoints/<agent>_v1.trainer.pt  trainer state: Adam after one update, RNG streams
+    <agent>/checkpoints/index.json             the manager's index
+    <agent>/model_0001.pt                      G1: a whole pickled PolicyRecord holding the agent
+    <agent>/<agent>__e1__s128__t0__sc<SC>.pt   G2: a whole pickled agent
+    <agent>/state_dict_v1.pt                   a bare state_dict
+    <agent>/rollout_v1.pt                      a rollout batch of epoch 1 (tensors and primitives)
+    <agent>/post_update_v1.pt                  the parameters after one PPO update on it
+
+and one ``MANIFEST.json``: sha256 and size of every file, the producer's torch / numpy /
+python / ckptcompat versions and ``uv pip freeze``, per agent the probe batch with its greedy
+outputs, greedy returns on fixed seeds, and the tolerances consumers compare with. How the
+files are produced: :mod:`ckptcompat.harness.golden_produce`; how they are checked:
+:mod:`ckptcompat.harness.golden_verify`.
+
+Deterministic bytes (DESIGN section 8): one torch thread, fixed seeds, ``created_at`` from
+``SOURCE_DATE_EPOCH`` (fixed here), every torch file written to a file object (so its zip
+folder is ``archive/``, not the file's name), no wall-clock times. Goldens are append-only:
+:func:`generate` writes into a new or empty directory, or verifies that an existing one holds
+exactly these bytes; it never replaces a different file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import ckptcompat
+from ckptcompat.checkpoint.atomic import LOCK_NAME, write_bytes_atomic
+from ckptcompat.harness import versions
+from ckptcompat.harness.golden_produce import (
+    AGENTS,
+    ENV_ID,
+    EPOCH,
+    EVAL_SEEDS,
+    GOLDEN_PPO,
+    SEED,
+    UPDATE_SEED,
+    GoldenAgent,
+    produce_agent,
+)
+from ckptcompat.harness.golden_verify import (
+    MANIFEST_NAME,
+    MANIFEST_SCHEMA,
+    GoldenError,
+    pip_freeze,
+)
+
+__all__ = [
+    "AGENTS",
+    "ENV_ID",
+    "EPOCH",
+    "EVAL_SEEDS",
+    "GOLDEN_PPO",
+    "SEED",
+    "SIZE_BUDGET_BYTES",
+    "SOURCE_DATE_EPOCH",
+    "TOLERANCES",
+    "UPDATE_SEED",
+    "GoldenAgent",
+    "generate",
+    "main",
+    "write_or_verify",
+]
+
+#: 2025-01-01T00:00:00Z: the ``created_at`` of every safe-format file (seconds).
+SOURCE_DATE_EPOCH = "1735689600"
+#: Tensor tolerances (DESIGN section 7) and the relative tolerance on greedy returns
+#: across versions (same cell: exact).
+TOLERANCES: dict[str, float] = {"rtol": 1e-4, "atol": 1e-6, "eval_return_rel": 0.01}
+#: Upper bound on one cell's golden directory, MANIFEST included (bytes).
+SIZE_BUDGET_BYTES = 1_000_000
+
+
+def _produce(stage: Path, cell_id: str) -> dict[str, bytes]:
+    """Every file of one cell's golden, MANIFEST.json included, as ``{relative path: bytes}``."""
+    agents = {spec.name: produce_agent(spec, stage) for spec in AGENTS}
+    kinds = {rel: (name, kind) for name, a in agents.items() for kind, rel in a["files"].items()}
+    files: dict[str, bytes] = {}
+    for path in sorted(p for p in stage.rglob("*") if p.is_file()):
+        if path.name == LOCK_NAME:  # the writer lock holds a pid and a host name
+            continue
+        files[path.relative_to(stage).as_posix()] = path.read_bytes()
+    manifest = {
+        "schema_version": MANIFEST_SCHEMA,
+        "generated_by": f"python -m ckptcompat.harness.golden OUT_DIR {cell_id}",
+        "cell": cell_id,
+        "source_date_epoch": int(SOURCE_DATE_EPOCH),
+        "producer": {
+            "torch": str(torch.__version__),
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+            "ckptcompat": ckptcompat.__version__,
+            "pip_freeze": pip_freeze(),
+        },
+        "tolerances": TOLERANCES,
+        "agents": agents,
+        "files": [
+            {
+                "path": rel,
+                "agent": kinds.get(rel, (rel.split("/")[0], None))[0],
+                "kind": kinds.get(rel, (None, "index"))[1],
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "size_bytes": len(data),
+            }
+            for rel, data in files.items()
+        ],
+    }
+    files[MANIFEST_NAME] = (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()
+    return files
+
+
+# --------------------------------------------------------------------------- writing
+@contextmanager
+def _reproducible() -> Iterator[None]:
+    """Fixed ``SOURCE_DATE_EPOCH`` and one torch thread for the block; both restored after."""
+    before_env = os.environ.get("SOURCE_DATE_EPOCH")
+    before_threads = torch.get_num_threads()
+    os.environ["SOURCE_DATE_EPOCH"] = SOURCE_DATE_EPOCH
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before_threads)
+        if before_env is None:
+            os.environ.pop("SOURCE_DATE_EPOCH", None)
+        else:
+            os.environ["SOURCE_DATE_EPOCH"] = before_env
+
+
+def _check_cell(cell: versions.Cell) -> None:
+    numpy_major = int(np.__version__.split(".")[0])
+    here = versions.cell_for_torch(str(torch.__version__), numpy_major)
+    if here is None or here.id != cell.id:
+        raise GoldenError(
+            f"goldens of cell {cell.id} need torch {cell.torch} with numpy "
+            f"{cell.numpy or '2 (constraints.txt)'}; this process has torch {torch.__version__} "
+            f'and numpy {np.__version__}. Run `nox -s "golden({cell.id})"`'
+        )
+
+
+def write_or_verify(target: Path, files: dict[str, bytes]) -> list[str]:
+    """Write ``files`` under ``target`` unless that would change an existing file.
+
+    Returns the relative paths written (empty: every file was already there, identical).
+
+    Raises:
+        GoldenError: an existing file differs, or ``target`` holds files not generated
+            here; nothing is written then.
+    """
+    existing = (
+        {p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file()}
+        if target.is_dir()
+        else set()
+    )
+    differing = [
+        rel for rel in files if rel in existing and (target / rel).read_bytes() != files[rel]
+    ]
+    unknown = sorted(existing - set(files))
+    if differing or unknown:
+        raise GoldenError(
+            f"goldens are append-only: {target} already holds other bytes; "
+            + (f"differing: {', '.join(differing)}; " if differing else "")
+            + (f"not generated here: {', '.join(unknown)}; " if unknown else "")
+            + "a committed golden never changes (a generator change needs a new torch cell "
+            "or a new agent, not new bytes for an old one)"
+        )
+    written = []
+    # MANIFEST last: a directory with a manifest is complete.
+    for rel in sorted(files, key=lambda r: (r == MANIFEST_NAME, r)):
+        if rel in existing:
+            continue
+        path = target / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(path, files[rel])
+        written.append(rel)
+    return written
+
+
+def generate(out_dir: str | os.PathLike[str], cell_id: str) -> tuple[Path, list[str]]:
+    """Produce the goldens of ``cell_id`` into ``out_dir/cell_id`` (run inside that cell).
+
+    Mutates process-global state while it runs (torch/numpy/python RNGs); thread count and
+    ``SOURCE_DATE_EPOCH`` are restored. Run it in its own process (the CLI does).
+
+    Returns:
+        ``(directory, relative paths written)``; nothing written means the directory already
+        held exactly these bytes.
+
+    Raises:
+        KeyError: unknown cell id.
+        GoldenError: this process's torch/numpy is not the cell's; ``uv`` is missing; the
+            directory holds different bytes (append-only).
+    """
+    cell = versions.by_id(cell_id)
+    _check_cell(cell)
+    target = Path(out_dir) / cell.id
+    with _reproducible(), tempfile.TemporaryDirectory(prefix="ckptcompat-golden-") as tmp:
+        files = _produce(Path(tmp), cell.id)
+    return target, write_or_verify(target, files)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: ``python -m ckptcompat.harness.golden OUT_DIR CELL``; exit 1 on a GoldenError."""
+    parser = argparse.ArgumentParser(
+        prog="python -m ckptcompat.harness.golden",
+        description="Write (or verify) the golden checkpoints of one torch cell.",
+    )
+    parser.add_argument("out_dir", type=Path, help="e.g. fixtures/golden")
+    parser.add_argument("cell", help="cell id of this environment, e.g. t24")
+    args = parser.parse_args(argv)
+    try:
+        target, written = generate(args.out_dir, args.cell)
+    except GoldenError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    total = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
+    state = f"wrote {len(written)} files" if written else "verified identical (nothing written)"
+    print(f"golden {args.cell}: {state} in {target}; {total} bytes in total")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,408 @@
+"""Golden checkpoints of every producer cell, verified in this cell (marker ``golden``).
+
+Each test takes one producer's goldens (``fixtures/golden/<cell>/``) through the path a user
+of *this* torch would take and compares with what the producer recorded in MANIFEST.json.
+Where a path cannot work on this torch (a numpy-1 pickle needs allowlist aliases, which
+torch < 2.6 lacks; a plain ``torch.load`` of a whole pickle on >= 2.6) the expected typed
+failure is asserted, not skipped. With ``CKPTCOMPAT_RECORDS`` set every check also writes a
+result record (``ckptcompat.harness.golden_records.emit_record``).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from packaging.version import Version
+
+from ckptcompat import torch_compat
+from ckptcompat.agents.probe import params_digest
+from ckptcompat.checkpoint.rng import capture_rng_state, restore_rng_state
+from ckptcompat.errors import IncompatibleCheckpointError
+from ckptcompat.harness import golden, versions
+from ckptcompat.harness.golden_records import emit_record
+from ckptcompat.harness.golden_verify import (
+    GOLDEN_ROOT,
+    KINDS,
+    MANIFEST_NAME,
+    Golden,
+    GoldenError,
+    compare_state_dicts,
+    environment_differences,
+    file_problems,
+    finite,
+    greedy_returns,
+    load_legacy_agent,
+    load_safe_agent,
+    probe_problems,
+    read_golden,
+    replay_ppo_update,
+    sha256_file,
+)
+from ckptcompat.harness.repro import LoadJob, LoadOutcome, run_loads
+from ckptcompat.rl.trainer import Trainer
+
+pytestmark = pytest.mark.golden
+
+PRODUCERS = [c.id for c in versions.GOLDEN_PRODUCERS]
+AGENTS = [a.name for a in golden.AGENTS]
+PAIRS = [pytest.param(c, a, id=f"{c}-{a}") for c in PRODUCERS for a in AGENTS]
+LEGACY = ("g1", "g2", "state_dict")
+WHOLE_PICKLES = ("g1", "g2")
+
+
+@functools.cache
+def _golden(cell: str) -> Golden:
+    return read_golden(GOLDEN_ROOT / cell)
+
+
+def _numpy_major() -> int:
+    return int(np.__version__.split(".")[0])
+
+
+def _same_cell(g: Golden) -> bool:
+    """This process is the producer's cell (by CKPTCOMPAT_CELL, else torch + numpy major)."""
+    cell = os.environ.get("CKPTCOMPAT_CELL")
+    if cell is not None:
+        return cell == g.cell
+    producer = Version(Version(str(g.producer["torch"])).base_version)
+    return producer == torch_compat.TORCH_VERSION and g.numpy_major == _numpy_major()
+
+
+def _needs_alias(g: Golden, kind: str) -> bool:
+    """A whole pickle from another numpy major names numpy.core/_core under the other
+    spelling; only torch >= 2.6 can allowlist an object under a foreign name."""
+    return (
+        kind in WHOLE_PICKLES
+        and g.numpy_major != _numpy_major()
+        and not torch_compat.HAS_ALIASED_SAFE_GLOBALS
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
+
+# --------------------------------------------------------------------------- the files
+@pytest.mark.parametrize("cell", PRODUCERS)
+def test_manifest_matches_files(cell: str) -> None:
+    """Guards a committed golden changing or rotting: edited bytes, a truncated copy, a
+    Git-LFS pointer or autocrlf rewrite in a checkout, a stray file -- against MANIFEST
+    sha256/size -- and a golden produced in the wrong venv (producer versions vs the cell)."""
+    g = _golden(cell)
+    assert file_problems(g) == []
+    pin = versions.by_id(cell)
+    assert g.cell == cell
+    assert Version(str(g.producer["torch"])).base_version == pin.torch
+    assert g.numpy_major == (int(pin.numpy.split(".")[0]) if pin.numpy else 2)
+
+
+@pytest.mark.parametrize("cell", PRODUCERS)
+def test_size_budget(cell: str) -> None:
+    """Guards goldens bloating the repository: each cell's directory stays under 1 MB."""
+    g = _golden(cell)
+    total = sum(p.stat().st_size for p in g.root.rglob("*") if p.is_file())
+    assert total < golden.SIZE_BUDGET_BYTES, f"{cell}: {total} bytes"
+
+
+@pytest.mark.parametrize("cell", PRODUCERS)
+def test_committed_goldens_unchanged_in_worktree(cell: str) -> None:
+    """Guards regenerating over a committed golden: files of fixtures/golden/<cell> that
+    HEAD holds must not be modified or deleted in the work tree or index (append-only;
+    new, not yet committed goldens are fine)."""
+    try:
+        proc = subprocess.run(
+            ["git", "diff", "--name-status", "HEAD", "--", str(GOLDEN_ROOT / cell)],
+            cwd=GOLDEN_ROOT.parents[1],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError) as exc:
+        pytest.skip(f"no git checkout with a HEAD here ({exc})")
+    changed = [line for line in proc.stdout.splitlines() if not line.startswith("A")]
+    assert changed == [], "committed goldens changed; goldens are append-only"
+
+
+def _manifest_without_freeze(directory: Path) -> dict[str, Any]:
+    manifest = json.loads((directory / MANIFEST_NAME).read_text(encoding="utf-8"))
+    manifest["producer"].pop("pip_freeze")
+    return manifest
+
+
+@pytest.mark.parametrize("cell", PRODUCERS)
+def test_regeneration_is_byte_identical(cell: str, tmp_path: Path) -> None:
+    """Guards non-deterministic golden bytes (a zip folder named after the temp file, a
+    wall-clock created_at or total_time_s, thread-dependent kernels, unseeded RNG): in the
+    producing environment, regenerating gives exactly the committed sha256s (MANIFEST:
+    identical apart from the informational ``uv pip freeze``)."""
+    g = _golden(cell)
+    differences = environment_differences(g)
+    if differences:
+        pytest.skip(f"not the environment that produced {cell}: {'; '.join(differences)}")
+    proc = subprocess.run(
+        [sys.executable, "-m", "ckptcompat.harness.golden", str(tmp_path), cell],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    def digests(root: Path) -> dict[str, str]:
+        return {
+            p.relative_to(root).as_posix(): sha256_file(p)
+            for p in root.rglob("*")
+            if p.is_file() and p.name != MANIFEST_NAME
+        }
+
+    assert digests(tmp_path / cell) == digests(g.root)
+    assert _manifest_without_freeze(tmp_path / cell) == _manifest_without_freeze(g.root)
+
+
+@pytest.mark.one_cell
+def test_generate_never_replaces_a_different_golden(tmp_path: Path) -> None:
+    """Guards append-only goldens being overwritten by a changed generator: writing into
+    a directory that holds other bytes (or unknown files) raises and writes nothing;
+    identical bytes are verified, not rewritten. One cell: pure file logic, no torch."""
+    target = tmp_path / "t99"
+    files = {"a/x.pt": b"x", MANIFEST_NAME: b"{}"}
+    assert golden.write_or_verify(target, files) == ["a/x.pt", MANIFEST_NAME]
+    assert golden.write_or_verify(target, files) == []
+    with pytest.raises(GoldenError, match=r"append-only.*differing: a/x\.pt"):
+        golden.write_or_verify(target, {**files, "a/x.pt": b"y", "b/new.pt": b"n"})
+    assert not (target / "b").exists() and (target / "a/x.pt").read_bytes() == b"x"
+    with pytest.raises(GoldenError, match=r"not generated here: a/x\.pt"):
+        golden.write_or_verify(target, {MANIFEST_NAME: b"{}"})
+
+
+# --------------------------------------------------------------------------- loading
+@pytest.mark.parametrize(("cell", "name"), PAIRS)
+def test_safe_v1_loads_without_allowlist(cell: str, name: str) -> None:
+    """Guards the safe format needing an allowlist or failing on a newer/older torch
+    (e.g. a TorchVersion or numpy scalar sneaking into the payload): loads with
+    weights_only=True and no safe globals, via the manager, bitwise weights, probe within
+    tolerance, identical greedy actions."""
+    g = _golden(cell)
+    info = g.agent(name)
+    started = time.perf_counter()
+    payload = torch_compat.load(g.path(name, "safe_v1"))
+    assert payload["format"] == "ckptcompat.agent"
+    agent = load_safe_agent(g.root, name, info["epoch"])
+    problems = probe_problems(g, name, agent)
+    if params_digest(agent) != info["params_digest"]:
+        problems.insert(0, "weights differ from the producer's")
+    emit_record(
+        g,
+        name,
+        "safe_v1",
+        "safe",
+        "fail" if problems else "pass",
+        detail="; ".join(problems),
+        duration_s=time.perf_counter() - started,
+    )
+    assert problems == []
+
+
+@pytest.mark.parametrize("kind", LEGACY)
+@pytest.mark.parametrize(("cell", "name"), PAIRS)
+def test_legacy_generation_reads_through_allowlist(cell: str, name: str, kind: str) -> None:
+    """Guards G1/G2/state_dict goldens becoming unreadable without weights_only=False
+    ("Unsupported global: GLOBAL ...MockAgent" since 2.6): the allowlist reader loads them,
+    except numpy-1 whole pickles on torch < 2.6, which must raise IncompatibleCheckpointError
+    naming the alias (2.4/2.5 cannot allowlist numpy._core objects as numpy.core)."""
+    g = _golden(cell)
+    started = time.perf_counter()
+    if _needs_alias(g, kind):
+        with pytest.raises(IncompatibleCheckpointError, match="alias") as info:
+            load_legacy_agent(g, name, kind)
+        emit_record(
+            g,
+            name,
+            kind,
+            "allowlist",
+            "fail",
+            detail=_first_line(info.value),
+            duration_s=time.perf_counter() - started,
+        )
+        return
+    agent = load_legacy_agent(g, name, kind)
+    problems = probe_problems(g, name, agent)
+    if params_digest(agent) != g.agent(name)["params_digest"]:
+        problems.insert(0, "weights differ from the producer's")
+    emit_record(
+        g,
+        name,
+        kind,
+        "allowlist",
+        "fail" if problems else "pass",
+        detail="; ".join(problems),
+        duration_s=time.perf_counter() - started,
+    )
+    assert problems == []
+
+
+# --------------------------------------------------------------------------- training
+@pytest.mark.parametrize(("cell", "name"), PAIRS)
+def test_stored_ppo_update_lands_within_tolerance(cell: str, name: str) -> None:
+    """Guards optimizer state or PPO numerics drifting across torch versions (Adam state
+    layout, LSTM kernels, Categorical log_prob): one update on the stored rollout from the
+    stored agent + Adam state lands on the stored parameters -- within tolerance across
+    versions, bitwise in the producing cell."""
+    g = _golden(cell)
+    started = time.perf_counter()
+    rollout = torch_compat.load(g.path(name, "rollout"))
+    expected = torch_compat.load(g.path(name, "post_update"))
+    updated, stats = replay_ppo_update(g.root, name, rollout)
+    tol = g.tolerances
+    problems = compare_state_dicts(
+        updated.state_dict(), expected["state_dict"], rtol=tol["rtol"], atol=tol["atol"]
+    )
+    if _same_cell(g) and params_digest(updated) != expected["params_digest"]:
+        problems.append("not bitwise equal in the producing cell")
+    if not finite(stats):
+        problems.append(f"non-finite losses {stats}")
+    emit_record(
+        g,
+        name,
+        "ppo_update",
+        "safe",
+        "fail" if problems else "pass",
+        detail="; ".join(problems[:5]),
+        duration_s=time.perf_counter() - started,
+    )
+    assert problems == []
+
+
+@pytest.fixture
+def global_rng_restored() -> Any:
+    """Trainer.resume restores the saved global RNG streams and sets one thread; undo both."""
+    state = capture_rng_state()
+    threads = torch.get_num_threads()
+    yield
+    restore_rng_state(state, None)
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize(("cell", "name"), PAIRS)
+@pytest.mark.usefixtures("global_rng_restored")
+def test_trainer_state_resumes_and_trains_on(cell: str, name: str, tmp_path: Path) -> None:
+    """Guards a trainer state that loads but cannot resume (optimizer param groups or
+    Adam state refused by load_state_dict, RNG state of another numpy major): the trainer
+    resumes from a copy of the golden run, restores Adam exactly, and trains one more
+    epoch with finite losses."""
+    g = _golden(cell)
+    info = g.agent(name)
+    shutil.copytree(g.root / name, tmp_path / name)
+    started = time.perf_counter()
+    trainer = Trainer.resume(name, tmp_path, progress=False)
+    try:
+        saved = torch_compat.load(g.path(name, "trainer_state"))["optimizer"]["state"]
+        restored = trainer.optimizer.state_dict()["state"]
+        assert trainer.epoch == info["epoch"]
+        assert saved.keys() == restored.keys() and saved
+        for index, entry in saved.items():
+            for key, value in entry.items():
+                assert torch.equal(restored[index][key], value), (index, key)
+        result = trainer.train(info["epoch"] + 1)
+    finally:
+        trainer.envs.close()
+    ok = result.epoch == info["epoch"] + 1 and finite(result.stats) and bool(result.stats)
+    emit_record(
+        g,
+        name,
+        "trainer_state",
+        "safe",
+        "pass" if ok else "fail",
+        detail="" if ok else f"stats {result.stats}",
+        duration_s=time.perf_counter() - started,
+    )
+    assert ok, result.stats
+
+
+@pytest.mark.parametrize(("cell", "name"), PAIRS)
+def test_greedy_evaluation_returns_manifest_value(cell: str, name: str) -> None:
+    """Guards evaluation drifting across versions (greedy actions flipping on near-ties,
+    env or obs-normalisation changes): greedy returns on the manifest's seeds equal the
+    producer's exactly in its own cell, and their mean is within 1% elsewhere."""
+    g = _golden(cell)
+    info = g.agent(name)
+    evaluation = info["evaluation"]
+    started = time.perf_counter()
+    agent = load_safe_agent(g.root, name, info["epoch"])
+    returns = greedy_returns(agent, evaluation["env_id"], evaluation["seeds"])
+    mean, expected = float(np.mean(returns)), float(evaluation["mean_return"])
+    if _same_cell(g):
+        ok = returns == evaluation["returns"]
+    else:
+        ok = math.isclose(mean, expected, rel_tol=g.tolerances["eval_return_rel"])
+    emit_record(
+        g,
+        name,
+        "evaluation",
+        "safe",
+        "pass" if ok else "fail",
+        detail=f"returns {returns}, producer {evaluation['returns']}",
+        duration_s=time.perf_counter() - started,
+        evaluator=True,
+        outputs={"mean_return": mean, "expected_mean_return": expected},
+    )
+    assert ok, f"returns {returns} vs producer {evaluation['returns']}"
+
+
+# --------------------------------------------------------------------------- naive load
+@pytest.fixture(scope="module")
+def naive_outcomes() -> dict[tuple[str, str, str], LoadOutcome]:
+    """What a plain ``torch.load(FILE)`` does here on every golden, in one subprocess
+    (goldens are written by this repository, never malicious)."""
+    keys, jobs = [], []
+    for cell in PRODUCERS:
+        if not (GOLDEN_ROOT / cell).is_dir():
+            continue
+        g = _golden(cell)
+        for name in g.agents:
+            for kind in KINDS:
+                keys.append((cell, name, kind))
+                jobs.append(LoadJob(str(g.path(name, kind)), "naive"))
+    return dict(zip(keys, run_loads(jobs), strict=True))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(("cell", "name"), PAIRS)
+def test_naive_torch_load_outcome(
+    cell: str, name: str, kind: str, naive_outcomes: dict[tuple[str, str, str], LoadOutcome]
+) -> None:
+    """Guards the matrix's picture of users without ckptcompat: a plain torch.load
+    unpickles whole-object goldens (G1, G2) on 2.4/2.5 and refuses them from 2.6 (the
+    weights_only default flip, UnsafeCheckpointError), and loads every safe-format file,
+    bare state_dict and stored rollout on every version."""
+    g = _golden(cell)
+    outcome = naive_outcomes[(cell, name, kind)]
+    emit_record(
+        g,
+        name,
+        kind,
+        "naive",
+        "pass" if outcome.ok else "fail",
+        detail=outcome.result_type or f"{outcome.error_type}: {outcome.message[:300]}",
+    )
+    if kind in WHOLE_PICKLES and torch_compat.WEIGHTS_ONLY_IS_DEFAULT:
+        assert not outcome.ok and outcome.error_type == "UnsafeCheckpointError", outcome
+        return
+    assert outcome.ok, outcome
+    expected_type = {
+        "g1": "ckptcompat.policy.policy_record.PolicyRecord",
+        "g2": g.agent(name)["class_path"],
+        "state_dict": "collections.OrderedDict",
+    }.get(kind, "builtins.dict")
+    assert outcome.result_type == expected_type

@@ -1,0 +1,433 @@
+"""The PPO training loop: epochs, checkpoints every ``checkpoint_every`` epochs, exact resume.
+
+Terms. An *epoch* is one rollout of ``num_steps`` steps in each of ``num_envs`` sub-envs
+followed by one PPO update (whose inner passes are ``update_epochs``); ``epoch`` counts
+completed epochs, so epoch ``e``'s update uses :meth:`PPOConfig.learning_rate_at` ``(e)`` and
+the checkpoint written after it is version ``e + 1``. ``agent_step`` counts env steps
+(``e * num_steps * num_envs``). The ``epochs`` argument of :meth:`Trainer.train` is the target
+total, as the CLI's ``--epochs``.
+
+Cadence. After every epoch whose count is a multiple of ``checkpoint_every`` (and after the
+last one) the agent and the trainer state are saved through
+:class:`~ckptcompat.checkpoint.manager.SimpleCheckpointManager`. The trainer state holds the
+optimizer state, the global torch/numpy/python RNG states (captured by the manager) and, in
+``extra``, this run's :class:`TrainerConfig` and counters.
+
+What is reset when. At the start of every *checkpoint epoch* -- an epoch count that is a
+multiple of ``checkpoint_every``, including 0 -- and at the first epoch of a resumed process,
+every sub-env ``i`` is reset with ``seed + epoch + i``, the recurrent state is zeroed and the
+done flags are cleared. Nothing else is ever reseeded: ``seed`` seeds torch, numpy and python
+once, at the start of a fresh run, before the agent is built.
+
+Why a resume is bitwise. Between epochs, a run's whole future depends only on: the agent's
+parameters and buffers, the optimizer state, the global torch generator (action sampling and
+minibatch permutations draw from it; nothing else draws randomness), and the env state plus
+the recurrent state. A checkpoint at epoch ``e`` stores the first three exactly; the fourth is
+not stored, but it need not be, because *both* the straight run and the resumed one reset it
+at epoch ``e`` to the same function of ``(seed, e)``. The learning-rate schedule is a function
+of the epoch alone. With ``torch.set_num_threads(1)`` every kernel is deterministic, so
+"train k, stop, resume to 2k" equals "train 2k" bit for bit, provided ``k`` is a multiple of
+``checkpoint_every`` (the end-of-run save at another ``k`` is resumable, but the straight
+run does not reset there, so the two runs diverge from that epoch on).
+
+Observation normalisation. An agent with ``update_obs_normalizer(obs)`` (RecurrentAgent) has it
+called with each rollout's observations *after* that rollout's update, so the rollout and the
+update see the same normalisation (the PPO ratio starts at exactly 1).
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from ckptcompat.agents.registry import build_agent, validate_config
+from ckptcompat.agents.spaces import space_to_config
+from ckptcompat.checkpoint.manager import SimpleCheckpointManager
+from ckptcompat.errors import CheckpointError, CheckpointNotFoundError
+from ckptcompat.rl.envs import make_env, make_vector_env, reset_all
+from ckptcompat.rl.ppo import PPOConfig, RolloutBatch, RolloutStorage, ppo_update
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from rich.progress import Progress
+
+    from ckptcompat.agents.base import Agent
+
+__all__ = [
+    "DEFAULT_AGENT",
+    "TrainResult",
+    "Trainer",
+    "TrainerConfig",
+    "evaluate_greedy",
+    "resume",
+    "train",
+]
+
+#: Default agent: the LSTM actor-critic (an MLP encoder on vector observations, a CNN on images).
+DEFAULT_AGENT = "ckptcompat.agents.recurrent.RecurrentAgent"
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    """Everything a run needs besides its name, directory and target epoch count.
+
+    Saved in every trainer state (``extra["trainer_config"]``) so that a resume continues with
+    exactly the settings the run started with.
+
+    Attributes:
+        env_id: a key of :data:`ckptcompat.rl.envs.ENV_SPECS`.
+        seed: seeds torch, numpy and python once, and (plus the epoch) the env resets.
+        checkpoint_every: save agent + trainer state after every this many epochs (>= 1).
+        agent_class_path: the agent class, ``"package.module.ClassName"``.
+        agent_kwargs: constructor arguments besides the spaces (JSON primitives), e.g.
+            ``{"hidden_size": 64}``; ``observation_space``/``action_space`` come from the env.
+        ppo: PPO hyperparameters.
+    """
+
+    env_id: str = "CartPole-v1"
+    seed: int = 0
+    checkpoint_every: int = 10
+    agent_class_path: str = DEFAULT_AGENT
+    agent_kwargs: dict[str, Any] = field(default_factory=dict)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+
+    def __post_init__(self) -> None:
+        if self.checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
+        validate_config(self.agent_kwargs, name="agent_kwargs")
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON primitives; :meth:`from_json` inverts it."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TrainerConfig:
+        """Rebuild from :meth:`to_json` output."""
+        return cls(**{**data, "ppo": PPOConfig(**data["ppo"])})
+
+
+@dataclass
+class TrainResult:
+    """Where a :meth:`Trainer.train` call left the run.
+
+    Attributes:
+        run: run name.
+        epoch: completed epochs (the checkpoint version of ``uri``).
+        agent_step: env steps taken by the run, all processes together.
+        uri: ``file://`` URI of the last agent checkpoint, None if none was saved yet.
+        stats: loss stats of the last PPO update (:func:`~ckptcompat.rl.ppo.ppo_update`).
+        episode_returns: returns of the episodes finished in this call, in order.
+        total_time_s: wall time of the run, all processes together, seconds.
+    """
+
+    run: str
+    epoch: int
+    agent_step: int
+    uri: str | None
+    stats: dict[str, float]
+    episode_returns: list[float]
+    total_time_s: float
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def _make_progress(enabled: bool | None) -> Progress | None:
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if not enabled:
+        return None
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    # stderr: the CLI's last stdout line must stay the result record.
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+        console=Console(stderr=True), transient=False,
+    )
+
+
+class Trainer:
+    """PPO training of one run, saved through :class:`SimpleCheckpointManager`.
+
+    Build it with :meth:`start` (a fresh run) or :meth:`resume` (continue the latest trainer
+    state), then call :meth:`train` with the target total epochs. Both constructors call
+    ``torch.set_num_threads(1)`` (deterministic kernels; see the module docstring).
+
+    Attributes:
+        config: the run's settings. manager: its checkpoint manager.
+        agent, optimizer: what is being trained (Adam, ``eps=config.ppo.adam_eps``).
+        envs: the ``num_envs`` sub-envs (same-step autoreset).
+        epoch, agent_step, total_time_s: progress of the run so far.
+    """
+
+    def __init__(
+        self,
+        config: TrainerConfig,
+        manager: SimpleCheckpointManager,
+        agent: Agent,
+        *,
+        epoch: int = 0,
+        agent_step: int = 0,
+        total_time_s: float = 0.0,
+        progress: bool | None = None,
+    ) -> None:
+        torch.set_num_threads(1)
+        self.config = config
+        self.manager = manager
+        self.agent = agent
+        self.optimizer = torch.optim.Adam(
+            agent.parameters(), lr=config.ppo.learning_rate, eps=config.ppo.adam_eps
+        )
+        self.envs = make_vector_env(config.env_id, config.ppo.num_envs, config.seed)
+        self.epoch = epoch
+        self.agent_step = agent_step
+        self.total_time_s = total_time_s
+        self.progress = progress
+        self.uri: str | None = None
+        # The rollout carries these across epochs; _reset() sets them. A new process must
+        # reset before its first epoch: the env state is not in the checkpoint.
+        self._obs = torch.zeros(0)
+        self._done = torch.zeros(0)
+        self._state: tuple[torch.Tensor, ...] = ()
+        self._episode_return = np.zeros(config.ppo.num_envs)
+        self._needs_reset = True
+
+    @classmethod
+    def start(
+        cls, config: TrainerConfig, run: str, data_dir: str | Path, *, progress: bool | None = None
+    ) -> Trainer:
+        """A fresh run: seed torch/numpy/python with ``config.seed``, then build the agent.
+
+        Raises:
+            CheckpointError: the run already has checkpoints (resume it, or pick a new name).
+            AgentMismatchError: the agent class or kwargs do not fit the env.
+        """
+        torch.set_num_threads(1)  # before the agent's init, which runs kernels too
+        manager = SimpleCheckpointManager(run, data_dir)
+        existing = manager.list_checkpoints()
+        if existing:
+            raise CheckpointError(
+                f"run {run!r} already has checkpoints",
+                path=manager.checkpoint_dir,
+                expected="a run name with no checkpoints, for a fresh run",
+                found=f"checkpoints at epochs {[e.epoch for e in existing]}",
+                fix="resume the run (Trainer.resume / `ckptcompat run resume`), or pick a new name",
+            )
+        env = make_env(config.env_id)
+        agent_config = {
+            **config.agent_kwargs,
+            "observation_space": space_to_config(env.observation_space),
+            "action_space": space_to_config(env.action_space),
+        }
+        env.close()
+        _seed_everything(config.seed)
+        agent = build_agent(config.agent_class_path, agent_config)
+        return cls(config, manager, agent, progress=progress)  # type: ignore[arg-type]
+
+    @classmethod
+    def resume(
+        cls, run: str, data_dir: str | Path, *, progress: bool | None = None
+    ) -> Trainer:
+        """Continue a run from its latest trainer state and the agent of the same epoch.
+
+        The optimizer state and the torch/numpy/python RNG states are restored by the
+        manager *after* the agent is rebuilt (rebuilding draws from torch's generator for
+        the initial weights, which the restore then overwrites).
+
+        Raises:
+            CheckpointNotFoundError: the run has no trainer state, or no agent at its epoch.
+            CheckpointError: the trainer state was not written by this trainer.
+        """
+        torch.set_num_threads(1)
+        manager = SimpleCheckpointManager(run, data_dir)
+        saved = manager.load_trainer_state(restore_rng=False)
+        if saved is None:
+            raise CheckpointNotFoundError(
+                f"run {run!r} has no trainer state to resume from",
+                path=manager.checkpoint_dir,
+                expected="a <run>_v<epoch>.trainer.pt listed in index.json",
+                found="none",
+                fix="start the run with `ckptcompat run train`, or check run and data_dir",
+            )
+        if "trainer_config" not in saved.extra:
+            raise CheckpointError(
+                f"the trainer state of run {run!r} has no trainer_config",
+                path=manager.checkpoint_dir,
+                expected="extra['trainer_config'], as ckptcompat.rl.trainer saves it",
+                found=f"extra keys {sorted(saved.extra)}",
+                fix="resume runs with the trainer that wrote them",
+            )
+        config = TrainerConfig.from_json(saved.extra["trainer_config"])
+        agent = manager.load_agent(epoch=saved.epoch)
+        trainer = cls(
+            config, manager, agent,  # type: ignore[arg-type]
+            epoch=saved.epoch, agent_step=saved.agent_step,
+            total_time_s=float(saved.extra.get("total_time_s", 0.0)), progress=progress,
+        )
+        manager.load_trainer_state(saved.epoch, optimizer=trainer.optimizer)
+        return trainer
+
+    def train(self, epochs: int) -> TrainResult:
+        """Train until ``epochs`` epochs are complete (a target total; may be <= ``epoch``).
+
+        Holds the run's writer lock throughout. Saves after every multiple of
+        ``checkpoint_every`` and after the last epoch.
+        """
+        returns: list[float] = []
+        stats: dict[str, float] = {}
+        since_save: list[float] = []
+        progress = _make_progress(self.progress)
+        with self.manager, progress if progress is not None else nullcontext():
+            task = None
+            if progress is not None:
+                task = progress.add_task(
+                    self.manager.run, total=epochs, completed=self.epoch, info=""
+                )
+            while self.epoch < epochs:
+                started = time.perf_counter()
+                if self._needs_reset or self.epoch % self.config.checkpoint_every == 0:
+                    self._reset()
+                batch, finished = self._rollout()
+                for group in self.optimizer.param_groups:
+                    group["lr"] = self.config.ppo.learning_rate_at(self.epoch)
+                stats = ppo_update(
+                    self.agent, self.optimizer, batch, self.config.ppo, torch.default_generator
+                )
+                normalizer = getattr(self.agent, "update_obs_normalizer", None)
+                if normalizer is not None:
+                    normalizer(batch.obs)
+                self.epoch += 1
+                self.agent_step += self.config.ppo.batch_size
+                returns += finished
+                since_save += finished
+                self.total_time_s += time.perf_counter() - started
+                if self.epoch % self.config.checkpoint_every == 0 or self.epoch == epochs:
+                    self._save(since_save)
+                    since_save = []
+                if progress is not None and task is not None:
+                    mean = f"{np.mean(returns[-20:]):.1f}" if returns else "-"
+                    progress.update(task, completed=self.epoch,
+                                    info=f"step {self.agent_step}  return(20) {mean}")
+        return TrainResult(
+            run=self.manager.run, epoch=self.epoch, agent_step=self.agent_step, uri=self.uri,
+            stats=stats, episode_returns=returns, total_time_s=self.total_time_s,
+        )
+
+    def _reset(self) -> None:
+        """Reset sub-env ``i`` with ``seed + epoch + i``; zero recurrent state and dones."""
+        num_envs = self.config.ppo.num_envs
+        self._obs = torch.as_tensor(reset_all(self.envs, self.config.seed + self.epoch))
+        self._done = torch.zeros(num_envs)
+        self._state = self.agent.initial_state(num_envs)
+        self._episode_return = np.zeros(num_envs)
+        self._needs_reset = False
+
+    @torch.no_grad()
+    def _rollout(self) -> tuple[RolloutBatch, list[float]]:
+        """One rollout of ``num_steps`` steps; actions sampled from torch's global generator.
+
+        Returns the batch (with GAE) and the returns of the episodes that ended in it.
+        """
+        ppo = self.config.ppo
+        storage = RolloutStorage(
+            ppo.num_steps, ppo.num_envs, tuple(self._obs.shape[1:]), self._obs.dtype
+        )
+        initial_state = self._state
+        finished: list[float] = []
+        for t in range(ppo.num_steps):
+            storage.obs[t] = self._obs
+            storage.dones[t] = self._done
+            out = self.agent(self._obs[None], self._state, self._done[None])
+            self._state = out.state
+            storage.actions[t] = out.actions[0]
+            storage.logprobs[t] = out.logprobs[0]
+            storage.values[t] = out.values[0]
+            obs, reward, terminated, truncated, _ = self.envs.step(out.actions[0].numpy())
+            done = np.logical_or(terminated, truncated)
+            storage.rewards[t] = torch.as_tensor(reward, dtype=torch.float32)
+            self._episode_return += reward
+            finished += [float(r) for r in self._episode_return[done]]
+            self._episode_return[done] = 0.0
+            self._obs = torch.as_tensor(obs)
+            self._done = torch.as_tensor(done, dtype=torch.float32)
+        # Greedy, so that bootstrapping draws nothing from the generator.
+        next_value = self.agent(
+            self._obs[None], self._state, self._done[None], deterministic=True
+        ).values[0]
+        return storage.finish(initial_state, next_value, self._done, ppo), finished
+
+    def _save(self, finished: list[float]) -> None:
+        """Save the agent (score: mean return of episodes since the last save) and trainer state."""
+        score = float(np.mean(finished)) if finished else None
+        self.uri = self.manager.save_agent(
+            self.agent, self.epoch,
+            metadata={"agent_step": self.agent_step, "total_time_s": self.total_time_s,
+                      "score": score},
+        )
+        self.manager.save_trainer_state(
+            self.optimizer, self.epoch, self.agent_step,
+            extra={"trainer_config": self.config.to_json(), "total_time_s": self.total_time_s},
+        )
+
+
+def train(
+    config: TrainerConfig,
+    run: str,
+    data_dir: str | Path,
+    epochs: int,
+    *,
+    progress: bool | None = None,
+) -> TrainResult:
+    """Start run ``run`` with ``config`` and train it to ``epochs`` epochs (see :class:`Trainer`)."""
+    return Trainer.start(config, run, data_dir, progress=progress).train(epochs)
+
+
+def resume(
+    run: str, data_dir: str | Path, epochs: int, *, progress: bool | None = None
+) -> TrainResult:
+    """Resume run ``run`` from its latest trainer state and train to ``epochs`` in total."""
+    return Trainer.resume(run, data_dir, progress=progress).train(epochs)
+
+
+@torch.no_grad()
+def evaluate_greedy(agent: Agent, env_id: str, seeds: list[int]) -> list[float]:
+    """Return of one greedy (argmax) episode per seed, in ``seeds`` order.
+
+    Runs all seeds at once, one sub-env each (sub-env ``i`` reset with ``seeds[i]``, recurrent
+    state zeroed), until every sub-env has finished its first episode; later episodes of
+    sub-envs that finished early are ignored. Draws nothing from torch's generator.
+    """
+    envs = make_vector_env(env_id, len(seeds), 0)
+    obs, _ = envs.reset(seed=list(seeds))
+    was_training = agent.training
+    agent.eval()
+    try:
+        state = agent.initial_state(len(seeds))
+        done = torch.zeros(len(seeds))
+        totals = np.zeros(len(seeds))
+        running = np.ones(len(seeds), dtype=bool)
+        while running.any():
+            out = agent(torch.as_tensor(obs)[None], state, done[None], deterministic=True)
+            state = out.state
+            obs, reward, terminated, truncated, _ = envs.step(out.actions[0].numpy())
+            totals += np.where(running, reward, 0.0)
+            ended = np.logical_or(terminated, truncated)
+            running &= ~ended
+            done = torch.as_tensor(ended, dtype=torch.float32)
+    finally:
+        agent.train(was_training)
+        envs.close()
+    return [float(r) for r in totals]

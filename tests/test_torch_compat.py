@@ -107,7 +107,11 @@ def test_scoped_allowlist_restores_after_an_exception() -> None:
     before = list(torch.serialization.get_safe_globals())
     with pytest.raises(RuntimeError, match="boom"), tc.scoped_safe_globals([_Marker]):
         raise RuntimeError("boom")
-    assert list(torch.serialization.get_safe_globals()) == before
+    after = list(torch.serialization.get_safe_globals())
+    if V >= Version("2.6"):
+        assert set(after) == set(before)  # a set since 2.6: list order is arbitrary
+    else:
+        assert after == before
 
 
 @pytest.mark.skipif(V < Version("2.5"), reason="torch 2.4 has no safe_globals context manager")

@@ -170,6 +170,33 @@ def test_regeneration_is_byte_identical(cell: str, tmp_path: Path) -> None:
     assert _manifest_without_freeze(tmp_path / cell) == _manifest_without_freeze(g.root)
 
 
+def test_generation_is_deterministic_here(tmp_path: Path) -> None:
+    """Guards non-deterministic golden bytes in THIS cell with THIS code (independent of
+    the committed goldens, which older code may have written): two generations in fresh
+    processes give identical files, MANIFEST included apart from ``uv pip freeze``."""
+    cell = os.environ.get("CKPTCOMPAT_CELL") or "t26"
+    for run in ("a", "b"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "ckptcompat.harness.golden", str(tmp_path / run), cell],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    def digests(root: Path) -> dict[str, str]:
+        return {
+            p.relative_to(root).as_posix(): sha256_file(p)
+            for p in root.rglob("*")
+            if p.is_file() and p.name != MANIFEST_NAME
+        }
+
+    assert digests(tmp_path / "a" / cell) == digests(tmp_path / "b" / cell)
+    assert _manifest_without_freeze(tmp_path / "a" / cell) == _manifest_without_freeze(
+        tmp_path / "b" / cell
+    )
+
+
 @pytest.mark.one_cell
 def test_generate_never_replaces_a_different_golden(tmp_path: Path) -> None:
     """Guards append-only goldens being overwritten by a changed generator: writing into

@@ -60,6 +60,7 @@ from ckptcompat.harness.golden_verify import (
     MANIFEST_SCHEMA,
     GoldenError,
     pip_freeze,
+    producer_code_digest,
 )
 
 __all__ = [
@@ -107,6 +108,7 @@ def _produce(stage: Path, cell_id: str) -> dict[str, bytes]:
             "numpy": np.__version__,
             "python": platform.python_version(),
             "ckptcompat": ckptcompat.__version__,
+            "code_digest": producer_code_digest(),
             "pip_freeze": pip_freeze(),
         },
         "tolerances": TOLERANCES,

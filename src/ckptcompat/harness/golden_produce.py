@@ -62,7 +62,25 @@ EPOCH = 1
 #: One greedy episode per seed; CartPole-v1 episodes of an untrained agent are short.
 EVAL_SEEDS: tuple[int, ...] = (1000, 1001, 1002, 1003, 1004)
 #: Small PPO: 4 envs x 32 steps = 128 samples, 2 minibatches, 2 passes.
-GOLDEN_PPO = PPOConfig(num_envs=4, num_steps=32, num_minibatches=2, update_epochs=2)
+#: Every field explicit: the goldens must not change when PPOConfig's defaults are tuned.
+GOLDEN_PPO = PPOConfig(
+    num_envs=4,
+    num_steps=32,
+    num_minibatches=2,
+    update_epochs=2,
+    learning_rate=2.5e-4,
+    anneal_lr_epochs=None,
+    adam_eps=1e-5,
+    gamma=0.99,
+    gae_lambda=0.95,
+    clip_coef=0.2,
+    clip_vloss=True,
+    norm_adv=True,
+    ent_coef=0.01,
+    vf_coef=0.5,
+    max_grad_norm=0.5,
+    target_kl=None,
+)
 
 _PROBE = {"steps": 4, "batch": 3, "seed": 0}
 

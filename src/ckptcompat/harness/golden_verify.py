@@ -53,6 +53,7 @@ __all__ = [
     "load_legacy_agent",
     "load_safe_agent",
     "pip_freeze",
+    "producer_code_digest",
     "probe_outputs",
     "probe_problems",
     "read_golden",
@@ -211,6 +212,29 @@ def pip_freeze(python: str = sys.executable) -> list[str]:
     return sorted(lines)
 
 
+#: Source trees whose code decides a golden's bytes (agents, training, formats, writers).
+_PRODUCER_SOURCES = ("agents", "rl", "checkpoint", "policy", "torch_compat.py")
+
+
+def producer_code_digest() -> str:
+    """sha256 over the source files that shape golden bytes, in path order.
+
+    Recorded in each MANIFEST so that regeneration is compared byte for byte only with
+    goldens written by the same code: goldens are append-only, so after a change to PPO
+    or an agent the old goldens stay, and only new code's determinism is checked.
+    """
+    root = Path(ckptcompat.__file__).resolve().parent
+    h = hashlib.sha256()
+    for name in _PRODUCER_SOURCES:
+        target = root / name
+        files = sorted(target.rglob("*.py")) if target.is_dir() else [target]
+        files += sorted(root.joinpath("harness").glob("golden*.py")) if name == "rl" else []
+        for path in files:
+            h.update(path.relative_to(root).as_posix().encode() + b"\0")
+            h.update(path.read_bytes())
+    return h.hexdigest()
+
+
 def environment_differences(golden: Golden) -> list[str]:
     """How this process differs from the golden's producer in what the bytes record.
 
@@ -232,6 +256,9 @@ def environment_differences(golden: Golden) -> list[str]:
         for name in own
         if str(producer[name]) != own[name]
     ]
+    recorded = producer.get("code_digest")
+    if recorded != producer_code_digest():
+        diffs.append("producer code: these goldens were written by other agent/training code")
     cell = os.environ.get("CKPTCOMPAT_CELL")
     if cell is not None and cell != golden.cell:
         diffs.insert(0, f"cell: producer {golden.cell}, here {cell}")

@@ -281,16 +281,19 @@ def _check_path(f: FileLike) -> None:
         )
 
 
-def _prescan(f: FileLike, safe_globals: Sequence[SafeGlobal]) -> None:
-    """Static checks before torch reads the file: kind sniffing always, full scan on < 2.10.
+def _prescan(f: FileLike, safe_globals: Sequence[SafeGlobal], *, mmap: bool) -> str:
+    """Static checks before torch reads the file; returns the container kind (``"zip"`` ...).
 
-    The scan never unpickles; it raises CorruptCheckpointError for files that are not torch
-    checkpoints and, where :data:`NEEDS_STATIC_PRESCAN`, UnsafeCheckpointError for what the
-    weights-only unpickler of this torch cannot be trusted to refuse.
+    Kind sniffing always; the full scan on torch < 2.10 (:data:`NEEDS_STATIC_PRESCAN`) and
+    for every ``mmap`` load, because torch's mmap path does not check storage record sizes
+    (seen on 2.15). The scan never unpickles; it raises CorruptCheckpointError for files
+    that are not torch checkpoints, and UnsafeCheckpointError for what the weights-only
+    unpickler of this torch cannot be trusted to refuse.
     """
     from ckptcompat.checkpoint import scan  # stdlib-only leaf module; no torch import there
 
-    scan.precheck(f, allowed=_allowed_names(safe_globals), full=NEEDS_STATIC_PRESCAN)
+    full = NEEDS_STATIC_PRESCAN or mmap
+    return scan.precheck(f, allowed=_allowed_names(safe_globals), full=full).kind
 
 
 def _allowed_names(entries: Sequence[SafeGlobal]) -> frozenset[str]:
@@ -349,6 +352,8 @@ def _translate(exc: BaseException, f: FileLike, *, weights_only: bool) -> Checkp
                 "zip archive",
                 "negative argument",
                 "pickle data was truncated",
+                # 2.10+: a storage record shorter or longer than the pickle claims.
+                "does not match expected size",
             )
         )
     ):
@@ -450,7 +455,10 @@ def load(
     """
     _check_path(f)
     _normalise_entries(safe_globals)  # an alias torch lacks is refused before any read
-    _prescan(f, safe_globals)
+    kind = _prescan(f, safe_globals, mmap=mmap)
+    # torch refuses mmap for legacy (non-zip) files before judging their contents; load
+    # those without mmap so the weights-only verdict, not the mmap limitation, decides.
+    mmap = mmap and kind == "zip"
     _rewind(f)
     try:
         with scoped_safe_globals(safe_globals), _quiet_protocol_warning():

@@ -195,6 +195,8 @@ def read_index(checkpoints_dir: str | os.PathLike[str], run: str | None) -> RunI
         text = path.read_bytes()
     except FileNotFoundError:
         return RunIndex(run="" if run is None else run)
+    except OSError as exc:  # a directory, or unreadable: never a raw OSError to callers
+        raise _corrupt(path, f"an unreadable index ({type(exc).__name__}: {exc.strerror})") from exc
     try:
         document = json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -25,6 +25,7 @@ from ckptcompat.checkpoint.index import CheckpointEntry, TrainerEntry
 from ckptcompat.checkpoint.uri import check_name_agrees
 from ckptcompat.errors import (
     AgentMismatchError,
+    CheckpointError,
     CheckpointNotFoundError,
     CorruptCheckpointError,
 )
@@ -84,7 +85,16 @@ def verify_file(path: Path, entry: CheckpointEntry | TrainerEntry, verify: str) 
             fix="restore the file from a copy, or load another epoch",
         )
     if verify == "full":
-        _, digest = hash_file(path)
+        try:
+            _, digest = hash_file(path)
+        except OSError as exc:
+            raise CheckpointError(
+                "the checkpoint file cannot be read",
+                path=path,
+                expected="a readable file",
+                found=f"{type(exc).__name__}: {exc.strerror or exc}",
+                fix="fix the file's permissions, or load another epoch",
+            ) from exc
         if digest != entry.digest:
             raise CorruptCheckpointError(
                 "the checkpoint's digest differs from index.json",

@@ -1,0 +1,1 @@
+"""Security suite: the malicious corpus (fixtures/malicious) against every reading path."""

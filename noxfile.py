@@ -40,7 +40,7 @@ def _load_versions():
 versions = _load_versions()
 
 
-def _install_cell(session: nox.Session, cell_id: str, extras: str = "test") -> None:
+def _install_cell(session: nox.Session, cell_id: str, extras: str = "test,report") -> None:
     """Install the package (editable) with the cell's torch and the shared pins."""
     cell = versions.by_id(cell_id)
     args = ["-c", str(CONSTRAINTS), "-e", f".[{extras}]", cell.torch_requirement]
@@ -132,3 +132,119 @@ def repro(session: nox.Session, cell: str) -> None:
         session.error('usage: nox -s "repro(t26)" -- FILE')
     _install_cell(session, cell)
     session.run("python", "-m", "ckptcompat.harness.repro", *session.posargs)
+
+
+# ------------------------------------------------------------------ the cross-version matrix
+REPORTS = ROOT / "reports"
+RECORDS = REPORTS / "records"
+WORK = REPORTS / "work"
+BASELINE = ROOT / "fixtures" / "baseline.json"
+# = ckptcompat.harness.scenarios.PHASES (tests/harness/test_workflow.py checks they agree)
+PHASES = ("train", "resume", "evaluate")
+
+
+def _cell_python(session: nox.Session, cell_id: str) -> str:
+    """The interpreter of cell_id's ``tests`` venv, created or synced exactly as tests does."""
+    # nox gives every session its own venv; a torch venv is 5 GB, so the matrix borrows the
+    # tests venvs and runs only their install step (`_install_cell`) through a nested nox.
+    envdir = session.cache_dir.parent
+    session.run(
+        sys.executable,
+        "-m",
+        "nox",
+        "-s",
+        f"tests({cell_id})",
+        "--install-only",
+        "--envdir",
+        str(envdir),
+        external=True,
+    )
+    python = envdir / f"tests-{cell_id}" / "bin" / "python"
+    if not python.is_file():
+        session.error(f"expected the tests venv of {cell_id} at {python.parent.parent}")
+    return str(python)
+
+
+def _install_report_tools(session: nox.Session) -> None:
+    """jsonschema, matplotlib and ckptcompat without its dependencies: a venv with no torch."""
+    session.install("-c", str(CONSTRAINTS), "jsonschema", "matplotlib")
+    session.install("--no-deps", "-e", ".")
+
+
+@nox.session(python=PYTHON, default=False)
+def matrix(session: nox.Session) -> None:
+    """Train, resume and evaluate across the default cells, check goldens, then report."""
+    _install_report_tools(session)
+    pythons = [f"--python={c.id}={_cell_python(session, c.id)}" for c in versions.DEFAULT]
+    session.run(
+        "python",
+        "-m",
+        "ckptcompat.harness.scenarios",
+        *pythons,
+        "--work",
+        str(WORK),
+        "--records",
+        str(RECORDS),
+        "--report",
+        str(REPORTS),
+        "--baseline",
+        str(BASELINE),
+    )
+
+
+@nox.session(python=False, default=False)
+@nox.parametrize(
+    ("phase", "cell"),
+    [nox.param(p, c.id, id=f"{p}, {c.id}") for p in PHASES for c in versions.DEFAULT],
+)
+def phase(session: nox.Session, phase: str, cell: str) -> None:
+    """Run one matrix phase in one cell's tests venv (CI: one job per phase and cell)."""
+    python = _cell_python(session, cell)
+    session.run(
+        python,
+        "-m",
+        "ckptcompat.harness.phases",
+        phase,
+        cell,
+        "--work",
+        str(WORK),
+        "--records",
+        str(RECORDS),
+        external=True,
+        env={"CKPTCOMPAT_CELL": cell},
+    )
+
+
+@nox.session(python=PYTHON, default=False)
+def report(session: nox.Session) -> None:
+    """Merge reports/records into reports/matrix.{json,md,html,png} and JUnit XML."""
+    _install_report_tools(session)
+    session.run(
+        "python",
+        "-m",
+        "ckptcompat.harness.report",
+        "--records",
+        str(RECORDS),
+        "--baseline",
+        str(BASELINE),
+        "--out",
+        str(REPORTS),
+        "--timing",
+        str(WORK / "timing.json"),
+    )
+
+
+@nox.session(python=PYTHON, default=False)
+def gate(session: nox.Session) -> None:
+    """Fail on any matrix cell that differs from fixtures/baseline.json (DESIGN section 8)."""
+    session.install("-c", str(CONSTRAINTS), "jsonschema")
+    session.install("--no-deps", "-e", ".")
+    session.run(
+        "python",
+        "-m",
+        "ckptcompat.harness.gate",
+        "--records",
+        str(RECORDS),
+        "--baseline",
+        str(BASELINE),
+    )

@@ -1,0 +1,439 @@
+"""One phase of the cross-version scenarios in one cell, in one process.
+
+``python -m ckptcompat.harness.phases PHASE CELL --work DIR --records DIR [--cells a,b,..]``
+runs every step of ``PHASE`` (``train``, ``resume`` or ``evaluate``) whose torch is
+``CELL``'s (see :func:`ckptcompat.harness.scenarios.steps`) and appends one result record
+per check to ``<records>/<phase>-<cell>-<pid>.jsonl``. The evaluate phase then runs the
+golden checks of :mod:`ckptcompat.harness.phase_golden` in the same process. It must run
+in ``CELL``'s venv: a mismatch between the running torch and the cell's pin is a usage error.
+
+Checks, per record (outcome ``fail`` when one does not hold, ``error`` on an unexpected
+exception, ``skip`` when the previous phase left nothing to continue from):
+
+* train (one record per agent, over its runs for every consumer): each run reaches its
+  epochs with finite losses, its last checkpoint reloads with the trained weights, its
+  trainer state loads, and all runs of the agent are bitwise equal (same seed).
+* resume (per producer and agent): X's weights arrive bitwise under Y, training continues
+  to the target epoch with finite losses, the weights change, the new checkpoint reloads.
+* evaluate (per producer, consumer and agent): Y's result evaluates under Z into Z's shard
+  with ``(policy_key, policy_version) == (run, epoch)`` on every episode, the weights load
+  bitwise, and greedy returns equal Y's own (Y == Z) or their mean is within 1%.
+
+Exit status: 0 when every step ran (whatever the outcomes), 1 when the golden checks could
+not run, 2 on bad usage or the wrong venv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ckptcompat.agents.probe import params_digest
+from ckptcompat.checkpoint.manager import SimpleCheckpointManager
+from ckptcompat.checkpoint.uri import agent_filename, file_uri
+from ckptcompat.errors import CheckpointError
+from ckptcompat.evaluation.evaluator import evaluate_policy
+from ckptcompat.evaluation.stats_db import SimulationStatsDB, StatsDBError
+from ckptcompat.harness import envinfo, results, scenarios, versions
+from ckptcompat.harness.scenarios import AGENTS, BUDGET, Budget, Chain, Layout
+from ckptcompat.rl.ppo import PPOConfig
+from ckptcompat.rl.trainer import Trainer, TrainerConfig
+
+__all__ = ["EVAL_RETURN_REL", "evaluate_step", "main", "resume_step", "run_phase", "train_step"]
+
+#: Mean greedy return under Z vs under Y, relative (the goldens' ``eval_return_rel``).
+EVAL_RETURN_REL = 0.01
+_ARTIFACT, _LOADER = "safe_v1", "safe"
+
+Problems = list[str]
+
+
+class _Skip(Exception):
+    """The previous phase left nothing for this step (its own record says why)."""
+
+
+def _pin(cell: str) -> str:
+    return versions.by_id(cell).torch
+
+
+def _here() -> tuple[str, str]:
+    return str(torch.__version__), np.__version__
+
+
+def _finite(stats: Mapping[str, float]) -> bool:
+    return bool(stats) and all(math.isfinite(float(v)) for v in stats.values())
+
+
+def _write_json(path: Path, data: Mapping[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _read_sidecar(path: Path, what: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise _Skip(f"nothing to continue from: {what} left no {path.name}")
+    return dict(json.loads(path.read_text(encoding="utf-8")))
+
+
+def _checked(
+    scenario: str,
+    chain: Chain,
+    body: Callable[[], tuple[Problems, dict[str, Any], dict[str, str | None]]],
+) -> dict[str, Any]:
+    """Run one step's ``body`` -> (problems, outputs, versions) and turn it into a record.
+
+    ``versions`` holds producer/consumer/evaluator torch and producer/consumer numpy; on an
+    exception the cell's pins stand in, so the record lands in the right matrix cell.
+    """
+    started = time.perf_counter()
+    here_numpy = _here()[1]
+    stages: dict[str, str | None] = {
+        "producer_torch": _pin(chain.producer),
+        "consumer_torch": _pin(chain.consumer),
+        "evaluator_torch": _pin(chain.evaluator) if chain.evaluator else None,
+        "producer_numpy": here_numpy,
+        "consumer_numpy": here_numpy,
+    }
+    outputs: dict[str, Any] = {"run": chain.run}
+    try:
+        problems, extra, seen = body()
+        stages |= seen
+        outputs |= extra
+        outcome, detail = ("fail", "; ".join(problems)) if problems else ("pass", "")
+    except _Skip as exc:
+        outcome, detail = "skip", str(exc)
+    except (CheckpointError, StatsDBError) as exc:
+        outcome, detail = "fail", f"{type(exc).__name__}: {exc}"
+    except Exception as exc:  # a harness or library bug: recorded, and the phase goes on
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        outcome = "error"
+        detail = f"{type(exc).__name__}: {exc} (at {Path(where.filename).name}:{where.lineno})"
+    return results.make_record(
+        scenario=scenario,
+        artifact=_ARTIFACT,
+        agent=chain.agent,
+        loader=_LOADER,
+        outcome=outcome,
+        detail=detail[:2000],
+        duration_s=time.perf_counter() - started,
+        outputs=outputs,
+        **stages,  # type: ignore[arg-type]
+    )
+
+
+# --------------------------------------------------------------------------- train
+def _train_run(chain: Chain, layout: Layout, budget: Budget) -> tuple[Problems, dict[str, Any]]:
+    data_dir = layout.train_dir(chain.producer)
+    config = TrainerConfig(
+        env_id=budget.env_id,
+        seed=budget.seed,
+        checkpoint_every=1,
+        agent_class_path=AGENTS[chain.agent],
+        ppo=PPOConfig(**budget.ppo),
+    )
+    trainer = Trainer.start(config, chain.run, data_dir, progress=False)
+    try:
+        result = trainer.train(budget.train_epochs)
+    finally:
+        trainer.envs.close()
+    problems: Problems = []
+    if result.epoch != budget.train_epochs:
+        problems.append(f"{chain.run}: stopped at epoch {result.epoch}, not {budget.train_epochs}")
+    if not _finite(result.stats):
+        problems.append(f"{chain.run}: non-finite losses {result.stats}")
+    trained = params_digest(trainer.agent)
+    manager = SimpleCheckpointManager(chain.run, data_dir, cache_size=0)
+    if params_digest(manager.load_agent(result.epoch)) != trained:
+        problems.append(f"{chain.run}: checkpoint v{result.epoch} reloads with other weights")
+    state = manager.load_trainer_state(restore_rng=False)
+    if state is None or state.epoch != result.epoch:
+        problems.append(f"{chain.run}: no trainer state at epoch {result.epoch}")
+    torch_v, numpy_v = _here()
+    side = {
+        "run": chain.run,
+        "epoch": result.epoch,
+        "agent_step": result.agent_step,
+        "params_digest": trained,
+        "torch": torch_v,
+        "numpy": numpy_v,
+    }
+    _write_json(layout.sidecar(data_dir, chain.run), side)
+    return problems, side
+
+
+def train_step(
+    agent: str, producer: str, cells: Sequence[str], layout: Layout, budget: Budget = BUDGET
+) -> dict[str, Any]:
+    """Train ``<agent>-<producer>-<Y>`` for every consumer Y under this torch; one record."""
+    chain = Chain(agent, producer, producer)
+
+    def body() -> tuple[Problems, dict[str, Any], dict[str, str | None]]:
+        problems: Problems = []
+        digests = {}
+        side: dict[str, Any] = {}
+        for consumer in cells:
+            run_problems, side = _train_run(Chain(agent, producer, consumer), layout, budget)
+            problems += run_problems
+            digests[side["run"]] = side["params_digest"]
+        if len(set(digests.values())) > 1:
+            problems.append(f"runs with one seed differ: {digests}")
+        outputs = {
+            "runs": sorted(digests),
+            "epoch": side["epoch"],
+            "agent_step": side["agent_step"],
+            "params_digest": side["params_digest"],
+        }
+        return problems, outputs, {}
+
+    record = _checked("train", chain, body)
+    record["outputs"].pop("run", None)
+    return record
+
+
+# --------------------------------------------------------------------------- resume
+def resume_step(chain: Chain, layout: Layout, budget: Budget = BUDGET) -> dict[str, Any]:
+    """Resume X's run ``chain.run`` under this torch (a copy), then evaluate it for reference."""
+
+    def body() -> tuple[Problems, dict[str, Any], dict[str, str | None]]:
+        source_dir = layout.train_dir(chain.producer)
+        trained = _read_sidecar(
+            layout.sidecar(source_dir, chain.run), f"train under {chain.producer}"
+        )
+        data_dir = layout.resume_dir(chain.consumer)
+        shutil.rmtree(data_dir / chain.run, ignore_errors=True)
+        shutil.copytree(source_dir / chain.run, data_dir / chain.run)
+        problems: Problems = []
+        trainer = Trainer.resume(chain.run, data_dir, progress=False)
+        try:
+            before = params_digest(trainer.agent)
+            if trainer.epoch != trained["epoch"]:
+                problems.append(f"resumed at epoch {trainer.epoch}, trained to {trained['epoch']}")
+            if before != trained["params_digest"]:
+                problems.append(f"weights trained under {trained['torch']} load changed here")
+            result = trainer.train(budget.resume_epochs)
+        finally:
+            trainer.envs.close()
+        after = params_digest(trainer.agent)
+        if result.epoch != budget.resume_epochs:
+            problems.append(f"stopped at epoch {result.epoch}, not {budget.resume_epochs}")
+        if not _finite(result.stats):
+            problems.append(f"non-finite losses after resuming: {result.stats}")
+        if after == before:
+            problems.append("training on did not change the weights")
+        manager = SimpleCheckpointManager(chain.run, data_dir, cache_size=0)
+        if params_digest(manager.load_agent(result.epoch)) != after:
+            problems.append(f"checkpoint v{result.epoch} reloads with other weights")
+        reference = evaluate_policy(
+            file_uri(
+                data_dir / chain.run / "checkpoints" / agent_filename(chain.run, result.epoch)
+            ),
+            layout.reference_shard(chain.consumer),
+            env_id=budget.env_id,
+            episodes=budget.episodes,
+            seed=budget.eval_seed,
+        )
+        torch_v, numpy_v = _here()
+        side = {
+            "run": chain.run,
+            "epoch": result.epoch,
+            "agent_step": result.agent_step,
+            "params_digest": after,
+            "params_digest_before": before,
+            "stats": result.stats,
+            "reference_returns": reference.episode_returns,
+            "torch": torch_v,
+            "numpy": numpy_v,
+            "producer_torch": trained["torch"],
+            "producer_numpy": trained["numpy"],
+        }
+        _write_json(layout.sidecar(data_dir, chain.run), side)
+        seen = {"producer_torch": trained["torch"], "producer_numpy": trained["numpy"]}
+        return problems, side, seen
+
+    return _checked("resume", chain, body)
+
+
+# --------------------------------------------------------------------------- evaluate
+def _shard_rows(shard: Path, simulation_id: str) -> list[dict[str, Any]]:
+    db = SimulationStatsDB(shard, read_only=True)
+    try:
+        return db.query(
+            "SELECT ap.policy_key, ap.policy_version, ap.policy_uri FROM agent_policies ap "
+            "JOIN episodes e ON e.id = ap.episode_id WHERE e.simulation_id = ?",
+            [simulation_id],
+        )
+    finally:
+        db.close()
+
+
+def evaluate_step(chain: Chain, layout: Layout, budget: Budget = BUDGET) -> dict[str, Any]:
+    """Evaluate Y's resumed ``chain.run`` under this torch into this cell's shard."""
+    assert chain.evaluator is not None
+
+    def body() -> tuple[Problems, dict[str, Any], dict[str, str | None]]:
+        data_dir = layout.resume_dir(chain.consumer)
+        resumed = _read_sidecar(
+            layout.sidecar(data_dir, chain.run), f"resume under {chain.consumer}"
+        )
+        epoch = int(resumed["epoch"])
+        uri = file_uri(data_dir / chain.run / "checkpoints" / agent_filename(chain.run, epoch))
+        shard = layout.shard(chain.evaluator)  # type: ignore[arg-type]
+        shard.parent.mkdir(parents=True, exist_ok=True)
+        result = evaluate_policy(
+            uri, shard, env_id=budget.env_id, episodes=budget.episodes, seed=budget.eval_seed
+        )
+        problems: Problems = []
+        if (result.policy_key, result.policy_version) != (chain.run, epoch):
+            problems.append(
+                f"keyed ({result.policy_key}, {result.policy_version}), "
+                f"expected ({chain.run}, {epoch})"
+            )
+        rows = _shard_rows(shard, result.simulation_id)
+        keys = {(r["policy_key"], r["policy_version"]) for r in rows}
+        if len(rows) != budget.episodes or keys != {(chain.run, epoch)}:
+            problems.append(
+                f"shard holds {len(rows)} episodes keyed {sorted(keys)}, expected "
+                f"{budget.episodes} keyed ({chain.run}, {epoch})"
+            )
+        if params_digest(SimpleCheckpointManager.load_from_uri(uri)) != resumed["params_digest"]:
+            problems.append(f"weights saved under {resumed['torch']} load changed here")
+        returns, reference = result.episode_returns, resumed["reference_returns"]
+        if chain.evaluator == chain.consumer:
+            if returns != reference:
+                problems.append(f"greedy returns {returns} != {reference} in the same cell")
+        else:
+            want = math.fsum(reference) / len(reference)
+            if not math.isclose(result.mean_return, want, rel_tol=EVAL_RETURN_REL):
+                problems.append(
+                    f"mean return {result.mean_return:.3f} vs {want:.3f} under "
+                    f"{resumed['torch']} (rel tol {EVAL_RETURN_REL})"
+                )
+        outputs = {
+            "uri": uri,
+            "epoch": epoch,
+            "policy_key": result.policy_key,
+            "policy_version": result.policy_version,
+            "episode_returns": returns,
+            "reference_returns": reference,
+            "db": str(shard),
+        }
+        seen = {
+            "producer_torch": resumed["producer_torch"],
+            "consumer_torch": resumed["torch"],
+            "producer_numpy": resumed["producer_numpy"],
+            "consumer_numpy": resumed["numpy"],
+        }
+        return problems, outputs, seen
+
+    return _checked("evaluate", chain, body)
+
+
+# --------------------------------------------------------------------------- the phase
+def run_phase(
+    phase: str,
+    cell: str,
+    layout: Layout,
+    records_file: Path,
+    *,
+    cells: Sequence[str],
+    agents: Sequence[str] = tuple(AGENTS),
+    budget: Budget = BUDGET,
+) -> list[dict[str, Any]]:
+    """Run and record every step of ``phase`` under ``cell`` (see the module docstring).
+
+    The phase owns ``layout.phase_dir(phase, cell)``: it starts empty, so a rerun neither
+    trips over its own earlier runs nor appends to an earlier shard.
+    """
+    shutil.rmtree(layout.phase_dir(phase, cell), ignore_errors=True)
+    written = []
+    todo = scenarios.steps(phase, cell, cells, agents)
+    if phase == "train":
+        jobs = [lambda a=a: train_step(a, cell, cells, layout, budget) for a in agents]
+    elif phase == "resume":
+        jobs = [lambda c=c: resume_step(c, layout, budget) for c in todo]
+    else:
+        jobs = [lambda c=c: evaluate_step(c, layout, budget) for c in todo]
+    for job in jobs:
+        record = job()
+        results.append_record(records_file, record)
+        written.append(record)
+        print(
+            f"{record['outcome']:<5} {record['cell_key']}  ({record['duration_s']:.2f} s)"
+            + (f"\n      {record['detail'][:300]}" if record["outcome"] != "pass" else ""),
+            flush=True,
+        )
+    return written
+
+
+def _check_venv(cell: str) -> str | None:
+    numpy_major = int(np.__version__.split(".")[0])
+    here = versions.cell_for_torch(str(torch.__version__), numpy_major)
+    if here is None or here.id != cell:
+        return (
+            f"phase for cell {cell} needs torch {versions.by_id(cell).torch}; this "
+            f"interpreter ({sys.executable}) has torch {torch.__version__}, numpy "
+            f"{np.__version__}. Run it with the cell's venv (nox -s matrix does)"
+        )
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point (see the module docstring for arguments and exit status)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m ckptcompat.harness.phases", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("phase", choices=scenarios.PHASES)
+    parser.add_argument("cell")
+    parser.add_argument("--work", type=Path, required=True, help="the matrix work directory")
+    parser.add_argument("--records", type=Path, required=True, help="directory for JSONL")
+    parser.add_argument(
+        "--cells",
+        default=",".join(scenarios.DEFAULT_CELLS),
+        help="comma-separated cells of the matrix (default: the default cells)",
+    )
+    parser.add_argument("--agents", default=",".join(AGENTS))
+    parser.add_argument("--no-golden", action="store_true", help="evaluate: skip golden checks")
+    args = parser.parse_args(argv)
+    cells, agents = args.cells.split(","), args.agents.split(",")
+    problem = _check_venv(args.cell) or (
+        None
+        if args.cell in cells and set(agents) <= set(AGENTS)
+        else f"cell {args.cell} must be among --cells and agents among {', '.join(AGENTS)}"
+    )
+    if problem:
+        print(f"phases: {problem}", file=sys.stderr)
+        return 2
+    os.environ["CKPTCOMPAT_CELL"] = args.cell
+    torch.set_num_threads(1)  # the producers' setting; and one core per cell process
+    facts = envinfo.facts()
+    print(
+        f"phase {args.phase} in cell {args.cell}: torch={facts['torch']} "
+        f"numpy={facts['numpy']} python={facts['python']}",
+        flush=True,
+    )
+    # A rerun of this phase in this cell replaces its records: stale ones would merge in.
+    for stale in args.records.glob(f"{args.phase}-{args.cell}-*.jsonl"):
+        stale.unlink()
+    records_file = args.records / f"{args.phase}-{args.cell}-{os.getpid()}.jsonl"
+    run_phase(args.phase, args.cell, Layout(args.work), records_file, cells=cells, agents=agents)
+    if args.phase == "evaluate" and not args.no_golden:
+        from ckptcompat.harness import phase_golden
+
+        return phase_golden.run(args.cell, records_file, args.work / f".golden-{os.getpid()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,381 @@
+"""Cross-version scenarios: train under X, resume under Y, evaluate under Z (DESIGN 7, 8).
+
+For every agent of :data:`AGENTS` and every ``X, Y, Z`` among the cells (the four default
+cells unless told otherwise; ``X == Y == Z`` included) a *chain* trains run
+``<agent>-<X>-<Y>`` for :attr:`Budget.train_epochs` epochs under X, resumes it to
+:attr:`Budget.resume_epochs` under Y, and evaluates the result under Z into Z's stats-DB
+shard. Each consumer Y gets its own run (same seed, so the X-side runs are bitwise equal,
+which the train step checks), because a run's name is its ``policy_key`` and two runs that
+diverged after resuming under different Ys must not share one.
+
+The work runs in three *phases* -- every train, then every resume, then every evaluation --
+and each phase starts **one** process per cell (:mod:`ckptcompat.harness.phases`) that runs
+all of that cell's steps of that phase in-process: ``import torch`` costs seconds, the steps
+milliseconds. The evaluate process also runs the golden checks, so a matrix run starts three
+torch processes per cell. Phases hand over through the work directory only, one folder per
+phase and cell, named like the CI artifact that carries it between jobs::
+
+    <work>/train-<X>/<run>/...            runs trained under X (data_dir of the manager)
+    <work>/train-<X>/<run>.json           what the train step saw (params digest, epoch)
+    <work>/resume-<Y>/<run>/...           copies of X's runs, resumed under Y
+    <work>/resume-<Y>/<run>.json          what the resume step saw (+ greedy returns under Y)
+    <work>/resume-<Y>/reference.duckdb    stats DB of those reference evaluations
+    <work>/evaluate-<Z>/stats.duckdb      Z's shard: every chain evaluated under Z
+
+This module imports neither torch nor numpy: :func:`run_matrix` (``python -m
+ckptcompat.harness.scenarios``) only drives the cells' interpreters, given by path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ckptcompat.harness import results, versions
+
+__all__ = [
+    "AGENTS",
+    "BUDGET",
+    "DEFAULT_CELLS",
+    "PHASES",
+    "Budget",
+    "Chain",
+    "Layout",
+    "PhaseProcess",
+    "chains",
+    "main",
+    "phase_command",
+    "run_matrix",
+    "steps",
+]
+
+PHASES: tuple[str, ...] = ("train", "resume", "evaluate")
+#: Agent label (record ``agent``, run-name prefix) -> class path.
+AGENTS: dict[str, str] = {
+    "mock": "ckptcompat.agents.mock.MockAgent",
+    "recurrent": "ckptcompat.agents.recurrent.RecurrentAgent",
+}
+DEFAULT_CELLS: tuple[str, ...] = tuple(c.id for c in versions.DEFAULT)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The tiny training and evaluation budget of every chain.
+
+    Attributes:
+        train_epochs: epochs trained under X (checkpoint after each).
+        resume_epochs: target total epochs after resuming under Y.
+        episodes: greedy evaluation episodes under Y (reference) and under Z.
+        seed: the run seed; eval_seed: the first evaluation episode's env seed.
+        env_id: the env of every chain.
+        ppo: PPOConfig fields: 4 envs x 32 steps = 128 samples, 2 minibatches, 2 passes.
+    """
+
+    train_epochs: int = 2
+    resume_epochs: int = 4
+    episodes: int = 3
+    seed: int = 0
+    eval_seed: int = 1000
+    env_id: str = "CartPole-v1"
+    ppo: Mapping[str, int] = field(
+        default_factory=lambda: {
+            "num_envs": 4,
+            "num_steps": 32,
+            "num_minibatches": 2,
+            "update_epochs": 2,
+        }
+    )
+
+
+BUDGET = Budget()
+
+
+@dataclass(frozen=True)
+class Chain:
+    """One agent's path through the cells: trained under ``producer``, resumed under
+    ``consumer``, evaluated under ``evaluator`` (None: not an evaluation step)."""
+
+    agent: str
+    producer: str
+    consumer: str
+    evaluator: str | None = None
+
+    @property
+    def run(self) -> str:
+        """The run name, hence the ``policy_key``: ``<agent>-<producer>-<consumer>``."""
+        return f"{self.agent}-{self.producer}-{self.consumer}"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the phases read and write under one work directory (see the module docstring)."""
+
+    root: Path
+
+    def phase_dir(self, phase: str, cell: str) -> Path:
+        """Everything ``phase`` writes under ``cell``: ``<work>/<phase>-<cell>``."""
+        return self.root / f"{phase}-{cell}"
+
+    def train_dir(self, cell: str) -> Path:
+        """data_dir of the runs trained under ``cell``."""
+        return self.phase_dir("train", cell)
+
+    def resume_dir(self, cell: str) -> Path:
+        """data_dir of the runs resumed under ``cell``."""
+        return self.phase_dir("resume", cell)
+
+    def reference_shard(self, cell: str) -> Path:
+        """Stats DB of the reference evaluations done right after resuming under ``cell``."""
+        return self.resume_dir(cell) / "reference.duckdb"
+
+    def shard(self, cell: str) -> Path:
+        """Stats-DB shard of every evaluation run under ``cell``."""
+        return self.phase_dir("evaluate", cell) / "stats.duckdb"
+
+    def sidecar(self, data_dir: Path, run: str) -> Path:
+        """The JSON a step leaves next to a run for the next phase."""
+        return data_dir / f"{run}.json"
+
+
+def chains(cells: Sequence[str], agents: Sequence[str] = tuple(AGENTS)) -> list[Chain]:
+    """Every evaluation chain: agent x producer x consumer x evaluator, in that order."""
+    return [Chain(agent, x, y, z) for agent in agents for x in cells for y in cells for z in cells]
+
+
+def steps(
+    phase: str, cell: str, cells: Sequence[str], agents: Sequence[str] = tuple(AGENTS)
+) -> list[Chain]:
+    """The chains whose ``phase`` step runs under ``cell``.
+
+    ``train``: runs ``<agent>-<cell>-<Y>`` for every Y; ``resume``: ``<agent>-<X>-<cell>``
+    for every X; ``evaluate``: every chain with ``evaluator == cell``.
+
+    Raises:
+        ValueError: unknown phase, or ``cell`` not among ``cells``.
+    """
+    if phase not in PHASES:
+        raise ValueError(f"unknown phase {phase!r}; phases are {', '.join(PHASES)}")
+    if cell not in cells:
+        raise ValueError(f"cell {cell!r} is not among the matrix cells {', '.join(cells)}")
+    if phase == "train":
+        return [Chain(a, cell, y) for a in agents for y in cells]
+    if phase == "resume":
+        return [Chain(a, x, cell) for a in agents for x in cells]
+    return [c for c in chains(cells, agents) if c.evaluator == cell]
+
+
+# --------------------------------------------------------------------------- driving cells
+def phase_command(
+    python: str | os.PathLike[str],
+    phase: str,
+    cell: str,
+    work: Path,
+    records: Path,
+    *,
+    cells: Sequence[str],
+    golden: bool = True,
+) -> list[str]:
+    """The command line of one phase process (:mod:`ckptcompat.harness.phases`)."""
+    command = [
+        os.fspath(python),
+        "-m",
+        "ckptcompat.harness.phases",
+        phase,
+        cell,
+        "--work",
+        str(work),
+        "--records",
+        str(records),
+        "--cells",
+        ",".join(cells),
+    ]
+    return command if golden else [*command, "--no-golden"]
+
+
+@dataclass
+class PhaseProcess:
+    """One finished phase process: what ran, its exit code, wall and CPU seconds.
+
+    CPU seconds (user + system, from ``wait4``) do not grow when other work shares the
+    cores, so they compare runs on a busy machine; wall seconds are what a user waits.
+    """
+
+    phase: str
+    cell: str
+    returncode: int
+    duration_s: float
+    cpu_s: float
+    log: Path
+
+
+def _run_one(command: list[str], env: Mapping[str, str], log: Path) -> tuple[int, float, float]:
+    started = time.perf_counter()
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w", encoding="utf-8") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=dict(env))
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+    cpu_s = usage.ru_utime + usage.ru_stime
+    return proc.returncode, time.perf_counter() - started, cpu_s
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    text = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    return "\n".join(text[-lines:])
+
+
+def run_matrix(
+    pythons: Mapping[str, str],
+    work: Path,
+    records: Path,
+    *,
+    jobs: int | None = None,
+    golden: bool = True,
+    log_dir: Path | None = None,
+) -> list[PhaseProcess]:
+    """Run every phase over the cells of ``pythons`` (cell id -> interpreter path).
+
+    Empties ``work`` and ``records`` first (a matrix is one run: stale records would mix
+    git shas). Phases run one after another; within a phase the cells' processes run
+    ``jobs`` at a time (default: the CPU count; each process trains on one thread). Every
+    process shares one ``CKPTCOMPAT_RUN_ID`` and ``CKPTCOMPAT_GIT_SHA``. Prints one line
+    per process and the wall time of each phase, and writes them (with CPU seconds and
+    processes per cell) to ``<work>/timing.json``.
+
+    Returns:
+        Every phase process, in start order. A non-zero ``returncode`` means the harness
+        itself broke (the checks' outcomes are in the records, not in exit codes).
+    """
+    cells = list(pythons)
+    for directory in (work, records):
+        shutil.rmtree(directory, ignore_errors=True)
+        directory.mkdir(parents=True)
+    log_dir = log_dir or work / "logs"
+    env = {
+        **os.environ,
+        "CKPTCOMPAT_RUN_ID": results.run_id(),
+        "CKPTCOMPAT_GIT_SHA": results.git_sha(),
+    }
+    workers = max(1, jobs or os.cpu_count() or 1)
+    done: list[PhaseProcess] = []
+    walls: dict[str, float] = {}
+    for phase in PHASES:
+        started = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = {
+                cell: pool.submit(
+                    _run_one,
+                    phase_command(
+                        pythons[cell], phase, cell, work, records, cells=cells, golden=golden
+                    ),
+                    {**env, "CKPTCOMPAT_CELL": cell},
+                    log_dir / f"{phase}-{cell}.log",
+                )
+                for cell in cells
+            }
+            for cell, future in futures.items():
+                code, duration, cpu = future.result()
+                log = log_dir / f"{phase}-{cell}.log"
+                proc = PhaseProcess(phase, cell, code, duration, cpu, log)
+                done.append(proc)
+                status = "ok" if code == 0 else f"exit {code}"
+                times = f"{duration:6.1f} s wall, {cpu:5.1f} s CPU"
+                print(f"matrix: {phase:<8} {cell:<6} {times}  {status}", flush=True)
+                if code != 0:
+                    print(_tail(proc.log), flush=True)
+        walls[phase] = time.perf_counter() - started
+        print(f"matrix: phase {phase} took {walls[phase]:.1f} s", flush=True)
+    _write_timing(work / "timing.json", done, cells, walls)
+    return done
+
+
+def _write_timing(
+    path: Path, done: Sequence[PhaseProcess], cells: Sequence[str], walls: Mapping[str, float]
+) -> None:
+    data: dict[str, Any] = {
+        "processes_per_cell": {cell: sum(1 for p in done if p.cell == cell) for cell in cells},
+        "phase_wall_s": {phase: round(s, 2) for phase, s in walls.items()},
+        "processes": [
+            {
+                "phase": p.phase,
+                "cell": p.cell,
+                "wall_s": round(p.duration_s, 2),
+                "cpu_s": round(p.cpu_s, 2),
+                "returncode": p.returncode,
+            }
+            for p in done
+        ],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+
+
+def _python_arg(text: str) -> tuple[str, str]:
+    cell, sep, python = text.partition("=")
+    if not sep or not python:
+        raise argparse.ArgumentTypeError(f"expected CELL=PYTHON, got {text!r}")
+    versions.by_id(cell)
+    return cell, python
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m ckptcompat.harness.scenarios --python t24=PATH ... --work W --records R``.
+
+    With ``--report DIR`` the report (:mod:`ckptcompat.harness.report`) is written after
+    the phases, even when one of them broke (needs the ``report`` extra for the heatmap).
+
+    Exit status: 0 when every phase process finished (and the report was written), 1 when
+    one broke or the report failed, 2 on bad usage.
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m ckptcompat.harness.scenarios",
+        description=run_matrix.__doc__.splitlines()[0],
+    )
+    parser.add_argument(
+        "--python",
+        action="append",
+        type=_python_arg,
+        required=True,
+        metavar="CELL=PYTHON",
+        help="a cell and its venv's interpreter",
+    )
+    parser.add_argument("--work", type=Path, required=True)
+    parser.add_argument("--records", type=Path, required=True)
+    parser.add_argument("--jobs", type=int, default=None, help="processes at a time")
+    parser.add_argument("--no-golden", action="store_true", help="skip the golden checks")
+    parser.add_argument("--report", type=Path, help="write the report into this directory")
+    parser.add_argument("--baseline", type=Path, help="the baseline for --report")
+    args = parser.parse_args(argv)
+    done = run_matrix(
+        dict(args.python), args.work, args.records, jobs=args.jobs, golden=not args.no_golden
+    )
+    status = 0
+    if args.report is not None:
+        from ckptcompat.harness import report
+
+        timing = ["--timing", str(args.work / "timing.json")]
+        baseline = ["--baseline", str(args.baseline)] if args.baseline else []
+        out = ["--out", str(args.report), "--records", str(args.records)]
+        status = 1 if report.main([*out, *timing, *baseline]) else 0
+    broken = [f"{p.phase}({p.cell})" for p in done if p.returncode != 0]
+    if broken:
+        print(
+            f"matrix: harness processes failed: {', '.join(broken)}; see their logs",
+            file=sys.stderr,
+        )
+        return 1
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

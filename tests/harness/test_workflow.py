@@ -1,0 +1,210 @@
+"""The CI workflow (.github/workflows/compat.yml) against versions.py and the noxfile.
+
+The workflow cannot run here. Its job lists come from ``nox -l --json`` at run time, so
+this test lists the sessions the same way, turns them into job lists with the same script
+(harness/ci.py) and checks them against the cells of versions.py; then it checks the
+file's jobs: the phases chained by ``needs``, each phase handing its work folder to the
+next as artifacts named like :class:`~ckptcompat.harness.scenarios.Layout`'s folders, and
+a final ``if: always()`` job running report and gate on every phase's records.
+
+PyYAML is not in the cell venvs, so :func:`_load_yaml` reads the YAML subset the workflow
+uses (block mappings and sequences, ``|`` scalars, quoted and plain scalars, ``[a, b]``)
+and fails loudly on anything else.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ckptcompat.harness import ci, scenarios, versions
+from ckptcompat.harness.scenarios import PHASES, Layout
+
+pytestmark = pytest.mark.one_cell  # reads files and nox's session list; no torch involved
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKFLOW = ROOT / ".github" / "workflows" / "compat.yml"
+WORK = "reports/work"
+
+
+# --------------------------------------------------------------------------- YAML subset
+def _scalar(text: str) -> Any:
+    text = text.strip()
+    if text.startswith("[") and text.endswith("]"):
+        return [_scalar(part) for part in text[1:-1].split(",") if part.strip()]
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        return text[1:-1]
+    return text
+
+
+def _lines(text: str) -> list[tuple[int, str]]:
+    out = []
+    for raw in text.splitlines():
+        stripped = raw.strip()
+        if stripped and not stripped.startswith("#"):
+            if "\t" in raw[: len(raw) - len(raw.lstrip())]:
+                raise ValueError(f"tab indentation: {raw!r}")
+            out.append((len(raw) - len(raw.lstrip(" ")), stripped))
+    return out
+
+
+def _block(lines: list[tuple[int, str]], i: int, indent: int) -> tuple[Any, int]:
+    if lines[i][1].startswith("- "):
+        items = []
+        while i < len(lines) and lines[i][0] == indent and lines[i][1].startswith("- "):
+            rest = lines[i][1][2:]
+            if re.match(r"^[\w.-]+:( |$)", rest):  # "- key: value" opens a mapping
+                lines[i] = (indent + 2, rest)
+                value, i = _block(lines, i, indent + 2)
+            else:
+                value, i = _scalar(rest), i + 1
+            items.append(value)
+        return items, i
+    mapping: dict[str, Any] = {}
+    while i < len(lines) and lines[i][0] == indent:
+        match = re.match(r"^([\w.-]+):(?: (.*))?$", lines[i][1])
+        if match is None:
+            raise ValueError(f"not in the YAML subset: {lines[i][1]!r}")
+        key, value = match.group(1), (match.group(2) or "").strip()
+        i += 1
+        if value == "|":
+            body = []
+            while i < len(lines) and lines[i][0] > indent:
+                body.append(lines[i][1])
+                i += 1
+            mapping[key] = "\n".join(body) + "\n"
+        elif value:
+            mapping[key] = _scalar(value)
+        elif i < len(lines) and lines[i][0] > indent:
+            mapping[key], i = _block(lines, i, lines[i][0])
+        else:
+            mapping[key] = None
+    return mapping, i
+
+
+def _load_yaml(text: str) -> Any:
+    lines = _lines(text)
+    value, end = _block(lines, 0, lines[0][0])
+    if end != len(lines):
+        raise ValueError(f"unparsed YAML from line {lines[end]!r}")
+    return value
+
+
+# --------------------------------------------------------------------------- helpers
+@pytest.fixture(scope="module")
+def workflow() -> dict[str, Any]:
+    return _load_yaml(WORKFLOW.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def nox_jobs() -> dict[str, list[dict[str, str]]]:
+    """The job lists the workflow's ``sessions`` job computes, from the real noxfile."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "nox", "-l", "--json", "-s", "tests", "phase"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return ci.job_matrix(json.loads(proc.stdout))
+
+
+def _runs(job: dict[str, Any]) -> str:
+    return "\n".join(str(step.get("run", "")) for step in job["steps"])
+
+
+def _artifacts(job: dict[str, Any], action: str) -> list[dict[str, Any]]:
+    return [s["with"] for s in job["steps"] if str(s.get("uses", "")).startswith(action)]
+
+
+def _needs(job: dict[str, Any]) -> list[str]:
+    needs = job.get("needs", [])
+    return [needs] if isinstance(needs, str) else list(needs)
+
+
+# --------------------------------------------------------------------------- tests
+def test_yaml_subset_reader_reads_what_it_claims() -> None:
+    """Guards this test's own YAML reader: nested mappings, ``- key:`` sequence items,
+    block scalars, flow lists and quotes parse as YAML says."""
+    text = (
+        'a:\n  b: [x, "y"]\n  c:\n    - uses: u\n      with:\n        k: 1\n'
+        "    - run: |\n        one\n        two\n"
+    )
+    assert _load_yaml(text) == {
+        "a": {"b": ["x", "y"], "c": [{"uses": "u", "with": {"k": "1"}}, {"run": "one\ntwo\n"}]}
+    }
+
+
+def test_job_lists_from_nox_match_the_cell_table(nox_jobs: dict[str, list[dict[str, str]]]) -> None:
+    """Guards CI drifting from versions.py: ``nox -l --json`` through harness/ci.py gives a
+    tests job per default cell and a job per default cell for every scenario phase, and the
+    noxfile's phases are scenarios.PHASES."""
+    cells = [c.id for c in versions.DEFAULT]
+    assert nox_jobs["tests"] == [{"session": f"tests({c})", "cell": c} for c in cells]
+    for phase in PHASES:
+        assert nox_jobs[phase] == [{"session": f"phase({phase}, {c})", "cell": c} for c in cells]
+    assert list(ci.JOBS) == ["tests", *PHASES]
+
+
+def test_workflow_jobs_and_their_order(workflow: dict[str, Any]) -> None:
+    """Guards the job graph: sessions -> tests and train -> resume -> evaluate, each phase
+    job fed by the sessions job's list for it; report runs always, after every phase."""
+    jobs = workflow["jobs"]
+    assert list(jobs) == ["sessions", "tests", *PHASES, "report"]
+    sessions = jobs["sessions"]
+    assert set(sessions["outputs"]) == set(ci.JOBS)
+    assert "nox -l --json -s tests phase > sessions.json" in _runs(sessions)
+    assert "python src/ckptcompat/harness/ci.py sessions.json" in _runs(sessions)
+    previous = None
+    for name in ["tests", *PHASES]:
+        job = jobs[name]
+        assert (
+            job["strategy"]["matrix"]["include"]
+            == f"${{{{ fromJSON(needs.sessions.outputs.{name}) }}}}"
+        )
+        assert 'nox -s "${{ matrix.session }}"' in _runs(job)
+        expected_needs = ["sessions"] if name in ("tests", "train") else ["sessions", previous]
+        assert _needs(job) == expected_needs, name
+        if name != "tests":
+            previous = name
+    report = jobs["report"]
+    assert report["if"] == "always()" and _needs(report) == list(PHASES)
+    assert "nox -s report gate" in _runs(report)
+
+
+def test_phase_artifacts_carry_the_work_layout(workflow: dict[str, Any]) -> None:
+    """Guards an X -> Y -> Z chain breaking between jobs: phase P uploads
+    reports/work/P-<cell> as artifact P-<cell> (scenarios.Layout's folder names), the next
+    phase downloads every P-* into reports/work (one folder per artifact), and every phase
+    job uploads its records for the report job, which merges records-* into one folder."""
+    jobs = workflow["jobs"]
+    layout = Layout(Path(WORK))
+    for index, phase in enumerate(PHASES):
+        uploads = {u["name"]: u for u in _artifacts(jobs[phase], "actions/upload-artifact")}
+        work = uploads[f"{phase}-${{{{ matrix.cell }}}}"]
+        assert work["path"] == str(layout.phase_dir(phase, "${{ matrix.cell }}"))
+        assert uploads[f"records-{phase}-${{{{ matrix.cell }}}}"]["path"] == "reports/records"
+        downloads = _artifacts(jobs[phase], "actions/download-artifact")
+        if index == 0:
+            assert downloads == []
+        else:
+            assert downloads == [{"pattern": f"{PHASES[index - 1]}-*", "path": WORK}]
+    (records,) = _artifacts(jobs["report"], "actions/download-artifact")
+    assert records == {"pattern": "records-*", "path": "reports/records", "merge-multiple": "true"}
+
+
+def test_noxfile_paths_agree_with_the_workflow() -> None:
+    """Guards the phase sessions writing where the workflow does not look: the noxfile's
+    work and records folders are the ones the artifacts name."""
+    noxfile = (ROOT / "noxfile.py").read_text(encoding="utf-8")
+    assert 'RECORDS = REPORTS / "records"' in noxfile and 'WORK = REPORTS / "work"' in noxfile
+    match = re.search(r"^PHASES = (\(.*\))$", noxfile, flags=re.MULTILINE)
+    assert match is not None and ast.literal_eval(match.group(1)) == scenarios.PHASES

@@ -34,7 +34,8 @@ def test_learning_rate_anneals_on_a_fixed_horizon() -> None:
     run and a straight one and breaks bitwise resume."""
     config = PPOConfig(learning_rate=1.0, anneal_lr_epochs=4)
     assert [config.learning_rate_at(e) for e in range(6)] == [1.0, 0.75, 0.5, 0.25, 0.0, 0.0]
-    assert PPOConfig(learning_rate=0.5).learning_rate_at(100) == 0.5
+    constant = PPOConfig(learning_rate=0.5, anneal_lr_epochs=None)
+    assert constant.learning_rate_at(10_000) == 0.5
 
 
 def test_gae_matches_hand_computed_example() -> None:
@@ -94,7 +95,9 @@ def _update(kind: str, generator_seed: int) -> tuple[Agent, torch.optim.Adam, di
     agent = _agent(kind)
     batch = _batch(agent)
     optimizer = torch.optim.Adam(agent.parameters(), lr=1e-2, eps=1e-5)
-    config = PPOConfig(num_envs=B, num_steps=T, num_minibatches=2, update_epochs=2)
+    # Value clipping and the entropy bonus on, so every loss term is exercised.
+    config = PPOConfig(num_envs=B, num_steps=T, num_minibatches=2, update_epochs=2,
+                       clip_vloss=True, ent_coef=0.01)
     generator = torch.Generator().manual_seed(generator_seed)
     stats = ppo_update(agent, optimizer, batch, config, generator)
     return agent, optimizer, stats
@@ -113,7 +116,7 @@ def test_update_changes_parameters_deterministically(kind: str) -> None:
         assert torch.equal(value, b.state_dict()[name]), name
     assert any(not torch.equal(v, before[k]) for k, v in a.state_dict().items())
     assert any(not torch.equal(v, c.state_dict()[k]) for k, v in a.state_dict().items())
-    for (pa, sa), (pb, sb) in zip(opt_a.state.items(), opt_b.state.items(), strict=True):
+    for sa, sb in zip(opt_a.state.values(), opt_b.state.values(), strict=True):
         assert all(torch.equal(sa[key], sb[key]) for key in sa)
     assert stats_a == stats_b
     assert stats_a["minibatches"] == 4.0

@@ -146,7 +146,7 @@ def test_aliased_entries_need_torch_2_6(tmp_path: Path) -> None:
         with tc.scoped_safe_globals([alias]):
             assert alias in torch.serialization.get_safe_globals()
     else:
-        with pytest.raises(IncompatibleCheckpointError, match="torch >= 2.6"):
+        with pytest.raises(IncompatibleCheckpointError, match=r"torch >= 2\.6"):
             tc.load(path, safe_globals=[alias])
 
 

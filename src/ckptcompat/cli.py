@@ -92,7 +92,12 @@ def _emit(step: str, class_path: str | None, outcome: str, detail: str, started:
 def _outputs(uri: str | None, epoch: int, agent_step: int, agent: Any) -> dict[str, Any]:
     from ckptcompat.agents.probe import params_digest
 
-    return {"uri": uri, "epoch": epoch, "agent_step": agent_step, "params_digest": params_digest(agent)}
+    return {
+        "uri": uri,
+        "epoch": epoch,
+        "agent_step": agent_step,
+        "params_digest": params_digest(agent),
+    }
 
 
 def _step(step: str, body: Callable[[], tuple[str | None, dict[str, Any], str]]) -> int:
@@ -197,8 +202,11 @@ def _parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="convert any checkpoint generation to the safe format")
     migrate.add_argument("src")
     migrate.add_argument("dst", help="a .pt file, or a data_dir (then <dst>/<run>/checkpoints/)")
-    migrate.add_argument("--trust", action="store_true",
-                         help="allow weights_only=False when the allowlist cannot cover SRC")  # fmt: skip
+    migrate.add_argument(
+        "--trust",
+        action="store_true",
+        help="allow weights_only=False when the allowlist cannot cover SRC",
+    )
     migrate.add_argument("--run")
     migrate.add_argument("--epoch", type=int)
     migrate.add_argument("--class-path")

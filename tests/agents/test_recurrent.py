@@ -225,7 +225,9 @@ def test_update_obs_normalizer_tracks_batch_moments(kind: str) -> None:
     ],
 )
 def test_bad_arguments_are_agent_mismatch(kwargs: dict[str, object], match: str) -> None:
-    args: dict[str, object] = dict(zip(("observation_space", "action_space"), SPACES["vector"]))
+    args: dict[str, object] = dict(
+        zip(("observation_space", "action_space"), SPACES["vector"], strict=True)
+    )
     args.update(kwargs)
     with pytest.raises(AgentMismatchError, match=match):
         RecurrentAgent(**args)  # type: ignore[arg-type]

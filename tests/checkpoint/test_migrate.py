@@ -32,10 +32,16 @@ def _recurrent() -> RecurrentAgent:
 def test_g2_migrates_to_a_managed_run_with_training_facts(tmp_path: Path) -> None:
     """Guards the facts in a G2 name (agent_step, time, score) being dropped by migration."""
     src = legacy.write_g2(
-        _recurrent(), tmp_path / legacy.g2_filename("r", 4, agent_step=40, total_time_s=3, score=0.5)
+        _recurrent(),
+        tmp_path / legacy.g2_filename("r", 4, agent_step=40, total_time_s=3, score=0.5),
     )
     report = migrate(src, tmp_path / "data")
-    assert (report.generation, report.loader, report.run, report.epoch) == ("g2", "allowlist", "r", 4)
+    assert (report.generation, report.loader, report.run, report.epoch) == (
+        "g2",
+        "allowlist",
+        "r",
+        4,
+    )
     assert report.outputs_equal
     entry = SimpleCheckpointManager("r", tmp_path / "data").list_checkpoints()[0]
     assert (entry.agent_step, entry.total_time_s, entry.score) == (40, 3.0, 0.5)

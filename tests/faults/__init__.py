@@ -15,6 +15,7 @@ child, and a kernel waiting on it would hang.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import select
@@ -272,10 +273,8 @@ class ForkServer:
     @staticmethod
     def kill(pid: int) -> None:
         """SIGKILL one child by pid (it is the server's child, reaped by the server)."""
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
     def close(self) -> None:
         """Stop the server: close its stdin, wait for running children, then for it."""

@@ -139,7 +139,7 @@ def test_damaged_checkpoint_gets_a_typed_error(
     before = tree_digest(data)
     manager = SimpleCheckpointManager(RUN, data, cache_size=0)
     _raises(lambda: manager.load_agent(2), CorruptCheckpointError)  # size differs from index
-    _raises(lambda: manager.load_agent(), CorruptCheckpointError)  # the latest is epoch 2
+    _raises(manager.load_agent, CorruptCheckpointError)  # the latest is epoch 2
     unverified = _raises(lambda: manager.load_agent(2, verify="none"), CorruptCheckpointError)
     _raises(lambda: SimpleCheckpointManager.load_from_uri(target), CorruptCheckpointError)
     direct = _raises(lambda: torch_compat.load(target), CorruptCheckpointError)
@@ -157,7 +157,7 @@ def test_truncated_trainer_state(run: tuple[Path, dict[int, str]]) -> None:
     target.write_bytes(target.read_bytes()[:300])
     before = tree_digest(data)
     manager = SimpleCheckpointManager(RUN, data)
-    _raises(lambda: manager.load_trainer_state(), CorruptCheckpointError)
+    _raises(manager.load_trainer_state, CorruptCheckpointError)
     _raises(lambda: manager.load_trainer_state(2, verify="none"), CorruptCheckpointError)
     assert manager.load_trainer_state(1, restore_rng=False).epoch == 1
     assert tree_digest(data) == before

@@ -216,9 +216,7 @@ def _complete(found: dict[str, Any]) -> int:
 
 @pytest.mark.one_cell
 @pytest.mark.slow
-def test_sigkill_during_saves_never_loses_a_checkpoint(
-    server: ForkServer, tmp_path: Path
-) -> None:
+def test_sigkill_during_saves_never_loses_a_checkpoint(server: ForkServer, tmp_path: Path) -> None:
     """Guards data loss when a training process is SIGKILLed mid-save (OOM killer, pre-
     emption): 60 seeded kills, each a random delay after the child reports (over its pipe)
     that an atomic write is starting. After each: the latest checkpoint loads and matches

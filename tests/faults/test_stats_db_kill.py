@@ -118,9 +118,7 @@ def test_kill_inside_an_episode_transaction(
     the DB holds exactly the two episodes before it, whole, and accepts a new writer."""
     db = tmp_path / "stats.duckdb"
     block_at = 2 * 4 + insert  # four batched inserts per episode; two whole episodes first
-    tables = _kill_after(
-        server, checkpoint, db, block_at=block_at, readies=block_at, delay_s=0.05
-    )
+    tables = _kill_after(server, checkpoint, db, block_at=block_at, readies=block_at, delay_s=0.05)
     inserts = ["episode_attributes", "agent_groups", "agent_metrics", "agent_policies"]
     assert tables[-1] == inserts[insert - 1]
     assert _check_whole_episodes(db) == 2

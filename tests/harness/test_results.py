@@ -51,5 +51,5 @@ def test_jsonl_round_trip_and_bad_lines_named(tmp_path: Path, monkeypatch) -> No
     assert list(results.read_records([tmp_path / "records"])) == [first, second]
     assert first["run_id"] == "run-1" and first["git_sha"] == "abc"
     path.write_text(path.read_text() + "{not json\n")
-    with pytest.raises(ValueError, match="t24.jsonl:3"):
+    with pytest.raises(ValueError, match=r"t24\.jsonl:3"):
         list(results.read_records([path]))

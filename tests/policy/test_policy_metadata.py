@@ -63,7 +63,9 @@ def test_required_keys_cannot_be_deleted() -> None:
 def test_from_dict_validates_required_keys() -> None:
     """Guards from_dict accepting a dict without the required keys."""
     with pytest.deprecated_call():
-        md = PolicyMetadata.from_dict({"agent_step": 1, "epoch": 0, "generation": 0, "train_time": 2})
+        md = PolicyMetadata.from_dict(
+            {"agent_step": 1, "epoch": 0, "generation": 0, "train_time": 2}
+        )
     assert md.epoch == 0
     with pytest.raises(ValueError, match="missing \\['generation', 'train_time'\\]"):
         PolicyMetadata.from_dict({"agent_step": 1, "epoch": 2})

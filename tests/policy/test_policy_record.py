@@ -27,7 +27,8 @@ def saved(tmp_path: Path) -> tuple[str, MockAgent]:
 
 
 def test_positional_and_keyword_constructors(saved) -> None:
-    """Guards the thin stub's TypeError on PolicyRecord(policy_store=, run_name=, uri=, metadata=)."""
+    """Guards the thin stub's TypeError on the keyword form
+    PolicyRecord(policy_store=..., run_name=..., uri=..., metadata=...)."""
     uri, _ = saved
     store = _quiet(PolicyStore, device="cpu")
     md = _quiet(PolicyMetadata, epoch=3)
@@ -125,9 +126,9 @@ def test_each_call_warns_once_at_the_caller() -> None:
     """Guards missing or doubled DeprecationWarnings, or ones pointing inside ckptcompat."""
     for call in (
         lambda: PolicyRecord(None, "r", None, None),
-        lambda: MockPolicyRecord(),
+        MockPolicyRecord,
         lambda: MockPolicyRecord.from_key_and_version("k", 1),
-        lambda: PolicyStore(),
+        PolicyStore,
     ):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

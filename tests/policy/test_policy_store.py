@@ -177,7 +177,11 @@ def test_key_scheme_agrees_across_every_spelling(tmp_path: Path) -> None:
     }
     from ckptcompat.checkpoint.uri import key_and_version
 
-    keys |= {key_and_version(uri), key_and_version(f"{tmp_path}/run:latest"), key_and_version(g1_file)}
+    keys |= {
+        key_and_version(uri),
+        key_and_version(f"{tmp_path}/run:latest"),
+        key_and_version(g1_file),
+    }
     assert keys == {("run", 0)}
 
     db_path = tmp_path / "stats.duckdb"

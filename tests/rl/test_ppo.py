@@ -52,8 +52,13 @@ def test_gae_matches_hand_computed_example() -> None:
     values = torch.tensor([[0.5, 0.0], [1.0, 0.0], [1.5, 0.0]])
     dones = torch.tensor([[0.0, 0.0], [0.0, 0.0], [1.0, 0.0]])
     advantages, returns = compute_gae(
-        rewards, values, dones, torch.tensor([2.0, 5.0]), torch.tensor([0.0, 1.0]),
-        gamma=0.5, gae_lambda=0.5,
+        rewards,
+        values,
+        dones,
+        torch.tensor([2.0, 5.0]),
+        torch.tensor([0.0, 1.0]),
+        gamma=0.5,
+        gae_lambda=0.5,
     )
     assert advantages.tolist() == [[1.25, 0.0625], [1.0, 0.25], [2.5, 1.0]]
     assert returns.tolist() == [[1.75, 0.0625], [2.0, 0.25], [4.0, 1.0]]
@@ -96,8 +101,9 @@ def _update(kind: str, generator_seed: int) -> tuple[Agent, torch.optim.Adam, di
     batch = _batch(agent)
     optimizer = torch.optim.Adam(agent.parameters(), lr=1e-2, eps=1e-5)
     # Value clipping and the entropy bonus on, so every loss term is exercised.
-    config = PPOConfig(num_envs=B, num_steps=T, num_minibatches=2, update_epochs=2,
-                       clip_vloss=True, ent_coef=0.01)
+    config = PPOConfig(
+        num_envs=B, num_steps=T, num_minibatches=2, update_epochs=2, clip_vloss=True, ent_coef=0.01
+    )
     generator = torch.Generator().manual_seed(generator_seed)
     stats = ppo_update(agent, optimizer, batch, config, generator)
     return agent, optimizer, stats

@@ -21,8 +21,9 @@ from ckptcompat.rl.trainer import Trainer, TrainerConfig, evaluate_greedy, resum
 
 MOCK = "ckptcompat.agents.mock.MockAgent"
 RECURRENT = "ckptcompat.agents.recurrent.RecurrentAgent"
-SMALL_PPO = PPOConfig(num_envs=4, num_steps=32, num_minibatches=2, update_epochs=2,
-                      anneal_lr_epochs=10)
+SMALL_PPO = PPOConfig(
+    num_envs=4, num_steps=32, num_minibatches=2, update_epochs=2, anneal_lr_epochs=10
+)
 
 #: Resume cases: stop at K epochs, resume to 2K; checkpoints every 2 epochs, so the runs
 #: cross checkpoint epochs (env resets) and non-checkpoint epochs (envs carried over).
@@ -32,11 +33,18 @@ CASES: dict[str, TrainerConfig] = {
         env_id="CartPole-v1", seed=11, checkpoint_every=2, agent_class_path=MOCK, ppo=SMALL_PPO
     ),
     "recurrent-cartpole": TrainerConfig(
-        env_id="CartPole-v1", seed=12, checkpoint_every=2, agent_class_path=RECURRENT,
-        agent_kwargs={"hidden_size": 16, "encoder_size": 16}, ppo=SMALL_PPO,
+        env_id="CartPole-v1",
+        seed=12,
+        checkpoint_every=2,
+        agent_class_path=RECURRENT,
+        agent_kwargs={"hidden_size": 16, "encoder_size": 16},
+        ppo=SMALL_PPO,
     ),
     "recurrent-minigrid": TrainerConfig(
-        env_id="MiniGrid-Empty-5x5-v0", seed=13, checkpoint_every=2, agent_class_path=RECURRENT,
+        env_id="MiniGrid-Empty-5x5-v0",
+        seed=13,
+        checkpoint_every=2,
+        agent_class_path=RECURRENT,
         agent_kwargs={"hidden_size": 16, "encoder_size": 16, "cnn_channels": [8, 8]},
         ppo=SMALL_PPO,
     ),
@@ -58,7 +66,9 @@ def stopped_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cases = json.dumps({name: config.to_json() for name, config in CASES.items()})
     subprocess.run(
         [sys.executable, "-c", _STOP_SCRIPT, str(data_dir), str(K), cases],
-        check=True, capture_output=True, timeout=300,
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
     return data_dir
 
@@ -160,7 +170,7 @@ def test_evaluate_greedy_is_deterministic_and_draws_no_randomness() -> None:
 def _random_policy_mean_return(seeds: list[int]) -> float:
     """Mean CartPole-v1 return of uniformly random actions, one episode per seed."""
     envs = make_vector_env("CartPole-v1", len(seeds), 0)
-    obs, _ = envs.reset(seed=seeds)
+    _obs, _ = envs.reset(seed=seeds)
     rng = np.random.default_rng(0)
     totals, running = np.zeros(len(seeds)), np.ones(len(seeds), dtype=bool)
     while running.any():
@@ -174,9 +184,18 @@ def _random_policy_mean_return(seeds: list[int]) -> float:
 #: Learning check: CleanRL's CartPole PPO settings, constant lr. Their early greedy returns
 #: are steadier than the default config's (lr 1e-3, 20 update epochs), whose greedy policy
 #: still flips between near-uniform argmax choices in its first ~5k steps.
-LEARN_PPO = PPOConfig(num_envs=4, num_steps=128, num_minibatches=4, update_epochs=4,
-                      learning_rate=2.5e-4, anneal_lr_epochs=None, gamma=0.99, gae_lambda=0.95,
-                      clip_vloss=True, ent_coef=0.01)
+LEARN_PPO = PPOConfig(
+    num_envs=4,
+    num_steps=128,
+    num_minibatches=4,
+    update_epochs=4,
+    learning_rate=2.5e-4,
+    anneal_lr_epochs=None,
+    gamma=0.99,
+    gae_lambda=0.95,
+    clip_vloss=True,
+    ent_coef=0.01,
+)
 #: Budget: 8 epochs = 4,096 env steps per seed.
 LEARN_EPOCHS = 8
 #: Stated margin: the trained greedy policy's mean return must be at least this multiple of

@@ -472,9 +472,12 @@ def test_migrate_and_evaluate_console_scripts(tmp_path: Path) -> None:
     # Both at once: each pays for its own `import torch`.
     running = {
         name: subprocess.Popen(
-            [*_console("ckptcompat"), *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, env=env,
-        )  # fmt: skip
+            [*_console("ckptcompat"), *argv],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         for name, argv in commands.items()
     }
     done = {name: (p.communicate(timeout=300), p.returncode) for name, p in running.items()}

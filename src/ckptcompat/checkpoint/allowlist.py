@@ -97,7 +97,11 @@ CURATED: tuple[AllowlistEntry, ...] = (
         "gymnasium.spaces.dict.Dict",
     ),
     *_entries("numpy", "numpy.dtype", "numpy.ndarray"),
-    *(AllowlistEntry(f"numpy.{core}.{f}", "numpy") for core in ("_core", "core") for f in _NUMPY_FUNCS),
+    *(
+        AllowlistEntry(f"numpy.{core}.{f}", "numpy")
+        for core in ("_core", "core")
+        for f in _NUMPY_FUNCS
+    ),
     *_entries(
         "stdlib",
         "builtins.set",
@@ -117,6 +121,7 @@ _NUMPY_DTYPES = (
     "bool_", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
     "float16", "float32", "float64", "complex64", "complex128",
 )  # fmt: skip
+
 
 def normalise(name: str) -> str:
     """Map a protocol-2 (Python 2) spelling to Python 3's: ``__builtin__.set`` -> ``builtins.set``.

@@ -35,8 +35,8 @@ __all__ = [
     "Generation",
     "LegacyCheckpoint",
     "g1_filename",
-    "interpret",
     "g2_filename",
+    "interpret",
     "read_checkpoint",
     "required_allowlist",
     "write_g1",
@@ -220,11 +220,14 @@ def read_checkpoint(
             "loading this checkpoint needs globals outside the curated allowlist",
             path=path,
             globals=offenders,
-            expected="only tensors, containers and curated classes (ckptcompat.checkpoint.allowlist)",
-            found=", ".join(offenders) + (f" (dangerous: {', '.join(dangerous)})" if dangerous else ""),
+            expected="only tensors, containers and curated classes "
+            "(ckptcompat.checkpoint.allowlist)",
+            found=", ".join(offenders)
+            + (f" (dangerous: {', '.join(dangerous)})" if dangerous else ""),
             fix="run `ckptcompat doctor FILE`; if you trust the file, "
             "`ckptcompat migrate FILE DST --trust` converts it to the safe format",
         )
-    obj = torch_compat.load(path, safe_globals=allowlist.resolve(curated), map_location=map_location)
+    obj = torch_compat.load(
+        path, safe_globals=allowlist.resolve(curated), map_location=map_location
+    )
     return interpret(obj, path, curated)
-

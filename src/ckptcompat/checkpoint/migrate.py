@@ -143,9 +143,7 @@ def _rebuild(ckpt: legacy.LegacyCheckpoint, class_path: str | None, config: Any)
 def _outputs_equal(a: nn.Module, b: nn.Module) -> bool:
     obs, done = probe_batch(a)
     out_a, out_b = run_probe(a, obs, done), run_probe(b, obs, done)
-    return all(
-        torch.equal(x, y) for x, y in zip(out_a[:4], out_b[:4], strict=True)
-    )
+    return all(torch.equal(x, y) for x, y in zip(out_a[:4], out_b[:4], strict=True))
 
 
 def migrate(

@@ -206,7 +206,7 @@ class EpisodeStatsDB:
         columns = [d[0] for d in cursor.description]
         return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
 
-    def record_episode(  # noqa: PLR0917 (the old API's positional order)
+    def record_episode(
         self,
         episode_id: str,
         attributes: Mapping[str, object],

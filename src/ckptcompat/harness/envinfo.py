@@ -1,4 +1,6 @@
-"""Print a cell's environment facts without importing torch (``python -m ckptcompat.harness.envinfo``).
+"""Print a cell's environment facts without importing torch.
+
+Run as ``python -m ckptcompat.harness.envinfo [CELL]``.
 
 Every nox session prints these first so that a CI log explains itself. Versions come from
 installed distribution metadata (``importlib.metadata``), which costs milliseconds where

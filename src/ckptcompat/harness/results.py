@@ -191,8 +191,8 @@ def read_records(paths: Iterable[str | os.PathLike[str]]) -> Iterator[dict[str, 
     Raises:
         ValueError: a line that is not JSON or not a valid record (file and line named).
     """
-    for given in paths:
-        given = Path(given)
+    for name in paths:
+        given = Path(name)
         files = sorted(given.glob("*.jsonl")) if given.is_dir() else [given]
         for file in files:
             for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):

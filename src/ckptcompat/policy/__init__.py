@@ -12,4 +12,10 @@ from ckptcompat.policy.policy_metadata import PolicyMetadata
 from ckptcompat.policy.policy_record import PolicyRecord
 from ckptcompat.policy.policy_store import PolicyMissingError, PolicyStore
 
-__all__ = ["MockPolicyRecord", "PolicyMetadata", "PolicyMissingError", "PolicyRecord", "PolicyStore"]
+__all__ = [
+    "MockPolicyRecord",
+    "PolicyMetadata",
+    "PolicyMissingError",
+    "PolicyRecord",
+    "PolicyStore",
+]

@@ -63,7 +63,9 @@ class MockPolicyRecord(PolicyRecord):
             raise ValueError(f"policy_version must be an int >= 0; got {policy_version!r}")
         warn_deprecated("MockPolicyRecord.from_key_and_version", _REPLACEMENT)
         metadata = _quiet_metadata({"epoch": int(policy_version)})
-        return cls._quiet(policy_store, run_name, f"mock://{policy_key}:v{int(policy_version)}", metadata)
+        return cls._quiet(
+            policy_store, run_name, f"mock://{policy_key}:v{int(policy_version)}", metadata
+        )
 
     @property
     def policy(self) -> nn.Module:

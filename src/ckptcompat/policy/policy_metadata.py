@@ -126,7 +126,10 @@ class PolicyMetadata(dict[str, Any]):
 
     @classmethod
     def from_checkpoint_metadata(cls, metadata: Mapping[str, Any]) -> PolicyMetadata:
-        """Map safe-format checkpoint metadata to the old keys (``total_time_s`` -> ``train_time``)."""
+        """Map safe-format checkpoint metadata to the old keys.
+
+        ``total_time_s`` becomes ``train_time``; missing required keys default to 0.
+        """
         data = {k: v for k, v in metadata.items() if k != "total_time_s"}
         data["train_time"] = metadata.get("total_time_s", 0.0)
         data.setdefault("generation", 0)

@@ -35,8 +35,10 @@ def _as_metadata(value: Any) -> PolicyMetadata:
     if isinstance(value, PolicyMetadata):
         return value
     if isinstance(value, Mapping):
-        return PolicyMetadata.from_checkpoint_metadata(value) if "total_time_s" in value else (
-            _quiet_metadata(value)
+        return (
+            PolicyMetadata.from_checkpoint_metadata(value)
+            if "total_time_s" in value
+            else (_quiet_metadata(value))
         )
     raise TypeError(
         f"PolicyRecord.metadata must be a PolicyMetadata or a dict; got {type(value).__name__}"
@@ -74,7 +76,9 @@ class PolicyRecord:
         warn_deprecated("PolicyRecord", _REPLACEMENT)
         self._init(policy_store, run_name, uri, metadata)
 
-    def _init(self, policy_store: Any, run_name: str | None, uri: str | None, metadata: Any) -> None:
+    def _init(
+        self, policy_store: Any, run_name: str | None, uri: str | None, metadata: Any
+    ) -> None:
         self._policy_store = policy_store
         self.run_name = run_name
         self.uri = uri

@@ -145,12 +145,18 @@ class PolicyStore:
         name = uri_mod.parse_filename(path.name)
         if name is not None and name.kind == "agent":
             run, epoch = uri_mod.key_and_version(path)
-            entry = next(
-                (e for e in read_index(path.parent, None).checkpoints if e.epoch == epoch), None
-            ) if (path.parent / "index.json").is_file() else None
+            entry = (
+                next(
+                    (e for e in read_index(path.parent, None).checkpoints if e.epoch == epoch), None
+                )
+                if (path.parent / "index.json").is_file()
+                else None
+            )
             if entry is not None:
                 return self._indexed_record(path, run, entry)
-            return PolicyRecord._quiet(self, run, uri_mod.file_uri(path), {"epoch": epoch, "run": run})
+            return PolicyRecord._quiet(
+                self, run, uri_mod.file_uri(path), {"epoch": epoch, "run": run}
+            )
         ckpt = legacy.read_checkpoint(path, map_location=self.device)
         metadata = dict(ckpt.metadata)
         if name is not None and name.kind != "trainer":
@@ -199,7 +205,9 @@ class PolicyStore:
         warn_deprecated("PolicyStore.policy_records", _REPLACEMENT)
         return self._select(uri_or_config, selector_type, n, metric)
 
-    def _select(self, uri_or_config: Any, selector_type: str, n: int, metric: str) -> list[PolicyRecord]:
+    def _select(
+        self, uri_or_config: Any, selector_type: str, n: int, metric: str
+    ) -> list[PolicyRecord]:
         uri = getattr(uri_or_config, "uri", uri_or_config)
         if selector_type not in _SELECTORS:
             raise ValueError(f"selector_type must be one of {_SELECTORS}, not {selector_type!r}")

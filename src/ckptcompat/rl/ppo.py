@@ -189,8 +189,13 @@ class RolloutStorage:
             config: provides ``gamma`` and ``gae_lambda``.
         """
         advantages, returns = compute_gae(
-            self.rewards, self.values, self.dones, next_value, next_done,
-            gamma=config.gamma, gae_lambda=config.gae_lambda,
+            self.rewards,
+            self.values,
+            self.dones,
+            next_value,
+            next_done,
+            gamma=config.gamma,
+            gae_lambda=config.gae_lambda,
         )
         return RolloutBatch(
             obs=self.obs.clone(),
@@ -252,13 +257,20 @@ def _minibatches(
     Each item is ``(obs, actions, logprobs, values, dones, advantages, returns, *state)``.
     """
     t, b = batch.actions.shape
-    fields = (batch.obs, batch.actions, batch.logprobs, batch.values, batch.dones,
-              batch.advantages, batch.returns)
+    fields = (
+        batch.obs,
+        batch.actions,
+        batch.logprobs,
+        batch.values,
+        batch.dones,
+        batch.advantages,
+        batch.returns,
+    )
     out = []
     if batch.initial_state:
         env_order = torch.randperm(b, generator=generator)
         for start in range(0, b, config.envs_per_minibatch):
-            idx = env_order[start:start + config.envs_per_minibatch]
+            idx = env_order[start : start + config.envs_per_minibatch]
             out.append((*(f[:, idx] for f in fields), *(s[:, idx] for s in batch.initial_state)))
     else:
         # Stateless: every sample is independent, so shuffle all T * B of them (CleanRL ppo.py)
@@ -266,7 +278,7 @@ def _minibatches(
         order = torch.randperm(t * b, generator=generator)
         flat = [f.reshape(t * b, *f.shape[2:]) for f in fields]
         for start in range(0, t * b, config.minibatch_size):
-            idx = order[start:start + config.minibatch_size]
+            idx = order[start : start + config.minibatch_size]
             out.append(tuple(f[idx].unsqueeze(0) for f in flat))
     return out
 
@@ -335,9 +347,13 @@ def ppo_update(
             nn.utils.clip_grad_norm_(agent.parameters(), config.max_grad_norm)
             optimizer.step()
 
-            for key, value in (("policy_loss", pg_loss), ("value_loss", v_loss),
-                               ("entropy", entropy), ("approx_kl", approx_kl),
-                               ("clipfrac", clipfrac)):
+            for key, value in (
+                ("policy_loss", pg_loss),
+                ("value_loss", v_loss),
+                ("entropy", entropy),
+                ("approx_kl", approx_kl),
+                ("clipfrac", clipfrac),
+            ):
                 sums[key] += float(value.detach())
             pass_kl.append(float(approx_kl))
             steps += 1
@@ -347,7 +363,8 @@ def ppo_update(
     stats = {key: total / steps for key, total in sums.items()}
     returns_var = batch.returns.var()
     stats["explained_variance"] = (
-        0.0 if float(returns_var) == 0.0
+        0.0
+        if float(returns_var) == 0.0
         else float(1.0 - (batch.returns - batch.values).var() / returns_var)
     )
     stats["minibatches"] = float(steps)

@@ -163,9 +163,13 @@ def _make_progress(enabled: bool | None) -> Progress | None:
 
     # stderr: the CLI's last stdout line must stay the result record.
     return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
-        console=Console(stderr=True), transient=False,
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=False,
     )
 
 
@@ -248,9 +252,7 @@ class Trainer:
         return cls(config, manager, agent, progress=progress)  # type: ignore[arg-type]
 
     @classmethod
-    def resume(
-        cls, run: str, data_dir: str | Path, *, progress: bool | None = None
-    ) -> Trainer:
+    def resume(cls, run: str, data_dir: str | Path, *, progress: bool | None = None) -> Trainer:
         """Continue a run from its latest trainer state and the agent of the same epoch.
 
         The optimizer state and the torch/numpy/python RNG states are restored by the
@@ -283,9 +285,13 @@ class Trainer:
         config = TrainerConfig.from_json(saved.extra["trainer_config"])
         agent = manager.load_agent(epoch=saved.epoch)
         trainer = cls(
-            config, manager, agent,  # type: ignore[arg-type]
-            epoch=saved.epoch, agent_step=saved.agent_step,
-            total_time_s=float(saved.extra.get("total_time_s", 0.0)), progress=progress,
+            config,
+            manager,
+            agent,  # type: ignore[arg-type]
+            epoch=saved.epoch,
+            agent_step=saved.agent_step,
+            total_time_s=float(saved.extra.get("total_time_s", 0.0)),
+            progress=progress,
         )
         manager.load_trainer_state(saved.epoch, optimizer=trainer.optimizer)
         return trainer
@@ -329,11 +335,19 @@ class Trainer:
                     since_save = []
                 if progress is not None and task is not None:
                     mean = f"{np.mean(returns[-20:]):.1f}" if returns else "-"
-                    progress.update(task, completed=self.epoch,
-                                    info=f"step {self.agent_step}  return(20) {mean}")
+                    progress.update(
+                        task,
+                        completed=self.epoch,
+                        info=f"step {self.agent_step}  return(20) {mean}",
+                    )
         return TrainResult(
-            run=self.manager.run, epoch=self.epoch, agent_step=self.agent_step, uri=self.uri,
-            stats=stats, episode_returns=returns, total_time_s=self.total_time_s,
+            run=self.manager.run,
+            epoch=self.epoch,
+            agent_step=self.agent_step,
+            uri=self.uri,
+            stats=stats,
+            episode_returns=returns,
+            total_time_s=self.total_time_s,
         )
 
     def _reset(self) -> None:
@@ -383,12 +397,18 @@ class Trainer:
         """Save the agent (score: mean return of episodes since the last save) and trainer state."""
         score = float(np.mean(finished)) if finished else None
         self.uri = self.manager.save_agent(
-            self.agent, self.epoch,
-            metadata={"agent_step": self.agent_step, "total_time_s": self.total_time_s,
-                      "score": score},
+            self.agent,
+            self.epoch,
+            metadata={
+                "agent_step": self.agent_step,
+                "total_time_s": self.total_time_s,
+                "score": score,
+            },
         )
         self.manager.save_trainer_state(
-            self.optimizer, self.epoch, self.agent_step,
+            self.optimizer,
+            self.epoch,
+            self.agent_step,
             extra={"trainer_config": self.config.to_json(), "total_time_s": self.total_time_s},
         )
 

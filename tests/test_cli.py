@@ -50,6 +50,9 @@ def test_train_resume_evaluate_chain_lands_in_the_db(tmp_path: Path, agent: str)
     assert second["outputs"]["agent_step"] > first["outputs"]["agent_step"]
     assert second["outputs"]["params_digest"] != first["outputs"]["params_digest"]
 
+    stale = _cli("run", "resume", "--run", "r", "--dir", "d", "--epochs", "3", cwd=tmp_path)
+    assert stale.returncode == 1 and "nothing to resume" in _record(stale)["detail"]
+
     evaluate = _cli("run", "evaluate", "--uri", "d/r:latest", "--db", "eval.duckdb",
                     "--episodes", "2", cwd=tmp_path)  # fmt: skip
     assert evaluate.returncode == 0, evaluate.stderr

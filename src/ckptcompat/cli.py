@@ -138,6 +138,13 @@ def _run_resume(args: argparse.Namespace) -> int:
 
     def body() -> tuple[str | None, dict[str, Any], str]:
         result = resume(args.run, args.dir, args.epochs, progress=False)
+        if result.uri is None:
+            raise CheckpointError(
+                "nothing to resume: no epoch was trained",
+                expected=f"a run below the target of {args.epochs} epochs",
+                found=f"run {args.run!r} already at epoch {result.epoch}",
+                fix="pass a larger --epochs (it is the target total, not a count)",
+            )
         manager = SimpleCheckpointManager(args.run, args.dir)
         agent = manager.load_agent(result.epoch)
         class_path = f"{type(agent).__module__}.{type(agent).__qualname__}"

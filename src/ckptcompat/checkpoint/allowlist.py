@@ -27,6 +27,7 @@ from ckptcompat.checkpoint.torch_names import qualify
 __all__ = [
     "CURATED",
     "AllowlistEntry",
+    "import_dotted",
     "is_dangerous",
     "normalise",
     "partition",
@@ -151,8 +152,15 @@ def partition(names: Iterable[str]) -> tuple[list[str], list[str]]:
     return curated, offenders
 
 
-def _import(dotted: str) -> Any:
-    """Import ``package.module.Qual.Name`` by the longest importable module prefix."""
+def import_dotted(dotted: str) -> Any:
+    """Import ``package.module.Qual.Name`` by the longest importable module prefix.
+
+    Only for names already known to be safe to import (curated entries, or a doctor
+    allowlist being tried in a throwaway process).
+
+    Raises:
+        ImportError: no prefix imports; AttributeError: a missing attribute after it.
+    """
     parts = dotted.split(".")
     for cut in range(len(parts) - 1, 0, -1):
         try:
@@ -197,7 +205,7 @@ def resolve(names: Iterable[str]) -> list[Any]:
     for name in dict.fromkeys(normalise(n) for n in names):
         if name not in _BY_NAME:
             raise KeyError(f"{name!r} is not on the curated allowlist")
-        obj = _import(_running_spelling(name))
+        obj = import_dotted(_running_spelling(name))
         out.append(obj if _own_name(obj) == name else (obj, name))
         if name == "numpy.dtype":
             import numpy as np

@@ -19,7 +19,6 @@ Importing this module is cheap (standard library only); :func:`generate` imports
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ckptcompat.harness.corpus_files import CORPUS
+from ckptcompat.harness.manifest import folder_problems, sha256_file
 
 __all__ = [
     "CORPUS",
@@ -50,14 +50,6 @@ _MANIFEST_SCHEMA = 1
 
 
 # --------------------------------------------------------------------------- manifest
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _writer() -> dict[str, str]:
     def version(name: str) -> str:
         try:
@@ -110,7 +102,7 @@ def generate(folder: str | os.PathLike[str] = CORPUS_DIR) -> Path:
         files.append(
             {
                 "name": item.name,
-                "sha256": _sha256(path),
+                "sha256": sha256_file(path),
                 "size_bytes": path.stat().st_size,
                 "description": item.description,
                 "deterministic": item.deterministic,
@@ -139,26 +131,10 @@ def check(folder: str | os.PathLike[str] = CORPUS_DIR) -> list[str]:
         manifest = read_manifest(folder)
     except (FileNotFoundError, ValueError) as exc:
         return [f"no readable {MANIFEST_NAME} in {folder}: {exc}"]
-    problems = []
     listed = {entry["name"]: entry for entry in manifest.get("files", [])}
-    for name, entry in listed.items():
-        path = folder / name
-        if not path.is_file():
-            problems.append(f"{name}: listed in the manifest but missing")
-            continue
-        if path.stat().st_size != entry["size_bytes"]:
-            problems.append(
-                f"{name}: {path.stat().st_size} bytes, manifest says {entry['size_bytes']}"
-            )
-        if _sha256(path) != entry["sha256"]:
-            problems.append(f"{name}: sha256 differs from the manifest")
-    for path in sorted(folder.iterdir()):
-        if path.name != MANIFEST_NAME and path.name not in listed:
-            problems.append(f"{path.name}: in the folder but not in the manifest")
-    for item in CORPUS:
-        if item.name not in listed:
-            problems.append(f"{item.name}: a corpus entry the manifest lacks (regenerate)")
-    return problems
+    return folder_problems(
+        folder, listed, manifest_name=MANIFEST_NAME, expected=[item.name for item in CORPUS]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,6 +35,7 @@ from ckptcompat.agents.probe import run_probe
 from ckptcompat.agents.registry import build_agent
 from ckptcompat.checkpoint import legacy
 from ckptcompat.checkpoint.manager import SimpleCheckpointManager
+from ckptcompat.harness.manifest import sha256_file
 from ckptcompat.rl.ppo import PPOConfig, RolloutBatch, ppo_update
 from ckptcompat.rl.trainer import evaluate_greedy
 
@@ -153,11 +154,6 @@ def read_golden(directory: str | os.PathLike[str]) -> Golden:
     return Golden(root, manifest)
 
 
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of the file's bytes."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def file_problems(golden: Golden) -> list[str]:
     """Every way the files on disk differ from the manifest (empty when they agree).
 
@@ -212,12 +208,24 @@ def pip_freeze(python: str = sys.executable) -> list[str]:
     return sorted(lines)
 
 
-#: Source trees whose code decides a golden's bytes (agents, training, formats, writers).
-_PRODUCER_SOURCES = ("agents", "rl", "checkpoint", "policy", "torch_compat.py")
+#: Sources whose code decides a golden's bytes: the agents, training, the policy stubs
+#: (G1 pickles a PolicyRecord), the writers, and the generator. Readers (scan, allowlist,
+#: doctor, migrate) are left out: changing them cannot change what a producer writes.
+_PRODUCER_SOURCES = (
+    "agents/*.py",
+    "rl/*.py",
+    "policy/*.py",
+    "torch_compat.py",
+    "harness/golden*.py",
+    *(
+        f"checkpoint/{m}.py"
+        for m in ("atomic", "format", "index", "legacy", "loading", "manager", "rng", "uri")
+    ),
+)
 
 
 def producer_code_digest() -> str:
-    """sha256 over the source files that shape golden bytes, in path order.
+    """sha256 over the source files that shape golden bytes (:data:`_PRODUCER_SOURCES`).
 
     Recorded in each MANIFEST so that regeneration is compared byte for byte only with
     goldens written by the same code: goldens are append-only, so after a change to PPO
@@ -225,11 +233,8 @@ def producer_code_digest() -> str:
     """
     root = Path(ckptcompat.__file__).resolve().parent
     h = hashlib.sha256()
-    for name in _PRODUCER_SOURCES:
-        target = root / name
-        files = sorted(target.rglob("*.py")) if target.is_dir() else [target]
-        files += sorted(root.joinpath("harness").glob("golden*.py")) if name == "rl" else []
-        for path in files:
+    for pattern in _PRODUCER_SOURCES:
+        for path in sorted(root.glob(pattern)):
             h.update(path.relative_to(root).as_posix().encode() + b"\0")
             h.update(path.read_bytes())
     return h.hexdigest()

@@ -25,7 +25,6 @@ Importing this module is cheap (standard library only); :func:`generate` imports
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import json
 import os
@@ -42,6 +41,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
+
+from ckptcompat.harness.manifest import folder_problems, sha256_file
 
 __all__ = [
     "CANARY_ENV",
@@ -458,10 +459,6 @@ KINDS: tuple[MaliciousFile, ...] = (
 
 
 # --------------------------------------------------------------------------- manifest
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _writer() -> dict[str, str]:
     def version(name: str) -> str:
         try:
@@ -505,7 +502,7 @@ def generate(folder: str | os.PathLike[str] = CORPUS_DIR) -> Path:
                 "container": item.container,
                 "refused_as": item.refused_as,
                 "made_with": item.made_with,
-                "sha256": _sha256(path),
+                "sha256": sha256_file(path),
                 "size_bytes": path.stat().st_size,
             }
         )
@@ -529,22 +526,9 @@ def check(folder: str | os.PathLike[str] = CORPUS_DIR) -> list[str]:
     except (FileNotFoundError, ValueError) as exc:
         return [f"no readable {MANIFEST_NAME} in {folder}: {exc}"]
     listed = {entry["name"]: entry for entry in manifest.get("files", [])}
-    problems = []
-    for name, entry in listed.items():
-        path = folder / name
-        if not path.is_file():
-            problems.append(f"{name}: listed in the manifest but missing")
-        elif path.stat().st_size != entry["size_bytes"] or _sha256(path) != entry["sha256"]:
-            problems.append(f"{name}: size or sha256 differs from the manifest")
-    problems += [
-        f"{p.name}: in the folder but not in the manifest"
-        for p in sorted(folder.iterdir())
-        if p.name != MANIFEST_NAME and p.name not in listed
-    ]
-    problems += [
-        f"{k.name}: a kind the manifest lacks (regenerate)" for k in KINDS if k.name not in listed
-    ]
-    return problems
+    return folder_problems(
+        folder, listed, manifest_name=MANIFEST_NAME, expected=[k.name for k in KINDS]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

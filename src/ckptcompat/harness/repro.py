@@ -19,7 +19,6 @@ result per job; :func:`run_loads` drives it, and the tests use it for the whole 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import subprocess
@@ -31,6 +30,7 @@ from importlib import metadata
 from typing import Any, Literal
 
 from ckptcompat import doctor
+from ckptcompat.checkpoint.allowlist import import_dotted
 from ckptcompat.doctor.verdict import Entry, Verdict, is_dangerous
 from ckptcompat.errors import CheckpointError
 
@@ -107,17 +107,6 @@ class Comparison:
 
 
 # --------------------------------------------------------------------------- worker side
-def _resolve(target: str) -> Any:
-    parts = target.split(".")
-    for cut in range(len(parts) - 1, 0, -1):
-        try:
-            obj: Any = importlib.import_module(".".join(parts[:cut]))
-        except ImportError:
-            continue
-        for attr in parts[cut:]:
-            obj = getattr(obj, attr)
-        return obj
-    raise ImportError(f"cannot import {target!r}")
 
 
 def _run_job(job: dict[str, Any]) -> dict[str, Any]:
@@ -128,7 +117,7 @@ def _run_job(job: dict[str, Any]) -> dict[str, Any]:
             obj = torch_compat.naive_load(job["path"], map_location="cpu")
         else:
             entries = [
-                _resolve(target) if name == target else (_resolve(target), name)
+                import_dotted(target) if name == target else (import_dotted(target), name)
                 for name, target in job.get("allowlist", [])
             ]
             obj = torch_compat.load(job["path"], safe_globals=entries, map_location="cpu")

@@ -7,6 +7,7 @@ pinned stack and run one command. ``nox -s tests`` runs exactly the four default
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import sys
 from pathlib import Path
@@ -56,6 +57,27 @@ def _install_cell(session: nox.Session, cell_id: str, extras: str = "test,report
         args += ["--override", str(override)]
     session.install(*args)
     session.run("python", "-m", "ckptcompat.harness.envinfo", cell_id)
+
+
+def _team(session: nox.Session) -> dict | None:
+    """The team config named by ``-- --config PATH``, parsed by the package; None without it."""
+    args = list(session.posargs)
+    if "--config" not in args:
+        return None
+    if args.index("--config") + 1 >= len(args):
+        session.error("usage: nox -s SESSION -- --config PATH/TO/pyproject.toml")
+    path = args[args.index("--config") + 1]
+    out = session.run("python", "-m", "ckptcompat.harness.team", path, silent=True)
+    return json.loads(out)
+
+
+def _install_team(session: nox.Session, python: str, cell_id: str, team: dict) -> None:
+    """Install the team's package into a cell venv, with the cell's torch and shared pins."""
+    torch = versions.by_id(cell_id).torch_requirement
+    session.run(
+        "uv", "pip", "install", "--python", python, "-c", str(CONSTRAINTS), torch,
+        team["package"], external=True,
+    )  # fmt: skip
 
 
 def _run_pytest(session: nox.Session, cell_id: str, *args: str) -> None:
@@ -112,8 +134,19 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON, default=False)
 @nox.parametrize("cell", [nox.param(c.id, id=c.id) for c in versions.GOLDEN_PRODUCERS])
 def golden(session: nox.Session, cell: str) -> None:
-    """Write the golden checkpoints of one cell to fixtures/golden (or verify them unchanged)."""
+    """Write the golden checkpoints of one cell to fixtures/golden (or verify them unchanged).
+
+    With ``-- --config PATH``: the team's agents, into the team's golden directory.
+    """
     _install_cell(session, cell)
+    team = _team(session)
+    if team is not None:
+        _install_team(session, str(Path(session.bin) / "python"), cell, team)
+        session.run(
+            "python", "-m", "ckptcompat.harness.golden", team["golden_dir"], cell,
+            "--config", team["source"], env={"CKPTCOMPAT_CELL": cell},
+        )  # fmt: skip
+        return
     session.run(
         "python",
         "-m",
@@ -173,8 +206,25 @@ def _install_report_tools(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON, default=False)
 def matrix(session: nox.Session) -> None:
-    """Train, resume and evaluate across the default cells, check goldens, then report."""
+    """Train, resume and evaluate across the default cells, check goldens, then report.
+
+    With ``-- --config PATH``: a team's agents, goldens and checkpoints over its cells; the
+    team's package goes into each cell's tests venv; records and report under its reports/.
+    """
     _install_report_tools(session)
+    team = _team(session)
+    if team is not None:
+        pythons = []
+        for cell in team["cells"]:
+            python = _cell_python(session, cell)
+            _install_team(session, python, cell, team)
+            pythons.append(f"--python={cell}={python}")
+        session.run(
+            "python", "-m", "ckptcompat.harness.scenarios", *pythons,
+            "--work", team["work"], "--records", team["records"], "--report", team["reports"],
+            "--baseline", team["baseline"], "--config", team["source"],
+        )  # fmt: skip
+        return
     pythons = [f"--python={c.id}={_cell_python(session, c.id)}" for c in versions.DEFAULT]
     session.run(
         "python",
@@ -239,6 +289,9 @@ def gate(session: nox.Session) -> None:
     """Fail on any matrix cell that differs from fixtures/baseline.json (DESIGN section 8)."""
     session.install("-c", str(CONSTRAINTS), "jsonschema")
     session.install("--no-deps", "-e", ".")
+    if _team(session) is not None:  # the team's records against the team's baseline
+        session.run("python", "-m", "ckptcompat.harness.gate", *session.posargs)
+        return
     session.run(
         "python",
         "-m",
@@ -248,3 +301,16 @@ def gate(session: nox.Session) -> None:
         "--baseline",
         str(BASELINE),
     )
+
+
+@nox.session(python=PYTHON, default=False)
+def bench(session: nox.Session) -> None:
+    """Benchmark manager, doctor and PPO as ratios to baselines in the t215 cell (BENCHMARKS.md)."""
+    _install_cell(session, "t215")
+    # Comparison tools live only in this venv; unpinned, so their versions are printed.
+    tools = ("stable-baselines3", "sb3-contrib", "picklescan", "pyinstrument")
+    cell = versions.by_id("t215")
+    session.install("-c", str(CONSTRAINTS), cell.torch_requirement, *tools)
+    show = f"import importlib.metadata as m; [print(n, m.version(n)) for n in {tools!r}]"
+    session.run("python", "-c", show)
+    session.run("python", "benchmarks/bench.py", *session.posargs)

@@ -173,7 +173,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="FILE",
         help="write a baseline of the recorded outcomes for review; no gate",
     )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="a team's pyproject.toml: gate its records against its baseline",
+    )
     args = parser.parse_args(argv)
+    if args.config is not None:
+        from ckptcompat.harness.team import TeamConfigError, load
+
+        try:
+            team = load(args.config)
+        except TeamConfigError as exc:
+            print(f"gate: {exc}", file=sys.stderr)
+            return 2
+        args.records, args.baseline = [team.records], team.baseline
     missing = [str(p) for p in args.records if not p.exists()]
     if missing:
         print(

@@ -89,9 +89,11 @@ TOLERANCES: dict[str, float] = {"rtol": 1e-4, "atol": 1e-6, "eval_return_rel": 0
 SIZE_BUDGET_BYTES = 1_000_000
 
 
-def _produce(stage: Path, cell_id: str) -> dict[str, bytes]:
+def _produce(
+    stage: Path, cell_id: str, specs: tuple[GoldenAgent, ...] = AGENTS
+) -> dict[str, bytes]:
     """Every file of one cell's golden, MANIFEST.json included, as ``{relative path: bytes}``."""
-    agents = {spec.name: produce_agent(spec, stage) for spec in AGENTS}
+    agents = {spec.name: produce_agent(spec, stage) for spec in specs}
     kinds = {rel: (name, kind) for name, a in agents.items() for kind, rel in a["files"].items()}
     files: dict[str, bytes] = {}
     for path in sorted(p for p in stage.rglob("*") if p.is_file()):
@@ -195,7 +197,9 @@ def write_or_verify(target: Path, files: dict[str, bytes]) -> list[str]:
     return written
 
 
-def generate(out_dir: str | os.PathLike[str], cell_id: str) -> tuple[Path, list[str]]:
+def generate(
+    out_dir: str | os.PathLike[str], cell_id: str, agents: tuple[GoldenAgent, ...] = AGENTS
+) -> tuple[Path, list[str]]:
     """Produce the goldens of ``cell_id`` into ``out_dir/cell_id`` (run inside that cell).
 
     Mutates process-global state while it runs (torch/numpy/python RNGs); thread count and
@@ -214,7 +218,7 @@ def generate(out_dir: str | os.PathLike[str], cell_id: str) -> tuple[Path, list[
     _check_cell(cell)
     target = Path(out_dir) / cell.id
     with _reproducible(), tempfile.TemporaryDirectory(prefix="ckptcompat-golden-") as tmp:
-        files = _produce(Path(tmp), cell.id)
+        files = _produce(Path(tmp), cell.id, agents)
     return target, write_or_verify(target, files)
 
 
@@ -226,9 +230,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("out_dir", type=Path, help="e.g. fixtures/golden")
     parser.add_argument("cell", help="cell id of this environment, e.g. t24")
+    parser.add_argument(
+        "--config", type=Path, help="a team's pyproject.toml: its agents (on CartPole-v1)"
+    )
     args = parser.parse_args(argv)
+    agents = AGENTS
+    if args.config is not None:
+        from ckptcompat.harness import team
+
+        specs = team.load(args.config).resolved_agents()
+        agents = tuple(GoldenAgent(n, path, dict(kw)) for n, (path, kw) in specs.items())
     try:
-        target, written = generate(args.out_dir, args.cell)
+        target, written = generate(args.out_dir, args.cell, agents)
     except GoldenError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -26,6 +26,7 @@ not run, 2 on bad usage or the wrong venv.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -134,13 +135,22 @@ def _checked(
 
 
 # --------------------------------------------------------------------------- train
-def _train_run(chain: Chain, layout: Layout, budget: Budget) -> tuple[Problems, dict[str, Any]]:
+#: Agent label -> (class path, constructor kwargs); a team's come from its config.
+AgentSpecs = Mapping[str, tuple[str, dict[str, Any]]]
+DEFAULT_SPECS: AgentSpecs = {name: (path, {}) for name, path in AGENTS.items()}
+
+
+def _train_run(
+    chain: Chain, layout: Layout, budget: Budget, specs: AgentSpecs = DEFAULT_SPECS
+) -> tuple[Problems, dict[str, Any]]:
     data_dir = layout.train_dir(chain.producer)
+    class_path, kwargs = specs[chain.agent]
     config = TrainerConfig(
         env_id=budget.env_id,
         seed=budget.seed,
         checkpoint_every=1,
-        agent_class_path=AGENTS[chain.agent],
+        agent_class_path=class_path,
+        agent_kwargs=dict(kwargs),
         ppo=PPOConfig(**budget.ppo),
     )
     trainer = Trainer.start(config, chain.run, data_dir, progress=False)
@@ -174,7 +184,12 @@ def _train_run(chain: Chain, layout: Layout, budget: Budget) -> tuple[Problems, 
 
 
 def train_step(
-    agent: str, producer: str, cells: Sequence[str], layout: Layout, budget: Budget = BUDGET
+    agent: str,
+    producer: str,
+    cells: Sequence[str],
+    layout: Layout,
+    budget: Budget = BUDGET,
+    specs: AgentSpecs = DEFAULT_SPECS,
 ) -> dict[str, Any]:
     """Train ``<agent>-<producer>-<Y>`` for every consumer Y under this torch; one record."""
     chain = Chain(agent, producer, producer)
@@ -184,7 +199,7 @@ def train_step(
         digests = {}
         side: dict[str, Any] = {}
         for consumer in cells:
-            run_problems, side = _train_run(Chain(agent, producer, consumer), layout, budget)
+            run_problems, side = _train_run(Chain(agent, producer, consumer), layout, budget, specs)
             problems += run_problems
             digests[side["run"]] = side["params_digest"]
         if len(set(digests.values())) > 1:
@@ -350,6 +365,7 @@ def run_phase(
     cells: Sequence[str],
     agents: Sequence[str] = tuple(AGENTS),
     budget: Budget = BUDGET,
+    specs: AgentSpecs = DEFAULT_SPECS,
 ) -> list[dict[str, Any]]:
     """Run and record every step of ``phase`` under ``cell`` (see the module docstring).
 
@@ -360,7 +376,7 @@ def run_phase(
     written = []
     todo = scenarios.steps(phase, cell, cells, agents)
     if phase == "train":
-        jobs = [lambda a=a: train_step(a, cell, cells, layout, budget) for a in agents]
+        jobs = [lambda a=a: train_step(a, cell, cells, layout, budget, specs) for a in agents]
     elif phase == "resume":
         jobs = [lambda c=c: resume_step(c, layout, budget) for c in todo]
     else:
@@ -405,12 +421,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--agents", default=",".join(AGENTS))
     parser.add_argument("--no-golden", action="store_true", help="evaluate: skip golden checks")
+    parser.add_argument(
+        "--config", type=Path, help="a team's pyproject.toml: its agents, goldens, checkpoints"
+    )
     args = parser.parse_args(argv)
     cells, agents = args.cells.split(","), args.agents.split(",")
+    specs, budget, team = DEFAULT_SPECS, BUDGET, None
+    if args.config is not None:
+        from ckptcompat.harness import team as team_config
+
+        team = team_config.load(args.config)
+        specs = team.resolved_agents()
+        agents, budget = list(specs), dataclasses.replace(BUDGET, env_id=team.env_id)
     problem = _check_venv(args.cell) or (
         None
-        if args.cell in cells and set(agents) <= set(AGENTS)
-        else f"cell {args.cell} must be among --cells and agents among {', '.join(AGENTS)}"
+        if args.cell in cells and set(agents) <= set(specs)
+        else f"cell {args.cell} must be among --cells and agents among {', '.join(specs)}"
     )
     if problem:
         print(f"phases: {problem}", file=sys.stderr)
@@ -427,7 +453,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     for stale in args.records.glob(f"{args.phase}-{args.cell}-*.jsonl"):
         stale.unlink()
     records_file = args.records / f"{args.phase}-{args.cell}-{os.getpid()}.jsonl"
-    run_phase(args.phase, args.cell, Layout(args.work), records_file, cells=cells, agents=agents)
+    layout = Layout(args.work)
+    run_phase(
+        args.phase,
+        args.cell,
+        layout,
+        records_file,
+        cells=cells,
+        agents=agents,
+        budget=budget,
+        specs=specs,
+    )
+    if args.phase == "evaluate" and team is not None:
+        from ckptcompat.harness import team_checks
+
+        return team_checks.run(args.cell, team, specs, records_file, not args.no_golden)
     if args.phase == "evaluate" and not args.no_golden:
         from ckptcompat.harness import phase_golden
 

@@ -184,6 +184,7 @@ def phase_command(
     *,
     cells: Sequence[str],
     golden: bool = True,
+    config: Path | None = None,
 ) -> list[str]:
     """The command line of one phase process (:mod:`ckptcompat.harness.phases`)."""
     command = [
@@ -199,6 +200,8 @@ def phase_command(
         "--cells",
         ",".join(cells),
     ]
+    if config is not None:
+        command += ["--config", str(config)]
     return command if golden else [*command, "--no-golden"]
 
 
@@ -242,6 +245,7 @@ def run_matrix(
     jobs: int | None = None,
     golden: bool = True,
     log_dir: Path | None = None,
+    config: Path | None = None,
 ) -> list[PhaseProcess]:
     """Run every phase over the cells of ``pythons`` (cell id -> interpreter path).
 
@@ -276,7 +280,14 @@ def run_matrix(
                 cell: pool.submit(
                     _run_one,
                     phase_command(
-                        pythons[cell], phase, cell, work, records, cells=cells, golden=golden
+                        pythons[cell],
+                        phase,
+                        cell,
+                        work,
+                        records,
+                        cells=cells,
+                        golden=golden,
+                        config=config,
                     ),
                     {**env, "CKPTCOMPAT_CELL": cell},
                     log_dir / f"{phase}-{cell}.log",
@@ -355,9 +366,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-golden", action="store_true", help="skip the golden checks")
     parser.add_argument("--report", type=Path, help="write the report into this directory")
     parser.add_argument("--baseline", type=Path, help="the baseline for --report")
+    parser.add_argument("--config", type=Path, help="a team's pyproject.toml (team agents)")
     args = parser.parse_args(argv)
     done = run_matrix(
-        dict(args.python), args.work, args.records, jobs=args.jobs, golden=not args.no_golden
+        dict(args.python),
+        args.work,
+        args.records,
+        jobs=args.jobs,
+        golden=not args.no_golden,
+        config=args.config,
     )
     status = 0
     if args.report is not None:

@@ -1,0 +1,148 @@
+"""A team's own agents through ``--config``.
+
+Covers harness/team.py, harness/team_checks.py and examples/team_project.
+
+Runs in every cell: config parsing, the example agent via the registry, doctor + migrate of the
+example's old checkpoints here, and the team matrix path end to end in THIS cell only (one
+phase process per phase, the tiny default budget), gated against the example's baseline
+restricted to this cell.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ckptcompat import doctor
+from ckptcompat.agents.registry import build_agent
+from ckptcompat.checkpoint.migrate import migrate
+from ckptcompat.errors import AgentMismatchError, UnsafeCheckpointError
+from ckptcompat.harness import gate, results, team, versions
+from ckptcompat.harness.matrix import Baseline, load_baseline
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "team_project"
+CONFIG = EXAMPLE / "pyproject.toml"
+
+
+@pytest.fixture(autouse=True)
+def _example_importable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(EXAMPLE / "src"))
+
+
+def _cell() -> str:
+    return os.environ.get("CKPTCOMPAT_CELL") or versions.cell_for_torch(str(torch.__version__)).id
+
+
+def test_example_config_parses() -> None:
+    cfg = team.load(CONFIG)
+    assert [a.name for a in cfg.agents] == ["mlp"]
+    assert cfg.baseline == EXAMPLE / "ckptcompat" / "baseline.json"
+    assert cfg.golden_dir == EXAMPLE / "ckptcompat" / "golden"
+    assert cfg.checkpoints == EXAMPLE / "checkpoints"
+    assert cfg.resolved_agents() == {"mlp": ("team_agents.MLPAgent", {"hidden": 16})}
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ('cells = ["t99"]', "tool.ckptcompat.cells"),
+        ('[[tool.ckptcompat.agents]]\nname = "Bad Name"', "agents[0].name"),
+        ('[[tool.ckptcompat.agents]]\nname = "a"\nclass_path = "nodots"', "agents[0].class_path"),
+        ("colour = 1", "unknown keys"),
+    ],
+)
+def test_config_errors_name_the_field(tmp_path: Path, body: str, field: str) -> None:
+    path = tmp_path / "pyproject.toml"
+    path.write_text(f'[tool.ckptcompat]\npackage = "."\n{body}\n')
+    with pytest.raises(team.TeamConfigError, match=field.replace("[", r"\[").replace("]", r"\]")):
+        team.load(path)
+
+
+def test_missing_table_and_package(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    with pytest.raises(team.TeamConfigError, match=r"no \[tool.ckptcompat\] table"):
+        team.load(tmp_path / "pyproject.toml")
+    (tmp_path / "team.toml").write_text("cells = ['t26']\n")
+    with pytest.raises(team.TeamConfigError, match="package is missing"):
+        team.load(tmp_path / "team.toml")
+
+
+def test_non_json_config_names_the_field(tmp_path: Path) -> None:
+    path = tmp_path / "team.toml"
+    path.write_text(
+        'package = "."\n[[agents]]\nname = "mlp"\nclass_path = "team_agents.MLPAgent"\n'
+        "config = {hidden = 16, started = 2024-01-01}\n"
+    )
+    with pytest.raises(AgentMismatchError, match=r"agents\[0\]\.config.*started"):
+        team.load(path).resolved_agents()
+
+
+def test_entry_points_register_agents(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(team, "entry_point_agents", lambda: {"mlp": "team_agents.MLPAgent"})
+    path = tmp_path / "team.toml"
+    path.write_text('package = "."\n[[agents]]\nname = "mlp"\n')
+    assert team.load(path).resolved_agents() == {"mlp": ("team_agents.MLPAgent", {})}
+    path.write_text('package = "."\n')
+    assert team.load(path).resolved_agents() == {"mlp": ("team_agents.MLPAgent", {})}
+
+
+def test_example_agent_builds_through_registry() -> None:
+    agent = build_agent("team_agents.MLPAgent", {"hidden": 8})
+    assert agent.config["hidden"] == 8 and agent.activation is torch.nn.Tanh
+    rebuilt = build_agent("team_agents.MLPAgent", agent.config)
+    assert rebuilt.config == agent.config
+
+
+def test_example_checkpoints_doctor_and_migrate(tmp_path: Path) -> None:
+    g2 = EXAMPLE / "checkpoints" / "mlp__e3__s384__t0__sc0.pt"
+    sd = EXAMPLE / "checkpoints" / "mlp_state_dict.pt"
+    assert doctor.diagnose(g2).generation == "g2"
+    assert doctor.diagnose(sd).generation == "state_dict"
+    with pytest.raises(UnsafeCheckpointError, match=r"team_agents\.MLPAgent"):
+        migrate(g2, tmp_path / "g2.pt")
+    report = migrate(g2, tmp_path / "g2_trusted.pt", trust=True)
+    assert report.outputs_equal
+    report = migrate(
+        sd, tmp_path / "sd.pt", run="mlp", epoch=0,
+        class_path="team_agents.MLPAgent", config={"hidden": 16},
+    )  # fmt: skip
+    assert report.generation == "state_dict"
+
+
+def test_team_matrix_in_this_cell(tmp_path: Path) -> None:
+    """The team path end to end, one process per phase, in this cell only (budget: seconds)."""
+    cell = _cell()
+    env = {
+        **os.environ,
+        "CKPTCOMPAT_CELL": cell,
+        "PYTHONPATH": os.pathsep.join([str(EXAMPLE / "src"), os.environ.get("PYTHONPATH", "")]),
+        "CKPTCOMPAT_GIT_SHA": results.git_sha(),
+    }
+    work, records = tmp_path / "work", tmp_path / "records"
+    for phase in ("train", "resume", "evaluate"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "ckptcompat.harness.phases", phase, cell, "--cells", cell,
+             "--work", str(work), "--records", str(records), "--config", str(CONFIG)],
+            env=env, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    got = list(results.read_records([records]))
+    scenarios = {r["scenario"] for r in got}
+    assert {"train", "resume", "evaluate", "checkpoints", "doctor"} <= scenarios
+    here = versions.by_id(cell).torch
+    full = load_baseline(EXAMPLE / "ckptcompat" / "baseline.json")
+
+    def only_here(key: str) -> bool:
+        # The chain producer->consumer->evaluator stays inside this cell ("-": no stage).
+        return set(key.rsplit("/", 1)[1].split("->")) <= {here, "-"}
+
+    mine = {k: v for k, v in full.cells.items() if only_here(k)}
+    assert mine, f"the example baseline has no cells for {cell}; regenerate it (see its note)"
+    got = [r for r in got if only_here(r["cell_key"])]
+    verdict = gate.judge(got, Baseline(full.note, full.reasons, mine), results.git_sha())
+    assert verdict.passed, gate.summary_markdown(verdict)

@@ -45,10 +45,19 @@ def learning_curve(
             trainer.train(epoch)
             train_s += time.perf_counter() - started
             mean = float(np.mean(evaluate_greedy(trainer.agent, "CartPole-v1", eval_seeds)))
-            curve.append({"epoch": epoch, "env_steps": trainer.agent_step,
-                          "greedy_return": mean, "train_s": round(train_s, 1)})
-            print(f"  seed {seed} steps {trainer.agent_step:>7} greedy {mean:6.1f} "
-                  f"train {train_s:6.1f}s", flush=True)
+            curve.append(
+                {
+                    "epoch": epoch,
+                    "env_steps": trainer.agent_step,
+                    "greedy_return": mean,
+                    "train_s": round(train_s, 1),
+                }
+            )
+            print(
+                f"  seed {seed} steps {trainer.agent_step:>7} greedy {mean:6.1f} "
+                f"train {train_s:6.1f}s",
+                flush=True,
+            )
     first = next((p["env_steps"] for p in curve if p["greedy_return"] >= SOLVED), None)
     return {"seed": seed, "curve": curve, "first_solved_env_steps": first, "train_s": train_s}
 
@@ -85,9 +94,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--eval-every", type=int, default=20)
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--skip-learning", action="store_true")
-    parser.add_argument("--ppo", action="append", default=[], metavar="FIELD=JSON",
-                        help="override a PPOConfig field of the default config, e.g. "
-                        "--ppo anneal_lr_epochs=100")
+    parser.add_argument(
+        "--ppo",
+        action="append",
+        default=[],
+        metavar="FIELD=JSON",
+        help="override a PPOConfig field of the default config, e.g. --ppo anneal_lr_epochs=100",
+    )
     parser.add_argument("--json", help="write the figures to this file")
     args = parser.parse_args(argv)
 
@@ -97,23 +110,33 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report: dict[str, Any] = {"config": config.to_json(), "torch": torch.__version__}
     report["throughput"] = [throughput(n, config.ppo) for n in (1, 8)]
     for row in report["throughput"]:
-        print(f"{row['num_envs']} envs: raw {row['raw_env_steps_per_s']:.0f} steps/s, "
-              f"training {row['train_env_steps_per_s']:.0f} steps/s", flush=True)
+        print(
+            f"{row['num_envs']} envs: raw {row['raw_env_steps_per_s']:.0f} steps/s, "
+            f"training {row['train_env_steps_per_s']:.0f} steps/s",
+            flush=True,
+        )
     if not args.skip_learning:
         eval_seeds = list(range(10_000, 10_000 + args.eval_episodes))
-        runs = [learning_curve(s, args.max_epochs, args.eval_every, eval_seeds, config)
-                for s in args.seeds]
+        runs = [
+            learning_curve(s, args.max_epochs, args.eval_every, eval_seeds, config)
+            for s in args.seeds
+        ]
         report["runs"] = runs
         firsts = [r["first_solved_env_steps"] for r in runs]
         budget = None if None in firsts else max(firsts)
         report["budget_env_steps"] = budget
         for r in runs:
-            later = [p["greedy_return"] >= SOLVED for p in r["curve"]
-                     if budget is not None and p["env_steps"] >= budget]
+            later = [
+                p["greedy_return"] >= SOLVED
+                for p in r["curve"]
+                if budget is not None and p["env_steps"] >= budget
+            ]
             r["solved_evals_from_budget"] = f"{sum(later)}/{len(later)}"
-            print(f"seed {r['seed']}: first >= {SOLVED:.0f} at {r['first_solved_env_steps']} "
-                  f"env steps; train wall {r['train_s']:.0f}s; "
-                  f"evals >= {SOLVED:.0f} from the budget on: {r['solved_evals_from_budget']}")
+            print(
+                f"seed {r['seed']}: first >= {SOLVED:.0f} at {r['first_solved_env_steps']} "
+                f"env steps; train wall {r['train_s']:.0f}s; "
+                f"evals >= {SOLVED:.0f} from the budget on: {r['solved_evals_from_budget']}"
+            )
         print(f"budget (all {len(runs)} seeds reached {SOLVED:.0f}): {budget} env steps")
     if args.json:
         with open(args.json, "w") as fh:

@@ -1,0 +1,165 @@
+"""ckptcompat benchmarks: manager overhead, doctor speed, matrix wall time, PPO throughput.
+
+Run in the t215 cell by ``nox -s bench`` (which installs stable-baselines3, sb3-contrib and
+picklescan there only): ``python benchmarks/bench.py --out reports/bench.json --md
+BENCHMARKS.md [--quick]``. Every figure is the median of interleaved runs with min and
+max, as a ratio to a baseline measured in the same rounds (these machines are shared). Not a
+test: nothing here asserts a time. The 1 GB files are written under ``--work`` (default a
+temporary directory) and deleted at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from _bench_io import MB, CheckpointFile, bench_doctor, bench_manager, corpus_table, make_agent
+from _limits import missed_notes
+from _ppo import HYPER, run_ours, run_sb3
+from _report import machine_facts, matrix_timing, render
+from _timing import ratio, summary
+
+from ckptcompat.checkpoint.manager import save_agent_file
+
+__all__ = ["main"]
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _sizes(quick: bool) -> list[tuple[str, int]]:
+    if quick:
+        return [("1 MB", MB), ("10 MB", 10 * MB)]
+    return [("1 MB", MB), ("100 MB", 100 * MB), ("1 GB", 1000 * MB)]
+
+
+def _ppo(env_steps: int, runs: int, env_counts: list[int]) -> dict[str, Any]:
+    rows = []
+    for num_envs in env_counts:
+        got: dict[str, list[dict[str, float]]] = {"ours": [], "ppo": [], "recurrent_ppo": []}
+        for seed in range(runs):  # interleaved: ours, PPO, RecurrentPPO; again
+            got["ours"].append(run_ours(num_envs, env_steps, seed))
+            got["ppo"].append(run_sb3("ppo", num_envs, env_steps, seed))
+            got["recurrent_ppo"].append(run_sb3("recurrent", num_envs, env_steps, seed))
+            print(
+                f"  ppo {num_envs} envs seed {seed}: "
+                + ", ".join(
+                    f"{k} {v[-1]['env_steps_per_s']:.0f}/s R {v[-1]['return']:.0f}"
+                    for k, v in got.items()
+                ),
+                flush=True,
+            )
+        ours = [r["env_steps_per_s"] for r in got["ours"]]
+        for key, name in (
+            ("ppo", "sb3 PPO MlpPolicy"),
+            ("recurrent_ppo", "sb3-contrib RecurrentPPO"),
+        ):
+            theirs = [r["env_steps_per_s"] for r in got[key]]
+            q = ratio(ours, theirs)
+            ret_ours = statistics.median(r["return"] for r in got["ours"])
+            ret_theirs = statistics.median(r["return"] for r in got[key])
+            rows.append(
+                {
+                    "num_envs": num_envs,
+                    "theirs_name": name,
+                    "ours": summary(ours),
+                    "theirs": summary(theirs),
+                    "ratio": q,
+                    "return_ours": ret_ours,
+                    "return_theirs": ret_theirs,
+                    "runs": {"ours": got["ours"], "theirs": got[key]},
+                    "met": q["median"] >= 1.0 and ret_ours >= ret_theirs,
+                }
+            )
+    return {"env_steps": env_steps, "hyper": HYPER, "rows": rows}
+
+
+def _io_sections(
+    report: dict[str, Any],
+    sections: set[str],
+    sizes: list[tuple[str, int]],
+    runs: int,
+    work: Path,
+    write: Callable[[], None],
+) -> None:
+    """Sections 1 and 2; the doctor reuses the manager's files (few tensors) plus a 4096."""
+    if not sections & {"manager", "doctor"}:
+        return
+    files = []
+    report["manager"] = []
+    for label, size in sizes:
+        print(f"manager {label}", flush=True)
+        rows, f = bench_manager(label, size, work, runs)
+        report["manager"] += rows
+        files.append(f)
+        write()
+    if "doctor" not in sections:
+        return
+    many = work / "many" / "bench_v0.pt"
+    save_agent_file(make_agent(MB, 4096), many, run="bench", epoch=0)
+    files.append(CheckpointFile("4096 tensors (1 MB)", many, many.stat().st_size, 4096))
+    print("doctor", flush=True)
+    report["doctor"] = bench_doctor(files, runs)
+    few = {r["file"]: r["doctor_seconds"]["median"] for r in report["doctor"]}
+    few = {k: v for k, v in few.items() if "tensors" not in k}
+    spread = max(few.values()) / min(few.values())
+    report["doctor_flat"] = (
+        f"largest / smallest doctor median over {', '.join(few)} = {spread:.2f} "
+        f"(goal <= 2: {'yes' if spread <= 2 else 'no'})"
+    )
+    report["corpus"] = corpus_table([ROOT / "fixtures" / "corpus", ROOT / "fixtures" / "malicious"])
+    write()
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the sections, write the JSON report and BENCHMARKS.md after each."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "reports" / "bench.json")
+    parser.add_argument("--md", type=Path, default=ROOT / "BENCHMARKS.md")
+    parser.add_argument("--quick", action="store_true", help="small files, few runs: a smoke run")
+    parser.add_argument("--runs", type=int, help="interleaved runs per figure (default 5; quick 2)")
+    parser.add_argument("--ppo-steps", type=int, help="env steps per PPO run (default 8192)")
+    parser.add_argument("--sections", default="manager,doctor,matrix,ppo")
+    parser.add_argument("--work", type=Path, help="where the big files go (default: a temp dir)")
+    args = parser.parse_args(argv)
+    runs = args.runs or (2 if args.quick else 5)
+    sections = set(args.sections.split(","))
+    torch.set_num_threads(1)
+    report: dict[str, Any] = {
+        "command": "python benchmarks/bench.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "machine": machine_facts(),
+        "runs": runs,
+        "quick": args.quick,
+        "notes": [],
+    }
+    print(json.dumps(report["machine"]), flush=True)
+
+    def write() -> None:
+        report["notes"] = missed_notes(report)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=1, default=str))
+        args.md.write_text(render(report))
+
+    work = Path(tempfile.mkdtemp(prefix="ckptcompat-bench-", dir=args.work))
+    try:
+        _io_sections(report, sections, _sizes(args.quick), runs, work, write)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if "matrix" in sections:
+        report["matrix"] = matrix_timing(ROOT / "reports" / "work" / "timing.json")
+    if "ppo" in sections:
+        steps = args.ppo_steps or (1024 if args.quick else 8192)
+        report["ppo"] = _ppo(steps, runs, [1, 8])
+    write()
+    return report
+
+
+if __name__ == "__main__":
+    main()

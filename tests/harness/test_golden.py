@@ -141,6 +141,26 @@ def _manifest_without_freeze(directory: Path) -> dict[str, Any]:
     return manifest
 
 
+def _generate(out_dir: Path, cell: str) -> None:
+    """Write ``cell``'s goldens into ``out_dir`` in a fresh process, as the producer does."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "ckptcompat.harness.golden", str(out_dir), cell],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def _digests(root: Path) -> dict[str, str]:
+    """sha256 of every golden file under ``root`` but the MANIFEST, by relative path."""
+    return {
+        p.relative_to(root).as_posix(): sha256_file(p)
+        for p in root.rglob("*")
+        if p.is_file() and p.name != MANIFEST_NAME
+    }
+
+
 @pytest.mark.parametrize("cell", PRODUCERS)
 def test_regeneration_is_byte_identical(cell: str, tmp_path: Path) -> None:
     """Guards non-deterministic golden bytes (a zip folder named after the temp file, a
@@ -151,22 +171,9 @@ def test_regeneration_is_byte_identical(cell: str, tmp_path: Path) -> None:
     differences = environment_differences(g)
     if differences:
         pytest.skip(f"not the environment that produced {cell}: {'; '.join(differences)}")
-    proc = subprocess.run(
-        [sys.executable, "-m", "ckptcompat.harness.golden", str(tmp_path), cell],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _generate(tmp_path, cell)
 
-    def digests(root: Path) -> dict[str, str]:
-        return {
-            p.relative_to(root).as_posix(): sha256_file(p)
-            for p in root.rglob("*")
-            if p.is_file() and p.name != MANIFEST_NAME
-        }
-
-    assert digests(tmp_path / cell) == digests(g.root)
+    assert _digests(tmp_path / cell) == _digests(g.root)
     assert _manifest_without_freeze(tmp_path / cell) == _manifest_without_freeze(g.root)
 
 
@@ -176,22 +183,9 @@ def test_generation_is_deterministic_here(tmp_path: Path) -> None:
     processes give identical files, MANIFEST included apart from ``uv pip freeze``."""
     cell = os.environ.get("CKPTCOMPAT_CELL") or "t26"
     for run in ("a", "b"):
-        proc = subprocess.run(
-            [sys.executable, "-m", "ckptcompat.harness.golden", str(tmp_path / run), cell],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert proc.returncode == 0, proc.stderr[-3000:]
+        _generate(tmp_path / run, cell)
 
-    def digests(root: Path) -> dict[str, str]:
-        return {
-            p.relative_to(root).as_posix(): sha256_file(p)
-            for p in root.rglob("*")
-            if p.is_file() and p.name != MANIFEST_NAME
-        }
-
-    assert digests(tmp_path / "a" / cell) == digests(tmp_path / "b" / cell)
+    assert _digests(tmp_path / "a" / cell) == _digests(tmp_path / "b" / cell)
     assert _manifest_without_freeze(tmp_path / "a" / cell) == _manifest_without_freeze(
         tmp_path / "b" / cell
     )

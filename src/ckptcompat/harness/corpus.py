@@ -18,17 +18,15 @@ Importing this module is cheap (standard library only); :func:`generate` imports
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
-import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from ckptcompat.harness.corpus_files import CORPUS
-from ckptcompat.harness.manifest import folder_problems, sha256_file
+from ckptcompat.harness.manifest import fixture_cli, folder_problems, sha256_file
 
 __all__ = [
     "CORPUS",
@@ -149,17 +147,13 @@ def check(folder: str | os.PathLike[str] = CORPUS_DIR) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: ``python -m ckptcompat.harness.corpus [FOLDER] [--check]``."""
-    parser = argparse.ArgumentParser(prog="python -m ckptcompat.harness.corpus")
-    parser.add_argument("folder", nargs="?", default=str(CORPUS_DIR))
-    parser.add_argument("--check", action="store_true", help="only compare files with MANIFEST")
-    args = parser.parse_args(argv)
-    if args.check:
-        problems = check(args.folder)
-        for problem in problems:
-            print(problem, file=sys.stderr)
-        return 1 if problems else 0
-    print(generate(args.folder))
-    return 0
+    return fixture_cli(
+        argv,
+        prog="python -m ckptcompat.harness.corpus",
+        default_folder=CORPUS_DIR,
+        generate=generate,
+        check=check,
+    )
 
 
 if __name__ == "__main__":

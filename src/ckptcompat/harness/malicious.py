@@ -24,7 +24,6 @@ Importing this module is cheap (standard library only); :func:`generate` imports
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import os
@@ -32,7 +31,6 @@ import pickle
 import platform
 import struct
 import subprocess
-import sys
 import tarfile
 import warnings
 import zipfile
@@ -42,7 +40,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
-from ckptcompat.harness.manifest import folder_problems, sha256_file
+from ckptcompat.harness.manifest import fixture_cli, folder_problems, sha256_file
 
 __all__ = [
     "CANARY_ENV",
@@ -533,17 +531,13 @@ def check(folder: str | os.PathLike[str] = CORPUS_DIR) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: ``python -m ckptcompat.harness.malicious [FOLDER] [--check]``."""
-    parser = argparse.ArgumentParser(prog="python -m ckptcompat.harness.malicious")
-    parser.add_argument("folder", nargs="?", default=str(CORPUS_DIR))
-    parser.add_argument("--check", action="store_true", help="only compare files with MANIFEST")
-    args = parser.parse_args(argv)
-    if args.check:
-        problems = check(args.folder)
-        for problem in problems:
-            print(problem, file=sys.stderr)
-        return 1 if problems else 0
-    print(generate(args.folder))
-    return 0
+    return fixture_cli(
+        argv,
+        prog="python -m ckptcompat.harness.malicious",
+        default_folder=CORPUS_DIR,
+        generate=generate,
+        check=check,
+    )
 
 
 if __name__ == "__main__":

@@ -6,13 +6,15 @@ The regression corpus, the malicious corpus and the goldens each list their file
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
-from collections.abc import Iterable, Mapping
+import sys
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["folder_problems", "sha256_file"]
+__all__ = ["fixture_cli", "folder_problems", "sha256_file"]
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -59,3 +61,29 @@ def folder_problems(
         f"{n}: an entry the manifest lacks (regenerate)" for n in expected if n not in listed
     ]
     return problems
+
+
+def fixture_cli(
+    argv: list[str] | None,
+    *,
+    prog: str,
+    default_folder: Path,
+    generate: Callable[[str], Path],
+    check: Callable[[str], list[str]],
+) -> int:
+    """``python -m PROG [FOLDER] [--check]`` for a generated fixture folder.
+
+    Generates (printing the manifest path) or, with ``--check``, prints every problem
+    :func:`folder_problems`-style ``check`` finds and returns 1 when there is any.
+    """
+    parser = argparse.ArgumentParser(prog=prog)
+    parser.add_argument("folder", nargs="?", default=str(default_folder))
+    parser.add_argument("--check", action="store_true", help="only compare files with MANIFEST")
+    args = parser.parse_args(argv)
+    if args.check:
+        problems = check(args.folder)
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        return 1 if problems else 0
+    print(generate(args.folder))
+    return 0

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _bench_io import MB, CheckpointFile, bench_doctor, bench_manager, corpus_table, make_agent
+from _bench_doctor import bench_doctor, corpus_table
+from _bench_io import MB, CheckpointFile, bench_manager, make_agent
 from _limits import missed_notes
 from _ppo import HYPER, run_ours, run_sb3
 from _report import machine_facts, matrix_timing, render

@@ -89,6 +89,12 @@ def missed_notes(report: dict[str, Any]) -> list[str]:
     missed = {_key(r) for r in rows if r.get("met") is False}
     if any(r["met"] is False for r in report.get("ppo", {}).get("rows", [])):
         missed.add("ppo")
+    matrix = report.get("matrix")
+    if matrix and (
+        matrix["warm"]["wall_s"]["median"] >= 240
+        or max(matrix["warm"]["processes_per_cell"].values()) > 3
+    ):
+        missed.add("matrix")
     notes = [LIMITS[k] for k in LIMITS if k in missed]
     notes += [f"{k}: missed, not profiled yet." for k in sorted(missed - set(LIMITS))]
     return notes

@@ -11,7 +11,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["machine_facts", "matrix_timing", "render"]
+__all__ = ["machine_facts", "render"]
 
 _TOOLS = ("torch", "numpy", "gymnasium", "stable-baselines3", "sb3-contrib", "picklescan")
 
@@ -50,15 +50,6 @@ def machine_facts() -> dict[str, Any]:
     }
 
 
-def matrix_timing(path: Path) -> dict[str, Any] | None:
-    """reports/work/timing.json (written by ``nox -s matrix``), with where and when it came from."""
-    if not path.is_file():
-        return None
-    data = json.loads(path.read_text())
-    mtime = datetime.fromtimestamp(path.stat().st_mtime, UTC)
-    return {"source": str(path), "written_at": mtime.isoformat(timespec="seconds"), **data}
-
-
 def _s(x: float) -> str:
     return f"{x * 1000:.1f} ms" if x < 1 else f"{x:.2f} s"
 
@@ -88,6 +79,61 @@ def _timing_rows(rows: list[dict[str, Any]], head: str) -> list[str]:
             f"[{q['min']:.2f}, {q['max']:.2f}] | {r['goal'] or '-'} | {_met(r['met'])} |"
         )
     return out
+
+
+def _mmm(x: dict[str, float]) -> str:
+    return f"{x['median']:.1f} [{x['min']:.1f}, {x['max']:.1f}]"
+
+
+def _matrix_lines(t: dict[str, Any] | None) -> list[str]:
+    """Section 3: cold and warm ``nox -s matrix`` (see benchmarks/_matrix.py)."""
+    lines = ["## 3. Matrix wall time", ""]
+    if t is None:
+        return [*lines, "Not measured in this run (`--sections` without `matrix`).", ""]
+    phases = list(t["warm"]["phase_wall_s"])
+    lines += [
+        f"`nox -s matrix` run {len(t['runs']['warm'])} times warm (the `.nox` venvs exist) "
+        "and as many times cold (a fresh `--envdir`: the matrix venv and the four cells' "
+        "tests venvs are created from a warm uv cache), interleaved, after one discarded "
+        "warm run. Seconds, median [min, max]; 'outside phases' is venv creation or sync, "
+        "the golden check and the report.",
+        "",
+        "| run | whole command | sum of phases | outside phases | "
+        + " | ".join(phases)
+        + " | goal | met? |",
+        "|" + "---|" * (6 + len(phases)),
+    ]
+    for kind in ("cold", "warm"):
+        k = t[kind]
+        goal, met = ("< 240 s", _met(k["wall_s"]["median"] < 240)) if kind == "warm" else ("-", "-")
+        lines.append(
+            f"| {kind} | {_mmm(k['wall_s'])} | {_mmm(k['phases_s'])} | "
+            f"{_mmm(k['outside_phases_s'])} | "
+            + " | ".join(_mmm(k["phase_wall_s"][ph]) for ph in phases)
+            + f" | {goal} | {met} |"
+        )
+    lines += [
+        "",
+        "Per cell (median seconds; each phase is one process per cell, cells in parallel "
+        "2 at a time):",
+        "",
+        "| cell | run | processes (goal <= 3) | "
+        + " | ".join(f"{ph} wall / CPU" for ph in phases)
+        + " |",
+        "|" + "---|" * (3 + len(phases)),
+    ]
+    for cell in t["warm"]["processes_per_cell"]:
+        for kind in ("cold", "warm"):
+            k = t[kind]
+            n = k["processes_per_cell"][cell]
+            cells = [
+                f"{p['wall_s']['median']:.1f} / {p['cpu_s']['median']:.1f}"
+                for ph in phases
+                for p in k["processes"]
+                if p["cell"] == cell and p["phase"] == ph
+            ]
+            lines.append(f"| {cell} | {kind} | {n} ({_met(n <= 3)}) | " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def render(report: dict[str, Any]) -> str:
@@ -147,38 +193,7 @@ def render(report: dict[str, Any]) -> str:
             g = ", ".join(g) or "(none)" if isinstance(g, list) else g
             lines.append(f"| {r['file']} | {r['doctor']} | {r['picklescan']} | {g} |")
         lines.append("")
-    lines += ["## 3. Matrix wall time", ""]
-    t = report.get("matrix")
-    if t is None:
-        lines += ["No reports/work/timing.json: run `nox -s matrix` first (not run by bench).", ""]
-    else:
-        lines += [
-            f"Read from `{t['source']}` (written by `nox -s matrix` at {t['written_at']}; "
-            "not measured by this run, and not labelled cold or warm there).",
-            "",
-            "| phase | wall s |",
-            "|---|---|",
-        ]
-        lines += [f"| {p} | {w:.1f} |" for p, w in t.get("phase_wall_s", {}).items()]
-        total = sum(t.get("phase_wall_s", {}).values())
-        lines += [
-            f"| sum of phases | {total:.1f} (goal warm < 240 s: "
-            f"{_met(total < 240)}; excludes venv sync and report) |",
-            "",
-            "| cell | processes (goal <= 3) | "
-            + " | ".join(f"{p} wall s / cpu s" for p in t.get("phase_wall_s", {}))
-            + " |",
-            "|---|---|" + "---|" * len(t.get("phase_wall_s", {})),
-        ]
-        for cell, n in t.get("processes_per_cell", {}).items():
-            cells = [
-                f"{p['wall_s']:.1f} / {p['cpu_s']:.1f}"
-                for ph in t.get("phase_wall_s", {})
-                for p in t.get("processes", [])
-                if p["cell"] == cell and p["phase"] == ph
-            ]
-            lines.append(f"| {cell} | {n} ({_met(n <= 3)}) | " + " | ".join(cells) + " |")
-        lines.append("")
+    lines += _matrix_lines(report.get("matrix"))
     if "ppo" in report:
         p = report["ppo"]
         lines += [

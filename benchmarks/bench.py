@@ -24,8 +24,9 @@ import torch
 from _bench_doctor import bench_doctor, corpus_table
 from _bench_io import MB, CheckpointFile, bench_manager, make_agent
 from _limits import missed_notes
+from _matrix import bench_matrix
 from _ppo import HYPER, run_ours, run_sb3
-from _report import machine_facts, matrix_timing, render
+from _report import machine_facts, render
 from _timing import ratio, summary
 
 from ckptcompat.checkpoint.manager import save_agent_file
@@ -126,6 +127,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--md", type=Path, default=ROOT / "BENCHMARKS.md")
     parser.add_argument("--quick", action="store_true", help="small files, few runs: a smoke run")
     parser.add_argument("--runs", type=int, help="interleaved runs per figure (default 5; quick 2)")
+    parser.add_argument("--matrix-runs", type=int, help="cold+warm matrix rounds (default --runs)")
     parser.add_argument("--ppo-steps", type=int, help="env steps per PPO run (default 8192)")
     parser.add_argument("--sections", default="manager,doctor,matrix,ppo")
     parser.add_argument("--work", type=Path, help="where the big files go (default: a temp dir)")
@@ -154,7 +156,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if "matrix" in sections:
-        report["matrix"] = matrix_timing(ROOT / "reports" / "work" / "timing.json")
+        report["matrix"] = bench_matrix(args.matrix_runs or runs, ROOT / "reports" / "bench-logs")
+        write()
     if "ppo" in sections:
         steps = args.ppo_steps or (1024 if args.quick else 8192)
         report["ppo"] = _ppo(steps, runs, [1, 8])

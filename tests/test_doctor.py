@@ -534,3 +534,35 @@ def test_doctor_reads_under_1mb_of_a_sparse_1gb_checkpoint(tmp_path: Path) -> No
     assert diag.storage_bytes == 1 << 30 and diag.generation == "state_dict"
     assert diag.for_torch("2.6").weights_only.outcome == "loads"
     assert read < 1 << 20, read
+
+
+@pytest.mark.one_cell
+@pytest.mark.parametrize(
+    "path",
+    CORPUS + sorted((corpus.CORPUS_DIR.parent / "malicious").glob("*.pt")),
+    ids=lambda p: f"{p.parent.name}/{p.name}",
+)
+def test_scan_facts_equal_the_full_pickle_walk(path: Path) -> None:
+    """Guards the doctor's single pass: the pickle facts the scan's inert pass records must
+    be what the full symbolic walk (the fallback) finds, for every corpus and malicious
+    file: root kind and global, format, state_dict detection, numpy dtype codes and the
+    first offsets of globals and of opcodes torch refuses. Static files: one cell suffices."""
+    import dataclasses
+
+    from ckptcompat.checkpoint import scan
+    from ckptcompat.checkpoint.pickle_scan import WEIGHTS_ONLY_OPCODES
+    from ckptcompat.doctor.pickle_walk import pickle_facts
+
+    result = scan.scan(path)
+    walked = pickle_facts(str(path), dataclasses.replace(result, facts=None))
+    if result.facts is None:
+        return
+    fast = pickle_facts(str(path), result)
+    for name in ("complete", "root_kind", "root_global", "format", "tensor_mapping"):
+        assert getattr(fast, name) == getattr(walked, name), name
+    assert fast.numpy_dtypes == walked.numpy_dtypes
+    assert dict(fast.global_pos) == dict(walked.global_pos)
+    refused = result.opcodes - WEIGHTS_ONLY_OPCODES
+    assert {op: fast.opcode_pos[op] for op in refused} == {
+        op: walked.opcode_pos[op] for op in refused
+    }

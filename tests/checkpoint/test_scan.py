@@ -732,3 +732,118 @@ def test_not_a_checkpoint_kinds_unchanged(tmp_path: Path) -> None:
             with pytest.raises(CorruptCheckpointError):
                 precheck(path, full=full)
     assert scan_mod.scan(tmp_path / "html.pt").codes() == {"not_scanned"}
+
+
+# --------------------------------------------------------------------------- fast paths
+def _genops_names(pkl: bytes) -> set[str]:
+    import pickletools
+
+    return {op.name for op, _arg, _pos in pickletools.genops(pkl)}
+
+
+class _Stored:
+    """Pickles as a persistent id (what torch.save does for storages)."""
+
+    def __init__(self, pid: object) -> None:
+        self.pid = pid
+
+
+class _IdPickler(pickle.Pickler):
+    def persistent_id(self, obj: object) -> object:
+        return obj.pid if isinstance(obj, _Stored) else None
+
+
+def _with_ids(obj: object) -> bytes:
+    buf = io.BytesIO()
+    _IdPickler(buf, protocol=2).dump(obj)
+    return buf.getvalue()
+
+
+@pytest.mark.one_cell
+@pytest.mark.parametrize("protocol", range(6))
+def test_fast_tokenizer_finds_every_opcode_of_large_pickles(protocol: int) -> None:
+    """Guards the regex runs of the walk (pickles over 8 KiB): the opcode set, protocol and
+    end must be what a sequential tokenizer finds, with strings over 255 bytes, ints of every
+    width and memo indices past 255 in the stream. Pure pickle bytes: one cell suffices."""
+    state = collections.OrderedDict(
+        (f"layer{i}." + "w" * (i % 300), [i, -i, 1 << (i % 70), i / 3, b"b" * (i % 280), None])
+        for i in range(600)
+    )
+    pkl = pickle.dumps(state, protocol=protocol)
+    assert len(pkl) > 8192
+    result = scan_pickle(pkl + b"trailing")
+    assert result.opcodes == _genops_names(pkl)
+    assert result.end == len(pkl)
+    assert result.completed
+    if protocol >= 2:
+        assert result.protocol == protocol
+
+
+@pytest.mark.one_cell
+def test_fast_tokenizer_leaves_large_memo_indices_to_the_check() -> None:
+    """Guards the memo-bomb check behind the regex runs: LONG_BINPUT indices at or past the
+    pickle's size are flagged in large pickles too, and indices below it (even past the
+    largest power of two the regex covers) are not. Pure pickle bytes: one cell suffices."""
+    body = b"\x80\x02]" + b"".join(
+        b"K\x01r" + i.to_bytes(4, "little") + b"a" for i in range(3000)
+    )  # [1, 1, ...], every item memoized: all in the regex's opcodes
+    for index in (20_000, 30_000, 1 << 31):
+        pkl = body + b"r" + index.to_bytes(4, "little") + b"."
+        assert 1 << 14 <= len(pkl) < 30_000  # the regex covers indices below 2**14
+        result = scan_pickle(pkl)
+        codes = {f.code for f in result.findings}
+        assert ("memo_index_out_of_range" in codes) is (index >= len(pkl)), index
+        assert result.completed is (index < len(pkl))
+
+
+@pytest.mark.one_cell
+def test_quick_inert_pass_equals_the_full_one_on_odd_persistent_ids() -> None:
+    """Guards the quick inert pass (persistent ids recorded by C, standing as None): where a
+    pickle does more with an id than store it, or keys a dict by ids, the full pass must
+    decide, so SETITEM on a storage and calls on it are still reported. Pure pickle bytes:
+    one cell suffices."""
+    storage = ("storage", collections.OrderedDict, "0", "cpu", 4)
+    keyed = scan_pickle(_with_ids({_Stored(storage): 1, _Stored(("x",)): 2}))
+    assert keyed.completed
+    assert len(keyed.persistent_ids) == 2
+    assert keyed.facts is None  # keyed by placeholders: the doctor walks it itself
+    root = scan_pickle(_with_ids(_Stored(storage)))
+    assert root.facts is not None and root.facts.root.kind == "unknown"
+    setitem = scan_pickle(
+        b"\x80\x02" + _u("0") + b"Q" + _u("k") + _u("v") + b"s."  # storage["k"] = "v"
+    )
+    assert setitem.setitem_targets == ("<persistent id>",)
+    called = scan_pickle(b"\x80\x02" + _u("0") + b"Q)R.")  # storage()
+    assert "call_on_result" in {f.code for f in called.findings}
+
+
+@pytest.mark.one_cell
+def test_zip_directory_bulk_parse_equals_the_record_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Guards the bulk central-directory parse (one split and C-level maps for torch's
+    thousands of plain records) against the record-by-record loop it stands for, on a
+    torch file and on a directory with comments and a non-ASCII name. One cell suffices."""
+    from ckptcompat.checkpoint import archive_reader
+
+    plain = tmp_path / "plain.pt"
+    torch.save({f"w{i}": torch.zeros(1) for i in range(300)}, plain)
+    odd = tmp_path / "odd.zip"
+    with zipfile.ZipFile(odd, "w") as zf:
+        zf.writestr("a/data.pkl", b"\x80\x02N.")
+        info = zipfile.ZipInfo("a/dätä")
+        info.comment = b"PK\x01\x02 inside a comment"
+        zf.writestr(info, b"x")
+
+    def entries(path: Path) -> list[archive_reader.ZipEntry]:
+        reader = archive_reader.ArchiveReader(path)
+        try:
+            return reader.zip_entries()
+        finally:
+            reader.close()
+
+    bulk = {p: entries(p) for p in (plain, odd)}
+    monkeypatch.setattr(archive_reader, "_plain_entries", lambda cd, count: None)
+    for path, found in bulk.items():
+        assert entries(path) == found
+    assert len(bulk[plain]) > 300

@@ -9,10 +9,12 @@ match. Anything else is :class:`BadZip`, which :mod:`.scan` reports as a truncat
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import struct
 import zlib
+from operator import itemgetter
 from typing import IO, NamedTuple
 
 __all__ = ["ArchiveReader", "BadZip", "ZipEntry"]
@@ -109,22 +111,28 @@ class ArchiveReader:
         cd = self.read_at(cd_offset, cd_size)
         if len(cd) != cd_size:
             raise BadZip("the central directory is cut short")
-        entries, pos, unpack = [], 0, _CENTRAL.unpack_from
+        entries = _plain_entries(cd, count)
+        if entries is not None:
+            return entries
+        # The loop avoids attribute look-ups and builds each ZipEntry with tuple.__new__
+        # (no Python-level __new__).
+        entries = []
+        append, unpack, make, pos = entries.append, _CENTRAL.unpack_from, _make_entry, 0
         try:
             while pos < cd_size:
                 rec = unpack(cd, pos)
                 if rec[0] != b"PK\x01\x02":
                     raise BadZip(f"bad central-directory record at {cd_offset + pos}")
                 flags, name_len, extra_len = rec[5], rec[12], rec[13]
-                start = pos + _CENTRAL.size
+                start = pos + 46
                 name = cd[start : start + name_len].decode(
                     "utf-8" if flags & _FLAG_UTF8 else "cp437"
                 )
                 csize, usize, offset = rec[10], rec[11], rec[18]
-                if 0xFFFFFFFF in (csize, usize, offset):
+                if _MAX32 in (csize, usize, offset):
                     extra = cd[start + name_len : start + name_len + extra_len]
                     usize, csize, offset = _zip64_sizes(extra, usize, csize, offset)
-                entries.append(ZipEntry(name, flags, rec[6], rec[9], csize, usize, offset))
+                append(make((name, flags, rec[6], rec[9], csize, usize, offset)))
                 pos = start + name_len + extra_len + rec[14]
         except (struct.error, UnicodeDecodeError) as exc:
             raise BadZip(f"unreadable central directory: {exc}") from None
@@ -158,6 +166,48 @@ class ArchiveReader:
         if len(data) != entry.file_size or zlib.crc32(data) != entry.crc:
             raise BadZip(f"{entry.name}: size or CRC differs from the directory")
         return data
+
+
+_make_entry = functools.partial(tuple.__new__, ZipEntry)
+_MAX32 = 0xFFFFFFFF
+_CENTRAL_SIGNATURE = b"PK\x01\x02"
+_CENTRAL_REST = struct.Struct(_CENTRAL.format[:1] + _CENTRAL.format[3:])  # after the signature
+_COLUMN = tuple(map(itemgetter, range(18)))  # the fields of _CENTRAL_REST
+
+
+def _plain_entries(cd: bytes, count: int) -> list[ZipEntry] | None:
+    """The directory as :meth:`ArchiveReader.zip_entries` parses it, in bulk, when every
+    record is plain: no extra field, no comment, no zip64 sizes, ASCII names. None otherwise.
+
+    torch writes such a directory with one record per storage (thousands); splitting on the
+    record signature and checking that every piece is exactly its header plus the name
+    length it states proves the pieces are the records a sequential parse would find.
+    """
+    pieces = cd.split(_CENTRAL_SIGNATURE)
+    if pieces[0] or len(pieces) - 1 != count:
+        return None
+    del pieces[0]
+    head = _CENTRAL_REST.size
+    try:
+        recs = list(map(_CENTRAL_REST.unpack_from, pieces))
+    except struct.error:  # a piece shorter than a header
+        return None
+    col = _COLUMN
+    raw_names = list(map(itemgetter(slice(head, None)), pieces))
+    if (
+        list(map(col[11], recs)) != list(map(len, raw_names))
+        or not b"".join(raw_names).isascii()
+        or any(map(col[12], recs))  # extra field lengths
+        or any(map(col[13], recs))  # comment lengths
+        or _MAX32 in map(col[9], recs)
+        or _MAX32 in map(col[10], recs)
+        or _MAX32 in map(col[17], recs)
+    ):
+        return None
+    names = map(bytes.decode, raw_names)  # ASCII: the same in UTF-8 and cp437
+    fields = (names, map(col[4], recs), map(col[5], recs), map(col[8], recs))
+    sizes = (map(col[9], recs), map(col[10], recs), map(col[17], recs))
+    return list(map(_make_entry, zip(*fields, *sizes, strict=True)))
 
 
 def _zip64_sizes(extra: bytes, usize: int, csize: int, offset: int) -> tuple[int, int, int]:

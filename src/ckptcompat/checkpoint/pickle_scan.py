@@ -3,30 +3,46 @@
 Standard library only (no torch, no numpy). Two passes over the bytes:
 
 1. :func:`_walk` tokenizes the opcode stream with a table built from :mod:`pickletools`
-   (no stack, no objects). It yields the opcodes used, the protocol, the inline GLOBAL/INST
-   names and the end of the pickle, and it vets the stream for pass 2: unknown opcodes,
-   truncation, EXT1/EXT2/EXT4 (the C unpickler would consult, and fill, the process-wide
-   ``copyreg`` extension cache) and memo indices beyond the pickle's size (the C unpickler
-   grows its memo array to twice the index: a memory bomb in ten bytes).
+   (no stack, no objects); in pickles over 8 KiB, runs of weights-only opcodes are
+   tokenized by one regular expression in C (see ``_fast_run``). It yields the opcodes
+   used, the protocol, the inline GLOBAL/INST names, the offsets of the opcodes that name
+   globals and of the first use of each opcode outside the weights-only set, and the end
+   of the pickle, and it vets the stream for pass 2: unknown opcodes, truncation,
+   EXT1/EXT2/EXT4 (the C unpickler would consult, and fill, the process-wide ``copyreg``
+   extension cache) and memo indices beyond the pickle's size (the C unpickler grows its
+   memo array to twice the index: a memory bomb in ten bytes).
 2. :func:`~ckptcompat.checkpoint.inert_unpickler.inert_load` rebuilds the object graph
    with the C unpickler and inert placeholders for every global and persistent id, which
    resolves STACK_GLOBAL through the memo exactly as the real unpickler would and records
-   what the pickle does to each global (see that module for why nothing can run).
+   what the pickle does to each global (see that module for why nothing can run). The
+   same pass yields the :class:`StreamFacts` the doctor needs (root object, numpy dtype
+   codes, first offsets of globals), so nothing else reads the pickle again.
 
-Cost on a 4096-tensor state_dict (131k opcodes): walk ~9 ms, inert pass ~14 ms; a whole
-:func:`ckptcompat.checkpoint.scan.scan` takes about as long as bare ``pickletools.genops``
-(~40 ms) and about a seventh to a ninth of ``torch.load`` (250-320 ms on torch 2.4-2.15).
+Cost on a 4096-tensor state_dict (123k opcodes, t215, one thread): walk ~3 ms (the
+Python loop alone took ~9 ms), inert pass ~6-8 ms; a whole
+:func:`ckptcompat.checkpoint.scan.scan` of that file takes ~15 ms, about a third of bare
+``pickletools.genops`` and a fifteenth of ``torch.load``.
 """
 
 from __future__ import annotations
 
+import functools
 import pickletools
+import re
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from itertools import compress, repeat
+from operator import attrgetter, is_not
 from typing import Any
 
-from ckptcompat.checkpoint.inert_unpickler import PersistentRef, inert_load
+from ckptcompat.checkpoint.inert_unpickler import (
+    InertRecord,
+    PersistentRef,
+    RootShape,
+    describe_root,
+    inert_load,
+)
 from ckptcompat.checkpoint.torch_names import qualify
 
 __all__ = [
@@ -34,6 +50,7 @@ __all__ = [
     "Finding",
     "PersistentRef",
     "PickleScan",
+    "StreamFacts",
     "scan_pickle",
 ]
 
@@ -66,6 +83,26 @@ class Finding:
 
 
 @dataclass(frozen=True)
+class StreamFacts:
+    """What one pickle builds, from the same pass as its scan (never executed).
+
+    Attributes:
+        root: the top-level object's shape (kind, origin global, ``format``, tensor mapping).
+        numpy_dtypes: codes given to ``numpy.dtype`` (``"f4"``, ``"i8"``), in order.
+        global_pos: global -> offset of its first GLOBAL/STACK_GLOBAL/INST (bytes, from the
+            pickle's start).
+        opcode_pos: opcode name -> offset of its first use (bytes, from the pickle's start),
+            for every opcode outside :data:`WEIGHTS_ONLY_OPCODES` and, in pickles the fast
+            tokenizer did not cover, every other opcode too.
+    """
+
+    root: RootShape
+    numpy_dtypes: tuple[str, ...]
+    global_pos: Mapping[str, int]
+    opcode_pos: Mapping[str, int]
+
+
+@dataclass(frozen=True)
 class PickleScan:
     """What one pickle stream contains, from :func:`scan_pickle`.
 
@@ -90,6 +127,8 @@ class PickleScan:
         root: with ``keep_root``, the rebuilt top-level object when it is plain data (no
             placeholders), e.g. the legacy format's magic number, sys_info and storage key
             list; else None.
+        facts: what the pickle builds (:class:`StreamFacts`), when the inert pass completed
+            and its result can be described exactly; else None.
         findings: what looks wrong.
     """
 
@@ -105,6 +144,7 @@ class PickleScan:
     completed: bool
     needed_bytes: int = 0
     root: Any = field(default=None, repr=False, compare=False)
+    facts: StreamFacts | None = field(default=None, repr=False, compare=False)
     findings: tuple[Finding, ...] = ()
 
 
@@ -136,11 +176,82 @@ for _op in pickletools.opcodes:
 _STOP, _PROTO, _FRAME = ord("."), 0x80, 0x95
 _LONG_BINPUT, _PUT, _BINUNICODE = ord("r"), ord("p"), ord("X")
 _EXT = frozenset({0x82, 0x83, 0x84})
+# Opcodes whose call of find_class the inert pass matches to their offsets, in order.
+_NAMING = frozenset({ord("c"), ord("i"), 0x93})  # GLOBAL, INST, STACK_GLOBAL
 # Opcodes that always take the slow path: they carry something the walk must look at.
-_WATCHED = frozenset({_STOP, _PROTO, _FRAME} | _EXT)
+_WATCHED = frozenset({_STOP, _PROTO, _FRAME} | _EXT | _NAMING)
 _U32 = struct.Struct("<I").unpack_from
 _I32 = struct.Struct("<i").unpack_from
 _U64 = struct.Struct("<Q").unpack_from
+_WELL_FORMED = attrgetter("well_formed")
+
+
+# ------------------------------------------------------------------ the fast tokenizer
+# A torch.save pickle is ~30 opcodes per tensor, all from WEIGHTS_ONLY_OPCODES; a Python
+# loop costs ~70 ns per opcode. The regex below tokenizes runs of those opcodes in C: each
+# alternative is exactly one opcode with its exact argument size (alternatives start with
+# distinct opcode bytes, so at most one matches: the tokenization is the sequential one),
+# and an empty group after each opcode byte records which opcodes the run used. It stops
+# at anything it does not cover (PROTO, STOP, GLOBAL, strings of 256+ bytes, other
+# opcodes, truncation), which the Python loop then handles one opcode at a time. LONG_BINPUT
+# is covered only below 2**k <= len(data), so every memo index the memory-bomb check
+# would flag reaches the Python loop. Only opcodes in WEIGHTS_ONLY_OPCODES are covered, so
+# the first offset of every opcode outside it is still found by the Python loop.
+_FAST_FIXED = (  # (opcode, argument bytes), the most frequent in torch pickles first
+    *(("r", -1), ("h", 1), ("K", 1), ("X", -4), ("(", 0), ("t", 0), ("\x85", 0)),
+    *(("R", 0), ("Q", 0), ("\x89", 0), (")", 0), ("q", 1), ("u", 0), ("}", 0), ("J", 4)),
+    *(("M", 2), ("G", 8), ("N", 0), ("j", 4), ("\x88", 0), ("s", 0), ("a", 0), ("e", 0)),
+    *(("b", 0), ("]", 0), ("\x8f", 0), ("\x86", 0), ("\x87", 0), ("\x81", 0)),
+    *(("U", -1), ("\x8a", -1)),
+)
+_FAST_OPS = tuple(ord(code) for code, _ in _FAST_FIXED)
+_FAST_START = bytes(1 if i in _FAST_OPS else 0 for i in range(256))  # 1: a run may start
+_NOT_FAST = frozenset(range(256)) - frozenset(_FAST_OPS)
+_FAST_MIN_BYTES = 8192  # smaller pickles: the Python loop is cheaper than compiling
+_MAX_FAST_STRING = 256  # bytes
+
+
+def _byte(value: int) -> bytes:
+    return re.escape(bytes([value]))
+
+
+def _counted(zeros: int) -> bytes:
+    """A length (one byte, then ``zeros`` zero bytes) below 256 and that many bytes.
+
+    A two-level trie on the length byte (lookahead on its high nibble), so a match tests
+    about 16 alternatives rather than 256.
+    """
+    high = []
+    for hi in range(_MAX_FAST_STRING // 16):
+        low = b"|".join(
+            _byte(16 * hi + lo) + b"\0" * zeros + (b".{%d}" % (16 * hi + lo)) for lo in range(16)
+        )
+        high.append(b"(?=[" + _byte(16 * hi) + b"-" + _byte(16 * hi + 15) + b"])(?:" + low + b")")
+    return b"(?:" + b"|".join(high) + b")"
+
+
+def _below(k: int) -> bytes:
+    """Four bytes of a little-endian uint32 below ``2**k`` (0 <= k <= 32)."""
+    out = b""
+    for byte in range(4):
+        bits = min(max(k - 8 * byte, 0), 8)
+        out += b"." if bits == 8 else b"[\\x00-" + _byte((1 << bits) - 1) + b"]"
+    return out
+
+
+@functools.lru_cache(maxsize=32)
+def _fast_run(k: int) -> Callable[[bytes, int], re.Match[bytes]]:
+    """``match(data, pos)`` of a run of covered opcodes, for memo indices below ``2**k``."""
+    alts = []
+    for code, size in _FAST_FIXED:
+        head = _byte(ord(code)) + b"()"
+        if code == "r":
+            alts.append(head + _below(k))
+        elif size >= 0:
+            alts.append(head + b"." * size)
+        else:
+            alts.append(head + _counted(3 if size == -4 else 0))
+    return re.compile(b"(?s)(?:" + b"|".join(alts) + b")*+").match  # type: ignore[return-value]
 
 
 class _Truncated(Exception):
@@ -155,67 +266,98 @@ class _Malformed(Exception):
 class _Walk:
     end: int | None = None
     protocol: int | None = None
-    seen: set[int] = field(default_factory=set)
+    first: dict[int, int] = field(default_factory=dict)  # opcode -> first offset (see _walk)
+    fast_seen: set[int] = field(default_factory=set)  # opcodes the fast runs used
     inline_globals: list[str] = field(default_factory=list)
+    naming_pos: list[int] = field(default_factory=list)  # GLOBAL/INST/STACK_GLOBAL offsets
     ext_codes: list[int] = field(default_factory=list)
     bad_memo: int | None = None
     error: str | None = None
     truncated: bool = False
     need: int = 1  # at least this many more bytes are needed to go on (when truncated)
 
+    fast: bool = False  # the fast runs were used
+
+    @property
+    def seen(self) -> set[int]:
+        return self.fast_seen | self.first.keys()
+
+    @property
+    def exact_first(self) -> frozenset[int] | range:
+        """Opcodes whose ``first`` offset is their first use (the fast runs skip others)."""
+        return _NOT_FAST if self.fast else range(256)
+
 
 def _walk(data: bytes, pos: int) -> _Walk:
-    """Tokenize one pickle from ``pos``; never builds objects. See the module docstring."""
+    """Tokenize one pickle from ``pos``; never builds objects. See the module docstring.
+
+    ``first`` holds the first offset of every opcode the Python loop met, which includes
+    every opcode outside WEIGHTS_ONLY_OPCODES (the fast runs cover only opcodes inside it).
+    """
     out = _Walk()
-    # Per-call step table, filled on an opcode's first sighting: the hot loop then only
-    # indexes and adds (a 4096-tensor state_dict has ~130k opcodes). LONG_BINPUT (a quarter
-    # of them) and BINUNICODE have their own branches: one is checked, one has a length.
+    # Per-call step table, filled on an opcode's first sighting: the Python loop then only
+    # indexes and adds. LONG_BINPUT and BINUNICODE have their own branches: one is
+    # checked, one has a length.
     step = [0] * 256
     memo_limit = len(data)
+    fast = None
+    if len(data) - pos >= _FAST_MIN_BYTES:
+        fast = _fast_run(memo_limit.bit_length() - 1)
+        out.fast = True
+    fast_start, fast_ops, fast_seen, first = _FAST_START, _FAST_OPS, out.fast_seen, out.first
     u32 = _U32
-    long_binput = binunicode = False
     try:
         while True:
             op = data[pos]
+            if fast is not None and fast_start[op]:
+                match = fast(data, pos)
+                if match.end() > pos:
+                    pos = match.end()
+                    took_part = map(is_not, match.groups(), repeat(None))
+                    fast_seen.update(compress(fast_ops, took_part))
+                    op = data[pos]
             s = step[op]
             if s:
                 pos += s
                 continue
             if op == _LONG_BINPUT:
-                long_binput = True
+                first.setdefault(op, pos)
                 if u32(data, pos + 1)[0] >= memo_limit and out.bad_memo is None:
                     out.bad_memo = u32(data, pos + 1)[0]
                 pos += 5
                 continue
             if op == _BINUNICODE:
-                binunicode = True
+                first.setdefault(op, pos)
                 pos += 5 + u32(data, pos + 1)[0]
                 continue
-            kind = _STEP[op]
-            if kind is None:
-                raise _Malformed(f"byte 0x{op:02x} at offset {pos} is not a pickle opcode")
-            out.seen.add(op)
-            if kind > 0:
-                if op == _STOP:
-                    out.end = pos + 1
-                    break
-                if op in _WATCHED:
-                    _watch(data, pos, op, out)
-                else:
-                    step[op] = kind
-                pos += kind
-            else:
-                pos = _skip_variable(data, pos, op, kind, out)
+            if op == _STOP:
+                first.setdefault(op, pos)
+                out.end = pos + 1
+                break
+            pos = _other(data, pos, op, out, step)
     except (IndexError, struct.error, _Truncated):
         out.truncated = True
         out.need = max(pos + 1 - len(data), 1)
     except _Malformed as exc:
         out.error = str(exc)
-    if long_binput:
-        out.seen.add(_LONG_BINPUT)
-    if binunicode:
-        out.seen.add(_BINUNICODE)
     return out
+
+
+def _other(data: bytes, pos: int, op: int, out: _Walk, step: list[int]) -> int:
+    """Return the offset after opcode ``op`` at ``pos`` (any but STOP and the fast ones)."""
+    kind = _STEP[op]
+    if kind is None:
+        raise _Malformed(f"byte 0x{op:02x} at offset {pos} is not a pickle opcode")
+    out.first.setdefault(op, pos)
+    if op in _NAMING:
+        out.naming_pos.append(pos)
+    if kind < 0:
+        return _skip_variable(data, pos, op, kind, out)
+    if op in _WATCHED:
+        _watch(data, pos, op, out)
+    else:
+        step[op] = kind
+    return pos + kind
 
 
 def _watch(data: bytes, pos: int, op: int, out: _Walk) -> None:
@@ -361,7 +503,8 @@ def scan_pickle(data: bytes, start: int = 0, *, keep_root: bool = False) -> Pick
             needed_bytes=walk.need if walk.truncated else 0,
             findings=tuple(findings),
         )
-    rec, root, error = inert_load(data[start : walk.end])
+    rec, root, error = inert_load(data[start : walk.end], quick=not keep_root)
+    facts = _facts(walk, rec, root, start) if error is None else None
     names = dict(rec.globals)
     if error is not None:
         findings.append(Finding("unpickle_failed", f"{type(error).__name__}: {error}"))
@@ -374,8 +517,8 @@ def scan_pickle(data: bytes, start: int = 0, *, keep_root: bool = False) -> Pick
                 tuple(rec.calls_on_results),
             )
         )
-    odd = tuple(dict.fromkeys(p.typename for p in rec.persistent_ids if not p.well_formed))
-    if odd:
+    if not all(map(_WELL_FORMED, rec.persistent_ids)):
+        odd = tuple(dict.fromkeys(p.typename for p in rec.persistent_ids if not p.well_formed))
         findings.append(
             Finding(
                 "non_storage_persistent_id",
@@ -400,5 +543,25 @@ def scan_pickle(data: bytes, start: int = 0, *, keep_root: bool = False) -> Pick
         root=root
         if keep_root and error is None and _is_plain(root, 4 * (len(data) - start))
         else None,
+        facts=facts,
         findings=tuple(findings),
+    )
+
+
+def _facts(walk: _Walk, rec: InertRecord, root: object, start: int) -> StreamFacts | None:
+    """The :class:`StreamFacts` of a completed inert pass (offsets relative to ``start``)."""
+    shape = describe_root(root)
+    # One find_class call per GLOBAL/STACK_GLOBAL/INST, in stream order (EXT never gets here).
+    if shape is None or len(rec.named) != len(walk.naming_pos):
+        return None
+    global_pos: dict[str, int] = {}
+    for name, pos in zip(rec.named, walk.naming_pos, strict=True):
+        global_pos.setdefault(name, pos - start)
+    return StreamFacts(
+        root=shape,
+        numpy_dtypes=tuple(rec.numpy_dtypes),
+        global_pos=global_pos,
+        opcode_pos={
+            _NAMES[op]: pos - start for op, pos in walk.first.items() if op in walk.exact_first
+        },
     )

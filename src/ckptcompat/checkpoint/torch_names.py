@@ -9,10 +9,13 @@ caller allowlists them.
 
 from __future__ import annotations
 
+import functools
+
 __all__ = [
     "DANGEROUS_NAMES",
     "SETITEM_TARGETS",
     "STORAGE_TYPES",
+    "TENSOR_REBUILDS",
     "WEIGHTS_ONLY_GLOBALS",
     "is_dangerous",
     "qualify",
@@ -91,6 +94,11 @@ _REBUILD = (
     "nested_tensor",  # 2.4-2.6; gone from 2.15.0's list
     "device_tensor_from_numpy",  # 2.5+
     "device_tensor_from_cpu_tensor",  # 2.6+
+)
+
+#: Globals whose call returns a tensor (or Parameter) in torch.save pickles.
+TENSOR_REBUILDS: frozenset[str] = frozenset(
+    [f"torch._utils._rebuild_{fn}" for fn in _REBUILD] + ["torch._tensor._rebuild_from_type_v2"]
 )
 
 #: Every global some torch 2.4-2.15 weights-only unpickler accepts without an allowlist.
@@ -175,6 +183,7 @@ DANGEROUS_NAMES: frozenset[str] = frozenset(
 )
 
 
+@functools.lru_cache(maxsize=4096)  # the doctor asks per global for every torch version
 def is_dangerous(name: str) -> bool:
     """True if ``module.name`` can run code or reach the system however it is allowlisted.
 

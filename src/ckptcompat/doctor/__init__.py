@@ -14,6 +14,7 @@ numpy (a test checks ``sys.modules``): the doctor runs on machines without them.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -145,7 +146,9 @@ class Diagnosis:
         raise KeyError(f"the doctor has no prediction for torch {torch_version}")
 
 
+@functools.cache
 def _installed(name: str) -> str | None:
+    # Cached per process: each look-up scans every distribution on sys.path (~1 ms).
     try:
         return metadata.version(name)
     except metadata.PackageNotFoundError:

@@ -1,13 +1,18 @@
-"""Facts about a checkpoint's object pickle that the static scan does not keep.
+"""Facts about a checkpoint's object pickle that the doctor needs beyond the verdict inputs.
 
-The doctor needs three things :func:`ckptcompat.checkpoint.scan.scan` does not report:
-what the top-level object is (to tell safe format v1, G1, G2 and state_dicts apart), the
-dtype codes given to ``numpy.dtype`` (torch's BUILD check needs the concrete
-``numpy.dtypes.<X>DType`` class, which the pickle never names), and where in the stream
-each global, opcode and SETITEM target first appears (torch reports the first refusal).
+The doctor needs three things besides the scan's globals and findings: what the top-level
+object is (to tell safe format v1, G1, G2 and state_dicts apart), the dtype codes given to
+``numpy.dtype`` (torch's BUILD check needs the concrete ``numpy.dtypes.<X>DType`` class,
+which the pickle never names), and where in the stream each global and refused opcode
+first appears (torch reports the first refusal).
 
-A symbolic stack machine over :func:`pickletools.genops`: every global and every object
-built from one is an inert :class:`_Sym` record, so nothing the file names is imported or
+The scan's single pass over the pickle (:mod:`ckptcompat.checkpoint.pickle_scan`: the C
+unpickler with inert placeholders) records them as :class:`~ckptcompat.checkpoint.
+pickle_scan.StreamFacts`; :func:`pickle_facts` takes them from there. Only when that pass
+could not run or finish (truncated, malformed or crafted streams, EXT opcodes, memo bombs,
+dicts keyed by placeholders) does it fall back to a symbolic stack machine over
+:func:`pickletools.genops` that models every opcode: every global and every object built
+from one is an inert :class:`_Sym` record, so nothing the file names is imported or
 called. Standard library only; reads only the object pickle (``data.pkl``, or the fourth
 pickle of the legacy format), never storage bytes.
 """
@@ -21,31 +26,9 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from ckptcompat.checkpoint.archive_scan import ArchiveReader, BadZip, ScanResult
-from ckptcompat.checkpoint.torch_names import qualify
+from ckptcompat.checkpoint.torch_names import TENSOR_REBUILDS, qualify
 
-__all__ = ["TENSOR_REBUILDS", "PickleFacts", "pickle_facts"]
-
-#: Globals whose call returns a tensor (or Parameter) in torch.save pickles.
-TENSOR_REBUILDS: frozenset[str] = frozenset(
-    [
-        f"torch._utils._rebuild_{fn}"
-        for fn in (
-            "tensor",
-            "tensor_v2",
-            "tensor_v3",
-            "parameter",
-            "parameter_with_state",
-            "qtensor",
-            "sparse_tensor",
-            "meta_tensor_no_storage",
-            "nested_tensor",
-            "wrapper_subclass",
-            "device_tensor_from_numpy",
-            "device_tensor_from_cpu_tensor",
-        )
-    ]
-    + ["torch._tensor._rebuild_from_type_v2"]
-)
+__all__ = ["PickleFacts", "pickle_facts"]
 
 _MAX_OPS = 50_000_000  # opcodes; a bound on work for crafted streams
 
@@ -64,9 +47,8 @@ class PickleFacts:
         tensor_mapping: the root is a non-empty dict/OrderedDict whose values are all tensors.
         numpy_dtypes: dtype codes given to ``numpy.dtype`` (``"f4"``, ``"i8"``), in order.
         global_pos: global -> offset of its first GLOBAL/STACK_GLOBAL/INST (bytes).
-        opcode_pos: opcode name -> offset of its first use (bytes).
-        setitem_pos: origin of a non-dict SETITEM target -> offset of the first SETITEM(S).
-        append_pos: origin of a non-list APPEND target -> offset of the first APPEND(S).
+        opcode_pos: opcode name -> offset of its first use (bytes); from the scan's pass,
+            only opcodes outside the weights-only set are sure to be there.
     """
 
     complete: bool
@@ -77,8 +59,6 @@ class PickleFacts:
     numpy_dtypes: tuple[str, ...] = ()
     global_pos: Mapping[str, int] = field(default_factory=dict)
     opcode_pos: Mapping[str, int] = field(default_factory=dict)
-    setitem_pos: Mapping[str, int] = field(default_factory=dict)
-    append_pos: Mapping[str, int] = field(default_factory=dict)
 
 
 class _Sym:
@@ -118,8 +98,6 @@ class _Machine:
         self.dtypes: list[str] = []
         self.global_pos: dict[str, int] = {}
         self.opcode_pos: dict[str, int] = {}
-        self.setitem_pos: dict[str, int] = {}
-        self.append_pos: dict[str, int] = {}
 
     def pop_mark(self) -> list[Any]:
         start = self.marks.pop()
@@ -140,7 +118,7 @@ class _Machine:
             return _Sym(func.origin, kind)
         return _Sym("<result of a call>", kind)
 
-    def setitems(self, target: Any, pairs: list[tuple[Any, Any]], pos: int) -> None:
+    def setitems(self, target: Any, pairs: list[tuple[Any, Any]]) -> None:
         if isinstance(target, dict):
             for key, value in pairs:
                 try:
@@ -148,15 +126,11 @@ class _Machine:
                 except TypeError:  # an unhashable key: keep the value, lose the key
                     target[object()] = value
         elif isinstance(target, _Sym):
-            if target.origin not in ("collections.OrderedDict", "collections.Counter"):
-                self.setitem_pos.setdefault(target.origin, pos)
             target.items.extend(v for _, v in pairs)
 
-    def appends(self, target: Any, items: list[Any], pos: int) -> None:
+    def appends(self, target: Any, items: list[Any]) -> None:
         if isinstance(target, list):
             target.extend(items)
-        elif isinstance(target, _Sym):
-            self.append_pos.setdefault(target.origin, pos)
 
     def step(self, name: str, arg: Any, pos: int) -> bool:  # noqa: PLR0915 - one opcode table
         """Apply one opcode; False at STOP."""
@@ -202,19 +176,19 @@ class _Machine:
         elif name == "DICT":
             items = self.pop_mark()
             stack.append({})
-            self.setitems(stack[-1], list(zip(items[::2], items[1::2], strict=False)), pos)
+            self.setitems(stack[-1], list(zip(items[::2], items[1::2], strict=False)))
         elif name == "APPEND":
             item = stack.pop()
-            self.appends(stack[-1], [item], pos)
+            self.appends(stack[-1], [item])
         elif name == "APPENDS":
             items = self.pop_mark()
-            self.appends(stack[-1], items, pos)
+            self.appends(stack[-1], items)
         elif name == "SETITEM":
             value, key = stack.pop(), stack.pop()
-            self.setitems(stack[-1], [(key, value)], pos)
+            self.setitems(stack[-1], [(key, value)])
         elif name == "SETITEMS":
             items = self.pop_mark()
-            self.setitems(stack[-1], list(zip(items[::2], items[1::2], strict=False)), pos)
+            self.setitems(stack[-1], list(zip(items[::2], items[1::2], strict=False)))
         elif name == "ADDITEMS":
             self.pop_mark()
         elif name == "GLOBAL":
@@ -310,8 +284,6 @@ def _run(ops: Iterator[tuple[pickletools.OpcodeInfo, Any, int | None]]) -> Pickl
         numpy_dtypes=tuple(dict.fromkeys(machine.dtypes)),
         global_pos=machine.global_pos,
         opcode_pos=machine.opcode_pos,
-        setitem_pos=machine.setitem_pos,
-        append_pos=machine.append_pos,
     )
 
 
@@ -327,8 +299,22 @@ def pickle_facts(path: str, result: ScanResult) -> PickleFacts:
 
     Only zip (``torch.save``) and legacy non-zip files have an object pickle; for any
     other kind, and for unreadable records, ``complete`` is False. Never raises for the
-    file's content; OSError for the path itself propagates.
+    file's content; OSError for the path itself propagates. Reads nothing when the scan's
+    pass recorded the facts (``result.facts``), which is the case for every file whose
+    object pickle the C unpickler could rebuild inertly.
     """
+    if result.facts is not None:
+        shape = result.facts.root
+        return PickleFacts(
+            complete=True,
+            root_kind=shape.kind,
+            root_global=shape.origin,
+            format=shape.format,
+            tensor_mapping=shape.tensor_mapping,
+            numpy_dtypes=result.facts.numpy_dtypes,
+            global_pos=result.facts.global_pos,
+            opcode_pos=result.facts.opcode_pos,
+        )
     if result.kind == "zip" and result.prefix is not None:
         reader = ArchiveReader(path)
         try:
@@ -361,7 +347,5 @@ def pickle_facts(path: str, result: ScanResult) -> PickleFacts:
             numpy_dtypes=facts.numpy_dtypes,
             global_pos={k: v - start for k, v in facts.global_pos.items()},
             opcode_pos={k: v - start for k, v in facts.opcode_pos.items()},
-            setitem_pos={k: v - start for k, v in facts.setitem_pos.items()},
-            append_pos={k: v - start for k, v in facts.append_pos.items()},
         )
     return PickleFacts(complete=False)

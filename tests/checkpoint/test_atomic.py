@@ -1,8 +1,8 @@
-"""Atomic writes, the digest computed while writing, fault points and the run lock.
+"""Atomic writes, the digest read back during the fsync, fault points and the run lock.
 
 Every test here is marked ``one_cell``: nothing in ``checkpoint.atomic`` imports torch, so
 the torch version cannot change the outcome (torch's own write pattern through
-HashingWriter is covered in test_manager.py, in every cell).
+CountingWriter is covered in test_manager.py, in every cell).
 """
 
 from __future__ import annotations
@@ -63,14 +63,40 @@ def holder(tmp_path: Path):
     proc.stdout.close()
 
 
-def test_digest_and_size_come_from_the_bytes_written(tmp_path: Path, monkeypatch) -> None:
-    """Guards a digest that does not describe the file, or one taken in a second read pass."""
-    monkeypatch.setattr(atomic, "hash_file", None)  # a second pass would have to call it
+def test_digest_and_size_come_from_the_bytes_written(tmp_path: Path) -> None:
+    """Guards a digest that does not describe the file (it is read back during the fsync)."""
     data = os.urandom(3 * (1 << 20) + 17)
     result = write_bytes_atomic(tmp_path / "x.bin", data)
     assert result.size_bytes == len(data)
     assert result.digest == "xxh3_128:" + xxhash.xxh3_128(data).hexdigest()
     assert (tmp_path / "x.bin").read_bytes() == data
+
+
+def test_failed_fsync_never_reaches_the_final_name(tmp_path: Path, monkeypatch) -> None:
+    """Guards the fsync that now runs in a thread (overlapped with the digest): its failure
+    (EIO from a failing disk) must still fail the write, remove the temp and keep the old
+    file, not be lost in the thread."""
+    target = tmp_path / "r_v1.pt"
+    target.write_bytes(b"old")
+
+    def failing_fsync(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(atomic.os, "fsync", failing_fsync)
+    with pytest.raises(OSError, match="Input/output error"):
+        write_bytes_atomic(target, b"new" * 1000)
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["r_v1.pt"]
+
+
+def test_short_read_back_fails_the_write(tmp_path: Path, monkeypatch) -> None:
+    """Guards a digest of fewer bytes than were written (the temp file changed under the
+    writer) being recorded as the file's digest."""
+    target = tmp_path / "r_v1.pt"
+    monkeypatch.setattr(atomic, "hash_file", lambda path: (1, "xxh3_128:0"))
+    with pytest.raises(OSError, match="holds 1 bytes after writing 3000"):
+        write_bytes_atomic(target, b"new" * 1000)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_hash_file_matches_the_write_digest(tmp_path: Path) -> None:
@@ -84,7 +110,7 @@ def test_failed_write_removes_its_temp_and_keeps_the_old_file(tmp_path: Path) ->
     target = tmp_path / "r_v1.pt"
     target.write_bytes(b"old")
 
-    def explode(writer: atomic.HashingWriter) -> None:
+    def explode(writer: atomic.CountingWriter) -> None:
         writer.write(b"partial")
         raise RuntimeError("disk full")
 

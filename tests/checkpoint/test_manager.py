@@ -194,6 +194,31 @@ def test_cached_agents_are_private_copies(manager: SimpleCheckpointManager) -> N
     assert torch.equal(second.actor.weight, _mock(0).actor.weight)
 
 
+def test_files_are_cached_from_their_second_load(
+    manager: SimpleCheckpointManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Guards the cost of the cache on a first load (a deep copy as large as the load
+    itself, for resumes and one-off evaluations that never load the file again) and the
+    cache no longer serving repeated loads."""
+    from ckptcompat.checkpoint import manager as manager_module
+
+    manager.save_agent(_mock(0), 0)
+    reads: list[Path] = []
+    real = manager_module.load_agent_file
+
+    def counting(path: Path, *args: Any) -> Any:
+        reads.append(path)
+        return real(path, *args)
+
+    monkeypatch.setattr(manager_module, "load_agent_file", counting)
+    agents = [manager.load_agent(0) for _ in range(4)]
+    assert len(reads) == 2  # the first load and the one that fills the cache
+    assert len({id(a) for a in agents}) == 4
+    manager.save_agent(_mock(1), 0)  # re-saving forgets both the cache and the first load
+    manager.load_agent(0)
+    assert len(reads) == 3 and not manager._cache
+
+
 def test_resaving_an_epoch_replaces_it_and_invalidates_the_cache(
     manager: SimpleCheckpointManager,
 ) -> None:

@@ -227,7 +227,7 @@ def test_sigkill_during_saves_never_loses_a_checkpoint(server: ForkServer, tmp_p
     The documented exception to "every test in every cell" (DESIGN section 10): what is
     tested is the file-system protocol of atomic.py/manager.py (temp file, fsync, rename,
     index after file, flock), which does not depend on torch's version; the per-version
-    part (torch writing through HashingWriter) is covered in every cell by the fault-point
+    part (torch writing through CountingWriter) is covered in every cell by the fault-point
     test above. Running the loop once keeps the suite fast.
     """
     rng = random.Random(_SEED)

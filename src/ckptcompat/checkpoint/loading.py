@@ -1,12 +1,21 @@
 """Loading side of the manager: verify a file against its index entry, rebuild the agent.
 
-``verify=`` compares a file with its index entry before loading: ``"full"`` hashes the
-whole file, ``"size"`` compares the size only, ``"none"`` skips both. The default is
-``"full"``: torch does not check the zip's CRC-32s when loading (checked on 2.4 and 2.15),
-so a flipped bit inside a tensor loads silently as a wrong weight, and only the digest
-catches it; xxh3 hashes at several GB/s, a small fraction of the load itself. The digest
-detects corruption (truncation, bit rot, a bad copy), not tampering: anyone who can
-write the file can rewrite index.json too.
+``verify=`` compares a file with its index entry: ``"full"`` the digest of the whole
+file, ``"size"`` the size only, ``"none"`` neither. The default is ``"full"``: torch does
+not check the zip's CRC-32s when loading (checked on 2.4 and 2.15), so a flipped bit
+inside a tensor loads silently as a wrong weight, and only the digest catches it. The
+digest detects corruption (truncation, bit rot, a bad copy), not tampering: anyone who
+can write the file can rewrite index.json too.
+
+``"full"`` does not hash in a pass of its own: the load reads through a
+:class:`~ckptcompat.checkpoint.digest_reader.DigestingReader`, which hashes the bytes as
+torch reads them into the tensors (about 3 ms per 100 MB; a separate pass cost 7 ms and
+a second read of the file). So the weights-only unpickler runs before the digest is
+known, exactly as with ``"size"`` (and after the static prescan torch_compat runs on
+torch < 2.10); a digest that differs then discards the payload, and wins over any error
+the load raised on the changed bytes. Loads never memory-map: an mmap'd agent would
+keep a deleted checkpoint's disk space, see an in-place ``cp`` over its file and die of
+SIGBUS if the file were truncated under it.
 """
 
 from __future__ import annotations
@@ -14,14 +23,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
 from torch import nn
 
 from ckptcompat import torch_compat
-from ckptcompat.agents.registry import build_agent
-from ckptcompat.checkpoint.atomic import hash_file
+from ckptcompat.checkpoint.digest_reader import DigestingReader
 from ckptcompat.checkpoint.format import validate_agent_payload
 from ckptcompat.checkpoint.index import CheckpointEntry, TrainerEntry
+from ckptcompat.checkpoint.rebuild import Device, rebuild_agent
 from ckptcompat.checkpoint.uri import check_name_agrees
 from ckptcompat.errors import (
     AgentMismatchError,
@@ -37,16 +45,14 @@ __all__ = [
     "VerifyMode",
     "check_verify",
     "load_agent_file",
-    "rebuild_agent",
+    "load_verified",
     "restore_state_dict",
-    "verify_file",
 ]
 
 VerifyMode = Literal["full", "size", "none"]
 #: See the module docstring for why the default hashes the whole file.
 DEFAULT_VERIFY: VerifyMode = "full"
 VERIFY_MODES: tuple[str, ...] = ("full", "size", "none")
-Device = str | torch.device
 
 
 def check_verify(verify: str) -> None:
@@ -55,17 +61,7 @@ def check_verify(verify: str) -> None:
         raise ValueError(f"verify must be one of {VERIFY_MODES}, not {verify!r}")
 
 
-def verify_file(path: Path, entry: CheckpointEntry | TrainerEntry, verify: str) -> None:
-    """Compare ``path`` with its index entry (see the module docstring).
-
-    Raises:
-        ValueError: ``verify`` is not one of ``"full"``, ``"size"``, ``"none"``.
-        CheckpointNotFoundError: the indexed file is gone.
-        CorruptCheckpointError: its size or digest differs from the entry.
-    """
-    check_verify(verify)
-    if verify == "none":
-        return
+def _check_size(path: Path, entry: CheckpointEntry | TrainerEntry) -> None:
     try:
         size = path.stat().st_size
     except FileNotFoundError:
@@ -84,69 +80,74 @@ def verify_file(path: Path, entry: CheckpointEntry | TrainerEntry, verify: str) 
             found=f"{size} bytes (truncated or replaced)",
             fix="restore the file from a copy, or load another epoch",
         )
-    if verify == "full":
-        try:
-            _, digest = hash_file(path)
-        except OSError as exc:
-            raise CheckpointError(
-                "the checkpoint file cannot be read",
-                path=path,
-                expected="a readable file",
-                found=f"{type(exc).__name__}: {exc.strerror or exc}",
-                fix="fix the file's permissions, or load another epoch",
-            ) from exc
-        if digest != entry.digest:
-            raise CorruptCheckpointError(
-                "the checkpoint's digest differs from index.json",
-                path=path,
-                expected=entry.digest,
-                found=f"{digest} (the bytes changed after saving)",
-                fix="restore the file from a copy, or load another epoch",
-            )
 
 
-def rebuild_agent(payload: dict[str, Any], path: Path | None, device: Device = "cpu") -> nn.Module:
-    """Build the saved class from its saved config, then ``load_state_dict(strict=True)``.
+def _unreadable(path: Path, exc: OSError) -> CheckpointError:
+    return CheckpointError(
+        "the checkpoint file cannot be read",
+        path=path,
+        expected="a readable file",
+        found=f"{type(exc).__name__}: {exc.strerror or exc}",
+        fix="fix the file's permissions, or load another epoch",
+    )
 
-    Args:
-        payload: a payload that passed ``validate_agent_payload``.
-        path: the file, for messages.
-        device: where the returned agent lives.
+
+def _check_digest(
+    reader: DigestingReader, path: Path, entry: CheckpointEntry | TrainerEntry
+) -> None:
+    try:
+        _, digest = reader.finish()
+    except OSError as exc:
+        raise _unreadable(path, exc) from exc
+    if digest != entry.digest:
+        raise CorruptCheckpointError(
+            "the checkpoint's digest differs from index.json",
+            path=path,
+            expected=entry.digest,
+            found=f"{digest} (the bytes changed after saving)",
+            fix="restore the file from a copy, or load another epoch",
+        )
+
+
+def load_verified(path: Path, entry: CheckpointEntry | TrainerEntry | None, verify: str) -> Any:
+    """``torch_compat.load`` of ``path`` (to CPU), compared with its index entry first.
+
+    With ``entry`` None (a file outside a managed run) nothing is compared. With
+    ``"full"`` the digest is of the bytes the load read (see the module docstring); a
+    digest that differs wins over any error the load raised on those bytes.
 
     Raises:
-        AgentMismatchError: unknown class_path, a config the class rejects, missing or
-            unexpected keys, other shapes or dtypes.
+        ValueError: ``verify`` is not one of ``"full"``, ``"size"``, ``"none"``.
+        CheckpointNotFoundError: the indexed file is gone.
+        CorruptCheckpointError: its size or digest differs from the entry; and whatever
+            ``torch_compat.load`` raises.
     """
-    spec = payload["agent"]
-    agent = build_agent(spec["class_path"], spec["config"])
-    saved = payload["state_dict"]
-    expected = agent.state_dict()
-    wrong_dtype = [
-        f"{name}: saved {value.dtype}, built {expected[name].dtype}"
-        for name, value in saved.items()
-        if isinstance(value, torch.Tensor)
-        and isinstance(expected.get(name), torch.Tensor)
-        and value.dtype != expected[name].dtype
-    ]
-    if wrong_dtype:
-        # load_state_dict would cast silently (copy_); a dtype change means another agent.
-        raise AgentMismatchError(
-            f"saved tensors of {spec['class_path']} have other dtypes than the rebuilt agent",
-            path=path,
-            found="; ".join(wrong_dtype[:5]),
-            fix="load with the code version that saved the checkpoint",
-        )
+    check_verify(verify)
+    if entry is None or verify == "none":
+        return torch_compat.load(path, map_location="cpu")
+    _check_size(path, entry)
+    if verify == "size":
+        return torch_compat.load(path, map_location="cpu")
     try:
-        agent.load_state_dict(saved, strict=True)
-    except RuntimeError as exc:
-        raise AgentMismatchError(
-            f"the saved state_dict does not fit {spec['class_path']} rebuilt from its config",
-            path=path,
-            expected="the same keys and shapes",
-            found=" ".join(str(exc).split())[:600],
-            fix="load with the code version that saved the checkpoint, or migrate it",
-        ) from exc
-    return agent.to(device)
+        reader = DigestingReader(path)
+    except OSError as exc:
+        raise _unreadable(path, exc) from exc
+    with reader:
+        try:
+            payload = torch_compat.load(reader, map_location="cpu")
+        except CheckpointError as exc:
+            _check_digest(reader, path, entry)  # a changed file explains the failure
+            _name_path(exc, path)
+            raise
+        _check_digest(reader, path, entry)
+    return payload
+
+
+def _name_path(exc: CheckpointError, path: Path) -> None:
+    """Make ``exc`` name ``path``: errors raised on a file object may not know it."""
+    if exc.path is None:
+        exc.path = str(path)
+        exc.args = (f"{path}: {exc.args[0]}", *exc.args[1:]) if exc.args else exc.args
 
 
 def load_agent_file(
@@ -162,10 +163,7 @@ def load_agent_file(
         UnsafeCheckpointError, AgentMismatchError: see ``SimpleCheckpointManager.load_agent``.
         CheckpointError: the file name disagrees with the payload's run or epoch.
     """
-    check_verify(verify)
-    if entry is not None:
-        verify_file(path, entry, verify)
-    payload = validate_agent_payload(torch_compat.load(path, map_location="cpu"), path)
+    payload = validate_agent_payload(load_verified(path, entry, verify), path)
     meta = payload["metadata"]
     check_name_agrees(path, meta["run"], meta["epoch"])
     return rebuild_agent(payload, path, device)

@@ -13,7 +13,9 @@ only ever lists complete files; a checkpoint exists once the index lists it. Wri
 the run's lock for their duration (``RunLockedError`` when another process holds it);
 ``with manager:`` holds it for a whole training run. Every load goes through
 ``torch_compat.load`` with no allowlist and rebuilds the agent from the registry by
-``class_path`` + saved config, then ``load_state_dict(strict=True)``.
+``class_path`` + saved config, then ``load_state_dict(strict=True)``; the agent is built
+on the meta device and adopts the loaded tensors when that is safe
+(:mod:`ckptcompat.checkpoint.rebuild`).
 
 ``verify=`` on loads: ``"full"`` (default; the digest of the whole file against the
 index), ``"size"`` or ``"none"``; :mod:`ckptcompat.checkpoint.loading` says why.
@@ -38,7 +40,7 @@ from torch import nn
 
 from ckptcompat import torch_compat
 from ckptcompat.checkpoint.atomic import (
-    HashingWriter,
+    CountingWriter,
     RunLock,
     WriteResult,
     fault_point,
@@ -64,8 +66,8 @@ from ckptcompat.checkpoint.loading import (
     VerifyMode,
     check_verify,
     load_agent_file,
+    load_verified,
     restore_state_dict,
-    verify_file,
 )
 from ckptcompat.checkpoint.rng import restore_rng_state
 from ckptcompat.checkpoint.uri import (
@@ -154,7 +156,9 @@ class SimpleCheckpointManager:
         run: run name (letters, digits, ``.``, ``_``, ``-``).
         data_dir: the directory holding run directories; created on the first write.
         cache_size: how many loaded agents to keep (LRU, keyed by file, digest and
-            device); 0 disables. :meth:`load_agent` always returns a private deep copy, so
+            device); 0 disables. A file is cached from its second load on: the first
+            load returns the loaded agent itself (keeping a copy would cost about as
+            much as the load), later ones a private deep copy of the cached agent, so
             training a returned agent never changes the cache.
 
     Raises:
@@ -171,6 +175,7 @@ class SimpleCheckpointManager:
         self.checkpoint_dir = self.run_dir / "checkpoints"
         self.cache_size = cache_size
         self._cache: OrderedDict[tuple[str, str, str], nn.Module] = OrderedDict()
+        self._loaded_once: OrderedDict[tuple[str, str, str], None] = OrderedDict()
         self._lock = RunLock(self.checkpoint_dir)
 
     # ------------------------------------------------------------------ lock
@@ -288,7 +293,8 @@ class SimpleCheckpointManager:
         """Load the agent of ``epoch`` (None: the latest indexed; 0 is epoch 0).
 
         Returns:
-            A fresh agent on ``device`` (a deep copy when served from the cache).
+            A fresh agent on ``device``, sharing no tensor with anything (a deep copy of
+            the cached agent when the file was loaded before; see ``cache_size``).
 
         Raises:
             CheckpointNotFoundError: no checkpoint, or none at ``epoch`` (the message lists
@@ -318,20 +324,30 @@ class SimpleCheckpointManager:
             self._cache.move_to_end(key)
             return copy.deepcopy(self._cache[key])
         agent = load_agent_file(path, device, verify, entry)
-        if self.cache_size:
-            self._cache[key] = agent
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
-            return copy.deepcopy(agent)
-        return agent
+        if not self.cache_size:
+            return agent
+        if key not in self._loaded_once:
+            # A first load (resume, one evaluation) keeps nothing: the returned agent
+            # owns the loaded tensors and nobody else holds them.
+            self._loaded_once[key] = None
+            while len(self._loaded_once) > self.cache_size:
+                self._loaded_once.popitem(last=False)
+            return agent
+        del self._loaded_once[key]
+        self._cache[key] = agent
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return copy.deepcopy(agent)
 
     def clear_cache(self) -> None:
         """Drop every cached agent."""
         self._cache.clear()
+        self._loaded_once.clear()
 
     def _forget(self, files: set[str]) -> None:
-        for key in [k for k in self._cache if k[0] in files]:
-            del self._cache[key]
+        for memo in (self._cache, self._loaded_once):
+            for key in [k for k in memo if k[0] in files]:
+                del memo[key]
 
     @staticmethod
     def load_from_uri(
@@ -522,8 +538,7 @@ class SimpleCheckpointManager:
                     fix="pick a listed epoch, or pass epoch=None for the latest",
                 )
         path = self._entry_path(entry)
-        verify_file(path, entry, verify)
-        payload = validate_trainer_payload(torch_compat.load(path, map_location="cpu"), path)
+        payload = validate_trainer_payload(load_verified(path, entry, verify), path)
         if scheduler is not None and payload["scheduler"] is None:
             raise AgentMismatchError(
                 "a scheduler was passed but the trainer state saved none",
@@ -581,5 +596,5 @@ def save_agent_file(
     return write_atomic(path, lambda writer: _save(payload, writer))
 
 
-def _save(payload: dict[str, Any], writer: HashingWriter) -> None:
+def _save(payload: dict[str, Any], writer: CountingWriter) -> None:
     torch_compat.save(payload, writer)  # type: ignore[arg-type]  # write/flush is enough

@@ -25,7 +25,7 @@ from _bench_doctor import bench_doctor, corpus_table
 from _bench_io import MB, CheckpointFile, bench_manager, make_agent
 from _limits import missed_notes
 from _matrix import bench_matrix
-from _ppo import HYPER, run_ours, run_sb3
+from _ppo import ENV_STEPS, HYPER, run_ours, run_sb3
 from _report import machine_facts, render
 from _timing import ratio, summary
 
@@ -43,13 +43,20 @@ def _sizes(quick: bool) -> list[tuple[str, int]]:
 
 
 def _ppo(env_steps: int, runs: int, env_counts: list[int]) -> dict[str, Any]:
+    """Pairs (ours-MLP, sb3 PPO) and (ours-Recurrent, RecurrentPPO), interleaved per seed."""
+    pairs = (
+        ("mlp", "ours MLPAgent", "ppo", "sb3 PPO MlpPolicy"),
+        ("recurrent", "ours RecurrentAgent", "recurrent", "sb3-contrib RecurrentPPO"),
+    )
     rows = []
     for num_envs in env_counts:
-        got: dict[str, list[dict[str, float]]] = {"ours": [], "ppo": [], "recurrent_ppo": []}
-        for seed in range(runs):  # interleaved: ours, PPO, RecurrentPPO; again
-            got["ours"].append(run_ours(num_envs, env_steps, seed))
-            got["ppo"].append(run_sb3("ppo", num_envs, env_steps, seed))
-            got["recurrent_ppo"].append(run_sb3("recurrent", num_envs, env_steps, seed))
+        got: dict[str, list[dict[str, float]]] = {
+            f"{side}:{kind}": [] for kind, _, sb3_kind, _ in pairs for side in ("ours", "sb3")
+        }
+        for seed in range(runs):  # interleaved: ours-MLP, PPO, ours-Recurrent, RecurrentPPO
+            for kind, _, sb3_kind, _ in pairs:
+                got[f"ours:{kind}"].append(run_ours(num_envs, env_steps, seed, agent=kind))
+                got[f"sb3:{kind}"].append(run_sb3(sb3_kind, num_envs, env_steps, seed))
             print(
                 f"  ppo {num_envs} envs seed {seed}: "
                 + ", ".join(
@@ -58,25 +65,26 @@ def _ppo(env_steps: int, runs: int, env_counts: list[int]) -> dict[str, Any]:
                 ),
                 flush=True,
             )
-        ours = [r["env_steps_per_s"] for r in got["ours"]]
-        for key, name in (
-            ("ppo", "sb3 PPO MlpPolicy"),
-            ("recurrent_ppo", "sb3-contrib RecurrentPPO"),
-        ):
-            theirs = [r["env_steps_per_s"] for r in got[key]]
+        for kind, ours_name, _, theirs_name in pairs:
+            ours_runs, theirs_runs = got[f"ours:{kind}"], got[f"sb3:{kind}"]
+            ours = [r["env_steps_per_s"] for r in ours_runs]
+            theirs = [r["env_steps_per_s"] for r in theirs_runs]
             q = ratio(ours, theirs)
-            ret_ours = statistics.median(r["return"] for r in got["ours"])
-            ret_theirs = statistics.median(r["return"] for r in got[key])
+            ret_ours = statistics.median(r["return"] for r in ours_runs)
+            ret_theirs = statistics.median(r["return"] for r in theirs_runs)
             rows.append(
                 {
                     "num_envs": num_envs,
-                    "theirs_name": name,
+                    "ours_name": ours_name,
+                    "theirs_name": theirs_name,
                     "ours": summary(ours),
                     "theirs": summary(theirs),
                     "ratio": q,
                     "return_ours": ret_ours,
                     "return_theirs": ret_theirs,
-                    "runs": {"ours": got["ours"], "theirs": got[key]},
+                    "returns_ours": [r["return"] for r in ours_runs],
+                    "returns_theirs": [r["return"] for r in theirs_runs],
+                    "runs": {"ours": ours_runs, "theirs": theirs_runs},
                     "met": q["median"] >= 1.0 and ret_ours >= ret_theirs,
                 }
             )
@@ -128,7 +136,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--quick", action="store_true", help="small files, few runs: a smoke run")
     parser.add_argument("--runs", type=int, help="interleaved runs per figure (default 5; quick 2)")
     parser.add_argument("--matrix-runs", type=int, help="cold+warm matrix rounds (default --runs)")
-    parser.add_argument("--ppo-steps", type=int, help="env steps per PPO run (default 8192)")
+    parser.add_argument("--ppo-steps", type=int, help=f"env steps per PPO run ({ENV_STEPS})")
     parser.add_argument("--sections", default="manager,doctor,matrix,ppo")
     parser.add_argument("--work", type=Path, help="where the big files go (default: a temp dir)")
     args = parser.parse_args(argv)
@@ -159,7 +167,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         report["matrix"] = bench_matrix(args.matrix_runs or runs, ROOT / "reports" / "bench-logs")
         write()
     if "ppo" in sections:
-        steps = args.ppo_steps or (1024 if args.quick else 8192)
+        steps = args.ppo_steps or (1024 if args.quick else ENV_STEPS)
         report["ppo"] = _ppo(steps, runs, [1, 8])
     write()
     return report

@@ -7,8 +7,9 @@ many later evaluations stayed there. Also measures throughput in env steps per s
 and 8 sub-envs: raw ``SyncVectorEnv`` stepping with random actions, and the whole training
 epoch (rollout + PPO update) with that many envs.
 
-Run: ``python benchmarks/ppo_cartpole.py [--seeds 0 1 2] [--max-epochs 400] [--json out.json]``
-(defaults: 400 epochs = 102,400 env steps per seed, evaluated every 20 epochs).
+Run: ``python benchmarks/ppo_cartpole.py [--agent recurrent|mlp] [--seeds 0 1 2] [--max-epochs 400]
+[--json out.json]`` (defaults: the trainer's default agent, RecurrentAgent; 400 epochs = 102,400
+env steps per seed, evaluated every 20 epochs).
 Training wall time excludes evaluation. Figures depend on the machine and its load.
 """
 
@@ -26,11 +27,13 @@ import torch
 
 from ckptcompat.rl.envs import make_vector_env, reset_all
 from ckptcompat.rl.ppo import PPOConfig
-from ckptcompat.rl.trainer import Trainer, TrainerConfig, evaluate_greedy
+from ckptcompat.rl.trainer import DEFAULT_AGENT, MLP_AGENT, Trainer, TrainerConfig, evaluate_greedy
 
-__all__ = ["learning_curve", "main", "throughput"]
+__all__ = ["AGENTS", "learning_curve", "main", "throughput"]
 
 SOLVED = 475.0
+#: ``--agent`` name -> class path.
+AGENTS = {"recurrent": DEFAULT_AGENT, "mlp": MLP_AGENT}
 
 
 def learning_curve(
@@ -62,7 +65,9 @@ def learning_curve(
     return {"seed": seed, "curve": curve, "first_solved_env_steps": first, "train_s": train_s}
 
 
-def throughput(num_envs: int, base: PPOConfig, epochs: int = 5) -> dict[str, float]:
+def throughput(
+    num_envs: int, base: PPOConfig, epochs: int = 5, agent: str = DEFAULT_AGENT
+) -> dict[str, float]:
     """Env steps per second with ``num_envs`` sub-envs: raw stepping and full training epochs."""
     torch.set_num_threads(1)
     envs = make_vector_env("CartPole-v1", num_envs, 0)
@@ -76,7 +81,7 @@ def throughput(num_envs: int, base: PPOConfig, epochs: int = 5) -> dict[str, flo
     envs.close()
 
     ppo = replace(base, num_envs=num_envs, num_minibatches=min(base.num_minibatches, num_envs))
-    config = TrainerConfig(checkpoint_every=1000, ppo=ppo)
+    config = TrainerConfig(checkpoint_every=1000, agent_class_path=agent, ppo=ppo)
     with tempfile.TemporaryDirectory() as data_dir:
         trainer = Trainer.start(config, "sps", data_dir, progress=False)
         trainer.train(1)  # warm-up: first-call allocations
@@ -89,6 +94,7 @@ def throughput(num_envs: int, base: PPOConfig, epochs: int = 5) -> dict[str, flo
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the benchmark and print (and optionally save) the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--agent", choices=sorted(AGENTS), default="recurrent")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--max-epochs", type=int, default=400)
     parser.add_argument("--eval-every", type=int, default=20)
@@ -105,10 +111,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
 
     overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.ppo)}
-    config = TrainerConfig()
+    config = TrainerConfig(agent_class_path=AGENTS[args.agent])
     config = replace(config, ppo=replace(config.ppo, **overrides))
     report: dict[str, Any] = {"config": config.to_json(), "torch": torch.__version__}
-    report["throughput"] = [throughput(n, config.ppo) for n in (1, 8)]
+    report["throughput"] = [
+        throughput(n, config.ppo, agent=config.agent_class_path) for n in (1, 8)
+    ]
     for row in report["throughput"]:
         print(
             f"{row['num_envs']} envs: raw {row['raw_env_steps_per_s']:.0f} steps/s, "

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from ckptcompat.agents.base import Agent
+from ckptcompat.agents.mlp import MLPAgent
 from ckptcompat.agents.mock import MockAgent
 from ckptcompat.agents.recurrent import RecurrentAgent
 from ckptcompat.rl.ppo import PPOConfig, RolloutBatch, RolloutStorage, compute_gae, ppo_update
@@ -70,6 +71,8 @@ def _agent(kind: str, seed: int = 0) -> Agent:
     act_space = gymnasium.spaces.Discrete(2)
     if kind == "mock":
         return MockAgent(obs_space, act_space)
+    if kind == "mlp":
+        return MLPAgent(obs_space, act_space, hidden_sizes=[16, 16])
     agent = RecurrentAgent(obs_space, act_space, hidden_size=16, encoder_size=16)
     with torch.no_grad():
         # CleanRL's actor init (gain 0.01) makes the policy almost uniform, so log-probabilities
@@ -109,7 +112,7 @@ def _update(kind: str, generator_seed: int) -> tuple[Agent, torch.optim.Adam, di
     return agent, optimizer, stats
 
 
-@pytest.mark.parametrize("kind", ["mock", "recurrent"])
+@pytest.mark.parametrize("kind", ["mock", "mlp", "recurrent"])
 def test_update_changes_parameters_deterministically(kind: str) -> None:
     """Guards against hidden randomness in the update (global RNG, thread-dependent order):
     the same batch and generator seed must give bitwise the same parameters and Adam state,
@@ -129,7 +132,7 @@ def test_update_changes_parameters_deterministically(kind: str) -> None:
     assert all(np.isfinite(v) for v in stats_a.values())
 
 
-@pytest.mark.parametrize("kind", ["mock", "recurrent"])
+@pytest.mark.parametrize("kind", ["mock", "mlp", "recurrent"])
 def test_minibatches_replay_the_rollout_exactly(kind: str) -> None:
     """Guards against recurrent minibatches that cut sequences or start from a zero state
     instead of the rollout's initial state: with a zero learning rate every recomputed

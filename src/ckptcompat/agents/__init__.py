@@ -1,8 +1,9 @@
-"""ckptcompat.agents: the agent interface, our two agents and the class_path registry."""
+"""ckptcompat.agents: the agent interface, our agents and the class_path registry."""
 
 from __future__ import annotations
 
 from ckptcompat.agents.base import Agent, AgentOutput, AgentState
+from ckptcompat.agents.mlp import MLPAgent, MLPAgentConfig
 from ckptcompat.agents.mock import MockAgent
 from ckptcompat.agents.recurrent import RecurrentAgent, RecurrentAgentConfig
 from ckptcompat.agents.registry import (
@@ -17,6 +18,8 @@ __all__ = [
     "Agent",
     "AgentOutput",
     "AgentState",
+    "MLPAgent",
+    "MLPAgentConfig",
     "MockAgent",
     "RecurrentAgent",
     "RecurrentAgentConfig",

@@ -15,9 +15,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
-from torch.distributions import Categorical
 
 from ckptcompat.agents.base import Agent, AgentOutput, AgentState
+from ckptcompat.agents.heads import categorical
 from ckptcompat.agents.spaces import as_space, space_to_config
 from ckptcompat.errors import AgentMismatchError
 
@@ -117,13 +117,11 @@ class MockAgent(Agent):
             )
         steps, batch = obs.shape[:2]
         x = obs.reshape(steps, batch, -1).to(torch.float32)
-        dist = Categorical(logits=self.actor(x))
-        if action is None:
-            action = dist.logits.argmax(dim=-1) if deterministic else dist.sample()
+        action, logprob, entropy = categorical(self.actor(x), action, deterministic)
         return AgentOutput(
             actions=action,
-            logprobs=dist.log_prob(action),
-            entropy=dist.entropy(),
+            logprobs=logprob,
+            entropy=entropy,
             values=self.critic(x).squeeze(-1),
             state=(),
         )

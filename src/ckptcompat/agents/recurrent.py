@@ -20,9 +20,10 @@ from typing import Any
 import gymnasium as gym
 import torch
 from torch import nn
-from torch.distributions import Categorical
 
 from ckptcompat.agents.base import Agent, AgentOutput, AgentState
+from ckptcompat.agents.heads import categorical
+from ckptcompat.agents.obs_norm import normalize, register_buffers, update_moments
 from ckptcompat.agents.spaces import as_space, space_to_config
 from ckptcompat.errors import AgentMismatchError
 
@@ -222,9 +223,7 @@ class RecurrentAgent(Agent):
         self.critic = _layer_init(nn.Linear(hidden_size, 1), std=1.0)
 
         # Start like gymnasium's RunningMeanStd: identity transform, tiny prior count.
-        self.register_buffer("obs_mean", torch.zeros(self.obs_shape, dtype=torch.float64))
-        self.register_buffer("obs_var", torch.ones(self.obs_shape, dtype=torch.float64))
-        self.register_buffer("obs_count", torch.tensor(1e-4, dtype=torch.float64))
+        register_buffers(self, self.obs_shape)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -237,31 +236,18 @@ class RecurrentAgent(Agent):
         device = self.actor.weight.device
         return (torch.zeros(shape, device=device), torch.zeros(shape, device=device))
 
-    @torch.no_grad()
     def update_obs_normalizer(self, obs: torch.Tensor) -> None:
         """Fold a batch ``(..., *obs_shape)`` (any dtype) into the running mean/var.
 
         Parallel-variance (Chan et al.) update in float64, as gymnasium's RunningMeanStd.
         """
-        batch = obs.reshape(-1, *self.obs_shape).to(torch.float64)
-        n = batch.shape[0]
-        batch_mean = batch.mean(dim=0)
-        batch_var = ((batch - batch_mean) ** 2).mean(dim=0)
-        delta = batch_mean - self.obs_mean
-        total = self.obs_count + n
-        m2 = self.obs_var * self.obs_count + batch_var * n + delta**2 * self.obs_count * n / total
-        self.obs_mean.add_(delta * n / total)
-        self.obs_var.copy_(m2 / total)
-        self.obs_count.copy_(total)
+        batch = obs.reshape(-1, *self.obs_shape)
+        update_moments(self.obs_mean, self.obs_var, self.obs_count, batch)
 
     def _normalize(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(torch.float32)
         if not self.cfg.normalize_obs:
-            return x
-        mean = self.obs_mean.to(torch.float32)
-        std = torch.sqrt(self.obs_var + 1e-8).to(torch.float32)
-        clip = self.cfg.obs_norm_clip
-        return ((x - mean) / std).clamp(-clip, clip)
+            return x.to(torch.float32)
+        return normalize(x, self.obs_mean, self.obs_var, self.cfg.obs_norm_clip)
 
     def forward(
         self,
@@ -306,19 +292,23 @@ class RecurrentAgent(Agent):
         x = self._normalize(obs.reshape(steps * batch, *self.obs_shape))
         features = self.encoder(x).reshape(steps, batch, -1)
         keep = 1.0 - done.to(features.dtype)
+        # Masking only the steps where some env starts an episode is bitwise the same as
+        # masking every step (x * 1.0 == x, and so are the gradients) and saves the update
+        # two multiplications and their backward per step.
+        starts = done.any(dim=1).tolist()
         outputs = []
         for t in range(steps):
-            mask = keep[t].view(1, batch, 1)
-            out, (h, c) = self.lstm(features[t : t + 1], (h * mask, c * mask))
+            if starts[t]:
+                mask = keep[t].view(1, batch, 1)
+                h, c = h * mask, c * mask
+            out, (h, c) = self.lstm(features[t : t + 1], (h, c))
             outputs.append(out)
         hidden = torch.cat(outputs)  # (T, B, hidden_size)
-        dist = Categorical(logits=self.actor(hidden))
-        if action is None:
-            action = dist.logits.argmax(dim=-1) if deterministic else dist.sample()
+        action, logprob, entropy = categorical(self.actor(hidden), action, deterministic)
         return AgentOutput(
             actions=action,
-            logprobs=dist.log_prob(action),
-            entropy=dist.entropy(),
+            logprobs=logprob,
+            entropy=entropy,
             values=self.critic(hidden).squeeze(-1),
             state=(h, c),
         )

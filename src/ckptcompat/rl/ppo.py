@@ -233,18 +233,16 @@ def compute_gae(
     Returns:
         ``(advantages, returns)``, each ``(T, B)`` float32; ``returns = advantages + values``.
     """
-    num_steps = rewards.shape[0]
+    # The elementwise terms are computed for all t at once (the same ops in the same order
+    # as the per-step recursion, so bitwise the same); only the recursion itself loops.
+    next_nonterminal = 1.0 - torch.cat([dones[1:], next_done[None]])
+    next_values = torch.cat([values[1:], next_value[None]])
+    deltas = rewards + gamma * next_values * next_nonterminal - values
+    decay = gamma * gae_lambda * next_nonterminal
     advantages = torch.zeros_like(rewards)
     last_gae = torch.zeros_like(next_value)
-    for t in reversed(range(num_steps)):
-        if t == num_steps - 1:
-            next_nonterminal = 1.0 - next_done
-            next_values = next_value
-        else:
-            next_nonterminal = 1.0 - dones[t + 1]
-            next_values = values[t + 1]
-        delta = rewards[t] + gamma * next_values * next_nonterminal - values[t]
-        last_gae = delta + gamma * gae_lambda * next_nonterminal * last_gae
+    for t in reversed(range(rewards.shape[0])):
+        last_gae = deltas[t] + decay[t] * last_gae
         advantages[t] = last_gae
     return advantages, advantages + values
 

@@ -199,20 +199,23 @@ def render(report: dict[str, Any]) -> str:
         lines += [
             "## 4. PPO on CartPole-v1",
             "",
-            f"{p['env_steps']} env steps per run (a small budget so the bench finishes; "
-            "returns are far from solved), hyperparameters "
-            f"`{json.dumps(p['hyper'])}`, one minibatch per rollout. Ours is the trainer's "
-            "RecurrentAgent (there is no MLP agent: MockAgent is linear), so both rows "
-            "compare the same agent of ours. Ratio = ours / theirs env-steps/s.",
+            f"{p['env_steps']} env steps per run, the issue's reference settings on both "
+            f"sides `{json.dumps(p['hyper'])}` (batch_size is the minibatch size; 128 with "
+            "1 env), one torch thread. Pairs, interleaved per seed: our MLPAgent vs sb3 PPO "
+            "MlpPolicy (both 64x64 tanh, separate actor and critic) and our RecurrentAgent "
+            "(64-wide encoder, one 64-unit LSTM shared by actor and critic) vs sb3-contrib "
+            "RecurrentPPO MlpLstmPolicy. Ratio = ours / theirs env-steps/s; return = mean "
+            "of the last 20 training episodes, median over seeds (see benchmarks/_ppo.py).",
             "",
-            "| envs | theirs | ours steps/s median [min, max] | theirs steps/s median "
+            "| envs | ours | theirs | ours steps/s median [min, max] | theirs steps/s median "
             "[min, max] | ratio median [min, max] | return ours / theirs | goal | met? |",
-            "|" + "---|" * 8,
+            "|" + "---|" * 9,
         ]
         for r in p["rows"]:
             o, th, q = r["ours"], r["theirs"], r["ratio"]
             lines.append(
-                f"| {r['num_envs']} | {r['theirs_name']} | {o['median']:.0f} [{o['min']:.0f}, "
+                f"| {r['num_envs']} | {r.get('ours_name', 'ours')} | {r['theirs_name']} | "
+                f"{o['median']:.0f} [{o['min']:.0f}, "
                 f"{o['max']:.0f}] | {th['median']:.0f} [{th['min']:.0f}, {th['max']:.0f}] | "
                 f"{q['median']:.2f} [{q['min']:.2f}, {q['max']:.2f}] | "
                 f"{r['return_ours']:.1f} / {r['return_theirs']:.1f} | ratio >= 1.0 and return >= | "

@@ -219,7 +219,18 @@ _PRODUCER_SOURCES = (
     "harness/golden*.py",
     *(
         f"checkpoint/{m}.py"
-        for m in ("atomic", "format", "index", "legacy", "loading", "manager", "rng", "uri")
+        for m in (
+            "atomic",
+            "digest_reader",
+            "format",
+            "index",
+            "legacy",
+            "loading",
+            "manager",
+            "rebuild",
+            "rng",
+            "uri",
+        )
     ),
 )
 

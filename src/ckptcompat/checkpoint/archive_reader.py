@@ -5,6 +5,8 @@ ZipInfo per record, and torch files can hold thousands) and is strict where read
 disagree: a zip64 end record must sit where both ``zipfile`` and torch's miniz look for it,
 the central directory must end where the end record begins, and the record count must
 match. Anything else is :class:`BadZip`, which :mod:`.scan` reports as a truncated zip.
+:class:`ZipDirectory` keeps a torch file's thousands of records as names and sizes and
+builds a :class:`ZipEntry` only for the records read.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ import io
 import os
 import struct
 import zlib
+from collections.abc import Iterator, Sequence
 from operator import itemgetter
-from typing import IO, NamedTuple
+from typing import IO, NamedTuple, overload
 
-__all__ = ["ArchiveReader", "BadZip", "ZipEntry"]
+__all__ = ["ArchiveReader", "BadZip", "ZipDirectory", "ZipEntry"]
 
 _EOCD = struct.Struct("<4s4H2LH")  # end of central directory, 22 bytes
 _EOCD64_LOCATOR = struct.Struct("<4sLQL")  # 20 bytes
@@ -42,6 +45,60 @@ class ZipEntry(NamedTuple):
     compress_size: int
     file_size: int
     header_offset: int
+
+
+class ZipDirectory(Sequence[ZipEntry]):
+    """The central directory, in order: :attr:`names` and :attr:`file_sizes` (bytes) up
+    front, the :class:`ZipEntry` records built on first read from the raw records (a torch
+    file has one per storage, and a scan needs only the names and sizes of most)."""
+
+    __slots__ = ("_entries", "_records", "file_sizes", "names")
+
+    def __init__(
+        self,
+        names: Sequence[str],
+        file_sizes: Sequence[int],
+        records: Sequence[bytes] = (),
+        entries: list[ZipEntry] | None = None,
+    ) -> None:
+        """``records``: each record's bytes after its signature (when ``entries`` is None)."""
+        self.names = names
+        self.file_sizes = file_sizes
+        self._records = records
+        self._entries = entries
+
+    @classmethod
+    def of(cls, entries: list[ZipEntry]) -> ZipDirectory:
+        """The directory of already-built entries."""
+        return cls([e.name for e in entries], [e.file_size for e in entries], entries=entries)
+
+    def _entry(self, index: int) -> ZipEntry:
+        if self._entries is not None:
+            return self._entries[index]
+        flags, method, crc, csize, usize, _, _, _, offset = _CENTRAL_REST.unpack_from(
+            self._records[index]
+        )
+        return _make_entry((self.names[index], flags, method, crc, csize, usize, offset))
+
+    def _built(self) -> list[ZipEntry]:
+        if self._entries is None:
+            self._entries = list(map(self._entry, range(len(self.names))))
+        return self._entries
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @overload
+    def __getitem__(self, index: int) -> ZipEntry: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[ZipEntry]: ...
+    def __getitem__(self, index: int | slice) -> ZipEntry | list[ZipEntry]:
+        if isinstance(index, slice):
+            return self._built()[index]
+        return self._entry(range(len(self.names))[index])
+
+    def __iter__(self) -> Iterator[ZipEntry]:
+        return iter(self._built())
 
 
 class ArchiveReader:
@@ -107,13 +164,17 @@ class ArchiveReader:
 
     def zip_entries(self) -> list[ZipEntry]:
         """Parse the central directory. Raises BadZip."""
+        return list(self.zip_directory())
+
+    def zip_directory(self) -> ZipDirectory:
+        """Parse the central directory. Raises BadZip."""
         count, cd_size, cd_offset, _ = self._end_record()
         cd = self.read_at(cd_offset, cd_size)
         if len(cd) != cd_size:
             raise BadZip("the central directory is cut short")
-        entries = _plain_entries(cd, count)
-        if entries is not None:
-            return entries
+        directory = _plain_entries(cd, count)
+        if directory is not None:
+            return directory
         # The loop avoids attribute look-ups and builds each ZipEntry with tuple.__new__
         # (no Python-level __new__).
         entries = []
@@ -138,7 +199,7 @@ class ArchiveReader:
             raise BadZip(f"unreadable central directory: {exc}") from None
         if len(entries) != count:
             raise BadZip(f"the directory lists {len(entries)} records, its end record {count}")
-        return entries
+        return ZipDirectory.of(entries)
 
     def read_entry(self, entry: ZipEntry) -> bytes:
         """The record's bytes, CRC-checked. Raises BadZip."""
@@ -171,43 +232,46 @@ class ArchiveReader:
 _make_entry = functools.partial(tuple.__new__, ZipEntry)
 _MAX32 = 0xFFFFFFFF
 _CENTRAL_SIGNATURE = b"PK\x01\x02"
-_CENTRAL_REST = struct.Struct(_CENTRAL.format[:1] + _CENTRAL.format[3:])  # after the signature
-_COLUMN = tuple(map(itemgetter, range(18)))  # the fields of _CENTRAL_REST
+# After the signature: flags, method, crc, compressed and uncompressed size, name, extra
+# and comment lengths, local header offset (the other fields skipped as padding).
+_CENTRAL_REST = struct.Struct("<4xHH4xLLLHHH8xL")
+_CENTRAL_SIZES = struct.Struct("<20xLHHH")  # uncompressed size, name/extra/comment lengths
+_ZIP64_MARK = b"\xff\xff\xff\xff"
 
 
-def _plain_entries(cd: bytes, count: int) -> list[ZipEntry] | None:
-    """The directory as :meth:`ArchiveReader.zip_entries` parses it, in bulk, when every
+def _plain_entries(cd: bytes, count: int) -> ZipDirectory | None:
+    """The directory as :meth:`ArchiveReader.zip_directory` parses it, in bulk, when every
     record is plain: no extra field, no comment, no zip64 sizes, ASCII names. None otherwise.
 
     torch writes such a directory with one record per storage (thousands); splitting on the
     record signature and checking that every piece is exactly its header plus the name
-    length it states proves the pieces are the records a sequential parse would find.
+    length it states proves the pieces are the records a sequential parse would find. No
+    four 0xFF bytes anywhere in the directory proves no 32-bit field is a zip64 marker, so
+    only the sizes and name lengths are read now, the other fields on demand.
     """
     pieces = cd.split(_CENTRAL_SIGNATURE)
-    if pieces[0] or len(pieces) - 1 != count:
+    if pieces[0] or len(pieces) - 1 != count or _ZIP64_MARK in cd:
         return None
     del pieces[0]
-    head = _CENTRAL_REST.size
+    if not pieces:
+        return ZipDirectory([], [])
+    head = _CENTRAL_REST.size  # 42 bytes
     try:
-        recs = list(map(_CENTRAL_REST.unpack_from, pieces))
+        usize, name_len, extra_len, comment_len = zip(
+            *map(_CENTRAL_SIZES.unpack_from, pieces), strict=True
+        )
     except struct.error:  # a piece shorter than a header
         return None
-    col = _COLUMN
     raw_names = list(map(itemgetter(slice(head, None)), pieces))
     if (
-        list(map(col[11], recs)) != list(map(len, raw_names))
+        name_len != tuple(map(len, raw_names))
         or not b"".join(raw_names).isascii()
-        or any(map(col[12], recs))  # extra field lengths
-        or any(map(col[13], recs))  # comment lengths
-        or _MAX32 in map(col[9], recs)
-        or _MAX32 in map(col[10], recs)
-        or _MAX32 in map(col[17], recs)
+        or any(extra_len)
+        or any(comment_len)
     ):
         return None
-    names = map(bytes.decode, raw_names)  # ASCII: the same in UTF-8 and cp437
-    fields = (names, map(col[4], recs), map(col[5], recs), map(col[8], recs))
-    sizes = (map(col[9], recs), map(col[10], recs), map(col[17], recs))
-    return list(map(_make_entry, zip(*fields, *sizes, strict=True)))
+    names = list(map(bytes.decode, raw_names))  # ASCII: the same in UTF-8 and cp437
+    return ZipDirectory(names, usize, pieces)
 
 
 def _zip64_sizes(extra: bytes, usize: int, csize: int, offset: int) -> tuple[int, int, int]:

@@ -8,8 +8,10 @@ them, and :mod:`ckptcompat.torch_compat` calls :func:`precheck` before every saf
   truncated file).
 * :func:`scan` reads the zip directory and the pickle records of a ``torch.save`` zip or
   legacy non-zip file, never the storage bytes, and reports globals, opcodes, storages,
-  record sizes and writer hints (:mod:`.archive_scan`, :mod:`.pickle_scan`,
-  :mod:`.inert_unpickler`, :mod:`.archive_reader`).
+  record sizes and writer hints (:mod:`.archive_scan` and :mod:`.storage_check` per
+  container, :mod:`.pickle_scan` per pickle with :mod:`.opcode_walk` and
+  :mod:`.inert_unpickler`, :mod:`.archive_reader` for the bytes; results in
+  :mod:`.scan_result`).
 * :func:`precheck` refuses files before torch's unpickler sees them: by kind always, and by
   the full scan when ``full=True`` (torch < 2.10: <= 2.5.1 had a weights-only bypass,
   CVE-2025-32434; <= 2.9.1 memory-safety bugs via SETITEM on non-dicts and storage-size
@@ -38,10 +40,9 @@ import gc
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from operator import attrgetter
 from typing import IO, Literal
 
-from ckptcompat.checkpoint.archive_reader import ArchiveReader, BadZip, ZipEntry
+from ckptcompat.checkpoint.archive_reader import ArchiveReader, BadZip, ZipDirectory
 from ckptcompat.checkpoint.archive_scan import ScanResult, StorageInfo, scan_legacy, scan_zip
 from ckptcompat.checkpoint.pickle_scan import Finding
 from ckptcompat.checkpoint.torch_names import SETITEM_TARGETS, WEIGHTS_ONLY_GLOBALS
@@ -75,7 +76,6 @@ FileKind = Literal[
 ]
 
 _HEAD_BYTES = 512
-_NAME = attrgetter("name")
 _ZIP_MAGIC = b"PK\x03\x04"
 _PICKLE_PROTO = 0x80
 _LFS_PREFIX = b"version https://git-lfs"
@@ -97,21 +97,21 @@ class Sniff:
     head: bytes
 
 
-def _sniff(reader: ArchiveReader) -> tuple[Sniff, list[ZipEntry] | None]:
+def _sniff(reader: ArchiveReader) -> tuple[Sniff, ZipDirectory | None]:
     """Classify; also return the zip directory when there is one."""
     head = reader.read_at(0, _HEAD_BYTES)
-    entries: list[ZipEntry] | None = None
+    entries: ZipDirectory | None = None
     kind: FileKind
     if reader.size == 0:
         kind = "empty"
     elif head.startswith(_ZIP_MAGIC):
         try:
-            entries = reader.zip_entries()
+            entries = reader.zip_directory()
         except BadZip:
             kind = "truncated_zip"
         else:
             # torch's own test (_is_torchscript_zip): a constants.pkl record marks torch.jit.save.
-            names = "\n" + "\n".join(map(_NAME, entries)) + "\n"
+            names = "\n" + "\n".join(entries.names) + "\n"
             ts = "\nconstants.pkl\n" in names or "/constants.pkl\n" in names
             kind = "torchscript" if ts else "zip"
     elif head.startswith(_LFS_PREFIX):
@@ -143,7 +143,7 @@ def sniff(f: str | os.PathLike[str] | IO[bytes]) -> Sniff:
         reader.close()
 
 
-def _scan_open(reader: ArchiveReader, sn: Sniff, entries: list[ZipEntry] | None) -> ScanResult:
+def _scan_open(reader: ArchiveReader, sn: Sniff, entries: ZipDirectory | None) -> ScanResult:
     if sn.kind == "zip" and entries is not None:
         return scan_zip(reader, entries, sn)
     if sn.kind == "legacy_pickle":

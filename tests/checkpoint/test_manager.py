@@ -219,6 +219,53 @@ def test_files_are_cached_from_their_second_load(
     assert len(reads) == 3 and not manager._cache
 
 
+@pytest.mark.parametrize("how", ["rewritten_in_place", "replaced_by_rename"])
+def test_a_cached_file_changed_on_disk_is_verified_again(
+    manager: SimpleCheckpointManager, how: str
+) -> None:
+    """Guards the cache answering verify="full" from memory after the file on disk was
+    corrupted or swapped (a new user's report: a cached agent came back for a file of
+    garbage bytes): the file's inode, size and mtime are part of the cache key."""
+    manager.save_agent(_mock(0), 0)
+    manager.load_agent(0)
+    manager.load_agent(0)  # the second load fills the cache
+    assert manager._cache
+    path = manager.checkpoint_dir / manager.list_checkpoints()[0].file
+    if how == "rewritten_in_place":
+        path.write_bytes(b"garbage")
+    else:
+        spare = path.with_name("spare.pt")
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0xFF  # same size, one byte flipped, a new inode
+        spare.write_bytes(bytes(data))
+        os.replace(spare, path)
+    with pytest.raises(CorruptCheckpointError):
+        manager.load_agent(0, verify="full")
+
+
+def test_a_cache_hit_needs_the_same_verify_mode(
+    manager: SimpleCheckpointManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Guards a verify="full" load answered by an agent cached from verify="none" loads
+    (which never hashed the file)."""
+    from ckptcompat.checkpoint import manager as manager_module
+
+    manager.save_agent(_mock(0), 0)
+    modes: list[str] = []
+    real = manager_module.load_agent_file
+
+    def recording(path: Path, device: Any, verify: str, *args: Any) -> Any:
+        modes.append(verify)
+        return real(path, device, verify, *args)
+
+    monkeypatch.setattr(manager_module, "load_agent_file", recording)
+    manager.load_agent(0, verify="none")
+    manager.load_agent(0, verify="none")
+    manager.load_agent(0, verify="none")
+    manager.load_agent(0, verify="full")
+    assert modes == ["none", "none", "full"]
+
+
 def test_resaving_an_epoch_replaces_it_and_invalidates_the_cache(
     manager: SimpleCheckpointManager,
 ) -> None:

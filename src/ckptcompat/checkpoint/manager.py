@@ -155,11 +155,14 @@ class SimpleCheckpointManager:
     Args:
         run: run name (letters, digits, ``.``, ``_``, ``-``).
         data_dir: the directory holding run directories; created on the first write.
-        cache_size: how many loaded agents to keep (LRU, keyed by file, digest and
-            device); 0 disables. A file is cached from its second load on: the first
-            load returns the loaded agent itself (keeping a copy would cost about as
-            much as the load), later ones a private deep copy of the cached agent, so
-            training a returned agent never changes the cache.
+        cache_size: how many loaded agents to keep (LRU, keyed by file, digest, device,
+            verify mode and the file's inode, size and mtime); 0 disables. A cache hit
+            trusts the check made when the file was loaded only while the file on disk
+            is still that file: replacing it or rewriting it (new inode, size or mtime)
+            makes the next load read and verify it again. A file is cached from its
+            second load on: the first load returns the loaded agent itself (keeping a
+            copy would cost about as much as the load), later ones a private deep copy
+            of the cached agent, so training a returned agent never changes the cache.
 
     Raises:
         CheckpointError: an invalid run name.
@@ -174,8 +177,8 @@ class SimpleCheckpointManager:
         self.run_dir = self.data_dir / run
         self.checkpoint_dir = self.run_dir / "checkpoints"
         self.cache_size = cache_size
-        self._cache: OrderedDict[tuple[str, str, str], nn.Module] = OrderedDict()
-        self._loaded_once: OrderedDict[tuple[str, str, str], None] = OrderedDict()
+        self._cache: OrderedDict[tuple[Any, ...], nn.Module] = OrderedDict()
+        self._loaded_once: OrderedDict[tuple[Any, ...], None] = OrderedDict()
         self._lock = RunLock(self.checkpoint_dir)
 
     # ------------------------------------------------------------------ lock
@@ -319,12 +322,12 @@ class SimpleCheckpointManager:
                 fix="pick an indexed epoch, or check run and data_dir",
             )
         path = self._entry_path(entry)
-        key = (entry.file, entry.digest, str(torch.device(device)))
-        if key in self._cache:
+        key = _cache_key(path, entry, device, verify)
+        if key is not None and key in self._cache:
             self._cache.move_to_end(key)
             return copy.deepcopy(self._cache[key])
         agent = load_agent_file(path, device, verify, entry)
-        if not self.cache_size:
+        if not self.cache_size or key is None:
             return agent
         if key not in self._loaded_once:
             # A first load (resume, one evaluation) keeps nothing: the returned agent
@@ -594,6 +597,23 @@ def save_agent_file(
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     return write_atomic(path, lambda writer: _save(payload, writer))
+
+
+def _cache_key(
+    path: Path, entry: CheckpointEntry, device: Device, verify: VerifyMode
+) -> tuple[Any, ...] | None:
+    """The cache key of a load: the entry, device and verify mode, and the file's identity.
+
+    The file's ``(st_ino, st_size, st_mtime_ns)`` is part of the key, so a file replaced
+    or rewritten since it was cached is loaded (and verified) again instead of being
+    answered from memory. None: the file cannot be stat'ed (the load reports why).
+    """
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    identity = (st.st_ino, st.st_size, st.st_mtime_ns)
+    return (entry.file, entry.digest, str(torch.device(device)), verify, identity)
 
 
 def _save(payload: dict[str, Any], writer: CountingWriter) -> None:

@@ -82,7 +82,11 @@ def corpus_table(dirs: list[Path]) -> list[dict[str, Any]]:
             row: dict[str, Any] = {"file": f"{d.name}/{path.name}"}
             try:
                 report = diagnose(path).for_torch(torch.__version__)
-                row["doctor"] = report.weights_only.outcome
+                verdict = report.weights_only
+                dangerous = [e.name for e in verdict.allowlist if e.dangerous]
+                row["doctor"] = verdict.outcome + (
+                    f" (dangerous: {', '.join(dangerous)})" if dangerous else ""
+                )
                 row["doctor_refused"] = list(report.weights_only.refused_globals)
             except CheckpointError as exc:
                 row["doctor"] = f"error: {type(exc).__name__}"

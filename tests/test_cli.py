@@ -96,3 +96,21 @@ def test_migrate_and_doctor_commands(tmp_path: Path) -> None:
     assert again.returncode == 1 and "never overwrit" in again.stderr
     missing = _cli("doctor", str(tmp_path / "nope.pt"), cwd=tmp_path)
     assert missing.returncode == 2
+
+
+@pytest.mark.one_cell
+def test_python_dash_m_ckptcompat_runs_the_cli(tmp_path: Path) -> None:
+    """Guards `python -m ckptcompat doctor FILE` failing with "cannot be directly
+    executed" (no __main__, found by a new-user trial). Version-independent: the module
+    only dispatches to cli.main."""
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        [sys.executable, "-m", "ckptcompat", "doctor", "--json", "fixtures/corpus/set.pt"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["file"].endswith("set.pt")

@@ -139,7 +139,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--ppo-steps", type=int, help=f"env steps per PPO run ({ENV_STEPS})")
     parser.add_argument("--sections", default="manager,doctor,matrix,ppo")
     parser.add_argument("--work", type=Path, help="where the big files go (default: a temp dir)")
+    parser.add_argument(
+        "--render",
+        type=Path,
+        metavar="JSON",
+        help="measure nothing: rewrite --md from a saved report (after editing _limits.py)",
+    )
     args = parser.parse_args(argv)
+    if args.render is not None:
+        saved = json.loads(args.render.read_text())
+        saved["notes"] = missed_notes(saved)
+        args.md.write_text(render(saved))
+        return saved
     runs = args.runs or (2 if args.quick else 5)
     sections = set(args.sections.split(","))
     torch.set_num_threads(1)

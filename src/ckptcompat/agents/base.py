@@ -17,7 +17,9 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-__all__ = ["Agent", "AgentOutput", "AgentState"]
+from ckptcompat.errors import AgentMismatchError
+
+__all__ = ["Agent", "AgentOutput", "AgentState", "check_obs_shape"]
 
 #: Recurrent state: a tuple of tensors, each with the batch on dimension 1
 #: (e.g. LSTM ``(h, c)``, each ``(num_layers, B, hidden)``); ``()`` for stateless agents.
@@ -40,6 +42,21 @@ class AgentOutput(NamedTuple):
     entropy: torch.Tensor
     values: torch.Tensor
     state: AgentState
+
+
+def check_obs_shape(obs: torch.Tensor, obs_shape: tuple[int, ...]) -> None:
+    """Check that ``obs`` is ``(T, B, *obs_shape)`` (the feed-forward agents' forward input).
+
+    Raises:
+        AgentMismatchError: ``obs`` does not end with ``obs_shape``.
+    """
+    if tuple(obs.shape[2:]) != obs_shape:
+        raise AgentMismatchError(
+            "observation shape does not match the agent",
+            expected=f"(T, B, *{obs_shape})",
+            found=str(tuple(obs.shape)),
+            fix="build the agent from the environment's observation space",
+        )
 
 
 class Agent(nn.Module, ABC):

@@ -21,7 +21,7 @@ import gymnasium as gym
 import torch
 from torch import nn
 
-from ckptcompat.agents.base import Agent, AgentOutput, AgentState
+from ckptcompat.agents.base import Agent, AgentOutput, AgentState, check_obs_shape
 from ckptcompat.agents.heads import categorical
 from ckptcompat.agents.obs_norm import normalize, register_buffers, update_moments
 from ckptcompat.agents.spaces import as_space, space_to_config
@@ -179,13 +179,7 @@ class MLPAgent(Agent):
         Raises:
             AgentMismatchError: ``obs`` does not end with ``obs_shape``.
         """
-        if tuple(obs.shape[2:]) != self.obs_shape:
-            raise AgentMismatchError(
-                "observation shape does not match the agent",
-                expected=f"(T, B, *{self.obs_shape})",
-                found=str(tuple(obs.shape)),
-                fix="build the agent from the environment's observation space",
-            )
+        check_obs_shape(obs, self.obs_shape)
         if self.cfg.normalize_obs:
             x = normalize(obs, self.obs_mean, self.obs_var, self.cfg.obs_norm_clip)
         else:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ckptcompat.agents.base import Agent, AgentOutput, AgentState
+from ckptcompat.agents.base import Agent, AgentOutput, AgentState, check_obs_shape
 from ckptcompat.agents.heads import categorical
 from ckptcompat.agents.spaces import as_space, space_to_config
 from ckptcompat.errors import AgentMismatchError
@@ -108,13 +108,7 @@ class MockAgent(Agent):
         Raises:
             AgentMismatchError: ``obs`` does not end with ``obs_shape``.
         """
-        if tuple(obs.shape[2:]) != self.obs_shape:
-            raise AgentMismatchError(
-                "observation shape does not match the agent",
-                expected=f"(T, B, *{self.obs_shape})",
-                found=str(tuple(obs.shape)),
-                fix="build the agent from the environment's observation space",
-            )
+        check_obs_shape(obs, self.obs_shape)
         steps, batch = obs.shape[:2]
         x = obs.reshape(steps, batch, -1).to(torch.float32)
         action, logprob, entropy = categorical(self.actor(x), action, deterministic)

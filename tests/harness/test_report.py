@@ -120,19 +120,43 @@ def test_panels_per_artifact_kind_and_loader_and_evaluator() -> None:
     assert naive.producers == ["t24", "t24np1"] and naive.consumers == ["t26"]
 
 
-def test_outcomes_have_distinct_colours_and_statuses_distinct_marks() -> None:
-    """Guards a heatmap where two outcomes (or two statuses) look alike: each of pass,
-    skip, fail, error has its own colour, unlike the no-record and empty squares, and the
-    most severe mark wins in a square."""
-    colours = [*heatmap.OUTCOME_COLOURS.values(), heatmap.MISSING_COLOUR, heatmap.EMPTY_COLOUR]
-    assert set(heatmap.OUTCOME_COLOURS) == set(results.OUTCOMES)
+def test_statuses_have_distinct_colours_marks_and_legend_entries() -> None:
+    """Guards a heatmap where two statuses look alike: a regression was drawn in the same
+    red as a known failure and had no legend entry (issue 20). Every status has its own
+    colour, mark and label, red is the regression's alone, the legend lists every status,
+    and the most severe status wins in a square."""
+    statuses = list(heatmap.MARKS)
+    colours = [heatmap.STATUS_COLOURS[s] for s in statuses] + [heatmap.EMPTY_COLOUR]
+    assert set(heatmap.STATUS_COLOURS) == set(heatmap.STATUS_LABELS) == set(statuses)
+    assert sorted(heatmap.LEGEND_ORDER) == sorted(statuses)
     assert len(set(colours)) == len(colours)
     assert len(set(heatmap.MARKS.values())) == len(heatmap.MARKS)
+    for status in statuses:
+        assert f"`{heatmap.MARKS[status]}` {heatmap.STATUS_LABELS[status]}" in report.LEGEND
     base = _baseline({_key(agent="a"): ("fail", "why"), _key(agent="b"): ("pass", None)})
     cells = matrix.build([_record("fail", agent="a"), _record("fail", agent="b")], base)
+    assert heatmap.square_status(cells) == "regression"
+    assert heatmap.square_colour(cells) == heatmap.STATUS_COLOURS["regression"]
     assert heatmap.mark(cells) == heatmap.MARKS["regression"]
-    assert heatmap.mark(cells[:1]) == heatmap.MARKS["expected"]
-    assert heatmap.worst_outcome(cells) == "fail"
+    known = cells[:1]  # the same outcome, expected: grey, not the regression's red
+    assert heatmap.square_status(known) == "expected"
+    assert heatmap.square_colour(known) != heatmap.square_colour(cells)
+    assert heatmap.mark([]) == "·" and heatmap.square_colour([]) == heatmap.EMPTY_COLOUR
+
+
+def test_status_line_tells_a_red_matrix_from_a_green_one() -> None:
+    """Guards a summary that hides regressions in a line of counts ("Cells: 724 ok, 4
+    regression", issue 20): the status line leads with what differs from the baseline."""
+    base = _baseline({_key(agent="a"): ("fail", "why"), _key(agent="b"): ("pass", None)})
+    green = matrix.build([_record("fail", agent="a"), _record("pass", agent="b")], base)
+    assert matrix.status_line(green) == "2 cells, all as the baseline expects"
+    red = matrix.build([_record("fail", agent="a"), _record("error", agent="b")], base)
+    assert matrix.status_line(red) == (
+        "2 cells: 1 regression, 0 unexpected passes; 1 as the baseline expects"
+    )
+    text = report.markdown(red)
+    assert "**2 cells: 1 regression, 0 unexpected passes;" in text.splitlines()[2]
+    assert "**" not in report.markdown(green).splitlines()[2]
 
 
 def test_markdown_table_marks_each_producer_and_lists_reasons() -> None:
@@ -151,16 +175,38 @@ def test_markdown_table_marks_each_producer_and_lists_reasons() -> None:
         _record("fail", agent="recurrent"),
         _record("error", producer_torch=V26, detail="exploded"),
     ]
-    text = report.markdown(matrix.build(records, base))
+    text = report.markdown(matrix.build(records, base), baseline=Path("fixtures/x.json"))
     assert "| golden g2 / naive | `✗!` |" in text
     assert "Producers (mark order): t24 t26." in text
+    assert "### Known failures (fixtures/x.json)" in text
     assert "2 cells: a known reason" in text
-    assert "exploded" in text and report.LEGEND in text
+    assert "| ! regression | error | pass | exploded |" in text and report.LEGEND in text
+
+
+def test_team_checkpoint_rows_have_no_none_producer(tmp_path: Path) -> None:
+    """Guards the team report (issue 20): checks of a team's own checkpoint files have no
+    producing cell, and the heatmap's producer axis and the Markdown's producer list read
+    ``None`` while each such row got one mark per producer; the known failures named our
+    fixtures/baseline.json instead of the team's baseline."""
+    team_file = dict(scenario="checkpoints", artifact="mlp_v3", loader="naive", producer_torch=None)
+    records = [_record(), _record("fail", **team_file), _record(consumer_torch=V24, **team_file)]
+    base = _baseline({_key(**team_file): ("fail", "why")})
+    cells = matrix.build(records, base)
+    panel = next(p for p in heatmap.panels(cells) if p.scenario == "checkpoints")
+    assert panel.producers == [heatmap.NO_PRODUCER]
+    team_baseline = tmp_path / "team" / "ckptcompat" / "baseline.json"
+    text = report.markdown(cells, baseline=team_baseline)
+    assert "None" not in text
+    assert "Producers (mark order): t24." in text
+    assert "| checkpoints mlp_v3 / naive | `?` | `✗` |" in text
+    assert f"### Known failures ({team_baseline})" in text
+    assert "fixtures/baseline.json" not in text
 
 
 def test_write_report_files_and_junit_verdicts(tmp_path: Path) -> None:
-    """Guards CI losing the matrix: JSON, Markdown, HTML and JUnit are written; in JUnit a
-    regression is a failure, a missing record an error, a known failure skipped."""
+    """Guards CI losing the matrix: JSON, Markdown, HTML and JUnit are written; the HTML
+    colours a regression as the heatmap does; in JUnit a regression is a failure, a
+    missing record an error, a known failure skipped."""
     base = _baseline(
         {
             _key(): ("fail", "why"),
@@ -172,7 +218,8 @@ def test_write_report_files_and_junit_verdicts(tmp_path: Path) -> None:
     written = report.write_report(cells, tmp_path)
     data = json.loads(written["json"].read_text(encoding="utf-8"))
     assert data["summary"] == {"missing": 1, "ok": 1, "regression": 1}
-    assert "<table>" in written["html"].read_text(encoding="utf-8")
+    page = written["html"].read_text(encoding="utf-8")
+    assert "<table>" in page and f"background:{heatmap.STATUS_COLOURS['regression']}" in page
     cases = {c.get("name"): c for c in ET.parse(written["junit"]).getroot().iter("testcase")}
     assert cases[_key()].find("skipped") is not None
     assert cases[_key(agent="reg")].find("failure") is not None
@@ -180,12 +227,33 @@ def test_write_report_files_and_junit_verdicts(tmp_path: Path) -> None:
 
 
 def test_heatmap_png_is_rendered(tmp_path: Path) -> None:
-    """Guards the heatmap failing to render (matplotlib API drift, glyphs): a PNG with
-    every panel is written."""
+    """Guards the heatmap failing to render (matplotlib API drift, glyphs) and the team
+    example's layout faults (issue 20): a PNG is written, a one-row panel keeps square
+    squares instead of being stretched to the panel's height, a long title is wrapped
+    instead of cut, and a file no cell produced is labelled, not ``None``."""
     pytest.importorskip("matplotlib", reason="the report extra is not installed in this venv")
-    cells = matrix.build([_record(), _record(loader="allowlist")], _baseline({}))
-    path = heatmap.render_png(heatmap.panels(cells), tmp_path / "m.png")
+    from matplotlib import pyplot as plt
+
+    long_name = "mlp__e3__s384__t0__sc0_with_a_long_name"
+    team_file = dict(scenario="checkpoints", artifact=long_name, producer_torch=None)
+    records = [
+        _record(),
+        _record(loader="allowlist"),
+        *(_record(consumer_torch=v, **team_file) for v in (V24, V26)),
+    ]
+    panels = heatmap.panels(matrix.build(records, _baseline({})))
+    path = heatmap.render_png(panels, tmp_path / "m.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    fig, ax = plt.subplots(figsize=(3.1, 2.9))
+    try:
+        heatmap._draw_panel(ax, panels[-1])
+        assert ax.get_aspect() == 1.0  # square squares: a one-row panel is a strip
+        assert [t.get_text() for t in ax.get_yticklabels()] == [heatmap.NO_PRODUCER]
+        title = ax.get_title()
+        assert "\n" in title  # wrapped, every character kept
+        assert title.replace("\n", "").replace(" ", "") == panels[-1].title.replace(" ", "")
+    finally:
+        plt.close(fig)
 
 
 def test_report_gate_and_driver_import_no_torch() -> None:

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ __all__ = [
     "RANK",
     "REVIEW",
     "STATUSES",
+    "STATUS_NOUNS",
     "Baseline",
     "BaselineError",
     "MatrixCell",
@@ -47,6 +49,7 @@ __all__ = [
     "merge",
     "parse_key",
     "propose_baseline",
+    "status_line",
 ]
 
 #: The committed baseline of a source checkout.
@@ -55,6 +58,13 @@ BASELINE_SCHEMA = 1
 #: Outcome rank, best first (DESIGN section 8: pass > skip > fail > error).
 RANK: dict[str, int] = {outcome: i for i, outcome in enumerate(OUTCOMES)}
 STATUSES: tuple[str, ...] = ("ok", "regression", "unexpected_pass", "missing", "unknown")
+#: Each status that differs from the baseline as counted in a summary: (one, many).
+STATUS_NOUNS: dict[str, tuple[str, str]] = {
+    "regression": ("regression", "regressions"),
+    "unexpected_pass": ("unexpected pass", "unexpected passes"),
+    "missing": ("missing record", "missing records"),
+    "unknown": ("not in the baseline", "not in the baseline"),
+}
 #: Reason id of a proposed entry that nobody has explained yet; the gate refuses it.
 REVIEW = "REVIEW"
 _NUMPY1_SUFFIX = "_numpy1"
@@ -206,6 +216,25 @@ def build(records: Iterable[Mapping[str, Any]], baseline: Baseline) -> list[Matr
             )
         )
     return cells
+
+
+def status_line(cells: Sequence[MatrixCell]) -> str:
+    """The cells counted by status, problems first, e.g. ``"728 cells: 4 regressions, 0
+    unexpected passes; 724 as the baseline expects"`` or ``"728 cells, all as the baseline
+    expects"``. Regressions and unexpected passes are always counted, the rest when present.
+    """
+    if not cells:
+        return "no cells: no record and no baseline entry"
+    counts = Counter(c.status for c in cells)
+    total = f"{len(cells)} cell{'s' if len(cells) != 1 else ''}"
+    if counts["ok"] == len(cells):
+        return f"{total}, all as the baseline expects"
+    shown = [
+        f"{counts[status]} {one if counts[status] == 1 else many}"
+        for status, (one, many) in STATUS_NOUNS.items()
+        if counts[status] or status in ("regression", "unexpected_pass")
+    ]
+    return f"{total}: {', '.join(shown)}; {counts['ok']} as the baseline expects"
 
 
 # --------------------------------------------------------------------------- the baseline

@@ -31,14 +31,18 @@ from xml.etree import ElementTree as ET
 
 from ckptcompat.harness import results
 from ckptcompat.harness.heatmap import (
+    LEGEND_ORDER,
     MARKS,
-    OUTCOME_COLOURS,
+    NO_PRODUCER,
+    STATUS_COLOURS,
+    STATUS_LABELS,
     Panel,
     cell_order,
     mark,
+    mark_colour,
     panels,
     render_png,
-    worst_outcome,
+    square_status,
 )
 from ckptcompat.harness.matrix import (
     BASELINE_PATH,
@@ -47,22 +51,16 @@ from ckptcompat.harness.matrix import (
     MatrixCell,
     build,
     load_baseline,
+    status_line,
 )
 
 __all__ = ["LEGEND", "main", "markdown", "write_report"]
 
 _SHOWN = 60  # rows of the "differs" list in Markdown; HTML and JSON hold every cell
-LEGEND = "Marks, one per producer: " + "  ".join(
-    f"`{m}` {label}"
-    for label, m in (
-        ("pass", MARKS["ok"]),
-        ("known failure (reason below)", MARKS["expected"]),
-        ("worse than baseline", MARKS["regression"]),
-        ("better than baseline", MARKS["unexpected_pass"]),
-        ("no record", MARKS["missing"]),
-        ("not in baseline", MARKS["unknown"]),
-        ("not applicable", "·"),
-    )
+LEGEND = (
+    "Marks, one per producer: "
+    + "  ".join(f"`{MARKS[s]}` {STATUS_LABELS[s]}" for s in LEGEND_ORDER)
+    + "  `·` not applicable"
 )
 
 
@@ -70,26 +68,46 @@ def _axes(all_panels: Sequence[Panel]) -> tuple[list[str], list[str]]:
     producers: list[str] = []
     consumers: list[str] = []
     for panel in all_panels:
-        producers += [p for p in panel.producers if p not in producers]
+        producers += [p for p in panel.producers if p not in producers and p != NO_PRODUCER]
         consumers += [c for c in panel.consumers if c not in consumers]
     return sorted(producers, key=cell_order), sorted(consumers, key=cell_order)
 
 
 def _entry(panel: Panel, producers: Sequence[str], consumer: str) -> str:
-    return "".join(
-        mark(panel.grid[(p, consumer)]) if (p, consumer) in panel.grid else "·" for p in producers
-    )
+    # A file no cell produced (a team's checkpoint) has one mark, not one per producer.
+    order = [NO_PRODUCER] if panel.producers == [NO_PRODUCER] else producers
+    return "".join(mark(panel.grid.get((p, consumer), [])) for p in order)
 
 
-def markdown(cells: Sequence[MatrixCell], *, timing: dict[str, Any] | None = None) -> str:
-    """The Markdown report: summary table, legend, non-passing cells by reason, timing."""
+def _display(path: Path) -> str:
+    """``path`` relative to the working directory when it is below it, else absolute."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def markdown(
+    cells: Sequence[MatrixCell],
+    *,
+    timing: dict[str, Any] | None = None,
+    baseline: Path = BASELINE_PATH,
+) -> str:
+    """The Markdown report: the cells counted by status, the summary table, the legend,
+    known failures by reason (from ``baseline``), the cells that differ, timing."""
     all_panels = panels(cells)
     producers, consumers = _axes(all_panels)
+    differs = any(c.status != "ok" for c in cells)
+    head = f"**{status_line(cells)}**" if differs else status_line(cells)
+    files = any(p.producers == [NO_PRODUCER] for p in all_panels)
     lines = [
         "## ckptcompat matrix",
         "",
+        f"{head} (`{_display(baseline)}`).",
+        "",
         f"Producers (mark order): {' '.join(producers)}. "
-        f"Columns: consuming torch (evaluate rows: the torch that resumed).",
+        + ("Rows of checkpoint files no cell produced: one mark. " if files else "")
+        + "Columns: consuming torch (evaluate rows: the torch that resumed).",
         "",
         "| check | " + " | ".join(consumers) + " |",
         "|---|" + "---|" * len(consumers),
@@ -97,20 +115,13 @@ def markdown(cells: Sequence[MatrixCell], *, timing: dict[str, Any] | None = Non
     for panel in all_panels:
         row = [f"`{_entry(panel, producers, c)}`" for c in consumers]
         lines.append(f"| {panel.title} | " + " | ".join(row) + " |")
-    counts = Counter(c.status for c in cells)
-    lines += [
-        "",
-        LEGEND,
-        "",
-        "Cells: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())),
-        "",
-    ]
+    lines += ["", LEGEND, ""]
     known: dict[str, list[MatrixCell]] = defaultdict(list)
     for cell in cells:
         if cell.status == "ok" and cell.outcome != "pass":
             known[cell.reason or "?"].append(cell)
     if known:
-        lines += ["### Known failures (fixtures/baseline.json)", ""]
+        lines += [f"### Known failures ({_display(baseline)})", ""]
         lines += [f"- {len(group)} cells: {reason}" for reason, group in sorted(known.items())]
         lines.append("")
     problems = [c for c in cells if c.status != "ok"]
@@ -118,17 +129,18 @@ def markdown(cells: Sequence[MatrixCell], *, timing: dict[str, Any] | None = Non
         lines += [
             "### Differs from the baseline",
             "",
-            "| cell | outcome | expected | detail |",
-            "|---|---|---|---|",
+            "| cell | status | outcome | expected | detail |",
+            "|---|---|---|---|---|",
         ]
         for cell in problems[:_SHOWN]:
             detail = cell.detail.replace("|", "\\|").replace("\n", " ")[:160]
             lines.append(
-                f"| `{cell.key}` | {cell.outcome or '-'} | {cell.expected or '-'} | {detail} |"
+                f"| `{cell.key}` | {MARKS[cell.status]} {cell.status} | {cell.outcome or '-'} "
+                f"| {cell.expected or '-'} | {detail} |"
             )
         if len(problems) > _SHOWN:
             lines.append(
-                f"| ... {len(problems) - _SHOWN} more in matrix.json / matrix.html | | | |"
+                f"| ... {len(problems) - _SHOWN} more in matrix.json / matrix.html | | | | |"
             )
         lines.append("")
     if timing:
@@ -157,21 +169,23 @@ def _timing_lines(timing: dict[str, Any]) -> list[str]:
 def _html(cells: Sequence[MatrixCell], md_title: str, png: Path | None) -> str:
     all_panels = panels(cells)
     producers, consumers = _axes(all_panels)
+    differs = any(c.status != "ok" for c in cells)
+    headline = STATUS_COLOURS["regression"] if differs else STATUS_COLOURS["ok"]
     out = [
         "<!doctype html><meta charset='utf-8'><title>ckptcompat matrix</title>",
         "<style>body{font-family:sans-serif}td,th{border:1px solid #999;padding:2px 6px;"
         "font-family:monospace}table{border-collapse:collapse}</style>",
         f"<h2>{html.escape(md_title)}</h2>",
+        f"<p style='color:{headline};font-weight:bold'>{html.escape(status_line(cells))}</p>",
         f"<p>Producers (mark order): {' '.join(producers)}. {html.escape(LEGEND)}</p>",
         "<table><tr><th>check</th>" + "".join(f"<th>{c}</th>" for c in consumers) + "</tr>",
     ]
     for panel in all_panels:
         out.append(f"<tr><td>{html.escape(panel.title)}</td>")
         for consumer in consumers:
-            square = [c for p in producers for c in panel.grid.get((p, consumer), [])]
-            colour = OUTCOME_COLOURS.get(worst_outcome(square) or "", "#fff")
+            square = [c for p in panel.producers for c in panel.grid.get((p, consumer), [])]
             out.append(
-                f"<td style='background:{colour};color:#fff'>"
+                f"<td style='{_style(square_status(square))}'>"
                 f"{html.escape(_entry(panel, producers, consumer))}</td>"
             )
         out.append("</tr>")
@@ -184,15 +198,20 @@ def _html(cells: Sequence[MatrixCell], md_title: str, png: Path | None) -> str:
         "<th>status</th><th>reason / detail</th></tr>"
     ]
     for cell in cells:
-        colour = OUTCOME_COLOURS.get(cell.outcome or "", "#fff")
         why = cell.reason or cell.detail
         out.append(
-            f"<tr><td>{html.escape(cell.key)}</td><td style='background:{colour};color:#fff'>"
+            f"<tr><td>{html.escape(cell.key)}</td><td style='{_style(square_status([cell]))}'>"
             f"{cell.outcome or '-'}</td><td>{cell.expected or '-'}</td><td>{cell.status}</td>"
             f"<td>{html.escape(why[:300])}</td></tr>"
         )
     out.append("</table>")
     return "\n".join(out) + "\n"
+
+
+def _style(status: str | None) -> str:
+    """The inline style of a table square: the heatmap's colour, a readable text colour."""
+    colour = STATUS_COLOURS[status] if status else "#fff"
+    return f"background:{colour};color:{mark_colour(status)}"
 
 
 def _junit(cells: Sequence[MatrixCell]) -> ET.ElementTree:
@@ -230,10 +249,15 @@ def _junit(cells: Sequence[MatrixCell]) -> ET.ElementTree:
 
 
 def write_report(
-    cells: Sequence[MatrixCell], out: Path, *, timing: dict[str, Any] | None = None
+    cells: Sequence[MatrixCell],
+    out: Path,
+    *,
+    timing: dict[str, Any] | None = None,
+    baseline: Path = BASELINE_PATH,
 ) -> dict[str, Path]:
-    """Write every report file into ``out``; returns them by format. The PNG is left out,
-    with a note on stderr, when matplotlib is missing."""
+    """Write every report file into ``out``; returns them by format. ``baseline`` is the
+    file the cells were judged against (named in the Markdown). The PNG is left out, with
+    a note on stderr, when matplotlib is missing."""
     out.mkdir(parents=True, exist_ok=True)
     written = {
         "json": out / "matrix.json",
@@ -254,7 +278,7 @@ def write_report(
         + "\n",
         encoding="utf-8",
     )
-    text = markdown(cells, timing=timing)
+    text = markdown(cells, timing=timing, baseline=baseline)
     written["md"].write_text(text + "\n", encoding="utf-8")
     png: Path | None = None
     try:
@@ -309,7 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     timing = None
     if args.timing is not None and args.timing.is_file():
         timing = json.loads(args.timing.read_text(encoding="utf-8"))
-    written = write_report(cells, args.out, timing=timing)
+    written = write_report(cells, args.out, timing=timing, baseline=args.baseline)
     print(written["md"].read_text(encoding="utf-8"))
     print("report: wrote " + ", ".join(str(p) for p in written.values()))
     return 0

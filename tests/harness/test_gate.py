@@ -97,9 +97,28 @@ def test_baseline_refuses_expected_failures_without_reviewed_reason(tmp_path: Pa
     assert lenient.cells[_key(agent="x")] == ("error", matrix.REVIEW)
 
 
-def test_main_exit_codes_and_step_summary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_verdict_line_counts_every_problem_kind() -> None:
+    """Guards a verdict that reads green on a red run (issue 20: "successful" with 4
+    regressions in the report): the line says PASS only when the gate passes, and a FAIL
+    counts regressions and unexpected passes always, other problems when present."""
+    green = gate.judge([_record("fail"), _record("pass", agent="recurrent")], BASE, SHA)
+    assert gate.verdict_line(green, see="r/matrix.md") == (
+        "VERDICT: PASS - all 2 cells as the baseline expects (see r/matrix.md)"
+    )
+    red = gate.judge([_record("error"), _record("fail", agent="recurrent")], BASE, SHA)
+    assert gate.verdict_line(red) == "VERDICT: FAIL - 2 regressions, 0 unexpected passes"
+    stale = gate.judge([_record("fail"), _record(agent="recurrent", sha="b" * 40)], BASE, SHA)
+    assert gate.verdict_line(stale) == (
+        "VERDICT: FAIL - 0 regressions, 0 unexpected passes, 1 missing record, "
+        "1 set of records from another commit"
+    )
+
+
+def test_main_exit_codes_and_step_summary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Guards CI wiring: exit 0 on pass, 1 on failure, 2 without records or with an
-    unreadable baseline, and the verdict appended to $GITHUB_STEP_SUMMARY."""
+    unreadable baseline, the verdict appended to $GITHUB_STEP_SUMMARY and printed last."""
     baseline = tmp_path / "baseline.json"
     baseline.write_text(matrix.dump_baseline("n", BASE.reasons, BASE.cells), encoding="utf-8")
     records = tmp_path / "records"
@@ -109,9 +128,11 @@ def test_main_exit_codes_and_step_summary(tmp_path: Path, monkeypatch: pytest.Mo
     args = ["--records", str(records), "--baseline", str(baseline), "--git-sha", SHA]
     assert gate.main(args) == 1
     assert "gate: FAILED" in summary.read_text(encoding="utf-8")
+    assert capsys.readouterr().out.splitlines()[-1].startswith("VERDICT: FAIL - ")
     results.append_record(records / "a.jsonl", _record("pass", agent="recurrent"))
     assert gate.main(args) == 0
     assert "gate: PASSED" in summary.read_text(encoding="utf-8")
+    assert capsys.readouterr().out.splitlines()[-1].startswith("VERDICT: PASS - ")
     assert gate.main(["--records", str(tmp_path / "none"), "--baseline", str(baseline)]) == 2
     assert gate.main([*args[:2], "--baseline", str(tmp_path / "missing.json")]) == 2
 

@@ -11,6 +11,7 @@ import ast
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -107,6 +108,51 @@ def test_in_process_golden_run_selects_every_record_emitting_consumer_test() -> 
         assert not re.search(r"subprocess|run_loads|sys\.executable", tests[name]), name
     args = phase_golden.pytest_args()
     assert args[0].endswith(str(phase_golden.GOLDEN_TESTS)) and "golden" in args
+
+
+@pytest.mark.one_cell  # the driver's verdict on synthetic records; no torch involved
+def test_matrix_ends_with_the_gates_verdict_and_fails_on_a_regression(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Guards ``nox -s matrix`` saying "successful" while its report held 4 regressions
+    (issue 20): with a baseline, the driver judges its records by the gate's rules, prints
+    the verdict as its last line and exits 1 on a regression, 0 when all is as expected;
+    a broken phase process fails the run even when its records match."""
+    from ckptcompat.harness import matrix
+
+    key = results.cell_key("train", "safe_v1", "mock", "safe", "2.6.0", "2.6.0")
+    baseline = tmp_path / "baseline.json"
+    baseline.write_text(matrix.dump_baseline("n", {}, {key: ("pass", None)}), encoding="utf-8")
+    outcome, code = "fail", 0
+
+    def fake_run_matrix(
+        pythons: object, work: Path, records: Path, **kwargs: str
+    ) -> list[scenarios.PhaseProcess]:
+        record = results.make_record(
+            scenario="train", artifact="safe_v1", agent="mock", loader="safe",
+            producer_torch="2.6.0", consumer_torch="2.6.0", outcome=outcome,
+        )  # fmt: skip
+        results.append_record(records / "t26.jsonl", record | {"git_sha": kwargs["git_sha"]})
+        return [scenarios.PhaseProcess("train", "t26", code, 0.0, 0.0, work / "log")]
+
+    monkeypatch.setattr(scenarios, "run_matrix", fake_run_matrix)
+
+    def run() -> tuple[int, str]:
+        records = tmp_path / "records"
+        shutil.rmtree(records, ignore_errors=True)
+        argv = [f"--python=t26={sys.executable}", "--work", str(tmp_path / "work")]
+        argv += ["--records", str(records), "--baseline", str(baseline)]
+        status = scenarios.main(argv)
+        return status, capsys.readouterr().out.splitlines()[-1]
+
+    status, last = run()
+    assert status == 1
+    assert last == f"VERDICT: FAIL - 1 regression, 0 unexpected passes (see {tmp_path}/records)"
+    outcome = "pass"
+    status, last = run()
+    assert status == 0 and last.startswith("VERDICT: PASS - all 1 cells")
+    code = 1
+    assert run()[0] == 1
 
 
 def _run_counted(

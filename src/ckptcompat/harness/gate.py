@@ -31,6 +31,7 @@ from typing import Any
 from ckptcompat.harness import results
 from ckptcompat.harness.matrix import (
     BASELINE_PATH,
+    STATUS_NOUNS,
     Baseline,
     BaselineError,
     build,
@@ -44,8 +45,10 @@ __all__ = [
     "Problem",
     "Verdict",
     "judge",
+    "judge_files",
     "main",
     "summary_markdown",
+    "verdict_line",
 ]
 
 PROBLEM_KINDS: tuple[str, ...] = (
@@ -61,6 +64,11 @@ BASELINE_NOTE = (
     "failure names its reason. An entry changes only in a commit whose message says why."
 )
 _SHOWN = 60
+#: Each problem kind as counted in :func:`verdict_line`: (one, many).
+_NOUNS: dict[str, tuple[str, str]] = {
+    **STATUS_NOUNS,
+    "foreign_sha": ("set of records from another commit", "sets of records from another commit"),
+}
 
 
 @dataclass(frozen=True)
@@ -117,6 +125,17 @@ def judge(records: Sequence[Mapping[str, Any]], baseline: Baseline, git_sha: str
     return verdict
 
 
+def judge_files(records: Sequence[Path], baseline: Path, git_sha: str) -> Verdict:
+    """:func:`judge` the records read from ``records`` (files or folders) against the
+    baseline file (strictly loaded).
+
+    Raises:
+        BaselineError: the baseline is missing, malformed or not reviewed.
+        ValueError: a record file holds a line that is not a valid record.
+    """
+    return judge(list(results.read_records(records)), load_baseline(baseline), git_sha)
+
+
 def summary_markdown(verdict: Verdict) -> str:
     """The gate's verdict as Markdown (the step summary and the console output)."""
     counts = Counter(p.kind for p in verdict.problems)
@@ -140,6 +159,24 @@ def summary_markdown(verdict: Verdict) -> str:
             "(`python -m ckptcompat.harness.gate --propose-baseline FILE`, then review).",
         ]
     return "\n".join(lines) + "\n"
+
+
+def verdict_line(verdict: Verdict, *, see: str | None = None) -> str:
+    """One line that tells a red run from a green one: ``VERDICT: PASS - ...`` or
+    ``VERDICT: FAIL - 4 regressions, 0 unexpected passes (see reports/matrix.md)``.
+
+    Regressions and unexpected passes are always counted, the other problems when present.
+    """
+    where = f" (see {see})" if see else ""
+    if verdict.passed:
+        return f"VERDICT: PASS - all {verdict.cells} cells as the baseline expects{where}"
+    counts = Counter(p.kind for p in verdict.problems)
+    shown = [
+        f"{counts[kind]} {one if counts[kind] == 1 else many}"
+        for kind, (one, many) in _NOUNS.items()
+        if counts[kind] or kind in ("regression", "unexpected_pass")
+    ]
+    return f"VERDICT: FAIL - {', '.join(shown)}{where}"
 
 
 def _write_step_summary(text: str) -> None:
@@ -195,8 +232,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     try:
-        records = list(results.read_records(args.records))
         if args.propose_baseline is not None:
+            records = list(results.read_records(args.records))
             previous = (
                 load_baseline(args.baseline, strict=False) if args.baseline.is_file() else None
             )
@@ -207,14 +244,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"gate: wrote {args.propose_baseline}; review every REVIEW reason before committing"
             )
             return 0
-        baseline = load_baseline(args.baseline)
+        verdict = judge_files(args.records, args.baseline, args.git_sha or results.git_sha())
     except (BaselineError, ValueError) as exc:
         print(f"gate: {exc}", file=sys.stderr)
         return 2
-    verdict = judge(records, baseline, args.git_sha or results.git_sha())
     text = summary_markdown(verdict)
     print(text)
     _write_step_summary(text)
+    print(verdict_line(verdict))
     return 0 if verdict.passed else 1
 
 

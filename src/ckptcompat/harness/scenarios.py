@@ -41,7 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ckptcompat.harness import results, versions
+from ckptcompat.harness import gate, results, versions
+from ckptcompat.harness.matrix import BaselineError
 
 __all__ = [
     "AGENTS",
@@ -246,13 +247,15 @@ def run_matrix(
     golden: bool = True,
     log_dir: Path | None = None,
     config: Path | None = None,
+    git_sha: str | None = None,
 ) -> list[PhaseProcess]:
     """Run every phase over the cells of ``pythons`` (cell id -> interpreter path).
 
     Empties ``work`` and ``records`` first (a matrix is one run: stale records would mix
     git shas). Phases run one after another; within a phase the cells' processes run
     ``jobs`` at a time (default: the CPU count; each process trains on one thread). Every
-    process shares one ``CKPTCOMPAT_RUN_ID`` and ``CKPTCOMPAT_GIT_SHA``. Prints one line
+    process shares one ``CKPTCOMPAT_RUN_ID`` and ``CKPTCOMPAT_GIT_SHA`` (``git_sha``, by
+    default :func:`~ckptcompat.harness.results.git_sha`). Prints one line
     per process and the wall time of each phase, and writes them (with CPU seconds and
     processes per cell) to ``<work>/timing.json``.
 
@@ -268,7 +271,7 @@ def run_matrix(
     env = {
         **os.environ,
         "CKPTCOMPAT_RUN_ID": results.run_id(),
-        "CKPTCOMPAT_GIT_SHA": results.git_sha(),
+        "CKPTCOMPAT_GIT_SHA": git_sha or results.git_sha(),
     }
     workers = max(1, jobs or os.cpu_count() or 1)
     done: list[PhaseProcess] = []
@@ -339,18 +342,38 @@ def _python_arg(text: str) -> tuple[str, str]:
     return cell, python
 
 
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory when it lies below it."""
+    relative = os.path.relpath(path)
+    return str(path) if relative.startswith("..") else relative
+
+
+def _verdict(records: Path, baseline: Path, git_sha: str, see: str) -> bool:
+    """Judge the run's records by the gate's rules; print the verdict as the last line."""
+    try:
+        verdict = gate.judge_files([records], baseline, git_sha)
+    except (BaselineError, ValueError) as exc:
+        print(f"VERDICT: FAIL - the run cannot be judged: {exc}", flush=True)
+        return False
+    print(gate.verdict_line(verdict, see=see), flush=True)
+    return verdict.passed
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m ckptcompat.harness.scenarios --python t24=PATH ... --work W --records R``.
 
     With ``--report DIR`` the report (:mod:`ckptcompat.harness.report`) is written after
     the phases, even when one of them broke (needs the ``report`` extra for the heatmap).
+    With ``--baseline FILE`` the run ends with the gate's verdict on its records
+    (:func:`ckptcompat.harness.gate.judge`, one ``VERDICT: PASS|FAIL - ...`` line).
 
-    Exit status: 0 when every phase process finished (and the report was written), 1 when
-    one broke or the report failed, 2 on bad usage.
+    Exit status: 0 when every phase process finished, the report was written and the
+    verdict (if judged) passes; 1 when a process broke, the report failed, or the verdict
+    fails (a regression, an unexpected pass, a missing or unknown cell); 2 on bad usage.
     """
     parser = argparse.ArgumentParser(
         prog="python -m ckptcompat.harness.scenarios",
-        description=run_matrix.__doc__.splitlines()[0],
+        description=__doc__.splitlines()[0],
     )
     parser.add_argument(
         "--python",
@@ -365,9 +388,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=None, help="processes at a time")
     parser.add_argument("--no-golden", action="store_true", help="skip the golden checks")
     parser.add_argument("--report", type=Path, help="write the report into this directory")
-    parser.add_argument("--baseline", type=Path, help="the baseline for --report")
+    parser.add_argument(
+        "--baseline", type=Path, help="judge the run against this baseline (and report it)"
+    )
     parser.add_argument("--config", type=Path, help="a team's pyproject.toml (team agents)")
     args = parser.parse_args(argv)
+    # One sha for the records and the verdict, even if HEAD moves during the run.
+    git_sha = results.git_sha()
     done = run_matrix(
         dict(args.python),
         args.work,
@@ -375,6 +402,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         jobs=args.jobs,
         golden=not args.no_golden,
         config=args.config,
+        git_sha=git_sha,
     )
     status = 0
     if args.report is not None:
@@ -389,8 +417,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"matrix: harness processes failed: {', '.join(broken)}; see their logs",
             file=sys.stderr,
+            flush=True,
         )
-        return 1
+        status = 1
+    if args.baseline is not None:
+        see = _shown(args.report / "matrix.md" if args.report is not None else args.records)
+        if not _verdict(args.records, args.baseline, git_sha, see):
+            status = 1
     return status
 
 

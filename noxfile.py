@@ -6,6 +6,7 @@ pinned stack and run one command. ``nox -s tests`` runs exactly the four default
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -80,6 +81,28 @@ def _install_team(session: nox.Session, python: str, cell_id: str, team: dict) -
     )  # fmt: skip
 
 
+# The JUnit files this nox invocation's test sessions write: nox runs every session in
+# this one process, so tests_summary reads exactly these (not an older run's files).
+_JUNIT_THIS_RUN: list[Path] = []
+
+
+def _junit_path(session: nox.Session, cell_id: str) -> Path:
+    """``tests-<cell>.xml``; ``tests-<cell>-partial.xml`` for a run narrowed with ``-- ARGS``
+    (it must not replace the full run's file, which ``.ci/junit_summary.py`` counts)."""
+    return JUNIT_DIR / f"tests-{cell_id}{'-partial' if session.posargs else ''}.xml"
+
+
+def _expect_junit(session: nox.Session, cell_id: str) -> None:
+    """Before anything can fail: drop the cell's old report (a session that dies before
+    pytest must not leave a stale green one), expect a new one, queue ``tests_summary``."""
+    junit = _junit_path(session, cell_id)
+    junit.unlink(missing_ok=True)
+    _JUNIT_THIS_RUN.append(junit)
+    # nox refuses notify under --parallel (each session runs alone): no closing summary then.
+    with contextlib.suppress(ValueError):
+        session.notify("tests_summary")
+
+
 def _run_pytest(session: nox.Session, cell_id: str, *args: str) -> None:
     """Run pytest for one cell: parallel, one JUnit XML named after the cell."""
     JUNIT_DIR.mkdir(parents=True, exist_ok=True)
@@ -89,7 +112,7 @@ def _run_pytest(session: nox.Session, cell_id: str, *args: str) -> None:
         "pytest",
         "-n",
         "auto",
-        f"--junitxml={JUNIT_DIR / f'tests-{cell_id}.xml'}",
+        f"--junitxml={_junit_path(session, cell_id)}",
         "-o",
         f"junit_suite_name={cell_id}",
         *args,
@@ -102,6 +125,7 @@ def _run_pytest(session: nox.Session, cell_id: str, *args: str) -> None:
 @nox.parametrize("cell", [nox.param(c.id, id=c.id) for c in versions.DEFAULT])
 def tests(session: nox.Session, cell: str) -> None:
     """Run the test suite in one default torch cell (2.4, 2.5, 2.6, 2.15)."""
+    _expect_junit(session, cell)
     _install_cell(session, cell)
     _run_pytest(session, cell)
 
@@ -119,8 +143,18 @@ def tests_extended(session: nox.Session, cell: str) -> None:
     """Run the test suite in one extended torch cell (2.7 ... 2.14); only when named."""
     if not _named_on_command_line("tests_extended"):
         session.skip("extended cells run only when named: nox -s tests_extended")
+    _expect_junit(session, cell)
     _install_cell(session, cell)
     _run_pytest(session, cell)
+
+
+@nox.session(python=False, default=False)
+def tests_summary(session: nox.Session) -> None:
+    """Close a tests run: JUnit totals and failing test ids over its cells; fail if any failed."""
+    # Alone (`nox -s tests_summary`) it reads every full-run report in reports/junit.
+    reports = _JUNIT_THIS_RUN or [JUNIT_DIR]
+    script = ROOT / "src" / "ckptcompat" / "harness" / "junit.py"
+    session.run(sys.executable, str(script), *map(str, reports))
 
 
 @nox.session(python=PYTHON, default=False)
@@ -206,7 +240,10 @@ def _install_report_tools(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON, default=False)
 def matrix(session: nox.Session) -> None:
-    """Train, resume and evaluate across the default cells, check goldens, then report.
+    """Train, resume and evaluate across the default cells, check goldens, report, judge.
+
+    Ends with the gate's verdict on this run (``VERDICT: PASS|FAIL - ...``) and fails on
+    any regression, unexpected pass, missing or unknown cell.
 
     With ``-- --config PATH``: a team's agents, goldens and checkpoints over its cells; the
     team's package goes into each cell's tests venv; records and report under its reports/.

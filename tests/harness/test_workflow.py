@@ -10,11 +10,15 @@ a final ``if: always()`` job running report and gate on every phase's records.
 PyYAML is not in the cell venvs, so :func:`_load_yaml` reads the YAML subset the workflow
 uses (block mappings and sequences, ``|`` scalars, quoted and plain scalars, ``[a, b]``)
 and fails loudly on anything else.
+
+The last test loads the noxfile and calls its ``tests`` and ``tests_summary`` sessions with
+a recording stand-in for nox's session (no venv, no pytest): the JUnit files they name.
 """
 
 from __future__ import annotations
 
 import ast
+import importlib.util
 import json
 import re
 import subprocess
@@ -208,3 +212,62 @@ def test_noxfile_paths_agree_with_the_workflow() -> None:
     assert 'RECORDS = REPORTS / "records"' in noxfile and 'WORK = REPORTS / "work"' in noxfile
     match = re.search(r"^PHASES = (\(.*\))$", noxfile, flags=re.MULTILINE)
     assert match is not None and ast.literal_eval(match.group(1)) == scenarios.PHASES
+
+
+# --------------------------------------------------------------------------- nox -s tests
+class _Session:
+    """Records what a nox session function asks of its session (no venv, no install)."""
+
+    def __init__(self, posargs: list[str]) -> None:
+        self.posargs = posargs
+        self.calls: list[tuple[str, ...]] = []
+        self.notified: list[str] = []
+
+    def notify(self, target: str, posargs: list[str] | None = None) -> None:
+        self.notified.append(target)
+
+    def install(self, *args: str, **kwargs: Any) -> None:
+        self.calls.append(("install", *args))
+
+    def run(self, *args: str, **kwargs: Any) -> None:
+        self.calls.append(tuple(map(str, args)))
+
+
+@pytest.fixture
+def noxfile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The real noxfile, loaded fresh, its JUnit folder moved under tmp_path."""
+    spec = importlib.util.spec_from_file_location("_noxfile_under_test", ROOT / "noxfile.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "JUNIT_DIR", tmp_path / "junit")
+    return module
+
+
+def test_tests_sessions_close_with_one_summary_of_this_runs_reports(noxfile: Any) -> None:
+    """Guards the tests run ending with only nox's per-session list (issue 20) and a
+    partial run overwriting the full run's JUnit file: every cell queues tests_summary,
+    which reads exactly the files this invocation's cells write; a run narrowed with
+    ``-- ARGS`` writes tests-<cell>-partial.xml and leaves tests-<cell>.xml alone; a stale
+    report of a cell is removed before its session can fail."""
+    junit_dir = noxfile.JUNIT_DIR
+    junit_dir.mkdir()
+    (junit_dir / "tests-t24.xml").write_text("full run", encoding="utf-8")
+    (junit_dir / "tests-t25.xml").write_text("stale", encoding="utf-8")
+    partial = _Session(["-k", "allowlist"])
+    noxfile.tests(partial, cell="t24")
+    full = _Session([])
+    noxfile.tests(full, cell="t25")
+    assert partial.notified == full.notified == ["tests_summary"]
+    assert f"--junitxml={junit_dir / 'tests-t24-partial.xml'}" in partial.calls[-1]
+    assert f"--junitxml={junit_dir / 'tests-t25.xml'}" in full.calls[-1]
+    assert (junit_dir / "tests-t24.xml").read_text(encoding="utf-8") == "full run"
+    assert not (junit_dir / "tests-t25.xml").exists()  # the stale report is gone
+    summary = _Session([])
+    noxfile.tests_summary(summary)
+    (command,) = summary.calls
+    assert command[1] == str(ROOT / "src" / "ckptcompat" / "harness" / "junit.py")
+    assert command[2:] == (
+        str(junit_dir / "tests-t24-partial.xml"),
+        str(junit_dir / "tests-t25.xml"),
+    )

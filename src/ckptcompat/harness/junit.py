@@ -104,7 +104,8 @@ def summarise(reports: Sequence[Report]) -> tuple[list[str], bool]:
     failed = sum(r.failed for r in reports)
     totals = (
         f"{failed} failed, {sum(r.passed for r in reports)} passed, "
-        f"{sum(r.skipped for r in reports)} skipped in {len(reports)} reports"
+        f"{sum(r.skipped for r in reports)} skipped in {len(reports)} "
+        + ("report" if len(reports) == 1 else "reports")
         if reports
         else "no JUnit report found"
     )

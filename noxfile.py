@@ -193,10 +193,25 @@ def golden(session: nox.Session, cell: str) -> None:
 
 @nox.session(python=PYTHON, default=False)
 @nox.parametrize("cell", [nox.param(c.id, id=c.id) for c in versions.DEFAULT])
+def emulate(session: nox.Session, cell: str) -> None:
+    """Re-run the bitwise checks and golden regeneration under every forced CPU kernel path."""
+    _install_cell(session, cell)
+    keyword = "regeneration or stored_ppo_update or greedy_evaluation or bitwise or deterministic"
+    session.run(
+        "python", "-m", "ckptcompat.harness.emulate", "--cell", cell, "--tests", keyword,
+        env={"CKPTCOMPAT_CELL": cell},
+    )  # fmt: skip
+
+
+@nox.session(python=PYTHON, default=False)
+@nox.parametrize("cell", [nox.param(c.id, id=c.id) for c in versions.DEFAULT])
 def repro(session: nox.Session, cell: str) -> None:
     """Load FILE (after --) in one cell, naively and safely, next to doctor's prediction."""
     if not session.posargs:
-        session.error('usage: nox -s "repro(t26)" -- FILE')
+        session.error(
+            'usage: nox -s "repro(t26)" -- FILE [--allow-code-execution]  (the flag loads '
+            "a file the static scan says can run code; without it repro refuses, exit 2)"
+        )
     _install_cell(session, cell)
     session.run("python", "-m", "ckptcompat.harness.repro", *session.posargs)
 

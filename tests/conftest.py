@@ -4,6 +4,12 @@
 (``t24`` ...). A test marked ``one_cell`` does not depend on torch's version and runs only
 in :data:`ONE_CELL`; its docstring says why. Outside nox (no ``CKPTCOMPAT_CELL``) every
 test runs.
+
+The suite runs in the reproducible-numerics mode (:mod:`ckptcompat.harness.numerics`): its
+bitwise checks -- golden replays and regeneration, bitwise resume -- must hold on any x86-64
+CPU, not only on the one that made the goldens. The mode's variables are set here, before
+any test imports torch, and inherited by every process a test starts. ``CKPTCOMPAT_NUMERICS
+=native`` keeps this machine's own kernel paths (the emulation's control runs use it).
 """
 
 from __future__ import annotations
@@ -12,10 +18,17 @@ import os
 
 import pytest
 
-from ckptcompat.harness import envinfo
+from ckptcompat.harness import envinfo, numerics
+
+if os.environ.get(numerics.MODE_ENV) != "native":
+    os.environ.update(numerics.REPRODUCIBLE_ENV)
 
 #: The cell that runs version-independent tests: the newest default release.
 ONE_CELL = "t215"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    numerics.apply()
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -24,6 +37,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return [
         f"ckptcompat cell: {cell}",
         "versions: " + ", ".join(f"{k}={facts[k]}" for k in ("torch", "numpy", "python")),
+        f"numerics: {numerics.describe(numerics.fingerprint())}",
     ]
 
 

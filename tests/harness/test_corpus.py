@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ckptcompat.harness import corpus
+from ckptcompat.harness import corpus, numerics
 
 _MAX_FILE_BYTES = 16 * 1024
 
@@ -59,8 +59,12 @@ def test_regeneration_is_byte_identical_in_the_writer_cell(tmp_path: Path) -> No
     """Guards a generator that no longer reproduces the committed corpus (seed, created_at
     from SOURCE_DATE_EPOCH, torch's stable zip writer). Only the writer cell's torch and
     numpy can reproduce the bytes; the legacy non-zip file keys storages by memory address
-    and is skipped."""
-    writer = corpus.read_manifest()["files"][0]["writer"]
+    and is skipped. Files whose bytes depend on the kernel path (``numerics_dependent``: a
+    whole pickled RecurrentAgent, whose init runs a QR) are compared bit for bit only under a
+    bitwise-comparable numerics fingerprint, else their tensors within tolerance (seen: this
+    test failed on an Intel Xeon for a corpus made on an AMD EPYC outside the mode)."""
+    manifest = corpus.read_manifest()
+    writer = manifest["files"][0]["writer"]
     here = {name: metadata.version(name) for name in ("torch", "numpy")}
     if (writer["torch"], writer["numpy"]) != (here["torch"], here["numpy"]):
         pytest.skip(f"corpus written by torch {writer['torch']}, this is {here['torch']}")
@@ -72,7 +76,24 @@ def test_regeneration_is_byte_identical_in_the_writer_cell(tmp_path: Path) -> No
         capture_output=True,
     )
     fresh = {e["name"]: e for e in json.loads((tmp_path / "MANIFEST.json").read_text())["files"]}
-    for entry in corpus.read_manifest()["files"]:
-        if entry["deterministic"]:
+    bitwise = numerics.compare(manifest.get("numerics"), numerics.fingerprint()).bitwise
+    for entry in manifest["files"]:
+        if not entry["deterministic"]:
+            continue
+        if bitwise or not entry.get("numerics_dependent", False):
             assert fresh[entry["name"]]["sha256"] == entry["sha256"], entry["name"]
+        else:
+            _assert_same_weights(tmp_path / entry["name"], corpus.CORPUS_DIR / entry["name"])
     assert set(fresh) == {c.name for c in corpus.CORPUS}
+
+
+def _assert_same_weights(actual: Path, expected: Path) -> None:
+    """The two whole-pickled agents' tensors agree within the goldens' tolerances."""
+    import torch
+
+    from ckptcompat.checkpoint import legacy
+
+    got, want = (legacy.read_checkpoint(p).agent.state_dict() for p in (actual, expected))
+    assert got.keys() == want.keys()
+    for key, value in want.items():
+        assert torch.allclose(got[key], value, rtol=1e-4, atol=1e-6), key

@@ -7,7 +7,8 @@ default torch that can save uint16 tensors)::
     python -m ckptcompat.harness.corpus --check    # exit 1 if files and MANIFEST disagree
 
 Every file is a few kB, written deterministically (seeded, ``SOURCE_DATE_EPOCH`` fixed,
-torch's zip writer is byte-stable), and described in ``MANIFEST.json`` with its sha256,
+torch's zip writer is byte-stable, the reproducible-numerics mode: the CLI re-executes itself
+in it), and described in ``MANIFEST.json`` with its sha256,
 size and the torch/numpy/python that wrote it. What each file is lives in
 :mod:`.corpus_files`. The whole-object pickles reference only our own classes, the standard
 library and numpy: nothing here is malicious, so the harness may ``naive_load`` every file
@@ -21,10 +22,12 @@ from __future__ import annotations
 import json
 import os
 import platform
+import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from ckptcompat.harness import numerics
 from ckptcompat.harness.corpus_files import CORPUS
 from ckptcompat.harness.manifest import fixture_cli, folder_problems, sha256_file
 
@@ -96,6 +99,7 @@ def generate(folder: str | os.PathLike[str] = CORPUS_DIR) -> Path:
     files = []
     import torch
 
+    numerics.apply()
     threads = torch.get_num_threads()
     # One thread, as the goldens: some kernels (the QR behind orthogonal init) give other
     # bits with more threads, and a test process may run with any count.
@@ -114,6 +118,7 @@ def generate(folder: str | os.PathLike[str] = CORPUS_DIR) -> Path:
                 "size_bytes": path.stat().st_size,
                 "description": item.description,
                 "deterministic": item.deterministic,
+                "numerics_dependent": item.numerics,
                 "writer": writer,
             }
         )
@@ -121,6 +126,7 @@ def generate(folder: str | os.PathLike[str] = CORPUS_DIR) -> Path:
         "schema_version": _MANIFEST_SCHEMA,
         "generated_by": "python -m ckptcompat.harness.corpus",
         "source_date_epoch": int(os.environ["SOURCE_DATE_EPOCH"]),
+        "numerics": numerics.fingerprint(),
         "files": files,
         "environment": _freeze(),
     }
@@ -146,7 +152,17 @@ def check(folder: str | os.PathLike[str] = CORPUS_DIR) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI: ``python -m ckptcompat.harness.corpus [FOLDER] [--check]``."""
+    """CLI: ``python -m ckptcompat.harness.corpus [FOLDER] [--check]``.
+
+    Started outside the reproducible-numerics mode (and with no ``argv`` of its own), it
+    re-executes itself in the mode: the ``numerics`` files' bytes depend on the kernel path.
+    """
+    if argv is None and not numerics.requested():
+        os.execve(
+            sys.executable,
+            [sys.executable, "-m", "ckptcompat.harness.corpus", *sys.argv[1:]],
+            numerics.reproducible_env(),
+        )
     return fixture_cli(
         argv,
         prog="python -m ckptcompat.harness.corpus",

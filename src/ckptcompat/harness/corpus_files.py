@@ -44,12 +44,16 @@ class CorpusFile:
 
     ``deterministic`` is False for files whose bytes differ between runs: the legacy
     non-zip format keys storages by their memory address (``str(storage._cdata)``).
+    ``numerics`` is True for files whose bytes depend on the CPU kernel path (an agent's
+    orthogonal init runs a QR through LAPACK): they reproduce bit for bit only under a
+    bitwise-comparable numerics fingerprint (:mod:`ckptcompat.harness.numerics`).
     """
 
     name: str
     description: str
     write: Callable[[Path], None]
     deterministic: bool = True
+    numerics: bool = False
 
 
 # --------------------------------------------------------------------------- writers
@@ -269,7 +273,10 @@ CORPUS: tuple[CorpusFile, ...] = (
     ),
     CorpusFile("model_0007.pt", "G1: a whole pickled PolicyRecord holding a MockAgent", _write_g1),
     CorpusFile(
-        "corpus__e5__s1200__t42__sc2500.pt", "G2: a whole pickled RecurrentAgent", _write_g2
+        "corpus__e5__s1200__t42__sc2500.pt",
+        "G2: a whole pickled RecurrentAgent",
+        _write_g2,
+        numerics=True,
     ),
     CorpusFile("state_dict.pt", "a bare state_dict (MockAgent)", _write_state_dict),
     CorpusFile(

@@ -1,6 +1,9 @@
 """Golden checkpoints: ``python -m ckptcompat.harness.golden OUT_DIR CELL``, run inside CELL.
 
-Writes ``OUT_DIR/CELL/`` (normally ``fixtures/golden/<cell>/``, via ``nox -s "golden(t24)"``).
+Writes ``OUT_DIR/gen2/CELL/`` (normally ``fixtures/golden/gen2/<cell>/``, via
+``nox -s "golden(t24)"``): generation 2, produced in the reproducible-numerics mode
+(:mod:`ckptcompat.harness.numerics`; the CLI re-executes itself in it when started without).
+Generation 1 (``fixtures/golden/<cell>/``, made before the mode existed) is never rewritten.
 For each agent of :data:`AGENTS` -- a run directory named after it::
 
     <agent>/checkpoints/<agent>_v1.pt          safe format v1 agent (SimpleCheckpointManager)
@@ -13,12 +16,12 @@ For each agent of :data:`AGENTS` -- a run directory named after it::
     <agent>/post_update_v1.pt                  the parameters after one PPO update on it
 
 and one ``MANIFEST.json``: sha256 and size of every file, the producer's torch / numpy /
-python / ckptcompat versions and ``uv pip freeze``, per agent the probe batch with its greedy
+python / ckptcompat versions, ``uv pip freeze`` and numerics fingerprint, per agent the probe batch with its greedy
 outputs, greedy returns on fixed seeds, and the tolerances consumers compare with. How the
 files are produced: :mod:`ckptcompat.harness.golden_produce`; how they are checked:
 :mod:`ckptcompat.harness.golden_verify`.
 
-Deterministic bytes (DESIGN section 8): one torch thread, fixed seeds, ``created_at`` from
+Deterministic bytes (DESIGN section 8): the reproducible-numerics mode, fixed seeds, ``created_at`` from
 ``SOURCE_DATE_EPOCH`` (fixed here), every torch file written to a file object (so its zip
 folder is ``archive/``, not the file's name), no wall-clock times. Goldens are append-only:
 :func:`generate` writes into a new or empty directory, or verifies that an existing one holds
@@ -43,7 +46,7 @@ import torch
 
 import ckptcompat
 from ckptcompat.checkpoint.atomic import LOCK_NAME, write_bytes_atomic
-from ckptcompat.harness import versions
+from ckptcompat.harness import numerics, versions
 from ckptcompat.harness.golden_produce import (
     AGENTS,
     ENV_ID,
@@ -56,9 +59,11 @@ from ckptcompat.harness.golden_produce import (
     produce_agent,
 )
 from ckptcompat.harness.golden_verify import (
+    GENERATION,
     MANIFEST_NAME,
     MANIFEST_SCHEMA,
     GoldenError,
+    generation_dir,
     pip_freeze,
     producer_code_digest,
 )
@@ -103,6 +108,7 @@ def _produce(
     manifest = {
         "schema_version": MANIFEST_SCHEMA,
         "generated_by": f"python -m ckptcompat.harness.golden OUT_DIR {cell_id}",
+        "generation": GENERATION,
         "cell": cell_id,
         "source_date_epoch": int(SOURCE_DATE_EPOCH),
         "producer": {
@@ -112,6 +118,7 @@ def _produce(
             "ckptcompat": ckptcompat.__version__,
             "code_digest": producer_code_digest(),
             "pip_freeze": pip_freeze(),
+            "numerics": numerics.fingerprint(),
         },
         "tolerances": TOLERANCES,
         "agents": agents,
@@ -146,6 +153,22 @@ def _reproducible() -> Iterator[None]:
             os.environ.pop("SOURCE_DATE_EPOCH", None)
         else:
             os.environ["SOURCE_DATE_EPOCH"] = before_env
+
+
+def _check_numerics() -> None:
+    """Refuse to produce goldens outside the reproducible-numerics mode (their bytes would
+    reproduce only on this CPU)."""
+    numerics.apply()
+    fp = numerics.fingerprint()
+    if not fp["reproducible"]:
+        setting = " ".join(f"{k}={v}" for k, v in numerics.REPRODUCIBLE_ENV.items())
+        raise GoldenError(
+            "goldens are produced in the reproducible-numerics mode, and this process is not "
+            f"in it ({numerics.describe(fp)}); run `nox -s \"golden(<cell>)\"` or "
+            f"`python -m ckptcompat.harness.golden` (both set it), or set {setting} before "
+            "starting Python. On a machine that is not x86-64 with MKL no such mode exists: "
+            "produce goldens on one that is"
+        )
 
 
 def _check_cell(cell: versions.Cell) -> None:
@@ -202,8 +225,10 @@ def generate(
 ) -> tuple[Path, list[str]]:
     """Produce the goldens of ``cell_id`` into ``out_dir/cell_id`` (run inside that cell).
 
-    Mutates process-global state while it runs (torch/numpy/python RNGs); thread count and
-    ``SOURCE_DATE_EPOCH`` are restored. Run it in its own process (the CLI does).
+    The directory is ``out_dir/gen<GENERATION>/<cell>`` (:func:`generation_dir`). Mutates
+    process-global state while it runs (torch/numpy/python RNGs, oneDNN off and one thread
+    from the reproducible mode); ``SOURCE_DATE_EPOCH`` is restored. Run it in its own
+    process (the CLI does).
 
     Returns:
         ``(directory, relative paths written)``; nothing written means the directory already
@@ -211,24 +236,36 @@ def generate(
 
     Raises:
         KeyError: unknown cell id.
-        GoldenError: this process's torch/numpy is not the cell's; ``uv`` is missing; the
-            directory holds different bytes (append-only).
+        GoldenError: this process's torch/numpy is not the cell's; it is not in the
+            reproducible-numerics mode; ``uv`` is missing; the directory holds different
+            bytes (append-only).
     """
     cell = versions.by_id(cell_id)
     _check_cell(cell)
-    target = Path(out_dir) / cell.id
+    _check_numerics()
+    target = generation_dir(out_dir, cell.id)
     with _reproducible(), tempfile.TemporaryDirectory(prefix="ckptcompat-golden-") as tmp:
         files = _produce(Path(tmp), cell.id, agents)
     return target, write_or_verify(target, files)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI: ``python -m ckptcompat.harness.golden OUT_DIR CELL``; exit 1 on a GoldenError."""
+    """CLI: ``python -m ckptcompat.harness.golden OUT_DIR CELL``; exit 1 on a GoldenError.
+
+    Started outside the reproducible-numerics mode (and with no ``argv`` of its own), it
+    re-executes itself in the mode: the mode's variables must be set before torch starts.
+    """
+    if argv is None and not numerics.requested():
+        os.execve(
+            sys.executable,
+            [sys.executable, "-m", "ckptcompat.harness.golden", *sys.argv[1:]],
+            numerics.reproducible_env(),
+        )
     parser = argparse.ArgumentParser(
         prog="python -m ckptcompat.harness.golden",
         description="Write (or verify) the golden checkpoints of one torch cell.",
     )
-    parser.add_argument("out_dir", type=Path, help="e.g. fixtures/golden")
+    parser.add_argument("out_dir", type=Path, help="e.g. fixtures/golden (writes gen2/CELL in it)")
     parser.add_argument("cell", help="cell id of this environment, e.g. t24")
     parser.add_argument(
         "--config", type=Path, help="a team's pyproject.toml: its agents (on CartPole-v1)"

@@ -38,12 +38,15 @@ def records_dir() -> Path | None:
 
 
 def artifact_name(golden: Golden, kind: str) -> str:
-    """The record's artifact: ``kind``, suffixed ``_numpy1`` for a numpy-1 producer.
+    """The record's artifact: ``kind``, suffixed ``_numpy1`` for a numpy-1 producer and
+    ``_gen<N>`` for golden generation N >= 2.
 
     ``t24`` and ``t24np1`` share torch 2.4.1, and a cell key names torch versions only; the
-    suffix keeps their records (which differ: see the allowlist aliases) apart.
+    suffix keeps their records (which differ: see the allowlist aliases) apart. Likewise the
+    generations of one producer (generation 1: made before the reproducible-numerics mode).
     """
-    return kind if golden.numpy_major >= 2 else f"{kind}_numpy1"
+    name = kind if golden.numpy_major >= 2 else f"{kind}_numpy1"
+    return name if golden.generation == 1 else f"{name}_gen{golden.generation}"
 
 
 def emit_record(

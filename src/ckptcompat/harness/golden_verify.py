@@ -35,11 +35,13 @@ from ckptcompat.agents.probe import run_probe
 from ckptcompat.agents.registry import build_agent
 from ckptcompat.checkpoint import legacy
 from ckptcompat.checkpoint.manager import SimpleCheckpointManager
+from ckptcompat.harness import numerics
 from ckptcompat.harness.manifest import sha256_file
 from ckptcompat.rl.ppo import PPOConfig, RolloutBatch, ppo_update
 from ckptcompat.rl.trainer import evaluate_greedy
 
 __all__ = [
+    "GENERATION",
     "GOLDEN_ROOT",
     "KINDS",
     "MANIFEST_NAME",
@@ -50,9 +52,12 @@ __all__ = [
     "environment_differences",
     "file_problems",
     "finite",
+    "generation_dir",
+    "golden_dirs",
     "greedy_returns",
     "load_legacy_agent",
     "load_safe_agent",
+    "numerics_comparison",
     "pip_freeze",
     "probe_outputs",
     "probe_problems",
@@ -66,7 +71,15 @@ __all__ = [
 #: The committed goldens of a source checkout: one directory per producing cell.
 GOLDEN_ROOT: Path = Path(__file__).resolve().parents[3] / "fixtures" / "golden"
 MANIFEST_NAME = "MANIFEST.json"
-MANIFEST_SCHEMA = 1
+#: Schema of the manifests this code writes; 1 (generation 1, no numerics fingerprint) is read.
+MANIFEST_SCHEMA = 2
+_READABLE_SCHEMAS = (1, MANIFEST_SCHEMA)
+#: The golden generation this code writes. Generation 1 (``<root>/<cell>/``) was produced
+#: outside the reproducible-numerics mode, so its bytes only reproduce on the CPU that made
+#: them; generation 2 (``<root>/gen2/<cell>/``) is produced in the mode
+#: (:mod:`ckptcompat.harness.numerics`) and records its fingerprint. Goldens are append-only:
+#: both stay, and every consumer checks both.
+GENERATION = 2
 #: Artifact kinds stored per agent, as the manifest's ``agents.<name>.files`` keys.
 KINDS: tuple[str, ...] = (
     "safe_v1",
@@ -106,6 +119,22 @@ class Golden:
         return dict(self.manifest["producer"])
 
     @property
+    def generation(self) -> int:
+        """1 for goldens written before the reproducible-numerics mode, else the manifest's."""
+        return int(self.manifest.get("generation", 1))
+
+    @property
+    def numerics(self) -> dict[str, Any] | None:
+        """The producer's numerics fingerprint (:func:`numerics.fingerprint`); None in gen 1."""
+        recorded = self.producer.get("numerics")
+        return dict(recorded) if recorded else None
+
+    @property
+    def label(self) -> str:
+        """``t26`` for generation 1, ``gen2-t26`` for later ones (test ids, messages)."""
+        return self.cell if self.generation == 1 else f"gen{self.generation}-{self.cell}"
+
+    @property
     def numpy_major(self) -> int:
         """Major version of the producer's numpy (1 pickles ``numpy.core``, 2 ``numpy._core``)."""
         return int(str(self.producer["numpy"]).split(".")[0])
@@ -129,6 +158,32 @@ class Golden:
         return self.root / self.manifest["agents"][name]["files"][kind]
 
 
+def generation_dir(root: str | os.PathLike[str], cell: str, generation: int = GENERATION) -> Path:
+    """Where generation ``generation`` of ``cell``'s goldens lives under ``root``.
+
+    Generation 1: ``root/<cell>``; generation N >= 2: ``root/gen<N>/<cell>``.
+    """
+    root = Path(root)
+    return root / cell if generation == 1 else root / f"gen{generation}" / cell
+
+
+def golden_dirs(root: str | os.PathLike[str] = GOLDEN_ROOT) -> list[Path]:
+    """Every golden directory (one holding a MANIFEST.json) under ``root``, every generation.
+
+    Sorted by generation, then cell id: ``root/<cell>`` (generation 1) first, then
+    ``root/gen2/<cell>`` ... A missing ``root`` has none.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [(1, p) for p in root.iterdir() if (p / MANIFEST_NAME).is_file()]
+    for gen in root.glob("gen*"):
+        number = gen.name.removeprefix("gen")
+        if gen.is_dir() and number.isdigit():
+            found += [(int(number), p) for p in gen.iterdir() if (p / MANIFEST_NAME).is_file()]
+    return [p for _, p in sorted(found, key=lambda item: (item[0], item[1].name))]
+
+
 def read_golden(directory: str | os.PathLike[str]) -> Golden:
     """Parse ``directory/MANIFEST.json``.
 
@@ -146,10 +201,10 @@ def read_golden(directory: str | os.PathLike[str]) -> Golden:
         ) from None
     except json.JSONDecodeError as exc:
         raise GoldenError(f"{path} is not JSON ({exc}); restore it from git") from None
-    if manifest.get("schema_version") != MANIFEST_SCHEMA:
+    if manifest.get("schema_version") not in _READABLE_SCHEMAS:
         raise GoldenError(
             f"{path} has schema_version {manifest.get('schema_version')!r}; this ckptcompat "
-            f"reads {MANIFEST_SCHEMA}"
+            f"reads {', '.join(map(str, _READABLE_SCHEMAS))}"
         )
     return Golden(root, manifest)
 
@@ -275,10 +330,22 @@ def environment_differences(golden: Golden) -> list[str]:
     recorded = producer.get("code_digest")
     if recorded != producer_code_digest():
         diffs.append("producer code: these goldens were written by other agent/training code")
+    comparison = numerics_comparison(golden)
+    if not comparison.bitwise:
+        diffs.append(f"numerics: {comparison.reason}")
     cell = os.environ.get("CKPTCOMPAT_CELL")
     if cell is not None and cell != golden.cell:
         diffs.insert(0, f"cell: producer {golden.cell}, here {cell}")
     return diffs
+
+
+def numerics_comparison(golden: Golden) -> numerics.Comparison:
+    """Whether this process may compare its results with the golden's producer bit for bit.
+
+    Compares the producer's recorded numerics fingerprint with this process's
+    (:func:`numerics.compare`); generation 1 recorded none, so it is never bitwise.
+    """
+    return numerics.compare(golden.numerics, numerics.fingerprint())
 
 
 @contextmanager

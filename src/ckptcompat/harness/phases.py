@@ -47,7 +47,7 @@ from ckptcompat.checkpoint.uri import agent_filename, file_uri
 from ckptcompat.errors import CheckpointError
 from ckptcompat.evaluation.evaluator import evaluate_policy
 from ckptcompat.evaluation.stats_db import SimulationStatsDB, StatsDBError
-from ckptcompat.harness import envinfo, results, scenarios, versions
+from ckptcompat.harness import envinfo, numerics, results, scenarios, versions
 from ckptcompat.harness.scenarios import AGENTS, BUDGET, Budget, Chain, Layout
 from ckptcompat.rl.ppo import PPOConfig
 from ckptcompat.rl.trainer import Trainer, TrainerConfig
@@ -425,6 +425,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--config", type=Path, help="a team's pyproject.toml: its agents, goldens, checkpoints"
     )
     args = parser.parse_args(argv)
+    if argv is None and not numerics.requested():
+        # Started by hand: the harness's processes run in the reproducible-numerics mode,
+        # whose variables must be set before torch starts.
+        os.execve(
+            sys.executable,
+            [sys.executable, "-m", "ckptcompat.harness.phases", *sys.argv[1:]],
+            numerics.reproducible_env(),
+        )
     cells, agents = args.cells.split(","), args.agents.split(",")
     specs, budget, team = DEFAULT_SPECS, BUDGET, None
     if args.config is not None:
@@ -442,6 +450,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"phases: {problem}", file=sys.stderr)
         return 2
     os.environ["CKPTCOMPAT_CELL"] = args.cell
+    numerics.apply()
     torch.set_num_threads(1)  # the producers' setting; and one core per cell process
     facts = envinfo.facts()
     print(

@@ -19,6 +19,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+from ckptcompat.harness import numerics
+
 __all__ = [
     "LOADERS",
     "OUTCOMES",
@@ -34,7 +36,8 @@ __all__ = [
     "validate_record",
 ]
 
-SCHEMA_VERSION = 1
+#: 2: every record carries the numerics fingerprint of the process that made it.
+SCHEMA_VERSION = 2
 OUTCOMES = ("pass", "skip", "fail", "error")
 LOADERS = ("safe", "allowlist", "naive", "trusted")
 Outcome = Literal["pass", "skip", "fail", "error"]
@@ -47,7 +50,7 @@ SCHEMA: dict[str, Any] = {
     "required": [
         "schema_version", "run_id", "git_sha", "cell_key", "scenario", "artifact", "agent",
         "loader", "producer_torch", "consumer_torch", "evaluator_torch", "producer_numpy",
-        "consumer_numpy", "outcome", "detail", "duration_s",
+        "consumer_numpy", "outcome", "detail", "duration_s", "numerics",
     ],
     "additionalProperties": False,
     "properties": {
@@ -68,6 +71,7 @@ SCHEMA: dict[str, Any] = {
         "detail": {"type": "string"},
         "duration_s": {"type": "number", "minimum": 0},
         "outputs": {"type": "object"},
+        "numerics": {"type": "object", "required": ["machine", "cpu_model", "reproducible"]},
     },
 }  # fmt: skip
 
@@ -131,6 +135,9 @@ def make_record(
 ) -> dict[str, Any]:
     """Build and validate one record (``run_id``/``git_sha`` from the environment).
 
+    ``numerics`` is this process's fingerprint (:func:`ckptcompat.harness.numerics.fingerprint`):
+    which CPU, kernel path and BLAS branch produced the outcome.
+
     Raises:
         ValueError: the record does not validate against :data:`SCHEMA`.
     """
@@ -153,6 +160,7 @@ def make_record(
         "outcome": outcome,
         "detail": detail,
         "duration_s": round(float(duration_s), 6),
+        "numerics": numerics.fingerprint(),
     }
     if outputs is not None:
         record["outputs"] = dict(outputs)

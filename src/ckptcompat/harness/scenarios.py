@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ckptcompat.harness import gate, results, versions
+from ckptcompat.harness import gate, numerics, results, versions
 from ckptcompat.harness.matrix import BaselineError
 
 __all__ = [
@@ -268,8 +268,10 @@ def run_matrix(
         shutil.rmtree(directory, ignore_errors=True)
         directory.mkdir(parents=True)
     log_dir = log_dir or work / "logs"
+    # Phase processes are the harness's own: the reproducible-numerics mode, so their
+    # bitwise checks hold on any x86-64 CPU (ckptcompat.harness.numerics).
     env = {
-        **os.environ,
+        **numerics.reproducible_env(),
         "CKPTCOMPAT_RUN_ID": results.run_id(),
         "CKPTCOMPAT_GIT_SHA": git_sha or results.git_sha(),
     }

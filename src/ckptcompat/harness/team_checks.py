@@ -37,6 +37,7 @@ from ckptcompat.harness import results
 from ckptcompat.harness.golden_records import artifact_name
 from ckptcompat.harness.golden_verify import (
     GoldenError,
+    golden_dirs,
     load_legacy_agent,
     load_safe_agent,
     probe_problems,
@@ -75,7 +76,7 @@ def _naive(path: Path) -> str:
 
 def golden_checks(team: TeamConfig, emit: Record) -> None:
     """Check every golden producer directory of the team under this torch."""
-    producers = sorted(p for p in team.golden_dir.glob("*") if (p / "MANIFEST.json").is_file())
+    producers = golden_dirs(team.golden_dir)
     naive = []
     for root in producers:
         golden = read_golden(root)

@@ -168,11 +168,18 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON, default=False)
 @nox.parametrize("cell", [nox.param(c.id, id=c.id) for c in versions.GOLDEN_PRODUCERS])
 def golden(session: nox.Session, cell: str) -> None:
-    """Write the golden checkpoints of one cell to fixtures/golden (or verify them unchanged).
+    """Write one cell's goldens to fixtures/golden/gen2 (or verify them unchanged).
 
-    With ``-- --config PATH``: the team's agents, into the team's golden directory.
+    With ``-- --config PATH``: the team's agents, into the team's golden directory. With
+    ``-- --out DIR``: into DIR/gen2/<cell> instead (a byte-for-byte reproduction check).
     """
     _install_cell(session, cell)
+    args = list(session.posargs)
+    out = ROOT / "fixtures" / "golden"
+    if "--out" in args:
+        if args.index("--out") + 1 >= len(args):
+            session.error('usage: nox -s "golden(t26)" -- --out DIR')
+        out = Path(args[args.index("--out") + 1]).resolve()
     team = _team(session)
     if team is not None:
         _install_team(session, str(Path(session.bin) / "python"), cell, team)
@@ -185,7 +192,7 @@ def golden(session: nox.Session, cell: str) -> None:
         "python",
         "-m",
         "ckptcompat.harness.golden",
-        str(ROOT / "fixtures" / "golden"),
+        str(out),
         cell,
         env={"CKPTCOMPAT_CELL": cell},
     )

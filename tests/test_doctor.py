@@ -149,7 +149,8 @@ def test_whole_agent_lists_allowlist_with_numpy_dtype_classes() -> None:
 
 @pytest.mark.one_cell
 def test_dangerous_global_is_flagged(tmp_path: Path) -> None:
-    """Guards a doctor that would tell users to allowlist builtins.getattr without warning.
+    """Guards a doctor that would tell users to allowlist builtins.getattr: flagged, and
+    no ready-to-paste ``add_safe_globals`` snippet holding it.
 
     The file is hand-written pickle bytes and is only scanned (one cell: static analysis).
     """
@@ -161,7 +162,9 @@ def test_dangerous_global_is_flagged(tmp_path: Path) -> None:
         assert entry.dangerous and not entry.curated
         assert any("DANGEROUS" in n for n in verdict.notes)
     assert diag.for_torch("2.4").plain.outcome == "runs_code"
-    assert "DANGEROUS" in doctor.render_text(diag)
+    text = doctor.render_text(diag)
+    assert "DANGEROUS" in text and "must not be loaded" in text
+    assert "add_safe_globals" not in text
     assert doctor.to_json(diag)["versions"][-1]["weights_only"]["allowlist"][0]["dangerous"]
     assert diag.migration.command is None
 
@@ -214,7 +217,8 @@ def test_safe_format_claim_is_not_trusted_without_unpickling(tmp_path: Path) -> 
         ("model_0007.pt", "g1", "migrated/"),
         ("corpus__e5__s1200__t42__sc2500.pt", "g2", "migrated/"),
         ("whole_mock_agent.pt", "g2", "--run RUN --epoch EPOCH"),
-        ("state_dict.pt", "state_dict", "--class-path CLASS_PATH --config CONFIG_JSON"),
+        ("state_dict.pt", "state_dict", "--class-path ckptcompat.agents.mock.MockAgent --config"),
+        ("tensor_uint16.pt", "state_dict", "--class-path CLASS_PATH --config CONFIG_JSON"),
         ("legacy_format_state_dict.pt", "state_dict", "--class-path"),
         ("namespace_dict.pt", "other", None),
         ("git_lfs_pointer.pt", "other", None),
@@ -222,7 +226,9 @@ def test_safe_format_claim_is_not_trusted_without_unpickling(tmp_path: Path) -> 
 )
 def test_generation_and_migrate_command(name: str, generation: str, migrate: str | None) -> None:
     """Guards the wrong migration advice: each generation is recognised statically and
-    gets the migrate command it needs (one cell: static analysis)."""
+    gets the migrate command it needs; a bare state_dict gets its agent's class path and
+    config from the safe-format corpus_v3.pt next to it when the keys match, placeholders
+    otherwise (one cell: static analysis)."""
     diag = doctor.diagnose(corpus.CORPUS_DIR / name)
     assert diag.generation == generation
     if migrate is None:
@@ -339,6 +345,8 @@ def _check_json(data: dict[str, Any]) -> None:
     assert data["schema_version"] == doctor.JSON_SCHEMA_VERSION
     assert {
         "file",
+        "summary",
+        "risks",
         "size_bytes",
         "kind",
         "generation",
@@ -358,7 +366,7 @@ def _check_json(data: dict[str, Any]) -> None:
             assert verdict["outcome"] in OUTCOMES
             for entry in verdict["allowlist"]:
                 assert set(entry) == _ENTRY_KEYS
-    assert set(data["migration"]) == {"command", "needs_trust", "note"}
+    assert set(data["migration"]) == {"command", "needs_trust", "note", "agent_from"}
 
 
 @pytest.mark.one_cell
@@ -380,6 +388,22 @@ def test_cli_json_and_text(capsys: pytest.CaptureFixture[str]) -> None:
     assert doctor.main([path]) == 0
     out = capsys.readouterr().out
     assert "argparse.Namespace" in out and "2.15" in out
+
+
+@pytest.mark.one_cell
+def test_cli_json_errors_are_json_on_stdout(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Guards ``doctor --json`` printing its errors only as text on stderr: a JSON consumer
+    gets ``{schema_version, file, error: {type, message}}`` on stdout, exit 2 (one cell)."""
+    for path, error in ((tmp_path / "nope.pt", "CheckpointNotFoundError"),
+                        (tmp_path, "CheckpointNotFoundError")):  # fmt: skip
+        assert doctor.main([str(path), "--json"]) == 2
+        out, err = capsys.readouterr()
+        data = json.loads(out)
+        assert data["schema_version"] == doctor.JSON_SCHEMA_VERSION
+        assert data["file"] == str(path) and data["error"]["type"] == error
+        assert str(path) in data["error"]["message"] and error in err
 
 
 @pytest.mark.one_cell

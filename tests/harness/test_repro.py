@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from ckptcompat.doctor.verdict import Verdict
-from ckptcompat.harness import corpus, repro
+from ckptcompat.harness import corpus, malicious, repro
+
+MALICIOUS = sorted(malicious.CORPUS_DIR.glob("*.pt"))
 
 
 @pytest.mark.one_cell
@@ -72,3 +77,69 @@ def test_repro_cli_missing_file_exits_2(tmp_path: Path) -> None:
         check=False,
     )
     assert proc.returncode == 2 and "nope.pt" in proc.stderr
+
+
+def _no_loads(jobs: Sequence[repro.LoadJob], **_: object) -> list[repro.LoadOutcome]:
+    raise AssertionError(f"repro started a load: {jobs}")
+
+
+@pytest.mark.one_cell
+@pytest.mark.parametrize("path", MALICIOUS, ids=lambda p: p.name)
+def test_repro_refuses_the_malicious_corpus_without_the_flag(
+    path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Guards `nox -s "repro(t24)" -- fixtures/malicious/global_os_system.pt` running the
+    payload (it created the canary; the output only said `runs_code loaded yes`): a file
+    the static scan flags is never handed to a load without --allow-code-execution; exit
+    2 and the reason. One cell: the refusal is decided statically, before any load."""
+    monkeypatch.setattr(repro, "run_loads", _no_loads)
+    assert repro.main([str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "refusing to load" in err and "--allow-code-execution" in err
+    assert "Nothing was loaded" in err
+
+
+def test_repro_process_refuses_global_os_system_and_runs_nothing(tmp_path: Path) -> None:
+    """Guards the same fault end to end, in every cell (on 2.4/2.5 a plain torch.load runs
+    the payload): the repro command itself exits 2 and the payload's canary never appears."""
+    canary = tmp_path / "canary"
+    env = {**os.environ, malicious.CANARY_ENV: str(canary), "TMPDIR": str(tmp_path)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "ckptcompat.harness.repro",
+         str(malicious.CORPUS_DIR / "global_os_system.pt")],
+        capture_output=True, text=True, env=env, timeout=300, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "os.system" in proc.stderr and proc.stdout == ""
+    assert not canary.exists() and not (tmp_path / "ckptcompat-canary").exists()
+
+
+@pytest.mark.one_cell
+def test_allow_code_execution_flag_is_what_lets_a_flagged_file_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Guards a flag that does nothing (or a refusal that ignores it): a flagged but
+    harmless file (getattr(OrderedDict, "__name__"): builtins.getattr is dangerous) is
+    refused without the flag and loaded with it, with a warning. One cell: the loads are
+    recorded, not run."""
+    path = tmp_path / "getattr.pt"
+    with zipfile.ZipFile(path, "w") as zf:  # hand-written pickle bytes; scanned only
+        zf.writestr(
+            "archive/data.pkl",
+            b"\x80\x02cbuiltins\ngetattr\nccollections\nOrderedDict\n"
+            b"X\x08\x00\x00\x00__name__\x86R.",
+        )
+        zf.writestr("archive/version", b"3\n")
+    jobs: list[repro.LoadJob] = []
+
+    def record(given: Sequence[repro.LoadJob], **_: object) -> list[repro.LoadOutcome]:
+        jobs.extend(given)
+        return [repro.LoadOutcome(ok=True, result_type="builtins.str") for _ in given]
+
+    monkeypatch.setattr(repro, "run_loads", record)
+    assert repro.main([str(path)]) == 2 and jobs == []
+    capsys.readouterr()
+    assert repro.main([str(path), "--allow-code-execution"]) in (0, 1)
+    assert {j.loader for j in jobs} == {"naive", "load"}
+    out, err = capsys.readouterr()
+    assert "--allow-code-execution" in err and "torch.load(FILE)" in out

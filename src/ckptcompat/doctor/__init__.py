@@ -20,17 +20,18 @@ import os
 import sys
 from dataclasses import asdict, dataclass
 from importlib import metadata
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from ckptcompat.checkpoint import allowlist, scan
+from ckptcompat.checkpoint import scan
 from ckptcompat.checkpoint.pickle_scan import Finding
-from ckptcompat.checkpoint.torch_names import WEIGHTS_ONLY_GLOBALS
-from ckptcompat.doctor.pickle_walk import PickleFacts, pickle_facts
+from ckptcompat.doctor.migration import Generation, Migration, generation, migration
+from ckptcompat.doctor.pickle_walk import pickle_facts
 from ckptcompat.doctor.predict import predict
 from ckptcompat.doctor.render import render_text
 from ckptcompat.doctor.rules import Basis, Profile, minor_of, profiles
-from ckptcompat.doctor.verdict import Verdict, is_dangerous, numpy_dtype_class
+from ckptcompat.doctor.safety import code_risks
+from ckptcompat.doctor.summary import verdict_line
+from ckptcompat.doctor.verdict import Verdict, numpy_dtype_class
 from ckptcompat.errors import CheckpointError, CheckpointNotFoundError
 
 __all__ = [
@@ -43,12 +44,10 @@ __all__ = [
     "main",
     "render_text",
     "to_json",
+    "verdict_line",
 ]
 
 JSON_SCHEMA_VERSION = 1
-
-Generation = Literal["safe_v1", "g1", "g2", "state_dict", "other"]
-_SAFE_FORMATS = ("ckptcompat.agent", "ckptcompat.trainer_state")
 
 
 @dataclass(frozen=True)
@@ -73,22 +72,6 @@ class VersionReport:
 
 
 @dataclass(frozen=True)
-class Migration:
-    """What ``ckptcompat migrate`` would do with the file.
-
-    Attributes:
-        command: the command to run, or None when migration does not apply.
-        needs_trust: ``--trust`` is in the command: the curated allowlist cannot cover the
-            file, so migration would unpickle it with ``weights_only=False``.
-        note: why, or what else to know.
-    """
-
-    command: str | None
-    needs_trust: bool
-    note: str
-
-
-@dataclass(frozen=True)
 class Diagnosis:
     """Everything :func:`diagnose` found and predicts for one file.
 
@@ -107,6 +90,8 @@ class Diagnosis:
         numpy_dtypes: codes given to ``numpy.dtype`` (``"f4"``), in order.
         writer_hint: what wrote the file, as far as its records tell.
         findings: the scan's findings.
+        risks: why loading the file could run code from it
+            (:func:`ckptcompat.doctor.safety.code_risks`); empty when the scan found none.
         installed: torch and numpy versions installed here (None when absent), read from
             package metadata without importing them.
         numpy_major: the numpy major the predictions assume for the loading side.
@@ -128,6 +113,7 @@ class Diagnosis:
     numpy_dtypes: tuple[str, ...]
     writer_hint: str | None
     findings: tuple[Finding, ...]
+    risks: tuple[str, ...]
     installed: dict[str, str | None]
     numpy_major: int
     migration: Migration
@@ -153,73 +139,6 @@ def _installed(name: str) -> str | None:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
         return None
-
-
-def _generation(result: scan.ScanResult, facts: PickleFacts) -> tuple[Generation, str]:
-    if result.kind not in ("zip", "legacy_pickle"):
-        return "other", f"not a torch.save file ({result.kind})"
-    if not facts.complete:
-        return "other", "the object pickle could not be read to its end"
-    if facts.root_kind == "dict" and facts.format in _SAFE_FORMATS:
-        if result.nondefault_globals:
-            return "other", (
-                f"a dict claiming format {facts.format!r} but holding other objects "
-                f"({', '.join(result.nondefault_globals)})"
-            )
-        return "safe_v1", f"safe format v1 ({facts.format})"
-    root = facts.root_global or ""
-    if root.endswith("PolicyRecord"):
-        return "g1", f"a whole pickled PolicyRecord holding the agent ({root})"
-    is_module = any(g.startswith("torch.nn.modules.") for g in result.globals) or (
-        "torch._utils._rebuild_parameter" in result.globals
-    )
-    if facts.root_kind == "new" and is_module:
-        return "g2", f"a whole pickled agent ({root})"
-    if facts.tensor_mapping:
-        return "state_dict", "a bare state_dict (a mapping of tensors)"
-    if facts.root_kind == "global":
-        what = f"the global {root} itself"
-    else:
-        what = f"an object made by {root}" if root else f"a {facts.root_kind}"
-    return "other", f"{what}, not an agent checkpoint of a known generation"
-
-
-def _migration(
-    path: str, generation: Generation, result: scan.ScanResult, numpy_major: int
-) -> Migration:
-    if generation == "safe_v1":
-        return Migration(None, False, "already the safe format; nothing to migrate")
-    if result.kind not in ("zip", "legacy_pickle"):
-        return Migration(None, False, "not a readable torch.save file; restore it first")
-    if generation == "other":
-        return Migration(None, False, "migrate converts G1/G2/state_dict agent checkpoints only")
-    from ckptcompat.checkpoint.uri import parse_filename
-
-    needed = [g for g in result.globals if g not in WEIGHTS_ONLY_GLOBALS]
-    offenders = allowlist.partition(needed)[1]
-    trust = bool(offenders) or any(is_dangerous(g) for g in needed)
-    parts = ["ckptcompat", "migrate", path, "migrated/"]
-    name = parse_filename(Path(path).name)
-    if generation == "state_dict":
-        parts += ["--class-path", "CLASS_PATH", "--config", "CONFIG_JSON"]
-    if name is None or name.kind not in ("g1", "g2_colon", "g2_dunder"):
-        parts += ["--run", "RUN", "--epoch", "EPOCH"]
-    if trust:
-        parts.append("--trust")
-    notes = []
-    if trust:
-        notes.append(
-            f"{', '.join(offenders) or 'dangerous globals'} outside the curated allowlist: "
-            "--trust unpickles with weights_only=False; only for files you trust"
-        )
-    other_core = "numpy.core." if numpy_major >= 2 else "numpy._core."
-    if any(g.startswith(other_core) for g in result.globals):
-        notes.append(
-            f"names spelled for numpy {'1' if numpy_major >= 2 else '2'} need torch >= 2.6 "
-            "aliases: run it on torch >= 2.6"
-        )
-    note = "; ".join(notes) or "reads it with weights_only=True and the curated allowlist"
-    return Migration(" ".join(parts), trust, note)
 
 
 def diagnose(
@@ -250,14 +169,17 @@ def diagnose(
             found="a directory" if os.path.isdir(name) else "nothing",
             fix="check the path",
         )
-    try:
-        result = scan.scan(name)
-        facts = pickle_facts(name, result)
-    except OSError as exc:
-        raise CheckpointError("cannot read the file", path=name, found=str(exc)) from exc
     installed = {"torch": _installed("torch"), "numpy": _installed("numpy")}
     if numpy_major is None:
         numpy_major = int(installed["numpy"].split(".")[0]) if installed["numpy"] else 2
+    try:
+        result = scan.scan(name)
+        facts = pickle_facts(name, result)
+        kind, detail = generation(result, facts)
+        risks = code_risks(name, result)
+        migrate = migration(name, kind, result, numpy_major, risks)
+    except OSError as exc:
+        raise CheckpointError("cannot read the file", path=name, found=str(exc)) from exc
     all_profiles: tuple[Profile, ...] = (
         profiles() if snapshot_dir is None else profiles(snapshot_dir)
     )
@@ -268,12 +190,11 @@ def diagnose(
         reports.append(
             VersionReport(profile.minor, profile.release, profile.basis, plain, wo, advisories)
         )
-    generation, detail = _generation(result, facts)
     return Diagnosis(
         path=name,
         size_bytes=result.sniff.size_bytes,
         kind=result.kind,
-        generation=generation,
+        generation=kind,
         generation_detail=detail,
         protocol=result.protocol,
         globals=result.globals,
@@ -284,9 +205,10 @@ def diagnose(
         numpy_dtypes=facts.numpy_dtypes,
         writer_hint=result.writer_hint,
         findings=result.findings,
+        risks=risks,
         installed=installed,
         numpy_major=numpy_major,
-        migration=_migration(name, generation, result, numpy_major),
+        migration=migrate,
         versions=tuple(reports),
     )
 
@@ -302,17 +224,21 @@ def _verdict_json(verdict: Verdict) -> dict[str, Any]:
 def to_json(diag: Diagnosis) -> dict[str, Any]:
     """The diagnosis as JSON-ready data (``schema_version`` 1; every version 2.4 ... 2.15).
 
-    Keys: ``schema_version, file, size_bytes, kind, generation, generation_detail,
-    protocol, globals, nondefault_globals, tensor_dtypes, storages, storage_bytes,
-    numpy_dtypes`` (each ``{code, class}``), ``writer_hint, findings, installed,
-    numpy_major, migration, versions``; each version ``{torch, release, basis, plain,
-    weights_only, advisories}``; each verdict ``{outcome, basis, why, refused_globals,
-    first_error, allowlist: [{name, target, reason, dangerous, curated, alias}],
-    blockers, notes}`` (``basis``: ``"snapshot"`` or ``"rules"``, as for its version).
+    Keys: ``schema_version, file, summary`` (the one-line verdict of
+    :func:`verdict_line`), ``size_bytes, kind, generation, generation_detail, protocol,
+    globals, nondefault_globals, tensor_dtypes, storages, storage_bytes, numpy_dtypes``
+    (each ``{code, class}``), ``writer_hint, findings, risks`` (why loading could run
+    code; empty when none), ``installed, numpy_major, migration`` (``{command,
+    needs_trust, note, agent_from}``), ``versions``; each version ``{torch, release,
+    basis, plain, weights_only, advisories}``; each verdict ``{outcome, basis, why,
+    refused_globals, first_error, allowlist: [{name, target, reason, dangerous, curated,
+    alias}], blockers, notes}`` (``basis``: ``"snapshot"`` or ``"rules"``, as for its
+    version).
     """
     return {
         "schema_version": JSON_SCHEMA_VERSION,
         "file": diag.path,
+        "summary": verdict_line(diag),
         "size_bytes": diag.size_bytes,
         "kind": diag.kind,
         "generation": diag.generation,
@@ -328,6 +254,7 @@ def to_json(diag: Diagnosis) -> dict[str, Any]:
         "findings": [
             {"code": f.code, "message": f.message, "names": list(f.names)} for f in diag.findings
         ],
+        "risks": list(diag.risks),
         "installed": dict(diag.installed),
         "numpy_major": diag.numpy_major,
         "migration": asdict(diag.migration),
@@ -345,11 +272,20 @@ def to_json(diag: Diagnosis) -> dict[str, Any]:
     }
 
 
+def _error_json(path: str, exc: CheckpointError) -> dict[str, Any]:
+    return {
+        "schema_version": JSON_SCHEMA_VERSION,
+        "file": path,
+        "error": {"type": type(exc).__name__, "message": str(exc)},
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     """``ckptcompat doctor FILE [--json]``: print the diagnosis.
 
-    Returns 0 whatever the verdicts, 2 when FILE is missing or unreadable (message on
-    stderr).
+    Returns 0 whatever the verdicts, 2 when FILE is missing or unreadable: the message on
+    stderr and, with ``--json``, ``{schema_version, file, error: {type, message}}`` on
+    stdout.
     """
     parser = argparse.ArgumentParser(
         prog="ckptcompat doctor",
@@ -361,7 +297,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         diag = diagnose(args.file)
     except CheckpointError as exc:
-        print(f"ckptcompat doctor: {exc}", file=sys.stderr)
+        print(f"ckptcompat doctor: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if args.json:
+            print(json.dumps(_error_json(args.file, exc), indent=1))
         return 2
     if args.json:
         print(json.dumps(to_json(diag), indent=1))

@@ -13,12 +13,15 @@ could not run or finish (truncated, malformed or crafted streams, EXT opcodes, m
 dicts keyed by placeholders) does it fall back to a symbolic stack machine over
 :func:`pickletools.genops` that models every opcode: every global and every object built
 from one is an inert :class:`_Sym` record, so nothing the file names is imported or
-called. Standard library only; reads only the object pickle (``data.pkl``, or the fourth
+called. The same machine gives :func:`root_object`: the top-level object with plain data
+as itself (the doctor reads a safe-format file's ``agent`` config and a state_dict's keys
+from it). Standard library only; reads only the object pickle (``data.pkl``, or the fourth
 pickle of the legacy format), never storage bytes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import pickletools
 from collections.abc import Iterator, Mapping
@@ -28,7 +31,7 @@ from typing import IO, Any
 from ckptcompat.checkpoint.archive_scan import ArchiveReader, BadZip, ScanResult
 from ckptcompat.checkpoint.torch_names import TENSOR_REBUILDS, qualify
 
-__all__ = ["PickleFacts", "pickle_facts"]
+__all__ = ["PickleFacts", "mapping_keys", "pickle_facts", "root_object"]
 
 _MAX_OPS = 50_000_000  # opcodes; a bound on work for crafted streams
 
@@ -64,12 +67,13 @@ class PickleFacts:
 class _Sym:
     """An inert stand-in: a global (``kind="global"``) or an object made from one."""
 
-    __slots__ = ("items", "kind", "origin")
+    __slots__ = ("items", "keys", "kind", "origin")
 
     def __init__(self, origin: str, kind: str) -> None:
         self.origin = origin
         self.kind = kind  # global | call | new | persistent | other
         self.items: list[Any] = []  # values given by SETITEM(S) (for state_dict detection)
+        self.keys: list[Any] = []  # their keys, in order (a state_dict's parameter names)
 
 
 class _Mark:
@@ -126,6 +130,7 @@ class _Machine:
                 except TypeError:  # an unhashable key: keep the value, lose the key
                     target[object()] = value
         elif isinstance(target, _Sym):
+            target.keys.extend(k for k, _ in pairs)
             target.items.extend(v for _, v in pairs)
 
     def appends(self, target: Any, items: list[Any]) -> None:
@@ -258,18 +263,25 @@ def _describe_root(root: Any) -> tuple[str, str | None, str | None, bool]:
     return "scalar", None, None, False
 
 
-def _run(ops: Iterator[tuple[pickletools.OpcodeInfo, Any, int | None]]) -> PickleFacts:
+_Ops = Iterator[tuple[pickletools.OpcodeInfo, Any, int | None]]
+
+
+def _walk(ops: _Ops) -> tuple[_Machine, bool]:
+    """Run the stack machine over ``ops``; True when it reached STOP."""
     machine = _Machine()
-    complete = False
     try:
         for count, (op, arg, pos) in enumerate(ops):
             if count > _MAX_OPS:
                 break
             if not machine.step(op.name, arg, pos or 0):
-                complete = True
-                break
+                return machine, True
     except (ValueError, IndexError, KeyError, TypeError, EOFError):
-        complete = False  # malformed or unmodelled: report what was seen so far
+        pass  # malformed or unmodelled: report what was seen so far
+    return machine, False
+
+
+def _run(ops: _Ops) -> PickleFacts:
+    machine, complete = _walk(ops)
     kind, origin, fmt, tensors = (
         _describe_root(machine.stack[-1])
         if complete and machine.stack
@@ -294,6 +306,34 @@ def _skip_pickles(fh: IO[bytes], count: int) -> None:
                 break
 
 
+@contextlib.contextmanager
+def _object_pickle(path: str, result: ScanResult) -> Iterator[tuple[_Ops, int] | None]:
+    """The opcodes of the object pickle and its offset in the file; None when unreadable."""
+    if result.kind == "zip" and result.prefix is not None:
+        reader = ArchiveReader(path)
+        try:
+            wanted = f"{result.prefix}/data.pkl" if result.prefix else "data.pkl"
+            entry = next((e for e in reader.zip_entries() if e.name == wanted), None)
+            data = None if entry is None else reader.read_entry(entry)
+        except BadZip:
+            data = None
+        finally:
+            reader.close()
+        yield (None if data is None else (pickletools.genops(io.BytesIO(data)), 0))
+    elif result.kind == "legacy_pickle":
+        with open(path, "rb") as fh:
+            try:
+                # Legacy layout: magic number, protocol version, sys_info, then the object.
+                _skip_pickles(fh, 3)
+            except (ValueError, EOFError):
+                yield None
+            else:
+                start = fh.tell()
+                yield pickletools.genops(fh), start
+    else:
+        yield None
+
+
 def pickle_facts(path: str, result: ScanResult) -> PickleFacts:
     """Read the object pickle of the file ``result`` describes and return its facts.
 
@@ -315,37 +355,47 @@ def pickle_facts(path: str, result: ScanResult) -> PickleFacts:
             global_pos=result.facts.global_pos,
             opcode_pos=result.facts.opcode_pos,
         )
-    if result.kind == "zip" and result.prefix is not None:
-        reader = ArchiveReader(path)
-        try:
-            wanted = f"{result.prefix}/data.pkl" if result.prefix else "data.pkl"
-            entry = next((e for e in reader.zip_entries() if e.name == wanted), None)
-            if entry is None:
-                return PickleFacts(complete=False)
-            data = reader.read_entry(entry)
-        except BadZip:
+    with _object_pickle(path, result) as found:
+        if found is None:
             return PickleFacts(complete=False)
-        finally:
-            reader.close()
-        return _run(pickletools.genops(io.BytesIO(data)))
-    if result.kind == "legacy_pickle":
-        with open(path, "rb") as fh:
-            try:
-                # Legacy layout: magic number, protocol version, sys_info, then the object.
-                _skip_pickles(fh, 3)
-            except (ValueError, EOFError):
-                return PickleFacts(complete=False)
-            start = fh.tell()
-            facts = _run(pickletools.genops(fh))
-        # Offsets relative to the object pickle, as in a zip's data.pkl.
-        return PickleFacts(
-            complete=facts.complete,
-            root_kind=facts.root_kind,
-            root_global=facts.root_global,
-            format=facts.format,
-            tensor_mapping=facts.tensor_mapping,
-            numpy_dtypes=facts.numpy_dtypes,
-            global_pos={k: v - start for k, v in facts.global_pos.items()},
-            opcode_pos={k: v - start for k, v in facts.opcode_pos.items()},
-        )
-    return PickleFacts(complete=False)
+        ops, start = found
+        facts = _run(ops)
+    if not start:
+        return facts
+    # Offsets relative to the object pickle, as in a zip's data.pkl.
+    return PickleFacts(
+        complete=facts.complete,
+        root_kind=facts.root_kind,
+        root_global=facts.root_global,
+        format=facts.format,
+        tensor_mapping=facts.tensor_mapping,
+        numpy_dtypes=facts.numpy_dtypes,
+        global_pos={k: v - start for k, v in facts.global_pos.items()},
+        opcode_pos={k: v - start for k, v in facts.opcode_pos.items()},
+    )
+
+
+def root_object(path: str, result: ScanResult) -> object | None:
+    """The top-level object of the file's object pickle, rebuilt symbolically.
+
+    Plain data (dict, list, tuple, str, numbers, None) comes back as itself; everything a
+    global made is an inert record (:func:`mapping_keys` reads a mapping's keys). None
+    when the pickle cannot be walked to its STOP. Nothing is imported or called.
+    OSError for the path itself propagates.
+    """
+    with _object_pickle(path, result) as found:
+        if found is None:
+            return None
+        machine, complete = _walk(found[0])
+    return machine.stack[-1] if complete and machine.stack else None
+
+
+def mapping_keys(obj: object) -> tuple[str, ...] | None:
+    """The string keys of a dict, or of an ``OrderedDict`` built by the pickle; else None."""
+    if isinstance(obj, dict):
+        keys: list[Any] = list(obj)
+    elif isinstance(obj, _Sym) and obj.origin == "collections.OrderedDict":
+        keys = obj.keys
+    else:
+        return None
+    return tuple(keys) if all(isinstance(k, str) for k in keys) else None

@@ -1,14 +1,17 @@
-"""The doctor's text report: a summary, a per-version table, details per version range.
+"""The doctor's text report: the verdict line, facts, a per-version table, details per range.
 
 Versions whose two verdicts are identical are described once, as a range (``2.6-2.9``);
-the table keeps one row per version with its basis (snapshot or rules). Standard library
-only.
+the table keeps one row per version with its basis (snapshot or rules). A file that is no
+checkpoint at all gets its short answer and its size, nothing more. No allowlist snippet
+is ever printed for a file with a code risk or for an allowlist holding a dangerous entry:
+the report says why the file must not be loaded instead. Standard library only.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ckptcompat.doctor.summary import not_a_checkpoint, verdict_line
 from ckptcompat.doctor.verdict import Entry, Verdict, numpy_dtype_class
 
 if TYPE_CHECKING:
@@ -27,13 +30,20 @@ def _short(names: tuple[str, ...] | list[str]) -> str:
 
 def _cell(verdict: Verdict) -> str:
     if verdict.outcome == "fixable_by_allowlist":
-        danger = ", dangerous" if any(e.dangerous for e in verdict.allowlist) else ""
-        return f"fixable_by_allowlist ({len(verdict.allowlist)}{danger})"
+        if any(e.dangerous for e in verdict.allowlist):
+            return "unsafe: dangerous allowlist"
+        return f"fixable_by_allowlist ({len(verdict.allowlist)})"
     return verdict.outcome
 
 
+def _head(diag: Diagnosis) -> list[str]:
+    lines = [f"ckptcompat doctor: {diag.path}", f"  verdict      {verdict_line(diag)}"]
+    # The verdict line names the first risk; the others get a line each.
+    return lines + [f"  unsafe       {risk}" for risk in diag.risks if len(diag.risks) > 1]
+
+
 def _summary(diag: Diagnosis) -> list[str]:
-    lines = [f"ckptcompat doctor: {diag.path}"]
+    lines = _head(diag)
     container = {"zip": "torch.save zip", "legacy_pickle": "legacy (non-zip) torch.save"}.get(
         diag.kind, diag.kind.replace("_", " ")
     )
@@ -94,7 +104,24 @@ def _python(entries: tuple[Entry, ...]) -> str:
     return f"torch.serialization.add_safe_globals([{', '.join(objs)}])"
 
 
-def _verdict_lines(label: str, verdict: Verdict) -> list[str]:
+def _allowlist_lines(verdict: Verdict, risks: tuple[str, ...]) -> list[str]:
+    dangerous = [e.name for e in verdict.allowlist if e.dangerous]
+    if dangerous or risks:
+        why = (
+            f"allowlisting {', '.join(dangerous)} would let the file run code"
+            if dangerous
+            else risks[0]
+        )
+        return [f"      must not be loaded: {why}; no allowlist makes it safe"]
+    width = max(len(_shown(e)) for e in verdict.allowlist)
+    return [
+        "      allowlist (exactly these entries):",
+        *(_entry_line(e, width) for e in verdict.allowlist),
+        f"      python: {_python(verdict.allowlist)}",
+    ]
+
+
+def _verdict_lines(label: str, verdict: Verdict, risks: tuple[str, ...]) -> list[str]:
     lines = [f"    {label:<18} {verdict.outcome}: {verdict.why}"]
     if verdict.first_error:
         lines.append(f"        torch reports first: {verdict.first_error}")
@@ -103,10 +130,7 @@ def _verdict_lines(label: str, verdict: Verdict) -> list[str]:
     for blocker in verdict.blockers[1:]:
         lines.append(f"        also: {blocker}")
     if verdict.allowlist and verdict.outcome == "fixable_by_allowlist":
-        lines.append("      allowlist (exactly these entries):")
-        width = max(len(_shown(e)) for e in verdict.allowlist)
-        lines += [_entry_line(e, width) for e in verdict.allowlist]
-        lines.append(f"      python: {_python(verdict.allowlist)}")
+        lines += _allowlist_lines(verdict, risks)
     lines += [f"        note: {n}" for n in verdict.notes]
     return lines
 
@@ -135,6 +159,8 @@ def _groups(diag: Diagnosis) -> list[list[VersionReport]]:
 
 def render_text(diag: Diagnosis) -> str:
     """The human report of :func:`ckptcompat.doctor.diagnose` (ends with a newline)."""
+    if not_a_checkpoint(diag) is not None:
+        return "\n".join([*_head(diag), f"  file         {diag.size_bytes} bytes"]) + "\n"
     lines = [*_summary(diag), "", *_table(diag), ""]
     for group in _groups(diag):
         span = group[0].torch if len(group) == 1 else f"{group[0].torch}-{group[-1].torch}"
@@ -143,8 +169,8 @@ def render_text(diag: Diagnosis) -> str:
         if _same(plain, wo):
             lines.append(f"    {_LABELS['plain']:<18} the same verdict as weights_only=True")
         else:
-            lines += _verdict_lines(_LABELS["plain"], plain)
-        lines += _verdict_lines(_LABELS["weights_only"], wo)
+            lines += _verdict_lines(_LABELS["plain"], plain, diag.risks)
+        lines += _verdict_lines(_LABELS["weights_only"], wo, diag.risks)
     advisories: dict[str, list[str]] = {}
     for report in diag.versions:
         for advisory in report.advisories:

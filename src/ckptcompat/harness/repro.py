@@ -9,8 +9,16 @@ other load. When the doctor says an allowlist fixes the weights-only load, a thi
 subprocess loads with exactly those entries; when it says nothing can, the third load
 allowlists every refused global and must still fail (skipped for dangerous globals).
 
+Safety: on torch 2.4/2.5 a plain ``torch.load`` is the full unpickler, so it runs whatever
+code the file names. ``repro`` therefore loads nothing at all, on every torch, from a file
+the static scan flags (:func:`ckptcompat.doctor.safety.code_risks`: dangerous globals,
+calls the scan cannot name, EXT opcodes, duplicate pickles, storage records torch reads
+past, the ``.tar`` container, headerless pickles): it says why and exits 2. Only
+``--allow-code-execution`` makes it load such a file, in the subprocesses, where its code
+then runs with the user's rights.
+
 Exit status: 0 when every real outcome agrees with the prediction, 1 when one differs,
-2 when FILE is missing or torch is not installed.
+2 when FILE is missing, torch is not installed, or FILE is refused as unsafe.
 
 The subprocess side (``--worker``) reads a JSON list of jobs on stdin and prints one JSON
 result per job; :func:`run_loads` drives it, and the tests use it for the whole corpus.
@@ -227,10 +235,43 @@ def _table(rows: list[Comparison]) -> str:
     return "\n".join(out)
 
 
+_EPILOG = """\
+exit status:
+  0  every real load agrees with the doctor's prediction for this torch
+  1  one disagrees
+  2  FILE is missing or unreadable, torch is not installed here, or FILE is refused as
+     unsafe (the static scan flags it and --allow-code-execution was not given)"""
+
+
+def _refuse(path: str, risks: tuple[str, ...]) -> int:
+    lines = [f"repro: refusing to load {path}: the static scan says loading it can run code."]
+    lines += [f"  - {risk}" for risk in risks]
+    lines += [
+        "Nothing was loaded. A plain torch.load on torch 2.4/2.5 (weights_only=False) would "
+        "run that code.",
+        "Explain it without loading: ckptcompat doctor FILE. Load it anyway, only in a "
+        "throwaway environment: add --allow-code-execution.",
+    ]
+    print("\n".join(lines), file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI; see the module docstring."""
-    parser = argparse.ArgumentParser(prog="python -m ckptcompat.harness.repro")
-    parser.add_argument("file", nargs="?", metavar="FILE")
+    parser = argparse.ArgumentParser(
+        prog="python -m ckptcompat.harness.repro",
+        description="Load FILE for real in this cell (each load in its own subprocess) next "
+        "to the doctor's prediction for this torch.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("file", nargs="?", metavar="FILE", help="the checkpoint to load")
+    parser.add_argument(
+        "--allow-code-execution",
+        action="store_true",
+        help="load FILE even when the static scan says it can run code: its code then runs "
+        "in the load subprocesses with your rights (default: refuse, exit 2)",
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -243,10 +284,18 @@ def main(argv: list[str] | None = None) -> int:
         print("repro: torch is not installed in this environment", file=sys.stderr)
         return 2
     try:
-        report = doctor.diagnose(args.file).for_torch(torch_version)
+        diag = doctor.diagnose(args.file)
+        report = diag.for_torch(torch_version)
     except (CheckpointError, KeyError, ValueError) as exc:
-        print(f"repro: {exc}", file=sys.stderr)
+        print(f"repro: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
+    if diag.risks:
+        if not args.allow_code_execution:
+            return _refuse(args.file, diag.risks)
+        print(
+            f"repro: --allow-code-execution: {args.file} may run code in the load subprocesses",
+            file=sys.stderr,
+        )
     path = os.path.abspath(args.file)
     rows = [
         compare("torch.load(FILE)", report.plain, run_loads([LoadJob(path, "naive")])[0]),

@@ -1,0 +1,177 @@
+"""The file's checkpoint generation, and the ``ckptcompat migrate`` command to run on it.
+
+Never suggests a command that would run the file's code: a file with a code risk
+(:func:`ckptcompat.doctor.safety.code_risks`) gets no command, ``--trust`` included. For a
+bare state_dict, ``--class-path`` and ``--config`` are filled in from a safe-format
+checkpoint next to it when one holds the same keys (:mod:`ckptcompat.doctor.agent_hint`).
+Standard library only.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from ckptcompat.checkpoint import allowlist
+from ckptcompat.checkpoint.torch_names import WEIGHTS_ONLY_GLOBALS
+from ckptcompat.doctor.agent_hint import find_agent
+
+if TYPE_CHECKING:
+    from ckptcompat.checkpoint.archive_scan import ScanResult
+    from ckptcompat.doctor.pickle_walk import PickleFacts
+
+__all__ = ["Generation", "Migration", "generation", "migration"]
+
+Generation = Literal["safe_v1", "g1", "g2", "state_dict", "other"]
+_SAFE_FORMATS = ("ckptcompat.agent", "ckptcompat.trainer_state")
+# What the scan's other container kinds are, as a noun phrase.
+_CONTAINERS = {
+    "empty": "an empty file, not a torch.save file",
+    "git_lfs_pointer": "a Git LFS pointer, not the file it points to",
+    "html": "an HTML file, not a torch.save file",
+    "truncated_zip": "a truncated zip archive (no central directory)",
+    "torchscript": "a TorchScript archive (torch.jit.save), not a torch.save file",
+    "legacy_tar": "a pre-1.6 .tar checkpoint (torch.save's old container)",
+}
+# migrate tells run and epoch from these names alone (checkpoint.uri.parse_filename kinds).
+_NAMED_KINDS = ("g1", "g2_colon", "g2_dunder")
+
+
+@dataclass(frozen=True)
+class Migration:
+    """What ``ckptcompat migrate`` would do with the file.
+
+    Attributes:
+        command: the command to run, or None when migration does not apply or must not run.
+        needs_trust: ``--trust`` is in the command: the curated allowlist cannot cover the
+            file, so migration would unpickle it with ``weights_only=False``.
+        note: why, or what else to know.
+        agent_from: for a bare state_dict, the safe-format checkpoint whose
+            ``agent.class_path`` and ``agent.config`` the command passes; else None.
+    """
+
+    command: str | None
+    needs_trust: bool
+    note: str
+    agent_from: str | None = None
+
+
+def _is_text(head: bytes) -> bool:
+    """The first bytes read as UTF-8 text (a multi-byte character cut at the end allowed)."""
+    for cut in range(4):
+        try:
+            text = head[: len(head) - cut].decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        return all(c.isprintable() or c in "\t\n\r\f" for c in text)
+    return False
+
+
+def generation(result: ScanResult, facts: PickleFacts) -> tuple[Generation, str]:
+    """``(generation, one phrase on what the top-level object is)``."""
+    if result.kind == "unknown":
+        what = "a text file" if _is_text(result.sniff.head) else "bytes of an unknown format"
+        return "other", f"{what}, not a torch.save file"
+    if result.kind not in ("zip", "legacy_pickle"):
+        return "other", _CONTAINERS.get(result.kind, f"not a torch.save file ({result.kind})")
+    if not facts.complete:
+        return "other", "the object pickle could not be read to its end"
+    if facts.root_kind == "dict" and facts.format in _SAFE_FORMATS:
+        if result.nondefault_globals:
+            return "other", (
+                f"a dict claiming format {facts.format!r} but holding other objects "
+                f"({', '.join(result.nondefault_globals)})"
+            )
+        return "safe_v1", f"safe format v1 ({facts.format})"
+    root = facts.root_global or ""
+    if root.endswith("PolicyRecord"):
+        return "g1", f"a whole pickled PolicyRecord holding the agent ({root})"
+    is_module = any(g.startswith("torch.nn.modules.") for g in result.globals) or (
+        "torch._utils._rebuild_parameter" in result.globals
+    )
+    if facts.root_kind == "new" and is_module:
+        return "g2", f"a whole pickled agent ({root})"
+    if facts.tensor_mapping:
+        return "state_dict", "a bare state_dict (a mapping of tensors)"
+    if facts.root_kind == "global":
+        what = f"the global {root} itself"
+    else:
+        what = f"an object made by {root}" if root else f"a {facts.root_kind}"
+    return "other", f"{what}, not an agent checkpoint of a known generation"
+
+
+def _named(path: str) -> bool | None:
+    """True when migrate can tell run and epoch from the file name; None if unknown here."""
+    try:
+        # Deferred: checkpoint.uri imports checkpoint.atomic, which needs xxhash; a
+        # report-only venv (ckptcompat installed with --no-deps) lacks it.
+        from ckptcompat.checkpoint.uri import parse_filename
+    except ModuleNotFoundError:
+        return None
+    name = parse_filename(Path(path).name)
+    return name is not None and name.kind in _NAMED_KINDS
+
+
+def migration(
+    path: str,
+    kind: Generation,
+    result: ScanResult,
+    numpy_major: int,
+    risks: tuple[str, ...],
+) -> Migration:
+    """The ``ckptcompat migrate`` suggestion for the file at ``path``.
+
+    Args:
+        path: the file.
+        kind: its generation.
+        result: its static scan.
+        numpy_major: numpy major of the loading side.
+        risks: its code risks; any risk means no command at all.
+    """
+    if kind == "safe_v1":
+        return Migration(None, False, "already the safe format; nothing to migrate")
+    if result.kind not in ("zip", "legacy_pickle"):
+        return Migration(None, False, "not a readable torch.save file; restore it first")
+    if risks:
+        return Migration(
+            None,
+            False,
+            f"do not migrate it: {risks[0]}; migrating it with --trust would run that code",
+        )
+    if kind == "other":
+        return Migration(None, False, "migrate converts G1/G2/state_dict agent checkpoints only")
+    needed = [g for g in result.globals if g not in WEIGHTS_ONLY_GLOBALS]
+    offenders = allowlist.partition(needed)[1]
+    parts = ["ckptcompat", "migrate", shlex.quote(path), "migrated/"]
+    notes = []
+    agent_from = None
+    if kind == "state_dict":
+        hint, hint_note = find_agent(path, result)
+        if hint is None:
+            parts += ["--class-path", "CLASS_PATH", "--config", "CONFIG_JSON"]
+        else:
+            parts += ["--class-path", hint.class_path, "--config", shlex.quote(hint.config_json)]
+            agent_from = hint.source
+        notes.append(hint_note)
+    named = _named(path)
+    if not named:
+        parts += ["--run", "RUN", "--epoch", "EPOCH"]
+    if named is None:
+        notes.append("whether the file name gives run and epoch needs xxhash, absent here")
+    if offenders:
+        parts.append("--trust")
+        notes.append(
+            f"{', '.join(offenders)} outside the curated allowlist: "
+            "--trust unpickles with weights_only=False; only for files you trust"
+        )
+    other_core = "numpy.core." if numpy_major >= 2 else "numpy._core."
+    if any(g.startswith(other_core) for g in result.globals):
+        notes.append(
+            f"names spelled for numpy {'1' if numpy_major >= 2 else '2'} need torch >= 2.6 "
+            "aliases: run it on torch >= 2.6"
+        )
+    if not offenders:
+        notes.insert(0, "reads it with weights_only=True and the curated allowlist")
+    return Migration(" ".join(parts), bool(offenders), "; ".join(notes), agent_from)

@@ -17,6 +17,8 @@ __all__ = [
     "CheckpointNotFoundError",
     "CorruptCheckpointError",
     "IncompatibleCheckpointError",
+    "InputError",
+    "MissingDependencyError",
     "RunLockedError",
     "TrustedLoadWarning",
     "UnsafeCheckpointError",
@@ -90,6 +92,17 @@ class AgentMismatchError(CheckpointError):
 
 class RunLockedError(CheckpointError):
     """Another live process holds the run's writer lock."""
+
+
+class InputError(CheckpointError):
+    """An argument names something unusable (no such file, a bad value): nothing was checked.
+
+    The command line exits 2 for it, not 1: the check never ran, so it did not fail.
+    """
+
+
+class MissingDependencyError(InputError):
+    """A command needs a package this environment lacks (e.g. torch in a report-only venv)."""
 
 
 class TrustedLoadWarning(UserWarning):

@@ -1,0 +1,366 @@
+"""``ckptcompat run train|resume|evaluate``: one harness step per process.
+
+Each step prints exactly one result record (:mod:`ckptcompat.harness.results`) as its last
+stdout line, usage errors and bad input included, and one line for a human on stderr, e.g.
+``ckptcompat run train: pass: trained run 'r' to epoch 4 in 3.1 s``. Outcomes and exit
+codes: ``pass`` 0; ``fail`` 1 (a typed ckptcompat error: the check failed); ``error`` 2
+(bad input or usage: nothing was checked). ``--uri`` takes ``DIR/<run>:vN`` (epoch N of a
+run on disk) as it takes ``mock://KEY:vN``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Sequence
+from importlib import metadata
+from typing import Any
+
+from ckptcompat.cli_common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    HelpFormatter,
+    as_input,
+    check_db,
+    check_run_name,
+    exit_code,
+    int_at_least,
+    json_object,
+    on_disk,
+    typed,
+)
+from ckptcompat.errors import InputError
+
+__all__ = ["STEPS", "add_parser", "env_ids", "usage_record"]
+
+STEPS = ("train", "resume", "evaluate")
+_DEFAULT_AGENT = "ckptcompat.agents.recurrent.RecurrentAgent"  # = rl.trainer.DEFAULT_AGENT
+_DEFAULT_ENV = "CartPole-v1"
+_OUTCOMES = {EXIT_OK: "pass", EXIT_FAILED: "fail", EXIT_USAGE: "error"}
+Body = Callable[[], tuple[str | None, dict[str, Any], str]]
+
+
+def env_ids() -> tuple[str, ...] | None:
+    """The supported env ids (:data:`ckptcompat.rl.envs.ENV_SPECS`); None without gymnasium."""
+    try:
+        from ckptcompat.rl.envs import ENV_SPECS
+    except ModuleNotFoundError:
+        return None
+    return tuple(sorted(ENV_SPECS))
+
+
+# --------------------------------------------------------------------------- records
+def _installed(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _label(class_path: str | None) -> str:
+    return (class_path or "unknown").rsplit(".", 1)[-1]
+
+
+def _finish(step: str, class_path: str | None, code: int, detail: str, started: float,
+            outputs: dict[str, Any] | None = None, *, summary: bool = True) -> int:  # fmt: skip
+    """Print the record (stdout, last line) and the summary (stderr); return ``code``."""
+    outcome = _OUTCOMES[code]
+    try:
+        from ckptcompat.harness.results import make_record
+
+        torch_v, numpy_v = _installed("torch"), _installed("numpy")
+        record = make_record(
+            scenario=f"run_{step}",
+            artifact="safe_v1",
+            agent=_label(class_path),
+            loader="safe",
+            outcome=outcome,  # type: ignore[arg-type]
+            producer_torch=torch_v,
+            consumer_torch=torch_v,
+            producer_numpy=numpy_v,
+            consumer_numpy=numpy_v,
+            detail=detail,
+            duration_s=time.perf_counter() - started,
+            outputs=outputs,
+        )
+    except ModuleNotFoundError as exc:  # no jsonschema: the summary still says what happened
+        detail += f" (no record: {exc.name} is not installed)"
+    else:
+        print(json.dumps(record, sort_keys=True), flush=True)
+    if summary:
+        line = " ".join(detail.split())
+        print(f"ckptcompat run {step}: {outcome}: {line}", file=sys.stderr, flush=True)
+    return code
+
+
+def usage_record(argv: Sequence[str], message: str) -> None:
+    """The ``error`` record of a ``run`` command line argparse refused (if it names a step)."""
+    after = list(argv)[list(argv).index("run") + 1 :] if "run" in argv else []
+    step = next((a for a in after if not a.startswith("-")), None)
+    if step in STEPS:
+        # argparse has printed the one-line summary ("ckptcompat run STEP: error: ...").
+        _finish(step, None, EXIT_USAGE, f"usage: {message}", time.perf_counter(), summary=False)
+
+
+def _step(step: str, body: Body) -> int:
+    """Run one step: a record and a summary whatever happens; a bug still raises."""
+    started = time.perf_counter()
+    try:
+        class_path, outputs, detail = body()
+    except Exception as exc:
+        error = typed(exc)
+        code = exit_code(error)
+        if code is None:
+            _finish(step, None, EXIT_FAILED, f"internal error: {type(exc).__name__}", started)
+            raise
+        return _finish(step, None, code, f"{type(error).__name__}: {error}", started)
+    return _finish(step, class_path, EXIT_OK, detail, started, outputs)
+
+
+# --------------------------------------------------------------------------- steps
+def _outputs(uri: str | None, epoch: int, agent_step: int, agent: Any) -> dict[str, Any]:
+    from ckptcompat.agents.probe import params_digest
+
+    digest = params_digest(agent)
+    return {"uri": uri, "epoch": epoch, "agent_step": agent_step, "params_digest": digest}
+
+
+def _train(args: argparse.Namespace) -> int:
+    def body() -> tuple[str | None, dict[str, Any], str]:
+        check_run_name(args.run)
+        from ckptcompat.agents.registry import resolve_agent_class
+        from ckptcompat.checkpoint.manager import SimpleCheckpointManager
+        from ckptcompat.errors import AgentMismatchError
+        from ckptcompat.rl.envs import UnsupportedEnvError
+        from ckptcompat.rl.trainer import TrainerConfig, train
+
+        try:
+            resolve_agent_class(args.agent)
+            config = TrainerConfig(
+                env_id=args.env,
+                seed=args.seed,
+                checkpoint_every=args.checkpoint_every,
+                agent_class_path=args.agent,
+                agent_kwargs=args.agent_kwargs,
+            )
+        except (AgentMismatchError, UnsupportedEnvError, ValueError) as exc:
+            raise as_input(exc) from exc
+        result = train(config, args.run, args.dir, args.epochs, progress=False)
+        agent = SimpleCheckpointManager(args.run, args.dir).load_agent(result.epoch)
+        detail = f"trained run {args.run!r} to epoch {result.epoch} in {result.total_time_s:.1f} s"
+        return args.agent, _outputs(result.uri, result.epoch, result.agent_step, agent), detail
+
+    return _step("train", body)
+
+
+def _resume(args: argparse.Namespace) -> int:
+    def body() -> tuple[str | None, dict[str, Any], str]:
+        check_run_name(args.run)
+        from ckptcompat.checkpoint.manager import SimpleCheckpointManager
+        from ckptcompat.rl.trainer import resume
+
+        result = resume(args.run, args.dir, args.epochs, progress=False)
+        if result.uri is None:
+            raise InputError(
+                "nothing to resume: no epoch was trained",
+                expected=f"a run below the target of {args.epochs} epochs",
+                found=f"run {args.run!r} already at epoch {result.epoch}",
+                fix="pass a larger --epochs (it is the target total, not a count)",
+            )
+        agent = SimpleCheckpointManager(args.run, args.dir).load_agent(result.epoch)
+        class_path = f"{type(agent).__module__}.{type(agent).__qualname__}"
+        detail = f"resumed run {args.run!r} to epoch {result.epoch}"
+        return class_path, _outputs(result.uri, result.epoch, result.agent_step, agent), detail
+
+    return _step("resume", body)
+
+
+def _env_of(uri: str) -> str:
+    """The env a checkpoint was trained on, from its run's trainer state; CartPole-v1 else."""
+    from ckptcompat.checkpoint.manager import SimpleCheckpointManager
+    from ckptcompat.checkpoint.uri import resolve
+
+    resolved = resolve(uri)
+    if resolved.path is None or resolved.entry is None:
+        return _DEFAULT_ENV
+    run_dir = resolved.path.parent.parent  # data_dir/<run>/checkpoints/<file>
+    manager = SimpleCheckpointManager(run_dir.name, run_dir.parent)
+    state = manager.load_trainer_state(restore_rng=False)
+    config = (state.extra or {}).get("trainer_config", {}) if state is not None else {}
+    return str(config.get("env_id", _DEFAULT_ENV))
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    def body() -> tuple[str | None, dict[str, Any], str]:
+        check_db(args.db)
+        from ckptcompat.checkpoint.manager import SimpleCheckpointManager
+        from ckptcompat.checkpoint.uri import resolve
+        from ckptcompat.evaluation.evaluator import evaluate_policy
+        from ckptcompat.evaluation.stats_values import StatsDBError
+        from ckptcompat.rl.envs import UnsupportedEnvError
+
+        resolved = resolve(on_disk(args.uri))  # pin :latest once, so every step sees one file
+        try:
+            env_id = args.env or _env_of(resolved.uri)
+            result = evaluate_policy(
+                resolved.uri, args.db, env_id=env_id, episodes=args.episodes, seed=args.seed
+            )
+        except (StatsDBError, UnsupportedEnvError) as exc:
+            raise as_input(exc) from exc
+        agent = SimpleCheckpointManager.load_from_uri(resolved.uri)
+        class_path = f"{type(agent).__module__}.{type(agent).__qualname__}"
+        agent_step = resolved.entry.agent_step if resolved.entry is not None else 0
+        outputs = _outputs(result.policy_uri, result.policy_version, agent_step, agent)
+        outputs |= {
+            "policy_key": result.policy_key,
+            "policy_version": result.policy_version,
+            "mean_return": result.mean_return,
+            "episode_returns": list(result.episode_returns),
+            "db": str(result.db_path),
+        }
+        episodes = f"{args.episodes} episode{'s' if args.episodes != 1 else ''}"
+        detail = (
+            f"{episodes} of {result.policy_key}:v{result.policy_version} on {env_id}: "
+            f"mean return {result.mean_return:.1f}"
+        )
+        return class_path, outputs, detail
+
+    return _step("evaluate", body)
+
+
+# --------------------------------------------------------------------------- parser
+def _env_help(ids: Sequence[str] | None, default: str) -> str:
+    listed = ", ".join(ids) if ids else "(listing them needs gymnasium, not installed here)"
+    return f"gymnasium env id, one of: {listed} ({default})"
+
+
+def _run_dir_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--run",
+        required=True,
+        metavar="RUN",
+        help="run name: letters, digits, '.', '_', '-' (required)",
+    )
+    parser.add_argument(
+        "--dir", required=True, metavar="DIR", help="data_dir: the run is DIR/RUN/ (required)"
+    )
+    parser.add_argument(
+        "--epochs",
+        required=True,
+        metavar="N",
+        type=int_at_least(1),
+        help="target total epochs, >= 1, not a count of new ones (required)",
+    )
+
+
+def add_parser(sub: Any, ids: Sequence[str] | None, *, epilog: str) -> None:
+    """Add ``run`` and its steps to the subparsers ``sub`` (``ids``: :func:`env_ids`)."""
+    formatter = HelpFormatter
+    run = sub.add_parser(
+        "run",
+        help="one harness step: train, resume or evaluate",
+        description=textwrap.fill(
+            "One harness step per process. Each prints one JSON result record as its last "
+            "stdout line and a one-line summary on stderr.",
+            80,
+        ),
+        epilog=epilog,
+        formatter_class=formatter,
+    )
+    steps = run.add_subparsers(dest="step", required=True, metavar="STEP")
+    train = steps.add_parser(
+        "train",
+        help="start a run and train it to --epochs",
+        epilog=epilog,
+        formatter_class=formatter,
+    )
+    _run_dir_args(train)
+    train.add_argument(
+        "--agent",
+        default=_DEFAULT_AGENT,
+        metavar="CLASS_PATH",
+        help="agent class, package.module.Class, e.g. ckptcompat.agents.mlp.MLPAgent "
+        "(default: %(default)s)",
+    )
+    train.add_argument(
+        "--agent-kwargs",
+        default={},
+        type=json_object,
+        metavar="JSON",
+        help='constructor arguments besides the spaces, a JSON object, e.g. {"hidden_size": 32} '
+        "(default: {})",
+    )
+    train.add_argument(
+        "--env",
+        default=_DEFAULT_ENV,
+        choices=ids,
+        metavar="ENV_ID",
+        help=_env_help(ids, "default: %(default)s"),
+    )
+    train.add_argument(
+        "--seed",
+        type=int_at_least(0),
+        default=0,
+        metavar="N",
+        help="seeds torch, numpy and python once, and (plus the epoch) the env resets; >= 0 "
+        "(default: %(default)s)",
+    )
+    train.add_argument(
+        "--checkpoint-every",
+        type=int_at_least(1),
+        default=1,
+        metavar="N",
+        help="save agent and trainer state every N epochs, >= 1 (default: %(default)s)",
+    )
+    train.set_defaults(func=_train)
+
+    res = steps.add_parser(
+        "resume", help="resume a run to --epochs in total", epilog=epilog, formatter_class=formatter
+    )
+    _run_dir_args(res)
+    res.set_defaults(func=_resume)
+
+    ev = steps.add_parser(
+        "evaluate",
+        help="evaluate a checkpoint into a stats DB",
+        epilog=epilog,
+        formatter_class=formatter,
+    )
+    ev.add_argument(
+        "--uri",
+        required=True,
+        metavar="URI",
+        help="the checkpoint: a .pt path, DIR/RUN:latest, DIR/RUN:vN, a run directory, or "
+        "mock://KEY[:vN] (required)",
+    )
+    ev.add_argument(
+        "--db",
+        required=True,
+        metavar="FILE",
+        help="DuckDB file to write, created if missing; its directory must exist (required)",
+    )
+    ev.add_argument(
+        "--episodes",
+        type=int_at_least(1),
+        default=5,
+        metavar="N",
+        help="episodes to run, >= 1 (default: %(default)s)",
+    )
+    ev.add_argument(
+        "--seed",
+        type=int_at_least(0),
+        default=0,
+        metavar="N",
+        help="episode i resets its env with SEED + i; >= 0 (default: %(default)s)",
+    )
+    ev.add_argument(
+        "--env",
+        choices=ids,
+        metavar="ENV_ID",
+        help=_env_help(ids, "default: the run's trainer config, else CartPole-v1"),
+    )
+    ev.set_defaults(func=_evaluate)

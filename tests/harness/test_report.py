@@ -91,19 +91,29 @@ def test_statuses_against_the_baseline() -> None:
 
 def test_numpy1_goldens_get_their_own_producer_row() -> None:
     """Guards t24 and t24np1 goldens (same torch 2.4.1) collapsing into one producer: the
-    ``_numpy1`` artifact suffix maps to the t24np1 cell and the plain artifact kind."""
+    ``_numpy1`` artifact marker maps to the t24np1 cell and the plain artifact kind, also
+    before a golden generation's ``_gen<N>`` suffix (seen: ``g1_numpy1_gen2`` drawn as a
+    t24 panel of its own)."""
     parsed = matrix.parse_key(_key(artifact="g1_numpy1"))
     assert (parsed["producer"], parsed["kind"], parsed["consumer"]) == ("t24np1", "g1", "t26")
     assert matrix.parse_key(_key(artifact="g1"))["producer"] == "t24"
+    parsed = matrix.parse_key(_key(artifact="g1_numpy1_gen2"))
+    assert (parsed["producer"], parsed["kind"]) == ("t24np1", "g1_gen2")
+    parsed = matrix.parse_key(_key(artifact="state_dict_gen2"))
+    assert (parsed["producer"], parsed["kind"]) == ("t24", "state_dict_gen2")
 
 
 def test_panels_per_artifact_kind_and_loader_and_evaluator() -> None:
     """Guards the heatmap's layout: one panel per (scenario, artifact kind, loader) --
     evaluations one per evaluating cell -- on a producer x consumer grid, producers in
-    torch order with the numpy-1 variant after its plain cell."""
+    torch order with the numpy-1 variant after its plain cell, a later golden generation
+    after the first, in the same kind order."""
     records = [
         _record(),
         _record(artifact="g2_numpy1"),
+        _record(artifact="state_dict_gen2"),
+        _record(artifact="g2_gen2"),
+        _record(artifact="state_dict"),
         _record(loader="allowlist"),
         _record(scenario="evaluate", artifact="safe_v1", loader="safe", evaluator_torch=V24),
         _record(scenario="evaluate", artifact="safe_v1", loader="safe", evaluator_torch=V26),
@@ -115,8 +125,11 @@ def test_panels_per_artifact_kind_and_loader_and_evaluator() -> None:
         "evaluate under t26 / safe",
         "golden g2 / allowlist",
         "golden g2 / naive",
+        "golden state_dict / naive",
+        "golden g2_gen2 / naive",
+        "golden state_dict_gen2 / naive",
     ]
-    naive = panels[-1]
+    naive = panels[3]
     assert naive.producers == ["t24", "t24np1"] and naive.consumers == ["t26"]
 
 

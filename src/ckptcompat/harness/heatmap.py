@@ -111,6 +111,14 @@ def _index(seq: Sequence[str], item: str) -> int:
     return seq.index(item) if item in seq else len(seq)
 
 
+def _kind_order(kind: str) -> tuple[int, int, str]:
+    """Golden generation first (``<kind>_gen<N>``; none: 1), then the kind's order."""
+    base, _, generation = kind.rpartition("_gen")
+    if base and generation.isdigit():
+        return int(generation), _index(_KINDS, base), kind
+    return 1, _index(_KINDS, kind), kind
+
+
 @dataclass
 class Panel:
     """One heatmap panel / Markdown row.
@@ -159,8 +167,7 @@ def panels(cells: Iterable[MatrixCell]) -> list[Panel]:
             _index(_SCENARIOS, p.scenario),
             p.scenario,
             _index(_LOADERS, p.loader),
-            _index(_KINDS, p.kind),
-            p.kind,
+            *_kind_order(p.kind),
             cell_order(p.evaluator),
         ),
     )

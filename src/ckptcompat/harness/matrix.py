@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -67,7 +68,8 @@ STATUS_NOUNS: dict[str, tuple[str, str]] = {
 }
 #: Reason id of a proposed entry that nobody has explained yet; the gate refuses it.
 REVIEW = "REVIEW"
-_NUMPY1_SUFFIX = "_numpy1"
+#: A golden artifact: ``<kind>[_numpy1][_gen<N>]`` (harness.golden_records.artifact_name).
+_ARTIFACT_RE = re.compile(r"^(?P<kind>.+?)(?P<numpy1>_numpy1)?(?P<generation>_gen\d+)?$")
 
 
 class BaselineError(Exception):
@@ -96,7 +98,8 @@ class MatrixCell:
 
     Attributes:
         key, scenario, kind, agent, loader: from the cell key (``kind``: the artifact
-            without its ``_numpy1`` suffix, which moves into ``producer``).
+            without its ``_numpy1`` marker, which moves into ``producer``; a golden
+            generation's ``_gen<N>`` suffix stays).
         producer, consumer, evaluator: cell ids (``t24np1`` for numpy-1 goldens), or the
             torch version when no cell pins it; None for an absent stage.
         outcome: the merged outcome, None without a record.
@@ -148,11 +151,14 @@ def parse_key(key: str) -> dict[str, Any]:
             f"not a cell key: {key!r} (expected scenario/artifact/agent/loader/p->c->e)"
         )
     scenario, artifact, agent, loader = parts[:4]
-    numpy1 = artifact.endswith(_NUMPY1_SUFFIX)
+    match = _ARTIFACT_RE.match(artifact)
+    if match is None:
+        raise ValueError(f"not a cell key: {key!r} (empty artifact)")
+    numpy1 = match["numpy1"] is not None
     stages = [None if v == "-" else v for v in chain]
     return {
         "scenario": scenario,
-        "kind": artifact.removesuffix(_NUMPY1_SUFFIX),
+        "kind": match["kind"] + (match["generation"] or ""),
         "agent": agent,
         "loader": loader,
         "producer": cell_label(stages[0], numpy1),

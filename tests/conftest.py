@@ -5,7 +5,7 @@
 in :data:`ONE_CELL`; its docstring says why. Outside nox (no ``CKPTCOMPAT_CELL``) every
 test runs.
 
-The suite runs in the reproducible-numerics mode (:mod:`ckptcompat.harness.numerics`): its
+The suite runs in the reproducible-numerics mode (:mod:`ckptcompat.numerics`): its
 bitwise checks -- golden replays and regeneration, bitwise resume -- must hold on any x86-64
 CPU, not only on the one that made the goldens. The mode's variables are set here, before
 any test imports torch, and inherited by every process a test starts. ``CKPTCOMPAT_NUMERICS
@@ -18,7 +18,8 @@ import os
 
 import pytest
 
-from ckptcompat.harness import envinfo, numerics
+from ckptcompat import numerics
+from ckptcompat.harness import envinfo
 
 if os.environ.get(numerics.MODE_ENV) != "native":
     os.environ.update(numerics.REPRODUCIBLE_ENV)

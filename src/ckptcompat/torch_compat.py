@@ -34,6 +34,7 @@ import torch
 import torch.serialization
 from packaging.version import Version
 
+from ckptcompat import numerics
 from ckptcompat.errors import (
     CheckpointError,
     CheckpointNotFoundError,
@@ -72,6 +73,13 @@ SafeGlobal = Any  # a class/function, or (on 2.6+) a tuple (object, "full.dotted
 
 #: Base version of the running torch: ``2.15.0+cu132`` -> ``Version("2.15.0")``.
 TORCH_VERSION: Version = Version(Version(torch.__version__).base_version)
+
+# A process started in the reproducible-numerics mode (the harness's own: goldens, replays,
+# bitwise resume) gets the mode's torch flags as soon as anything of ours that computes
+# imports torch: oneDNN has no environment variable, and a child the harness starts (a
+# stopped-and-resumed training run) must compute exactly as its parent. Without
+# CKPTCOMPAT_NUMERICS=reproducible this does nothing.
+numerics.apply()
 
 _ser = torch.serialization
 _wo = torch._weights_only_unpickler

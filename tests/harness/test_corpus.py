@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from ckptcompat.harness import corpus, numerics
+from ckptcompat import numerics
+from ckptcompat.harness import corpus
 
 _MAX_FILE_BYTES = 16 * 1024
 

@@ -1,4 +1,4 @@
-"""Tests of ckptcompat.harness.numerics: the fingerprint, the mode and bitwise comparability."""
+"""Tests of ckptcompat.numerics: the fingerprint, the mode and bitwise comparability."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import torch
 
-from ckptcompat.harness import numerics
+from ckptcompat import numerics
 
 _REPRO: dict[str, Any] = {
     "machine": "x86_64", "system": "Linux", "libc": "glibc 2.36", "cpu_vendor": "AuthenticAMD",

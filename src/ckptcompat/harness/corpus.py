@@ -27,7 +27,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ckptcompat.harness import numerics
+from ckptcompat import numerics
 from ckptcompat.harness.corpus_files import CORPUS
 from ckptcompat.harness.manifest import fixture_cli, folder_problems, sha256_file
 

@@ -46,7 +46,7 @@ class CorpusFile:
     non-zip format keys storages by their memory address (``str(storage._cdata)``).
     ``numerics`` is True for files whose bytes depend on the CPU kernel path (an agent's
     orthogonal init runs a QR through LAPACK): they reproduce bit for bit only under a
-    bitwise-comparable numerics fingerprint (:mod:`ckptcompat.harness.numerics`).
+    bitwise-comparable numerics fingerprint (:mod:`ckptcompat.numerics`).
     """
 
     name: str

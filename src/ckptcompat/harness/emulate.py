@@ -7,7 +7,7 @@ glibc's CPU features (``GLIBC_TUNABLES=glibc.cpu.hwcaps=-FMA,...``, which libm's
 are chosen by). :data:`PATHS` names them; a path this CPU cannot take is left out
 (:func:`available_paths`).
 
-Inside the reproducible-numerics mode (:mod:`ckptcompat.harness.numerics`) every path must
+Inside the reproducible-numerics mode (:mod:`ckptcompat.numerics`) every path must
 give identical bytes; outside it (the control) the paths must give at least two different
 results, or the emulation proved nothing. Both are checked by
 ``tests/harness/test_emulate.py`` (a probe per path) and, for the whole bitwise suite and
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ckptcompat.harness import numerics
+from ckptcompat import numerics
 
 __all__ = [
     "PATHS",

@@ -2,7 +2,7 @@
 
 Writes ``OUT_DIR/gen2/CELL/`` (normally ``fixtures/golden/gen2/<cell>/``, via
 ``nox -s "golden(t24)"``): generation 2, produced in the reproducible-numerics mode
-(:mod:`ckptcompat.harness.numerics`; the CLI re-executes itself in it when started without).
+(:mod:`ckptcompat.numerics`; the CLI re-executes itself in it when started without).
 Generation 1 (``fixtures/golden/<cell>/``, made before the mode existed) is never rewritten.
 For each agent of :data:`AGENTS` -- a run directory named after it::
 
@@ -45,8 +45,9 @@ import numpy as np
 import torch
 
 import ckptcompat
+from ckptcompat import numerics
 from ckptcompat.checkpoint.atomic import LOCK_NAME, write_bytes_atomic
-from ckptcompat.harness import numerics, versions
+from ckptcompat.harness import versions
 from ckptcompat.harness.golden_produce import (
     AGENTS,
     ENV_ID,

@@ -31,11 +31,11 @@ import torch
 from torch import nn
 
 import ckptcompat
+from ckptcompat import numerics
 from ckptcompat.agents.probe import run_probe
 from ckptcompat.agents.registry import build_agent
 from ckptcompat.checkpoint import legacy
 from ckptcompat.checkpoint.manager import SimpleCheckpointManager
-from ckptcompat.harness import numerics
 from ckptcompat.harness.manifest import sha256_file
 from ckptcompat.rl.ppo import PPOConfig, RolloutBatch, ppo_update
 from ckptcompat.rl.trainer import evaluate_greedy
@@ -77,7 +77,7 @@ _READABLE_SCHEMAS = (1, MANIFEST_SCHEMA)
 #: The golden generation this code writes. Generation 1 (``<root>/<cell>/``) was produced
 #: outside the reproducible-numerics mode, so its bytes only reproduce on the CPU that made
 #: them; generation 2 (``<root>/gen2/<cell>/``) is produced in the mode
-#: (:mod:`ckptcompat.harness.numerics`) and records its fingerprint. Goldens are append-only:
+#: (:mod:`ckptcompat.numerics`) and records its fingerprint. Goldens are append-only:
 #: both stay, and every consumer checks both.
 GENERATION = 2
 #: Artifact kinds stored per agent, as the manifest's ``agents.<name>.files`` keys.

@@ -41,13 +41,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from ckptcompat import numerics
 from ckptcompat.agents.probe import params_digest
 from ckptcompat.checkpoint.manager import SimpleCheckpointManager
 from ckptcompat.checkpoint.uri import agent_filename, file_uri
 from ckptcompat.errors import CheckpointError
 from ckptcompat.evaluation.evaluator import evaluate_policy
 from ckptcompat.evaluation.stats_db import SimulationStatsDB, StatsDBError
-from ckptcompat.harness import envinfo, numerics, results, scenarios, versions
+from ckptcompat.harness import envinfo, results, scenarios, versions
 from ckptcompat.harness.scenarios import AGENTS, BUDGET, Budget, Chain, Layout
 from ckptcompat.rl.ppo import PPOConfig
 from ckptcompat.rl.trainer import Trainer, TrainerConfig

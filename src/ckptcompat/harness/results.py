@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from ckptcompat.harness import numerics
+from ckptcompat import numerics
 
 __all__ = [
     "LOADERS",
@@ -135,7 +135,7 @@ def make_record(
 ) -> dict[str, Any]:
     """Build and validate one record (``run_id``/``git_sha`` from the environment).
 
-    ``numerics`` is this process's fingerprint (:func:`ckptcompat.harness.numerics.fingerprint`):
+    ``numerics`` is this process's fingerprint (:func:`ckptcompat.numerics.fingerprint`):
     which CPU, kernel path and BLAS branch produced the outcome.
 
     Raises:

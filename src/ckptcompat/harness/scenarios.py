@@ -41,7 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ckptcompat.harness import gate, numerics, results, versions
+from ckptcompat import numerics
+from ckptcompat.harness import gate, results, versions
 from ckptcompat.harness.matrix import BaselineError
 
 __all__ = [
@@ -269,7 +270,7 @@ def run_matrix(
         directory.mkdir(parents=True)
     log_dir = log_dir or work / "logs"
     # Phase processes are the harness's own: the reproducible-numerics mode, so their
-    # bitwise checks hold on any x86-64 CPU (ckptcompat.harness.numerics).
+    # bitwise checks hold on any x86-64 CPU (ckptcompat.numerics).
     env = {
         **numerics.reproducible_env(),
         "CKPTCOMPAT_RUN_ID": results.run_id(),

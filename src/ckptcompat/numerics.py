@@ -16,7 +16,8 @@ cell replays, the regeneration tests, bitwise resume checks), never for a user's
 * ``MKL_CBWR=COMPATIBLE``: MKL's conditional-numerical-reproducibility branch, documented to
   give the same results on all Intel and compatible processors (AMD included);
 * oneDNN off (``torch.backends.mkldnn.enabled = False``, applied by :func:`apply` after torch
-  is imported: torch has no environment variable for it);
+  is imported -- torch has no environment variable for it -- which ``torch_compat`` calls
+  at import, so every process of ours that computes, children included, gets it);
 * one torch thread (the summation order of a parallel reduction depends on the thread count).
 
 Proved, not assumed: :mod:`ckptcompat.harness.emulate` re-runs the bitwise checks and golden
@@ -28,8 +29,8 @@ arm64 with OpenBLAS) a fingerprint is never "reproducible" and checks fall back 
 libm's results may differ between glibc releases, so the C library's version is part of what
 must match.
 
-This module imports neither torch nor numpy; :func:`fingerprint` reads torch's state only when
-torch is already imported by the process.
+This module (standard library only, below ``torch_compat``) imports neither torch nor numpy;
+:func:`fingerprint` reads torch's state only when torch is already imported by the process.
 """
 
 from __future__ import annotations
@@ -99,8 +100,9 @@ def reproducible_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
 def apply() -> bool:
     """Apply the torch flags of this process's requested mode; True when the mode is on.
 
-    Call it once after ``import torch``, before computing. In the reproducible mode: oneDNN
-    off and one torch thread. Outside it only ``CKPTCOMPAT_ONEDNN=off|on`` is honoured (the
+    Called by ``torch_compat`` at import (and by the harness's entry points), after
+    ``import torch``, before computing; idempotent. In the reproducible mode: oneDNN off and
+    one torch thread. Outside it only ``CKPTCOMPAT_ONEDNN=off|on`` is honoured (the
     emulation's control runs); a user's process that sets neither is left untouched.
     """
     import torch

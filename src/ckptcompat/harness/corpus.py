@@ -29,7 +29,7 @@ from typing import Any
 
 from ckptcompat import numerics
 from ckptcompat.harness.corpus_files import CORPUS
-from ckptcompat.harness.manifest import fixture_cli, folder_problems, sha256_file
+from ckptcompat.harness.fixtures.manifest import fixture_cli, folder_problems, sha256_file
 
 __all__ = [
     "CORPUS",

@@ -36,7 +36,7 @@ from ckptcompat.agents.probe import run_probe
 from ckptcompat.agents.registry import build_agent
 from ckptcompat.checkpoint import legacy
 from ckptcompat.checkpoint.manager import SimpleCheckpointManager
-from ckptcompat.harness.manifest import sha256_file
+from ckptcompat.harness.fixtures.manifest import sha256_file
 from ckptcompat.rl.ppo import PPOConfig, RolloutBatch, ppo_update
 from ckptcompat.rl.trainer import evaluate_greedy
 

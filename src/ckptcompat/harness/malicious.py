@@ -40,7 +40,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
-from ckptcompat.harness.manifest import fixture_cli, folder_problems, sha256_file
+from ckptcompat.harness.fixtures.manifest import fixture_cli, folder_problems, sha256_file
 
 __all__ = [
     "CANARY_ENV",

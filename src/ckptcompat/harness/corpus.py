@@ -29,6 +29,7 @@ from typing import Any
 
 from ckptcompat import numerics
 from ckptcompat.harness.corpus_files import CORPUS
+from ckptcompat.harness.fixtures import locator
 from ckptcompat.harness.fixtures.manifest import fixture_cli, folder_problems, sha256_file
 
 __all__ = [
@@ -43,7 +44,7 @@ __all__ = [
 ]
 
 #: The committed corpus of a source checkout.
-CORPUS_DIR: Path = Path(__file__).resolve().parents[3] / "fixtures" / "corpus"
+CORPUS_DIR: Path = locator.CORPUS_DIR
 MANIFEST_NAME = "MANIFEST.json"
 #: 2025-01-01T00:00:00Z, the ``created_at`` of the safe-format file (seconds).
 SOURCE_DATE_EPOCH = "1735689600"

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from ckptcompat.harness import results
-from ckptcompat.harness.golden_verify import GOLDEN_ROOT, Golden
+from ckptcompat.harness.fixtures import locator
+from ckptcompat.harness.golden_verify import Golden
 
 __all__ = ["RECORDS_ENV", "artifact_name", "emit_record", "records_dir"]
 
@@ -33,7 +34,7 @@ def records_dir() -> Path | None:
     if not value:
         return None
     if value.lower() in ("1", "true", "yes"):
-        return GOLDEN_ROOT.parents[1] / "reports" / "records"
+        return locator.RECORDS_DIR
     return Path(value)
 
 

@@ -36,6 +36,7 @@ from ckptcompat.agents.probe import run_probe
 from ckptcompat.agents.registry import build_agent
 from ckptcompat.checkpoint import legacy
 from ckptcompat.checkpoint.manager import SimpleCheckpointManager
+from ckptcompat.harness.fixtures import locator
 from ckptcompat.harness.fixtures.manifest import sha256_file
 from ckptcompat.rl.ppo import PPOConfig, RolloutBatch, ppo_update
 from ckptcompat.rl.trainer import evaluate_greedy
@@ -69,7 +70,7 @@ __all__ = [
 ]
 
 #: The committed goldens of a source checkout: one directory per producing cell.
-GOLDEN_ROOT: Path = Path(__file__).resolve().parents[3] / "fixtures" / "golden"
+GOLDEN_ROOT: Path = locator.GOLDEN_ROOT
 MANIFEST_NAME = "MANIFEST.json"
 #: Schema of the manifests this code writes; 1 (generation 1, no numerics fingerprint) is read.
 MANIFEST_SCHEMA = 2

@@ -40,6 +40,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
+from ckptcompat.harness.fixtures import locator
 from ckptcompat.harness.fixtures.manifest import fixture_cli, folder_problems, sha256_file
 
 __all__ = [
@@ -56,7 +57,7 @@ __all__ = [
 ]
 
 #: The committed corpus of a source checkout.
-CORPUS_DIR: Path = Path(__file__).resolve().parents[3] / "fixtures" / "malicious"
+CORPUS_DIR: Path = locator.MALICIOUS_DIR
 MANIFEST_NAME = "MANIFEST.json"
 #: Environment variable holding the canary path a payload would create.
 CANARY_ENV = "CKPTCOMPAT_CANARY"

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ckptcompat.harness import versions
+from ckptcompat.harness.fixtures import locator
 from ckptcompat.harness.results import OUTCOMES
 
 __all__ = [
@@ -54,7 +55,7 @@ __all__ = [
 ]
 
 #: The committed baseline of a source checkout.
-BASELINE_PATH: Path = Path(__file__).resolve().parents[3] / "fixtures" / "baseline.json"
+BASELINE_PATH: Path = locator.BASELINE_PATH
 BASELINE_SCHEMA = 1
 #: Outcome rank, best first (DESIGN section 8: pass > skip > fail > error).
 RANK: dict[str, int] = {outcome: i for i, outcome in enumerate(OUTCOMES)}

@@ -27,6 +27,7 @@ from pathlib import Path
 from ckptcompat import torch_compat
 from ckptcompat.errors import CheckpointError
 from ckptcompat.harness import results
+from ckptcompat.harness.fixtures import locator
 from ckptcompat.harness.golden_records import RECORDS_ENV, emit_record
 from ckptcompat.harness.golden_verify import (
     GOLDEN_ROOT,
@@ -55,14 +56,10 @@ REPLACED = "naive_torch_load"
 _RAN = (0, 1)
 
 
-def _checkout() -> Path:
-    return GOLDEN_ROOT.parents[1]
-
-
 def pytest_args() -> list[str]:
     """Arguments of the in-process ``pytest.main`` call."""
     return [
-        str(_checkout() / GOLDEN_TESTS),
+        str(locator.CHECKOUT / GOLDEN_TESTS),
         "-m",
         "golden",
         "-k",
@@ -123,7 +120,7 @@ def run(cell: str, records_file: Path, scratch: Path) -> int:
     """
     import pytest
 
-    tests = _checkout() / GOLDEN_TESTS
+    tests = locator.CHECKOUT / GOLDEN_TESTS
     if not tests.is_file():
         print(f"golden: {tests} is missing; the matrix runs from a source checkout", flush=True)
         return 1

@@ -11,8 +11,8 @@ from _sized_agent import SizedAgent
 from _timing import interleaved, ratio, summary
 
 from ckptcompat import torch_compat
+from ckptcompat.checkpoint.layout import agent_filename
 from ckptcompat.checkpoint.manager import SimpleCheckpointManager
-from ckptcompat.checkpoint.uri import agent_filename
 
 __all__ = ["MB", "CheckpointFile", "bench_manager", "make_agent", "row"]
 

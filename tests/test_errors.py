@@ -12,12 +12,40 @@ from ckptcompat import errors
 pytestmark = pytest.mark.one_cell  # pure Python; no torch involved
 
 
+#: The errors that are not about a checkpoint, and the builtin each has always been.
+_OTHER_FAMILIES = {
+    "StatsDBError": ValueError,
+    "UnsupportedEnvError": KeyError,
+    "InjectedFault": RuntimeError,
+    "TrustedLoadWarning": UserWarning,
+}
+
+
 def test_every_error_is_a_checkpoint_error() -> None:
     """Guards a domain failure escaping `except CheckpointError`."""
     for name in errors.__all__:
         cls = getattr(errors, name)
-        if name != "TrustedLoadWarning":
+        if name not in _OTHER_FAMILIES:
             assert issubclass(cls, errors.CheckpointError), name
+
+
+def test_other_error_families_keep_their_builtin_base() -> None:
+    """Guards old callers' `except ValueError` / `except KeyError` missing a stats-DB or
+    env error after the errors moved into this module; and a stats-DB or env error
+    being caught as a checkpoint failure."""
+    for name, base in _OTHER_FAMILIES.items():
+        cls = getattr(errors, name)
+        assert issubclass(cls, base), name
+        assert not issubclass(cls, errors.CheckpointError), name
+    assert issubclass(errors.PolicyMissingError, ValueError)
+
+
+def test_deprecated_api_raises_the_one_policy_missing_error() -> None:
+    """Guards a second PolicyMissingError class: the deprecated API's import path
+    (ckptcompat.policy.policy_store) must name the class defined in ckptcompat.errors."""
+    from ckptcompat.policy import policy_store
+
+    assert policy_store.PolicyMissingError is errors.PolicyMissingError
 
 
 def test_message_says_expected_found_and_fix() -> None:

@@ -131,7 +131,7 @@ def as_input(exc: Exception, problem: str | None = None) -> InputError:
 
 
 def check_run_name(run: str) -> None:
-    from ckptcompat.checkpoint.uri import validate_run_name
+    from ckptcompat.checkpoint.layout import validate_run_name
 
     try:
         validate_run_name(run)
@@ -170,7 +170,8 @@ def on_disk(uri: str) -> str:
     match = _RUN_VERSION.match(uri)
     if match is None or "://" in uri or os.path.exists(uri):
         return uri
-    from ckptcompat.checkpoint.uri import agent_filename, parse_filename, parse_uri
+    from ckptcompat.checkpoint.layout import agent_filename, parse_filename
+    from ckptcompat.checkpoint.uri import parse_uri
 
     run, epoch = match["run"], int(match["epoch"])
     folder = parse_uri(os.path.join(match["dir"] or ".", f"{run}:latest")).path

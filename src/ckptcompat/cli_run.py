@@ -134,8 +134,7 @@ def _train(args: argparse.Namespace) -> int:
         check_run_name(args.run)
         from ckptcompat.agents.registry import resolve_agent_class
         from ckptcompat.checkpoint.manager import SimpleCheckpointManager
-        from ckptcompat.errors import AgentMismatchError
-        from ckptcompat.rl.envs import UnsupportedEnvError
+        from ckptcompat.errors import AgentMismatchError, UnsupportedEnvError
         from ckptcompat.rl.trainer import TrainerConfig, train
 
         try:
@@ -181,13 +180,14 @@ def _resume(args: argparse.Namespace) -> int:
 
 def _env_of(uri: str) -> str:
     """The env a checkpoint was trained on, from its run's trainer state; CartPole-v1 else."""
+    from ckptcompat.checkpoint.layout import run_dir_of
     from ckptcompat.checkpoint.manager import SimpleCheckpointManager
     from ckptcompat.checkpoint.uri import resolve
 
     resolved = resolve(uri)
     if resolved.path is None or resolved.entry is None:
         return _DEFAULT_ENV
-    run_dir = resolved.path.parent.parent  # data_dir/<run>/checkpoints/<file>
+    run_dir = run_dir_of(resolved.path)
     manager = SimpleCheckpointManager(run_dir.name, run_dir.parent)
     state = manager.load_trainer_state(restore_rng=False)
     config = (state.extra or {}).get("trainer_config", {}) if state is not None else {}
@@ -199,9 +199,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         check_db(args.db)
         from ckptcompat.checkpoint.manager import SimpleCheckpointManager
         from ckptcompat.checkpoint.uri import resolve
+        from ckptcompat.errors import StatsDBError, UnsupportedEnvError
         from ckptcompat.evaluation.evaluator import evaluate_policy
-        from ckptcompat.evaluation.stats_values import StatsDBError
-        from ckptcompat.rl.envs import UnsupportedEnvError
 
         resolved = resolve(on_disk(args.uri))  # pin :latest once, so every step sees one file
         try:

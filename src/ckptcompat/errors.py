@@ -17,11 +17,15 @@ __all__ = [
     "CheckpointNotFoundError",
     "CorruptCheckpointError",
     "IncompatibleCheckpointError",
+    "InjectedFault",
     "InputError",
     "MissingDependencyError",
+    "PolicyMissingError",
     "RunLockedError",
+    "StatsDBError",
     "TrustedLoadWarning",
     "UnsafeCheckpointError",
+    "UnsupportedEnvError",
 ]
 
 
@@ -103,6 +107,45 @@ class InputError(CheckpointError):
 
 class MissingDependencyError(InputError):
     """A command needs a package this environment lacks (e.g. torch in a report-only venv)."""
+
+
+class PolicyMissingError(CheckpointNotFoundError, ValueError):
+    """No policy matched the deprecated PolicyStore's URI or selector (a ValueError, as the
+    old store raised)."""
+
+
+class StatsDBError(ValueError):
+    """A stats-DB write or query was refused; the message says expected, found and the fix.
+
+    A ``ValueError`` so that callers of the old API that caught ``ValueError`` still do.
+    """
+
+    def __init__(
+        self,
+        problem: str,
+        *,
+        expected: str | None = None,
+        found: str | None = None,
+        fix: str | None = None,
+        path: str | None = None,
+    ) -> None:
+        self.problem = problem
+        self.expected = expected
+        self.found = found
+        self.fix = fix
+        self.path = path
+        super().__init__((f"{path}: " if path else "") + _compose(problem, expected, found, fix))
+
+
+class UnsupportedEnvError(KeyError):
+    """The env id is not one of :data:`ckptcompat.rl.envs.ENV_SPECS`."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class InjectedFault(RuntimeError):
+    """A fault-injection point named by ``CKPTCOMPAT_FAULT`` fired (tests only)."""
 
 
 class TrustedLoadWarning(UserWarning):

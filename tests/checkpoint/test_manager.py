@@ -19,7 +19,7 @@ import torch
 
 from ckptcompat import torch_compat
 from ckptcompat.agents import AgentOutput, MockAgent, RecurrentAgent
-from ckptcompat.checkpoint.atomic import FAULT_ENV, FAULT_POINTS, InjectedFault, hash_file
+from ckptcompat.checkpoint.atomic import FAULT_ENV, FAULT_POINTS, hash_file
 from ckptcompat.checkpoint.format import build_agent_payload
 from ckptcompat.checkpoint.manager import SimpleCheckpointManager
 from ckptcompat.checkpoint.uri import key_and_version
@@ -29,6 +29,7 @@ from ckptcompat.errors import (
     CheckpointNotFoundError,
     CorruptCheckpointError,
     IncompatibleCheckpointError,
+    InjectedFault,
     RunLockedError,
     UnsafeCheckpointError,
 )

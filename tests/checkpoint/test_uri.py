@@ -1,4 +1,4 @@
-"""The one key scheme: file-name grammar, URI parsing, ``:latest`` and key_and_version."""
+"""The one key scheme: URI parsing, ``:latest`` and key_and_version."""
 
 from __future__ import annotations
 
@@ -13,16 +13,7 @@ import torch
 from ckptcompat import torch_compat
 from ckptcompat.agents import MockAgent
 from ckptcompat.checkpoint.manager import SimpleCheckpointManager
-from ckptcompat.checkpoint.uri import (
-    CheckpointName,
-    agent_filename,
-    key_and_version,
-    parse_filename,
-    parse_uri,
-    resolve,
-    trainer_filename,
-    validate_run_name,
-)
+from ckptcompat.checkpoint.uri import key_and_version, parse_uri, resolve
 from ckptcompat.errors import (
     CheckpointError,
     CheckpointNotFoundError,
@@ -38,56 +29,6 @@ def run_with_epochs(tmp_path: Path) -> SimpleCheckpointManager:
     for epoch in (0, 2, 10):
         manager.save_agent(MockAgent(), epoch)
     return manager
-
-
-@one_cell
-@pytest.mark.parametrize(
-    ("name", "expected"),
-    [
-        ("r_v0.pt", CheckpointName("agent", "r", 0)),
-        ("r_v12.pt", CheckpointName("agent", "r", 12)),
-        ("my_v2_run_v3.pt", CheckpointName("agent", "my_v2_run", 3)),
-        ("r_v12.trainer.pt", CheckpointName("trainer", "r", 12)),
-        ("model_0007.pt", CheckpointName("g1", None, 7)),
-        ("run:v5.pt", CheckpointName("g2_colon", "run", 5)),
-        ("run__e3__s100__t5__sc12500.pt", CheckpointName("g2_dunder", "run", 3)),
-        (".r_v1.pt.tmp-123", None),
-        ("index.json", None),
-        (".lock", None),
-        ("weights.pt", None),
-    ],
-)
-def test_file_name_grammar(name: str, expected: CheckpointName | None) -> None:
-    """Guards the key scheme drifting between writer and readers (one grammar, one place).
-
-    one_cell: pure string parsing, no torch involved.
-    """
-    assert parse_filename(name) == expected
-
-
-@one_cell
-def test_file_names_are_unpadded_and_round_trip() -> None:
-    """Guards zero padding (model_0001 style) sneaking back into the v1 names.
-
-    one_cell: pure string formatting.
-    """
-    assert agent_filename("r", 0) == "r_v0.pt"
-    assert trainer_filename("r", 7) == "r_v7.trainer.pt"
-    for epoch in (0, 1, 10, 12345):
-        assert parse_filename(agent_filename("a.b-c_d", epoch)) == CheckpointName(
-            "agent", "a.b-c_d", epoch
-        )
-
-
-@one_cell
-@pytest.mark.parametrize("run", ["", "a/b", "a:b", ".hidden", "with space", "_x", 3])
-def test_invalid_run_names_are_refused(run: object) -> None:
-    """Guards run names that break paths, URIs (``:latest``) or the temp-file convention.
-
-    one_cell: pure string validation.
-    """
-    with pytest.raises(CheckpointError, match="invalid run name"):
-        validate_run_name(run)
 
 
 @one_cell

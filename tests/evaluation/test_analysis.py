@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from ckptcompat.errors import StatsDBError
 from ckptcompat.evaluation.analysis import (
     COLUMNS,
     SummaryRow,
@@ -21,7 +22,7 @@ from ckptcompat.evaluation.analysis import (
     to_markdown,
     to_rich_table,
 )
-from ckptcompat.evaluation.stats_db import EvalStatsDB, SimulationStatsDB, StatsDBError
+from ckptcompat.evaluation.stats_db import EvalStatsDB, SimulationStatsDB
 
 # DuckDB and pure Python only: no torch is imported, so one cell suffices.
 pytestmark = pytest.mark.one_cell

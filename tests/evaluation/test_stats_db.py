@@ -22,14 +22,10 @@ from typing import Any
 import duckdb
 import pytest
 
-from ckptcompat.evaluation.stats_db import (
-    EpisodeStatsDB,
-    EvalStatsDB,
-    PolicyKey,
-    SimulationStatsDB,
-    StatsDBError,
-    merge_shards,
-)
+from ckptcompat.errors import StatsDBError
+from ckptcompat.evaluation.stats_db import EvalStatsDB, SimulationStatsDB, merge_shards
+from ckptcompat.evaluation.stats_episode import EpisodeStatsDB
+from ckptcompat.evaluation.stats_values import PolicyKey
 
 # DuckDB and pure Python only: no torch is imported, so one cell suffices.
 pytestmark = pytest.mark.one_cell
@@ -571,7 +567,8 @@ def test_second_writer_process_refused(ref_path: Path) -> None:
     code = textwrap.dedent(
         """
         import sys
-        from ckptcompat.evaluation.stats_db import SimulationStatsDB, StatsDBError
+        from ckptcompat.errors import StatsDBError
+        from ckptcompat.evaluation.stats_db import SimulationStatsDB
         try:
             SimulationStatsDB(sys.argv[1])
         except StatsDBError as exc:

@@ -33,11 +33,11 @@ from ckptcompat.checkpoint.atomic import (
     FAULT_POINTS,
     RunLock,
     hash_file,
-    is_temp_name,
 )
 from ckptcompat.checkpoint.index import read_index
+from ckptcompat.checkpoint.layout import is_temp_name, parse_filename
 from ckptcompat.checkpoint.manager import SimpleCheckpointManager
-from ckptcompat.checkpoint.uri import parse_filename, resolve
+from ckptcompat.checkpoint.uri import resolve
 from ckptcompat.errors import CheckpointNotFoundError
 from tests.faults import ForkServer, build_run, fork_server
 
@@ -100,7 +100,7 @@ def check_consistent(data: Path) -> dict[str, Any]:
 _SAVE = """
     import torch
     from ckptcompat.agents.mock import MockAgent
-    from ckptcompat.checkpoint.atomic import InjectedFault
+    from ckptcompat.errors import InjectedFault
     from ckptcompat.checkpoint.manager import SimpleCheckpointManager
     manager = SimpleCheckpointManager(ARGS["run"], ARGS["data"])
     torch.manual_seed(99)

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ckptcompat.checkpoint.uri import RUN_NAME_RE
+from ckptcompat.checkpoint.layout import RUN_NAME_RE
 from ckptcompat.evaluation.stats_db import SimulationStatsDB
 from ckptcompat.harness import phase_golden, results, scenarios, versions
 from ckptcompat.harness.scenarios import AGENTS, PHASES, Chain, Layout

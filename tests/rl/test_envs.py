@@ -6,13 +6,8 @@ import gymnasium
 import numpy as np
 import pytest
 
-from ckptcompat.rl.envs import (
-    ENV_SPECS,
-    UnsupportedEnvError,
-    make_env,
-    make_vector_env,
-    reset_all,
-)
+from ckptcompat.errors import UnsupportedEnvError
+from ckptcompat.rl.envs import ENV_SPECS, make_env, make_vector_env, reset_all
 
 
 def test_registry_names_both_envs() -> None:

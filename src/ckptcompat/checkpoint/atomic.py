@@ -1,17 +1,18 @@
 """Crash-safe writes, the run's writer lock and named fault-injection points.
 
-Atomic write (DESIGN section 4): bytes go to ``.<name>.tmp-<pid>`` in the destination's
-directory, are flushed and fsynced, then ``os.replace`` moves them over the final name and
-the directory is fsynced, so a reader sees the old file or the complete new one, never a
-prefix. The digest (``xxh3_128``, non-cryptographic: it detects corruption, not tampering)
-is of the temp file's bytes, read back from the page cache *while* the fsync runs in a
-thread: the fsync waits on the disk with the CPU idle and the GIL released, so the hash
-(about 3 ms per 100 MB) costs no wall time, where hashing inside ``write`` added it to
-every save. The read-back size must equal the bytes written, and the rename waits for
-both, so a failed fsync or a short file never reaches the final name.
+Atomic write (DESIGN section 4): bytes go to ``.<name>.tmp-<pid>`` (:mod:`.layout`'s
+``temp_path``) in the destination's directory, are flushed and fsynced, then ``os.replace``
+moves them over the final name and the directory is fsynced, so a reader sees the old file
+or the complete new one, never a prefix. The digest (``xxh3_128``, non-cryptographic: it
+detects corruption, not tampering) is of the temp file's bytes, read back from the page
+cache *while* the fsync runs in a thread: the fsync waits on the disk with the CPU idle
+and the GIL released, so the hash (about 3 ms per 100 MB) costs no wall time, where
+hashing inside ``write`` added it to every save. The read-back size must equal the bytes
+written, and the rename waits for both, so a failed fsync or a short file never reaches
+the final name.
 
 Fault injection: :func:`fault_point` fires when the environment variable ``CKPTCOMPAT_FAULT``
-names it. ``CKPTCOMPAT_FAULT=after_fsync`` raises :class:`InjectedFault` at that point;
+names it. ``CKPTCOMPAT_FAULT=after_fsync`` raises ``errors.InjectedFault`` at that point;
 ``CKPTCOMPAT_FAULT=after_fsync:exit`` calls ``os._exit(137)`` instead (no cleanup, no
 ``finally``), as a SIGKILL or power cut would. Points, in the order a save reaches them:
 
@@ -30,7 +31,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import re
 import socket
 import threading
 from collections.abc import Callable
@@ -41,24 +41,21 @@ from typing import IO
 
 import xxhash
 
-from ckptcompat.errors import RunLockedError
+from ckptcompat.checkpoint.layout import LOCK_NAME, is_temp_name, temp_path
+from ckptcompat.errors import InjectedFault, RunLockedError
 
 __all__ = [
     "DIGEST_ALGORITHM",
     "FAULT_ENV",
     "FAULT_EXIT_CODE",
     "FAULT_POINTS",
-    "LOCK_NAME",
     "CountingWriter",
-    "InjectedFault",
     "RunLock",
     "WriteResult",
     "digest_bytes",
     "fault_point",
     "hash_file",
-    "is_temp_name",
     "remove_stale_temp_files",
-    "temp_path",
     "write_atomic",
     "write_bytes_atomic",
 ]
@@ -76,15 +73,8 @@ FAULT_POINTS: tuple[str, ...] = (
 )
 #: Exit status of a ``point:exit`` fault (128 + SIGKILL, what a killed writer reports).
 FAULT_EXIT_CODE = 137
-#: The writer lock's file name inside ``checkpoints/``.
-LOCK_NAME = ".lock"
 
-_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<pid>\d+)$")
 _CHUNK_BYTES = 1 << 20
-
-
-class InjectedFault(RuntimeError):
-    """A fault-injection point named by ``CKPTCOMPAT_FAULT`` fired (tests only)."""
 
 
 def fault_point(name: str) -> None:
@@ -178,17 +168,6 @@ class WriteResult:
     path: Path
     size_bytes: int
     digest: str
-
-
-def temp_path(path: str | os.PathLike[str]) -> Path:
-    """``<dir>/.<name>.tmp-<pid>``: the temp file an atomic write of ``path`` uses."""
-    final = Path(path)
-    return final.with_name(f".{final.name}.tmp-{os.getpid()}")
-
-
-def is_temp_name(name: str) -> bool:
-    """True for a temp file name ``.<name>.tmp-<pid>`` (never a checkpoint)."""
-    return _TEMP_RE.match(name) is not None
 
 
 def _fsync_dir(directory: Path) -> None:

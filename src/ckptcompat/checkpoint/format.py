@@ -38,8 +38,8 @@ import torch
 
 import ckptcompat
 from ckptcompat.agents.registry import class_path_of, validate_config
+from ckptcompat.checkpoint.layout import validate_run_name
 from ckptcompat.checkpoint.rng import capture_rng_state, validate_rng_state
-from ckptcompat.checkpoint.uri import validate_run_name
 from ckptcompat.errors import (
     CheckpointError,
     CorruptCheckpointError,

@@ -22,11 +22,11 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ckptcompat.checkpoint.layout import INDEX_NAME
 from ckptcompat.errors import CorruptCheckpointError, IncompatibleCheckpointError
 
 __all__ = [
     "INDEX_FORMAT",
-    "INDEX_NAME",
     "INDEX_VERSION",
     "CheckpointEntry",
     "RunIndex",
@@ -34,7 +34,6 @@ __all__ = [
     "read_index",
 ]
 
-INDEX_NAME = "index.json"
 INDEX_FORMAT = "ckptcompat.index"
 INDEX_VERSION = 1
 

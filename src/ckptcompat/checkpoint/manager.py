@@ -54,11 +54,18 @@ from ckptcompat.checkpoint.format import (
     validate_trainer_payload,
 )
 from ckptcompat.checkpoint.index import (
-    INDEX_NAME,
     CheckpointEntry,
     RunIndex,
     TrainerEntry,
     read_index,
+)
+from ckptcompat.checkpoint.layout import (
+    INDEX_NAME,
+    agent_filename,
+    checkpoints_dir,
+    run_dir,
+    trainer_filename,
+    validate_run_name,
 )
 from ckptcompat.checkpoint.loading import (
     DEFAULT_VERIFY,
@@ -70,13 +77,7 @@ from ckptcompat.checkpoint.loading import (
     restore_state_dict,
 )
 from ckptcompat.checkpoint.rng import restore_rng_state
-from ckptcompat.checkpoint.uri import (
-    agent_filename,
-    file_uri,
-    resolve,
-    trainer_filename,
-    validate_run_name,
-)
+from ckptcompat.checkpoint.uri import file_uri, resolve
 from ckptcompat.errors import (
     AgentMismatchError,
     CheckpointError,
@@ -174,8 +175,8 @@ class SimpleCheckpointManager:
         if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 0:
             raise ValueError(f"cache_size must be an int >= 0, not {cache_size!r}")
         self.data_dir = Path(data_dir)
-        self.run_dir = self.data_dir / run
-        self.checkpoint_dir = self.run_dir / "checkpoints"
+        self.run_dir = run_dir(self.data_dir, run)
+        self.checkpoint_dir = checkpoints_dir(self.data_dir, run)
         self.cache_size = cache_size
         self._cache: OrderedDict[tuple[Any, ...], nn.Module] = OrderedDict()
         self._loaded_once: OrderedDict[tuple[Any, ...], None] = OrderedDict()

@@ -24,9 +24,10 @@ from ckptcompat import torch_compat
 from ckptcompat.agents.probe import probe_batch, run_probe
 from ckptcompat.agents.registry import build_agent
 from ckptcompat.checkpoint import legacy
+from ckptcompat.checkpoint.layout import parse_filename, run_dir_of
 from ckptcompat.checkpoint.manager import SimpleCheckpointManager, save_agent_file
 from ckptcompat.checkpoint.torch_names import WEIGHTS_ONLY_GLOBALS
-from ckptcompat.checkpoint.uri import file_uri, parse_filename
+from ckptcompat.checkpoint.uri import file_uri
 from ckptcompat.errors import (
     AgentMismatchError,
     CheckpointError,
@@ -81,8 +82,7 @@ def _run_and_epoch(
     meta = ckpt.metadata
     if run is None and name is not None and name.kind == "g1":
         # The key scheme (DESIGN section 6): model_NNNN.pt -> (run directory name, NNNN).
-        parent = ckpt.path.parent
-        run = (parent.parent if parent.name == "checkpoints" else parent).name
+        run = run_dir_of(ckpt.path).name
     if run is None:
         run = meta.get("run") or (name.run if name is not None and name.run else None)
     if epoch is None:

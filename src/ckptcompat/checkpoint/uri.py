@@ -1,11 +1,6 @@
-"""Checkpoint URIs, file names and the one key scheme (DESIGN section 6).
+"""Checkpoint URIs and the one key scheme (DESIGN section 6).
 
-File names (``data_dir/<run>/checkpoints/``), no zero padding:
-
-* agent checkpoint ``<run>_v<epoch>.pt`` (grammar :data:`AGENT_FILE_RE`);
-* trainer state ``<run>_v<epoch>.trainer.pt``;
-* legacy, read for migration only: G1 ``model_<NNNN>.pt``, G2 ``<run>:v<E>.pt`` and
-  ``<run>__e<E>__s<S>__t<T>__sc<SC>.pt``.
+File and directory names are :mod:`ckptcompat.checkpoint.layout`'s.
 
 URIs understood by :func:`parse_uri`: ``file://PATH`` (the rest taken verbatim, not
 percent-decoded), a bare path, a run directory (``data_dir/<run>`` or its
@@ -23,40 +18,29 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from ckptcompat.checkpoint.atomic import is_temp_name
 from ckptcompat.checkpoint.index import CheckpointEntry, read_index
+from ckptcompat.checkpoint.layout import (
+    CHECKPOINTS_DIR,
+    INDEX_NAME,
+    agent_filename,
+    parse_filename,
+    run_dir_of,
+)
 from ckptcompat.errors import CheckpointError, CheckpointNotFoundError, CorruptCheckpointError
 
 __all__ = [
-    "AGENT_FILE_RE",
-    "RUN_NAME_RE",
     "SUPPORTED_URIS",
-    "TRAINER_FILE_RE",
-    "CheckpointName",
     "CheckpointURI",
     "ResolvedCheckpoint",
-    "agent_filename",
     "check_name_agrees",
     "file_uri",
     "key_and_version",
-    "parse_filename",
     "parse_uri",
     "resolve",
-    "trainer_filename",
-    "validate_run_name",
 ]
 
-#: Grammar of a safe-format agent checkpoint's file name.
-AGENT_FILE_RE = re.compile(r"^(?P<run>[^/:]+)_v(?P<epoch>\d+)\.pt$")
-#: Grammar of a trainer-state file name.
-TRAINER_FILE_RE = re.compile(r"^(?P<run>[^/:]+)_v(?P<epoch>\d+)\.trainer\.pt$")
-_G1_RE = re.compile(r"^model_(?P<epoch>\d+)\.pt$")
-_G2_COLON_RE = re.compile(r"^(?P<run>[^/:]+):v(?P<epoch>\d+)\.pt$")
-_G2_DUNDER_RE = re.compile(r"^(?P<run>(?:(?!__)[^/:])+)__e(?P<epoch>\d+)__s\d+__t\d+__sc-?\d+\.pt$")
-#: Run names this package writes: safe in paths, URIs, file names and SQL keys.
-RUN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _MOCK_RE = re.compile(r"^mock://(?P<key>[^:/]+)(?::v(?P<version>\d+))?$")
 _SCHEME_RE = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://")
 _LATEST = ":latest"
@@ -64,65 +48,10 @@ _LATEST = ":latest"
 #: What :func:`parse_uri` accepts, for error messages.
 SUPPORTED_URIS = "file://PATH, a bare PATH, a run directory, DIR/<run>:latest, mock://KEY[:vN]"
 
-NameKind = Literal["agent", "trainer", "g1", "g2_colon", "g2_dunder"]
-
-
-def validate_run_name(run: Any) -> str:
-    """Return ``run`` if it matches :data:`RUN_NAME_RE`.
-
-    Raises:
-        CheckpointError: otherwise (empty, ``/``, ``:``, spaces, a leading ``.`` ...).
-    """
-    if type(run) is not str or not RUN_NAME_RE.match(run):
-        raise CheckpointError(
-            f"invalid run name {run!r}",
-            expected="letters, digits, '.', '_' or '-', not starting with '.', '_' or '-'",
-            found=repr(run),
-            fix="rename the run, e.g. 'cartpole-ppo_seed1'",
-        )
-    return run
-
-
-def agent_filename(run: str, epoch: int) -> str:
-    """``<run>_v<epoch>.pt`` (no padding)."""
-    return f"{run}_v{epoch}.pt"
-
-
-def trainer_filename(run: str, epoch: int) -> str:
-    """``<run>_v<epoch>.trainer.pt`` (no padding)."""
-    return f"{run}_v{epoch}.trainer.pt"
-
 
 def file_uri(path: str | os.PathLike[str]) -> str:
     """``file://`` + the absolute path, not percent-encoded (what :func:`parse_uri` reads)."""
     return f"file://{Path(path).absolute()}"
-
-
-@dataclass(frozen=True)
-class CheckpointName:
-    """What a file name says. ``run`` is None for G1 (its run is the directory's name)."""
-
-    kind: NameKind
-    run: str | None
-    epoch: int
-
-
-def parse_filename(name: str) -> CheckpointName | None:
-    """Classify a file name; None for temp files, ``index.json``, ``.lock`` and others."""
-    if is_temp_name(name):
-        return None
-    for kind, pattern in (
-        ("trainer", TRAINER_FILE_RE),
-        ("agent", AGENT_FILE_RE),
-        ("g1", _G1_RE),
-        ("g2_colon", _G2_COLON_RE),
-        ("g2_dunder", _G2_DUNDER_RE),
-    ):
-        match = pattern.match(name)
-        if match is not None:
-            run = match.groupdict().get("run")
-            return CheckpointName(kind, run, int(match.group("epoch")))  # type: ignore[arg-type]
-    return None
 
 
 # --------------------------------------------------------------------------- URIs
@@ -159,9 +88,9 @@ def _unsupported(uri: str, found: str) -> CheckpointError:
 
 def _checkpoints_dir_of(directory: Path, uri: str) -> tuple[Path, str]:
     """(checkpoints dir, run) for a run directory or a ``checkpoints/`` directory."""
-    if (directory / "checkpoints").is_dir():
-        return directory / "checkpoints", directory.resolve().name
-    if directory.resolve().name == "checkpoints":
+    if (directory / CHECKPOINTS_DIR).is_dir():
+        return directory / CHECKPOINTS_DIR, directory.resolve().name
+    if directory.resolve().name == CHECKPOINTS_DIR:
         return directory, directory.resolve().parent.name
     raise CheckpointNotFoundError(
         "this directory is not a run directory",
@@ -175,10 +104,10 @@ def _checkpoints_dir_of(directory: Path, uri: str) -> tuple[Path, str]:
 def _latest_dir(parent: Path, run: str, uri: str) -> Path:
     """The ``checkpoints/`` directory that ``<parent>/<run>:latest`` refers to."""
     here = parent.resolve()
-    candidates = [parent / run / "checkpoints"]
+    candidates = [parent / run / CHECKPOINTS_DIR]
     if here.name == run:
-        candidates.append(parent / "checkpoints")
-    if here.name == "checkpoints" and here.parent.name == run:
+        candidates.append(parent / CHECKPOINTS_DIR)
+    if here.name == CHECKPOINTS_DIR and here.parent.name == run:
         candidates.append(parent)
     for candidate in candidates:
         if candidate.is_dir():
@@ -252,7 +181,7 @@ class ResolvedCheckpoint:
 def _indexed_entry(path: Path) -> CheckpointEntry | None:
     """The index entry of a safe-format file sitting in a run's ``checkpoints/``."""
     name = parse_filename(path.name)
-    if name is None or name.kind != "agent" or not (path.parent / "index.json").is_file():
+    if name is None or name.kind != "agent" or not (path.parent / INDEX_NAME).is_file():
         return None
     index = read_index(path.parent, None)
     entry = index.checkpoint(name.epoch)
@@ -282,7 +211,7 @@ def resolve(uri: str | os.PathLike[str]) -> ResolvedCheckpoint:
     if entry is not None and entry.file != agent_filename(run, entry.epoch):
         raise CorruptCheckpointError(
             "index.json names a file outside the key scheme",
-            path=parsed.path / "index.json",
+            path=parsed.path / INDEX_NAME,
             expected=agent_filename(run, entry.epoch),
             found=entry.file,
             fix="restore index.json from a backup",
@@ -362,7 +291,5 @@ def key_and_version(uri: str | os.PathLike[str]) -> tuple[str, int]:
         check_name_agrees(path, meta["run"], meta["epoch"])
         return meta["run"], meta["epoch"]
     if name.kind == "g1":
-        parent = path.absolute().parent
-        run_dir = parent.parent if parent.name == "checkpoints" else parent
-        return run_dir.name, name.epoch
+        return run_dir_of(path.absolute()).name, name.epoch
     return name.run or "", name.epoch

@@ -19,8 +19,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ckptcompat.evaluation.stats_db import EvalStatsDB, PolicyKey, PolicyLike
+from ckptcompat.evaluation.stats_db import EvalStatsDB
 from ckptcompat.evaluation.stats_queries import FilterCondition
+from ckptcompat.evaluation.stats_values import PolicyKey, PolicyLike
 
 if TYPE_CHECKING:
     from rich.table import Table

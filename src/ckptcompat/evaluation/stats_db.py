@@ -33,6 +33,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Self
 
+from ckptcompat.errors import StatsDBError
 from ckptcompat.evaluation.stats_episode import EpisodeStatsDB
 from ckptcompat.evaluation.stats_merge import ShardMergeMixin
 from ckptcompat.evaluation.stats_queries import EvalQueriesMixin
@@ -40,7 +41,6 @@ from ckptcompat.evaluation.stats_schema import EPISODE_TABLES, EVAL_VIEWS, SIMUL
 from ckptcompat.evaluation.stats_values import (
     PolicyKey,
     PolicyLike,
-    StatsDBError,
     check_int,
     check_policy_key,
     check_text,
@@ -49,12 +49,8 @@ from ckptcompat.evaluation.stats_values import (
 )
 
 __all__ = [
-    "EpisodeStatsDB",
     "EvalStatsDB",
-    "PolicyKey",
-    "PolicyLike",
     "SimulationStatsDB",
-    "StatsDBError",
     "merge_shards",
 ]
 

@@ -18,8 +18,9 @@ from typing import Any, Self
 
 import duckdb
 
+from ckptcompat.errors import StatsDBError
 from ckptcompat.evaluation.stats_schema import EPISODE_TABLES, META_DDL, SCHEMA_VERSION, Table
-from ckptcompat.evaluation.stats_values import EpisodeRows, StatsDBError, episode_rows
+from ckptcompat.evaluation.stats_values import EpisodeRows, episode_rows
 
 __all__ = ["EpisodeStatsDB"]
 

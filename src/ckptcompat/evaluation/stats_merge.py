@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 
 import duckdb
 
+from ckptcompat.errors import StatsDBError
 from ckptcompat.evaluation.stats_schema import SCHEMA_VERSION, Table
-from ckptcompat.evaluation.stats_values import StatsDBError
 
 __all__ = ["ShardMergeMixin"]
 

@@ -22,8 +22,9 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Literal
 
+from ckptcompat.errors import StatsDBError
 from ckptcompat.evaluation.stats_schema import FILTER_COLUMNS, FilterClause, parse_filter
-from ckptcompat.evaluation.stats_values import PolicyKey, PolicyLike, StatsDBError, check_text
+from ckptcompat.evaluation.stats_values import PolicyKey, PolicyLike, check_text
 
 if TYPE_CHECKING:
     pass

@@ -10,7 +10,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ckptcompat.evaluation.stats_values import StatsDBError
+from ckptcompat.errors import StatsDBError
 
 __all__ = [
     "EPISODE_TABLES",

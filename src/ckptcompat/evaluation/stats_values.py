@@ -1,4 +1,4 @@
-"""The values the stats DB accepts: its error, policy keys, and checks run before any SQL.
+"""The values the stats DB accepts: policy keys, and checks run before any SQL.
 
 - A policy is named by ``(policy_key, policy_version)`` (DESIGN section 6): the run name and
   the epoch, with epoch 0 a version like any other and ``None`` never a version.
@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
+from ckptcompat.errors import StatsDBError
+
 __all__ = [
     "INT32_MAX",
     "INT64_RANGE",
@@ -26,7 +28,6 @@ __all__ = [
     "HasKeyAndVersion",
     "PolicyKey",
     "PolicyLike",
-    "StatsDBError",
     "check_int",
     "check_metric_value",
     "check_policy_key",
@@ -37,35 +38,6 @@ __all__ = [
 
 INT64_RANGE = (-(2**63), 2**63 - 1)
 INT32_MAX = 2**31 - 1
-
-
-class StatsDBError(ValueError):
-    """A stats-DB write or query was refused; the message says expected, found and the fix.
-
-    A ``ValueError`` so that callers of the old API that caught ``ValueError`` still do.
-    """
-
-    def __init__(
-        self,
-        problem: str,
-        *,
-        expected: str | None = None,
-        found: str | None = None,
-        fix: str | None = None,
-        path: str | None = None,
-    ) -> None:
-        self.problem = problem
-        self.expected = expected
-        self.found = found
-        self.fix = fix
-        self.path = path
-        parts = [problem.rstrip(".")]
-        parts += [f"expected {expected}"] if expected else []
-        parts += [f"found {found}"] if found else []
-        message = "; ".join(parts) + "."
-        if fix:
-            message += f" {fix[:1].upper()}{fix[1:].rstrip('.')}."
-        super().__init__((f"{path}: " if path else "") + message)
 
 
 # --------------------------------------------------------------------------- policy keys

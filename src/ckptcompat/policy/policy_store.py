@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import random
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -31,7 +30,12 @@ from typing import TYPE_CHECKING, Any, Literal
 from ckptcompat.checkpoint import legacy
 from ckptcompat.checkpoint import uri as uri_mod
 from ckptcompat.checkpoint.index import read_index
-from ckptcompat.errors import AgentMismatchError, CheckpointError, CheckpointNotFoundError
+from ckptcompat.checkpoint.layout import CHECKPOINTS_DIR, INDEX_NAME, parse_filename
+from ckptcompat.errors import (
+    AgentMismatchError,
+    CheckpointError,
+    PolicyMissingError,
+)
 from ckptcompat.policy._deprecation import warn_deprecated
 from ckptcompat.policy.mocks import MockPolicyRecord
 from ckptcompat.policy.policy_metadata import PolicyMetadata
@@ -40,20 +44,17 @@ from ckptcompat.policy.policy_record import PolicyRecord
 if TYPE_CHECKING:
     from torch import nn
 
+# PolicyMissingError lives in ckptcompat.errors; old callers import it from here (the
+# deprecated API's path, kept for good like the rest of this package).
 __all__ = ["PolicyMissingError", "PolicySelectorType", "PolicyStore"]
 
 log = logging.getLogger(__name__)
 
 PolicySelectorType = Literal["all", "top", "latest", "rand"]
 _SELECTORS = ("all", "top", "latest", "rand")
-_MODEL_RE = re.compile(r"^model_(\d+)\.pt$")
 _REPLACEMENT = "ckptcompat.checkpoint.SimpleCheckpointManager"
 #: ``top`` falls back to ``latest`` unless at least this share of records has the metric.
 TOP_MIN_SCORED_FRACTION = 0.8
-
-
-class PolicyMissingError(CheckpointNotFoundError, ValueError):
-    """No policy matched the URI or selector (a ValueError, as the old store raised)."""
 
 
 class PolicyStore:
@@ -108,8 +109,8 @@ class PolicyStore:
         uri = self._absolute(uri)
         path = Path(uri.removeprefix("file://"))
         if path.is_dir():
-            run_dir = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-            if (run_dir / "index.json").is_file():
+            run_dir = path / CHECKPOINTS_DIR if (path / CHECKPOINTS_DIR).is_dir() else path
+            if (run_dir / INDEX_NAME).is_file():
                 index = read_index(run_dir, None)
                 entries = sorted(index.checkpoints, key=lambda e: e.epoch, reverse=True)
                 return [self._indexed_record(run_dir / e.file, index.run, e) for e in entries]
@@ -142,14 +143,14 @@ class PolicyStore:
         return PolicyRecord._quiet(self, run, uri_mod.file_uri(path), metadata)
 
     def _file_record(self, path: Path) -> PolicyRecord:
-        name = uri_mod.parse_filename(path.name)
+        name = parse_filename(path.name)
         if name is not None and name.kind == "agent":
             run, epoch = uri_mod.key_and_version(path)
             entry = (
                 next(
                     (e for e in read_index(path.parent, None).checkpoints if e.epoch == epoch), None
                 )
-                if (path.parent / "index.json").is_file()
+                if (path.parent / INDEX_NAME).is_file()
                 else None
             )
             if entry is not None:
@@ -172,8 +173,8 @@ class PolicyStore:
         files = [p for p in directory.iterdir() if p.suffix == ".pt" and p.is_file()]
 
         def number(p: Path) -> int:
-            match = _MODEL_RE.match(p.name)
-            return int(match.group(1)) if match else -1
+            name = parse_filename(p.name)
+            return name.epoch if name is not None and name.kind == "g1" else -1
 
         files.sort(key=lambda p: (number(p), p.name), reverse=True)
         if not files:
@@ -284,7 +285,7 @@ class PolicyStore:
         if uri.startswith("mock://"):
             return SimpleCheckpointManager.load_from_uri(uri, self.device)
         path = Path(uri_mod.resolve(self._absolute(uri)).path or "")
-        name = uri_mod.parse_filename(path.name)
+        name = parse_filename(path.name)
         if name is not None and name.kind == "agent":
             return SimpleCheckpointManager.load_from_uri(path, self.device)
         ckpt = legacy.read_checkpoint(path, map_location=self.device)

@@ -37,21 +37,15 @@ import gymnasium
 import numpy as np
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
+from ckptcompat.errors import UnsupportedEnvError
+
 __all__ = [
     "ENV_SPECS",
     "EnvSpec",
-    "UnsupportedEnvError",
     "make_env",
     "make_vector_env",
     "reset_all",
 ]
-
-
-class UnsupportedEnvError(KeyError):
-    """The env id is not in :data:`ENV_SPECS`."""
-
-    def __str__(self) -> str:
-        return str(self.args[0])
 
 
 def _make_cartpole() -> gymnasium.Env:

@@ -1,0 +1,153 @@
+"""The on-disk layout of a run (DESIGN section 4), spelled here and nowhere else.
+
+::
+
+    data_dir/<run>/                      the run directory (run_dir)
+        checkpoints/                     CHECKPOINTS_DIR (checkpoints_dir)
+            <run>_v<epoch>.pt            agent, safe format v1 (agent_filename)
+            <run>_v<epoch>.trainer.pt    trainer state (trainer_filename)
+            index.json                   INDEX_NAME: the committed checkpoints
+            .lock                        LOCK_NAME: the writer lock (flock)
+            .<name>.tmp-<pid>            temp file of an atomic write (temp_path)
+
+File names carry no zero padding. Legacy names, read for migration only: G1
+``model_<NNNN>.pt`` (in ``checkpoints/`` or directly in the run directory), G2
+``<run>:v<E>.pt`` and ``<run>__e<E>__s<S>__t<T>__sc<SC>.pt``; :func:`parse_filename`
+classifies every name. Standard library only (the doctor reads names without torch).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from ckptcompat.errors import CheckpointError
+
+__all__ = [
+    "AGENT_FILE_RE",
+    "CHECKPOINTS_DIR",
+    "INDEX_NAME",
+    "LOCK_NAME",
+    "RUN_NAME_RE",
+    "TRAINER_FILE_RE",
+    "CheckpointName",
+    "NameKind",
+    "agent_filename",
+    "checkpoints_dir",
+    "is_temp_name",
+    "parse_filename",
+    "run_dir",
+    "run_dir_of",
+    "temp_path",
+    "trainer_filename",
+    "validate_run_name",
+]
+
+#: The directory inside a run directory that holds its checkpoints.
+CHECKPOINTS_DIR = "checkpoints"
+#: The run's index of complete checkpoints, inside ``checkpoints/``.
+INDEX_NAME = "index.json"
+#: The writer lock's file name inside ``checkpoints/``.
+LOCK_NAME = ".lock"
+
+#: Run names this package writes: safe in paths, URIs, file names and SQL keys.
+RUN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+#: Grammar of a safe-format agent checkpoint's file name.
+AGENT_FILE_RE = re.compile(r"^(?P<run>[^/:]+)_v(?P<epoch>\d+)\.pt$")
+#: Grammar of a trainer-state file name.
+TRAINER_FILE_RE = re.compile(r"^(?P<run>[^/:]+)_v(?P<epoch>\d+)\.trainer\.pt$")
+_G1_RE = re.compile(r"^model_(?P<epoch>\d+)\.pt$")
+_G2_COLON_RE = re.compile(r"^(?P<run>[^/:]+):v(?P<epoch>\d+)\.pt$")
+_G2_DUNDER_RE = re.compile(r"^(?P<run>(?:(?!__)[^/:])+)__e(?P<epoch>\d+)__s\d+__t\d+__sc-?\d+\.pt$")
+_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<pid>\d+)$")
+
+NameKind = Literal["agent", "trainer", "g1", "g2_colon", "g2_dunder"]
+
+
+def validate_run_name(run: Any) -> str:
+    """Return ``run`` if it matches :data:`RUN_NAME_RE`.
+
+    Raises:
+        CheckpointError: otherwise (empty, ``/``, ``:``, spaces, a leading ``.`` ...).
+    """
+    if type(run) is not str or not RUN_NAME_RE.match(run):
+        raise CheckpointError(
+            f"invalid run name {run!r}",
+            expected="letters, digits, '.', '_' or '-', not starting with '.', '_' or '-'",
+            found=repr(run),
+            fix="rename the run, e.g. 'cartpole-ppo_seed1'",
+        )
+    return run
+
+
+# --------------------------------------------------------------------------- directories
+def run_dir(data_dir: str | os.PathLike[str], run: str) -> Path:
+    """``data_dir/<run>``: the run directory."""
+    return Path(data_dir) / run
+
+
+def checkpoints_dir(data_dir: str | os.PathLike[str], run: str) -> Path:
+    """``data_dir/<run>/checkpoints``: where the run's checkpoints, index and lock live."""
+    return run_dir(data_dir, run) / CHECKPOINTS_DIR
+
+
+def run_dir_of(path: str | os.PathLike[str]) -> Path:
+    """The run directory of a checkpoint file, as given (not made absolute).
+
+    ``<run>/checkpoints/<file>`` -> ``<run>``; a file directly in a directory (a G1
+    ``<run>/model_<NNNN>.pt``) -> that directory.
+    """
+    parent = Path(path).parent
+    return parent.parent if parent.name == CHECKPOINTS_DIR else parent
+
+
+# --------------------------------------------------------------------------- file names
+def agent_filename(run: str, epoch: int) -> str:
+    """``<run>_v<epoch>.pt`` (no padding)."""
+    return f"{run}_v{epoch}.pt"
+
+
+def trainer_filename(run: str, epoch: int) -> str:
+    """``<run>_v<epoch>.trainer.pt`` (no padding)."""
+    return f"{run}_v{epoch}.trainer.pt"
+
+
+def temp_path(path: str | os.PathLike[str]) -> Path:
+    """``<dir>/.<name>.tmp-<pid>``: the temp file an atomic write of ``path`` uses."""
+    final = Path(path)
+    return final.with_name(f".{final.name}.tmp-{os.getpid()}")
+
+
+def is_temp_name(name: str) -> bool:
+    """True for a temp file name ``.<name>.tmp-<pid>`` (never a checkpoint)."""
+    return _TEMP_RE.match(name) is not None
+
+
+@dataclass(frozen=True)
+class CheckpointName:
+    """What a file name says. ``run`` is None for G1 (its run is the directory's name)."""
+
+    kind: NameKind
+    run: str | None
+    epoch: int
+
+
+def parse_filename(name: str) -> CheckpointName | None:
+    """Classify a file name; None for temp files, ``index.json``, ``.lock`` and others."""
+    if is_temp_name(name):
+        return None
+    for kind, pattern in (
+        ("trainer", TRAINER_FILE_RE),
+        ("agent", AGENT_FILE_RE),
+        ("g1", _G1_RE),
+        ("g2_colon", _G2_COLON_RE),
+        ("g2_dunder", _G2_DUNDER_RE),
+    ):
+        match = pattern.match(name)
+        if match is not None:
+            run = match.groupdict().get("run")
+            return CheckpointName(kind, run, int(match.group("epoch")))  # type: ignore[arg-type]
+    return None

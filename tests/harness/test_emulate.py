@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from ckptcompat.harness import emulate
-from ckptcompat.harness.golden_verify import GOLDEN_ROOT, generation_dir, read_golden
+from ckptcompat.harness.golden.read import GOLDEN_ROOT, generation_dir, read_golden
 
 pytestmark = pytest.mark.slow
 

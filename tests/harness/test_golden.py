@@ -5,10 +5,11 @@ of *this* torch would take and compares with what the producer recorded in MANIF
 Every generation is checked: generation 1 (``fixtures/golden/<cell>/``, made before the
 reproducible-numerics mode, so never compared bit for bit) and generation 2
 (``fixtures/golden/gen2/<cell>/``, made in the mode; bitwise where this process's numerics
-fingerprint allows, :func:`numerics_comparison`). Where a path cannot work on this torch (a numpy-1 pickle needs allowlist aliases, which
-torch < 2.6 lacks; a plain ``torch.load`` of a whole pickle on >= 2.6) the expected typed
-failure is asserted, not skipped. With ``CKPTCOMPAT_RECORDS`` set every check also writes a
-result record (``ckptcompat.harness.golden_records.emit_record``).
+fingerprint allows, :func:`numerics_comparison`). Where a path cannot work on this torch (a
+numpy-1 pickle needs allowlist aliases, which torch < 2.6 lacks; a plain ``torch.load`` of a
+whole pickle on >= 2.6) the expected typed failure is asserted, not skipped. With
+``CKPTCOMPAT_RECORDS`` set every check also writes a result record
+(``ckptcompat.harness.golden.records.emit_record``).
 """
 
 from __future__ import annotations
@@ -33,29 +34,32 @@ from ckptcompat import torch_compat
 from ckptcompat.agents.probe import params_digest
 from ckptcompat.checkpoint.rng import capture_rng_state, restore_rng_state
 from ckptcompat.errors import IncompatibleCheckpointError
-from ckptcompat.harness import golden, versions
-from ckptcompat.harness.golden_records import emit_record
-from ckptcompat.harness.golden_verify import (
+from ckptcompat.harness import versions
+from ckptcompat.harness.fixtures.manifest import sha256_file
+from ckptcompat.harness.golden import generate
+from ckptcompat.harness.golden.read import (
     GENERATION,
     GOLDEN_ROOT,
     KINDS,
     MANIFEST_NAME,
     Golden,
     GoldenError,
-    compare_state_dicts,
     environment_differences,
     file_problems,
-    finite,
     generation_dir,
     golden_dirs,
+    numerics_comparison,
+    read_golden,
+)
+from ckptcompat.harness.golden.records import emit_record
+from ckptcompat.harness.golden.verify import (
+    compare_state_dicts,
+    finite,
     greedy_returns,
     load_legacy_agent,
     load_safe_agent,
-    numerics_comparison,
     probe_problems,
-    read_golden,
     replay_ppo_update,
-    sha256_file,
 )
 from ckptcompat.harness.repro import LoadJob, LoadOutcome, run_loads
 from ckptcompat.rl.trainer import Trainer
@@ -66,7 +70,7 @@ PRODUCERS = [c.id for c in versions.GOLDEN_PRODUCERS]
 GENERATIONS = (1, GENERATION)
 #: Every committed golden as ``"<cell>"`` (generation 1) or ``"gen<N>-<cell>"``.
 GOLDENS = [c if g == 1 else f"gen{g}-{c}" for g in GENERATIONS for c in PRODUCERS]
-AGENTS = [a.name for a in golden.AGENTS]
+AGENTS = [a.name for a in generate.AGENTS]
 PAIRS = [pytest.param(c, a, id=f"{c}-{a}") for c in GOLDENS for a in AGENTS]
 LEGACY = ("g1", "g2", "state_dict")
 WHOLE_PICKLES = ("g1", "g2")
@@ -155,7 +159,7 @@ def test_size_budget(label: str) -> None:
     """Guards goldens bloating the repository: each cell's directory stays under 1 MB."""
     g = _golden(label)
     total = sum(p.stat().st_size for p in g.root.rglob("*") if p.is_file())
-    assert total < golden.SIZE_BUDGET_BYTES, f"{label}: {total} bytes"
+    assert total < generate.SIZE_BUDGET_BYTES, f"{label}: {total} bytes"
 
 
 @pytest.mark.parametrize("label", GOLDENS)
@@ -248,13 +252,13 @@ def test_generate_never_replaces_a_different_golden(tmp_path: Path) -> None:
     identical bytes are verified, not rewritten. One cell: pure file logic, no torch."""
     target = tmp_path / "t99"
     files = {"a/x.pt": b"x", MANIFEST_NAME: b"{}"}
-    assert golden.write_or_verify(target, files) == ["a/x.pt", MANIFEST_NAME]
-    assert golden.write_or_verify(target, files) == []
+    assert generate.write_or_verify(target, files) == ["a/x.pt", MANIFEST_NAME]
+    assert generate.write_or_verify(target, files) == []
     with pytest.raises(GoldenError, match=r"append-only.*differing: a/x\.pt"):
-        golden.write_or_verify(target, {**files, "a/x.pt": b"y", "b/new.pt": b"n"})
+        generate.write_or_verify(target, {**files, "a/x.pt": b"y", "b/new.pt": b"n"})
     assert not (target / "b").exists() and (target / "a/x.pt").read_bytes() == b"x"
     with pytest.raises(GoldenError, match=r"not generated here: a/x\.pt"):
-        golden.write_or_verify(target, {MANIFEST_NAME: b"{}"})
+        generate.write_or_verify(target, {MANIFEST_NAME: b"{}"})
 
 
 # --------------------------------------------------------------------------- loading

@@ -1,4 +1,4 @@
-"""Cross-version scenarios (harness/scenarios.py, phases.py, phase_golden.py).
+"""Cross-version scenarios (harness/scenarios.py, phases.py, golden/phase.py).
 
 The plan is checked without torch; the phases run for real, in this cell, as the matrix
 runs them in every cell: one process per phase, with a process counter on every Python
@@ -22,7 +22,8 @@ import torch
 
 from ckptcompat.checkpoint.layout import RUN_NAME_RE
 from ckptcompat.evaluation.stats_db import SimulationStatsDB
-from ckptcompat.harness import phase_golden, results, scenarios, versions
+from ckptcompat.harness import results, scenarios, versions
+from ckptcompat.harness.golden import phase as phase_golden
 from ckptcompat.harness.scenarios import AGENTS, PHASES, Chain, Layout
 
 CELLS = scenarios.DEFAULT_CELLS

@@ -1,6 +1,6 @@
 """A team's own agents through ``--config``.
 
-Covers harness/team.py, harness/team_checks.py and examples/team_project.
+Covers harness/team.py, harness/golden/team.py and examples/team_project.
 
 Runs in every cell: config parsing, the example agent via the registry, doctor + migrate of the
 example's old checkpoints here, and the team matrix path end to end in THIS cell only (one

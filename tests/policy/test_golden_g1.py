@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from ckptcompat.errors import IncompatibleCheckpointError
-from ckptcompat.harness import golden_verify
+from ckptcompat.harness.golden import read as golden_read
+from ckptcompat.harness.golden import verify as golden_verify
 from ckptcompat.harness.versions import GOLDEN_PRODUCERS
 from ckptcompat.policy import PolicyStore
 from ckptcompat.torch_compat import HAS_ALIASED_SAFE_GLOBALS
@@ -22,7 +23,7 @@ def test_policy_store_reads_g1_from_every_producer(producer: str, agent: str, tm
     the producer's manifest. numpy-1 pickles (t24np1) need torch 2.6+'s allowlist aliases;
     on 2.4/2.5 the store must say so with IncompatibleCheckpointError, not load something.
     """
-    golden = golden_verify.read_golden(golden_verify.GOLDEN_ROOT / producer)
+    golden = golden_read.read_golden(golden_read.GOLDEN_ROOT / producer)
     path = golden.path(agent, "g1")
     with pytest.deprecated_call():
         store = PolicyStore(device="cpu", data_dir=tmp_path)

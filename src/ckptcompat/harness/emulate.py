@@ -113,7 +113,8 @@ def probe(golden_dir: str | os.PathLike[str]) -> dict[str, Any]:
     numerics.apply()
     from ckptcompat.agents.probe import params_digest
     from ckptcompat.agents.registry import build_agent
-    from ckptcompat.harness.golden_verify import read_golden, replay_ppo_update
+    from ckptcompat.harness.golden.read import read_golden
+    from ckptcompat.harness.golden.verify import replay_ppo_update
 
     golden = read_golden(golden_dir)
     updates = {}
@@ -188,7 +189,7 @@ def run_path(
                           env).strip().splitlines()[-1])  # fmt: skip
     detail: dict[str, Any] = {"ppo_update": out["ppo_update"], "init": out["init"]}
     if cell is not None:
-        from ckptcompat.harness.golden_verify import generation_dir
+        from ckptcompat.harness.golden.read import generation_dir
 
         with tempfile.TemporaryDirectory(prefix="ckptcompat-emulate-") as tmp:
             # The golden CLI refuses to produce outside the mode: only regenerate inside it.
@@ -226,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.probe is not None:
         print(json.dumps(probe(args.probe), sort_keys=True))
         return 0
-    from ckptcompat.harness.golden_verify import GOLDEN_ROOT, generation_dir
+    from ckptcompat.harness.golden.read import GOLDEN_ROOT, generation_dir
 
     golden_dir = args.golden or generation_dir(GOLDEN_ROOT, args.cell or "t26")
     paths = available_paths()

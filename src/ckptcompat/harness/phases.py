@@ -4,7 +4,7 @@
 runs every step of ``PHASE`` (``train``, ``resume`` or ``evaluate``) whose torch is
 ``CELL``'s (see :func:`ckptcompat.harness.scenarios.steps`) and appends one result record
 per check to ``<records>/<phase>-<cell>-<pid>.jsonl``. The evaluate phase then runs the
-golden checks of :mod:`ckptcompat.harness.phase_golden` in the same process. It must run
+golden checks of :mod:`ckptcompat.harness.golden.phase` in the same process. It must run
 in ``CELL``'s venv: a mismatch between the running torch and the cell's pin is a usage error.
 
 Checks, per record (outcome ``fail`` when one does not hold, ``error`` on an unexpected
@@ -475,13 +475,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         specs=specs,
     )
     if args.phase == "evaluate" and team is not None:
-        from ckptcompat.harness import team_checks
+        from ckptcompat.harness.golden import team as team_golden
 
-        return team_checks.run(args.cell, team, specs, records_file, not args.no_golden)
+        return team_golden.run(args.cell, team, specs, records_file, not args.no_golden)
     if args.phase == "evaluate" and not args.no_golden:
-        from ckptcompat.harness import phase_golden
+        from ckptcompat.harness.golden import phase as golden_phase
 
-        return phase_golden.run(args.cell, records_file, args.work / f".golden-{os.getpid()}")
+        return golden_phase.run(args.cell, records_file, args.work / f".golden-{os.getpid()}")
     return 0
 
 

@@ -34,15 +34,9 @@ from ckptcompat.checkpoint.manager import SimpleCheckpointManager
 from ckptcompat.checkpoint.migrate import migrate
 from ckptcompat.errors import CheckpointError
 from ckptcompat.harness import results
-from ckptcompat.harness.golden_records import artifact_name
-from ckptcompat.harness.golden_verify import (
-    GoldenError,
-    golden_dirs,
-    load_legacy_agent,
-    load_safe_agent,
-    probe_problems,
-    read_golden,
-)
+from ckptcompat.harness.golden.read import GoldenError, golden_dirs, read_golden
+from ckptcompat.harness.golden.records import artifact_name
+from ckptcompat.harness.golden.verify import load_legacy_agent, load_safe_agent, probe_problems
 from ckptcompat.harness.team import TeamConfig
 
 __all__ = ["LEGACY_KINDS", "checkpoint_checks", "golden_checks", "run"]

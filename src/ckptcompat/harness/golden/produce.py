@@ -6,7 +6,7 @@ How the files come about mirrors the trainer (:mod:`ckptcompat.rl.trainer`) with
 :class:`SimpleCheckpointManager` (agent + trainer state, no wall-clock times) and as G1, G2
 and a bare state_dict. The rollout of epoch 1 is then collected and stored, and the update
 on it is replayed from the *saved* files with
-:func:`~ckptcompat.harness.golden_verify.replay_ppo_update`, the function consumers run.
+:func:`~ckptcompat.harness.golden.verify.replay_ppo_update`, the function consumers run.
 Probe outputs and greedy returns are measured on the agent loaded back from its safe file.
 """
 
@@ -30,7 +30,7 @@ from ckptcompat.agents.spaces import space_to_config
 from ckptcompat.checkpoint import legacy
 from ckptcompat.checkpoint.atomic import write_atomic
 from ckptcompat.checkpoint.manager import SimpleCheckpointManager
-from ckptcompat.harness.golden_verify import (
+from ckptcompat.harness.golden.verify import (
     greedy_returns,
     load_safe_agent,
     probe_outputs,

@@ -16,17 +16,17 @@ For each agent of :data:`AGENTS` -- a run directory named after it::
     <agent>/post_update_v1.pt                  the parameters after one PPO update on it
 
 and one ``MANIFEST.json``: sha256 and size of every file, the producer's torch / numpy /
-python / ckptcompat versions, ``uv pip freeze`` and numerics fingerprint, per agent the probe batch with its greedy
-outputs, greedy returns on fixed seeds, and the tolerances consumers compare with. How the
-files are produced: :mod:`ckptcompat.harness.golden_produce`; how they are checked:
-:mod:`ckptcompat.harness.golden_verify`.
+python / ckptcompat versions, ``uv pip freeze`` and numerics fingerprint, per agent the
+probe batch with its greedy outputs, greedy returns on fixed seeds, and the tolerances
+consumers compare with. How the files are produced: :mod:`ckptcompat.harness.golden.produce`;
+how they are checked: :mod:`ckptcompat.harness.golden.read` and
+:mod:`ckptcompat.harness.golden.verify`.
 
-Deterministic bytes (DESIGN section 8): the reproducible-numerics mode, fixed seeds, ``created_at`` from
-``SOURCE_DATE_EPOCH`` (fixed here), every torch file written to a file object (so its zip
-folder is ``archive/``, not the file's name), no wall-clock times. Goldens are append-only:
-:func:`generate` writes into a new or empty directory, or verifies that an existing one holds
-exactly these bytes; it never replaces a different file.
-"""
+Deterministic bytes (DESIGN section 8): the reproducible-numerics mode, fixed seeds,
+``created_at`` from ``SOURCE_DATE_EPOCH`` (fixed here), every torch file written to a file
+object (so its zip folder is ``archive/``, not the file's name), no wall-clock times.
+Goldens are append-only: :func:`generate` writes into a new or empty directory, or verifies
+that an existing one holds exactly these bytes; it never replaces a different file."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ import ckptcompat
 from ckptcompat import numerics
 from ckptcompat.checkpoint.atomic import LOCK_NAME, write_bytes_atomic
 from ckptcompat.harness import versions
-from ckptcompat.harness.golden_produce import (
+from ckptcompat.harness.golden.produce import (
     AGENTS,
     ENV_ID,
     EPOCH,
@@ -59,7 +59,7 @@ from ckptcompat.harness.golden_produce import (
     GoldenAgent,
     produce_agent,
 )
-from ckptcompat.harness.golden_verify import (
+from ckptcompat.harness.golden.read import (
     GENERATION,
     MANIFEST_NAME,
     MANIFEST_SCHEMA,
@@ -165,7 +165,7 @@ def _check_numerics() -> None:
         setting = " ".join(f"{k}={v}" for k, v in numerics.REPRODUCIBLE_ENV.items())
         raise GoldenError(
             "goldens are produced in the reproducible-numerics mode, and this process is not "
-            f"in it ({numerics.describe(fp)}); run `nox -s \"golden(<cell>)\"` or "
+            f'in it ({numerics.describe(fp)}); run `nox -s "golden(<cell>)"` or '
             f"`python -m ckptcompat.harness.golden` (both set it), or set {setting} before "
             "starting Python. On a machine that is not x86-64 with MKL no such mode exists: "
             "produce goldens on one that is"
@@ -287,7 +287,3 @@ def main(argv: list[str] | None = None) -> int:
     state = f"wrote {len(written)} files" if written else "verified identical (nothing written)"
     print(f"golden {args.cell}: {state} in {target}; {total} bytes in total")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -20,7 +20,7 @@ import torch
 
 from ckptcompat.harness import results
 from ckptcompat.harness.fixtures import locator
-from ckptcompat.harness.golden_verify import Golden
+from ckptcompat.harness.golden.read import Golden
 
 __all__ = ["RECORDS_ENV", "artifact_name", "emit_record", "records_dir"]
 

@@ -29,7 +29,7 @@ from _ppo import ENV_STEPS, HYPER, run_ours, run_sb3
 from _report import machine_facts, render
 from _timing import ratio, summary
 
-from ckptcompat.checkpoint.manager import save_agent_file
+from ckptcompat.checkpoint.saving import save_agent_file
 
 __all__ = ["main"]
 

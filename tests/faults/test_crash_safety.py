@@ -179,7 +179,7 @@ def test_fault_point_keeps_the_previous_checkpoint(
 # --------------------------------------------------------------------------- kill loop
 _TRAIN = """
     from pathlib import Path
-    from ckptcompat.checkpoint import atomic, manager as manager_module
+    from ckptcompat.checkpoint import atomic, saving
     from ckptcompat.rl import trainer
     from ckptcompat.rl.ppo import PPOConfig
 
@@ -193,7 +193,7 @@ _TRAIN = """
         return original(path, write)
 
     atomic.write_atomic = signalling  # write_bytes_atomic (index.json) looks it up here
-    manager_module.write_atomic = signalling  # the manager imported it by name
+    saving.write_atomic = signalling  # write_payload imported it by name
     if ARGS["fresh"]:
         config = trainer.TrainerConfig(
             env_id="CartPole-v1", seed=0, checkpoint_every=1,

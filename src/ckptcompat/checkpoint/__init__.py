@@ -11,14 +11,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ckptcompat.checkpoint.manager import SimpleCheckpointManager, TrainerState
+    from ckptcompat.checkpoint.manager import SimpleCheckpointManager
+    from ckptcompat.checkpoint.trainer_state import TrainerState
 
 __all__ = ["SimpleCheckpointManager", "TrainerState"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
-        from ckptcompat.checkpoint import manager
+    if name == "SimpleCheckpointManager":
+        from ckptcompat.checkpoint.manager import SimpleCheckpointManager
 
-        return getattr(manager, name)
+        return SimpleCheckpointManager
+    if name == "TrainerState":
+        from ckptcompat.checkpoint.trainer_state import TrainerState
+
+        return TrainerState
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -32,7 +32,6 @@ from ckptcompat.checkpoint.index import CheckpointEntry, TrainerEntry
 from ckptcompat.checkpoint.rebuild import Device, rebuild_agent
 from ckptcompat.checkpoint.uri import check_name_agrees
 from ckptcompat.errors import (
-    AgentMismatchError,
     CheckpointError,
     CheckpointNotFoundError,
     CorruptCheckpointError,
@@ -46,7 +45,6 @@ __all__ = [
     "check_verify",
     "load_agent_file",
     "load_verified",
-    "restore_state_dict",
 ]
 
 VerifyMode = Literal["full", "size", "none"]
@@ -167,21 +165,3 @@ def load_agent_file(
     meta = payload["metadata"]
     check_name_agrees(path, meta["run"], meta["epoch"])
     return rebuild_agent(payload, path, device)
-
-
-def restore_state_dict(target: Any, state: dict[str, Any], what: str, path: Path) -> None:
-    """``target.load_state_dict(state)`` for an optimizer or scheduler.
-
-    Raises:
-        AgentMismatchError: ``target`` does not match the saved state.
-    """
-    try:
-        target.load_state_dict(state)
-    except (ValueError, KeyError, RuntimeError) as exc:
-        raise AgentMismatchError(
-            f"the saved {what} state does not fit the {what} passed in",
-            path=path,
-            expected=f"a {type(target).__qualname__} over the same parameter groups",
-            found=f"{type(exc).__name__}: {exc}",
-            fix=f"build the {what} exactly as in the run that saved it",
-        ) from exc

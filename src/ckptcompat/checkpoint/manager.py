@@ -1,12 +1,8 @@
 """SimpleCheckpointManager: save, load, select and clean up a run's checkpoints.
 
-Layout (DESIGN section 4)::
-
-    data_dir/<run>/checkpoints/
-        <run>_v<epoch>.pt            agent, safe format v1
-        <run>_v<epoch>.trainer.pt    optimizer, scheduler, RNG streams
-        index.json                   the committed checkpoints, with size and digest
-        .lock                        the writer lock (flock)
+Files: ``data_dir/<run>/checkpoints/`` holds ``<run>_v<epoch>.pt`` (agent),
+``<run>_v<epoch>.trainer.pt`` (optimizer, scheduler, RNG streams), ``index.json`` and the
+writer lock, as :mod:`ckptcompat.checkpoint.layout` spells them.
 
 Every write is atomic and the index is updated after the file it describes, so the index
 only ever lists complete files; a checkpoint exists once the index lists it. Writes take
@@ -25,12 +21,8 @@ Not thread-safe: use one manager per thread.
 
 from __future__ import annotations
 
-import copy
-import numbers
-from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
@@ -38,16 +30,13 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from ckptcompat import torch_compat
 from ckptcompat.checkpoint.atomic import (
-    CountingWriter,
     RunLock,
-    WriteResult,
     fault_point,
     remove_stale_temp_files,
-    write_atomic,
     write_bytes_atomic,
 )
+from ckptcompat.checkpoint.cache import AgentCache, cache_key
 from ckptcompat.checkpoint.format import (
     build_agent_payload,
     build_trainer_payload,
@@ -74,80 +63,19 @@ from ckptcompat.checkpoint.loading import (
     check_verify,
     load_agent_file,
     load_verified,
-    restore_state_dict,
 )
-from ckptcompat.checkpoint.rng import restore_rng_state
+from ckptcompat.checkpoint.saving import check_epoch, split_metadata, write_payload
+from ckptcompat.checkpoint.trainer_state import TrainerState, apply_trainer_state
 from ckptcompat.checkpoint.uri import file_uri, resolve
 from ckptcompat.errors import (
-    AgentMismatchError,
-    CheckpointError,
     CheckpointNotFoundError,
     CorruptCheckpointError,
 )
 
-__all__ = [
-    "DEFAULT_VERIFY",
-    "SimpleCheckpointManager",
-    "TrainerState",
-    "VerifyMode",
-    "save_agent_file",
-]
+__all__ = ["SimpleCheckpointManager"]
 
-_METADATA_KEYS = ("agent_step", "total_time_s", "score", "extra")
 _METRICS = ("epoch", "agent_step", "score")
 _STRATEGIES = ("latest", "all")
-
-
-@dataclass(frozen=True)
-class TrainerState:
-    """A loaded trainer state (already applied to the objects passed to the loader).
-
-    Attributes:
-        epoch, agent_step: where training stood.
-        optimizer_state: the optimizer's state_dict (tensors on CPU).
-        scheduler_state: the scheduler's state_dict, or None when none was saved.
-        extra: the primitives passed as ``extra`` when saving.
-        uri: ``file://`` URI of the trainer file.
-    """
-
-    epoch: int
-    agent_step: int
-    optimizer_state: dict[str, Any]
-    scheduler_state: dict[str, Any] | None
-    extra: dict[str, Any]
-    uri: str
-
-
-def _check_epoch(epoch: Any) -> int:
-    if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch < 0:
-        raise CheckpointError(
-            "epoch must be a non-negative int",
-            expected="an int >= 0 (0 is a valid epoch), or None for the latest",
-            found=repr(epoch),
-        )
-    return int(epoch)
-
-
-def _split_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
-    given = dict(metadata or {})
-    unknown = sorted(set(given) - set(_METADATA_KEYS))
-    if unknown:
-        raise CheckpointError(
-            f"unknown checkpoint metadata keys {unknown}",
-            expected=f"keys among {list(_METADATA_KEYS)}",
-            found=f"{sorted(given)}",
-            fix="put other values in metadata['extra'] (a dict of primitives); "
-            "wall time is 'total_time_s' in seconds",
-        )
-    step = given.get("agent_step", 0)
-    if isinstance(step, numbers.Integral) and not isinstance(step, bool):
-        step = int(step)
-    return {
-        "agent_step": step,
-        "total_time_s": given.get("total_time_s", 0.0),
-        "score": given.get("score"),
-        "extra": given.get("extra"),
-    }
 
 
 class SimpleCheckpointManager:
@@ -157,13 +85,9 @@ class SimpleCheckpointManager:
         run: run name (letters, digits, ``.``, ``_``, ``-``).
         data_dir: the directory holding run directories; created on the first write.
         cache_size: how many loaded agents to keep (LRU, keyed by file, digest, device,
-            verify mode and the file's inode, size and mtime); 0 disables. A cache hit
-            trusts the check made when the file was loaded only while the file on disk
-            is still that file: replacing it or rewriting it (new inode, size or mtime)
-            makes the next load read and verify it again. A file is cached from its
-            second load on: the first load returns the loaded agent itself (keeping a
-            copy would cost about as much as the load), later ones a private deep copy
-            of the cached agent, so training a returned agent never changes the cache.
+            verify mode and the file's inode, size and mtime); 0 disables. A file is
+            cached from its second load on, and a load answers a private copy; see
+            :mod:`ckptcompat.checkpoint.cache`.
 
     Raises:
         CheckpointError: an invalid run name.
@@ -172,14 +96,11 @@ class SimpleCheckpointManager:
 
     def __init__(self, run: str, data_dir: str | Path, cache_size: int = 3) -> None:
         self.run = validate_run_name(run)
-        if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 0:
-            raise ValueError(f"cache_size must be an int >= 0, not {cache_size!r}")
+        self._cache = AgentCache(cache_size)
         self.data_dir = Path(data_dir)
         self.run_dir = run_dir(self.data_dir, run)
         self.checkpoint_dir = checkpoints_dir(self.data_dir, run)
         self.cache_size = cache_size
-        self._cache: OrderedDict[tuple[Any, ...], nn.Module] = OrderedDict()
-        self._loaded_once: OrderedDict[tuple[Any, ...], None] = OrderedDict()
         self._lock = RunLock(self.checkpoint_dir)
 
     # ------------------------------------------------------------------ lock
@@ -264,8 +185,8 @@ class SimpleCheckpointManager:
             CheckpointError: bad epoch or metadata.
             InjectedFault: a fault point fired (tests).
         """
-        epoch = _check_epoch(epoch)
-        payload = build_agent_payload(agent, run=self.run, epoch=epoch, **_split_metadata(metadata))
+        epoch = check_epoch(epoch)
+        payload = build_agent_payload(agent, run=self.run, epoch=epoch, **split_metadata(metadata))
         path = self.checkpoint_dir / agent_filename(self.run, epoch)
         with self._writing():
             index = self._index()
@@ -274,7 +195,7 @@ class SimpleCheckpointManager:
                 # digest describe the old bytes.
                 index = index.without(checkpoints={epoch})
                 self._write_index(index)
-            result = write_atomic(path, lambda writer: _save(payload, writer))
+            result = write_payload(path, payload)
             fault_point("before_index_update")
             meta = payload["metadata"]
             entry = CheckpointEntry(
@@ -288,7 +209,7 @@ class SimpleCheckpointManager:
                 digest=result.digest,
             )
             self._write_index(index.with_checkpoint(entry))
-        self._forget({path.name})
+        self._cache.forget({path.name})
         return file_uri(path)
 
     def load_agent(
@@ -310,9 +231,7 @@ class SimpleCheckpointManager:
         """
         check_verify(verify)
         index = self._index()
-        entry = (
-            index.latest_checkpoint() if epoch is None else index.checkpoint(_check_epoch(epoch))
-        )
+        entry = index.latest_checkpoint() if epoch is None else index.checkpoint(check_epoch(epoch))
         if entry is None:
             raise CheckpointNotFoundError(
                 f"run {self.run!r} has no checkpoint"
@@ -323,35 +242,15 @@ class SimpleCheckpointManager:
                 fix="pick an indexed epoch, or check run and data_dir",
             )
         path = self._entry_path(entry)
-        key = _cache_key(path, entry, device, verify)
-        if key is not None and key in self._cache:
-            self._cache.move_to_end(key)
-            return copy.deepcopy(self._cache[key])
-        agent = load_agent_file(path, device, verify, entry)
-        if not self.cache_size or key is None:
-            return agent
-        if key not in self._loaded_once:
-            # A first load (resume, one evaluation) keeps nothing: the returned agent
-            # owns the loaded tensors and nobody else holds them.
-            self._loaded_once[key] = None
-            while len(self._loaded_once) > self.cache_size:
-                self._loaded_once.popitem(last=False)
-            return agent
-        del self._loaded_once[key]
-        self._cache[key] = agent
-        while len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
-        return copy.deepcopy(agent)
+        key = cache_key(path, entry, device, verify)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        return self._cache.admit(key, load_agent_file(path, device, verify, entry))
 
     def clear_cache(self) -> None:
         """Drop every cached agent."""
         self._cache.clear()
-        self._loaded_once.clear()
-
-    def _forget(self, files: set[str]) -> None:
-        for memo in (self._cache, self._loaded_once):
-            for key in [k for k in memo if k[0] in files]:
-                del memo[key]
 
     @staticmethod
     def load_from_uri(
@@ -452,7 +351,7 @@ class SimpleCheckpointManager:
             )
             for entry in [*gone, *gone_trainer]:
                 self._entry_path(entry).unlink(missing_ok=True)
-        self._forget({e.file for e in gone})
+        self._cache.forget({e.file for e in gone})
         return len(gone)
 
     # ------------------------------------------------------------------ trainer state
@@ -471,7 +370,7 @@ class SimpleCheckpointManager:
         Raises:
             RunLockedError, CheckpointError (non-primitive state or extra), InjectedFault.
         """
-        epoch = _check_epoch(epoch)
+        epoch = check_epoch(epoch)
         payload = build_trainer_payload(
             optimizer,
             run=self.run,
@@ -486,7 +385,7 @@ class SimpleCheckpointManager:
             if index.trainer_state(epoch) is not None:
                 index = index.without(trainer_states={epoch})
                 self._write_index(index)
-            result = write_atomic(path, lambda writer: _save(payload, writer))
+            result = write_payload(path, payload)
             fault_point("before_index_update")
             entry = TrainerEntry(
                 epoch=epoch,
@@ -532,7 +431,7 @@ class SimpleCheckpointManager:
             if entry is None:
                 return None
         else:
-            entry = index.trainer_state(_check_epoch(epoch))
+            entry = index.trainer_state(check_epoch(epoch))
             if entry is None:
                 raise CheckpointNotFoundError(
                     f"run {self.run!r} has no trainer state at epoch {epoch}",
@@ -543,79 +442,6 @@ class SimpleCheckpointManager:
                 )
         path = self._entry_path(entry)
         payload = validate_trainer_payload(load_verified(path, entry, verify), path)
-        if scheduler is not None and payload["scheduler"] is None:
-            raise AgentMismatchError(
-                "a scheduler was passed but the trainer state saved none",
-                path=path,
-                fix="pass scheduler=None, or resume from a state saved with a scheduler",
-            )
-        if optimizer is not None:
-            restore_state_dict(optimizer, payload["optimizer"], "optimizer", path)
-        if scheduler is not None:
-            restore_state_dict(scheduler, payload["scheduler"], "scheduler", path)
-        if restore_rng:
-            restore_rng_state(payload["rng"], path)
-        return TrainerState(
-            epoch=payload["epoch"],
-            agent_step=payload["agent_step"],
-            optimizer_state=payload["optimizer"],
-            scheduler_state=payload["scheduler"],
-            extra=payload["extra"],
-            uri=file_uri(path),
+        return apply_trainer_state(
+            payload, path, optimizer=optimizer, scheduler=scheduler, restore_rng=restore_rng
         )
-
-
-def save_agent_file(
-    agent: nn.Module,
-    path: str | Path,
-    *,
-    run: str,
-    epoch: int,
-    metadata: dict[str, Any] | None = None,
-    overwrite: bool = False,
-) -> WriteResult:
-    """Write one safe-format agent file at ``path``, outside any managed run (no index).
-
-    For callers that choose the path themselves (``migrate`` to a ``.pt``,
-    ``PolicyStore.save``). Atomic like every write here; ``metadata`` as for
-    :meth:`SimpleCheckpointManager.save_agent`.
-
-    Raises:
-        CheckpointError: ``path`` exists and ``overwrite`` is False; bad epoch or metadata.
-        AgentMismatchError: the agent's class or config cannot be saved.
-    """
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise CheckpointError(
-            "the destination exists; it is never overwritten silently",
-            path=path,
-            expected="a new file path",
-            found="an existing file",
-            fix="choose another destination or remove it yourself",
-        )
-    payload = build_agent_payload(
-        agent, run=run, epoch=_check_epoch(epoch), **_split_metadata(metadata)
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return write_atomic(path, lambda writer: _save(payload, writer))
-
-
-def _cache_key(
-    path: Path, entry: CheckpointEntry, device: Device, verify: VerifyMode
-) -> tuple[Any, ...] | None:
-    """The cache key of a load: the entry, device and verify mode, and the file's identity.
-
-    The file's ``(st_ino, st_size, st_mtime_ns)`` is part of the key, so a file replaced
-    or rewritten since it was cached is loaded (and verified) again instead of being
-    answered from memory. None: the file cannot be stat'ed (the load reports why).
-    """
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    identity = (st.st_ino, st.st_size, st.st_mtime_ns)
-    return (entry.file, entry.digest, str(torch.device(device)), verify, identity)
-
-
-def _save(payload: dict[str, Any], writer: CountingWriter) -> None:
-    torch_compat.save(payload, writer)  # type: ignore[arg-type]  # write/flush is enough

@@ -25,7 +25,8 @@ from ckptcompat.agents.probe import probe_batch, run_probe
 from ckptcompat.agents.registry import build_agent
 from ckptcompat.checkpoint import legacy
 from ckptcompat.checkpoint.layout import parse_filename, run_dir_of
-from ckptcompat.checkpoint.manager import SimpleCheckpointManager, save_agent_file
+from ckptcompat.checkpoint.manager import SimpleCheckpointManager
+from ckptcompat.checkpoint.saving import save_agent_file
 from ckptcompat.checkpoint.torch_names import WEIGHTS_ONLY_GLOBALS
 from ckptcompat.checkpoint.uri import file_uri
 from ckptcompat.errors import (

@@ -310,7 +310,7 @@ class PolicyStore:
             CheckpointError: the run name or epoch is unusable; see ``save_agent_file``.
         """
         warn_deprecated("PolicyStore.save", "SimpleCheckpointManager.save_agent")
-        from ckptcompat.checkpoint.manager import save_agent_file
+        from ckptcompat.checkpoint.saving import save_agent_file
 
         target = Path(path) if path is not None else Path(pr.file_path)
         meta = pr.metadata

@@ -22,6 +22,8 @@ from ckptcompat.errors import (
     CheckpointNotFoundError,
     InputError,
     MissingDependencyError,
+    StatsDBError,
+    UnsupportedEnvError,
 )
 
 __all__ = [
@@ -67,10 +69,13 @@ def exit_code(exc: BaseException) -> int | None:
     """The exit status for ``exc``: 2 bad input, 1 a failed check, None for a bug.
 
     Bad input: :class:`~ckptcompat.errors.InputError` (a missing dependency included),
-    :class:`~ckptcompat.errors.CheckpointNotFoundError` and OS errors on the paths given.
+    :class:`~ckptcompat.errors.CheckpointNotFoundError`, a stats DB that cannot be used
+    (:class:`~ckptcompat.errors.StatsDBError`), an env id that is not supported
+    (:class:`~ckptcompat.errors.UnsupportedEnvError`) and OS errors on the paths given.
     A failed check: any other :class:`~ckptcompat.errors.CheckpointError`.
     """
-    if isinstance(exc, (InputError, CheckpointNotFoundError, OSError)):
+    bad_input = (InputError, CheckpointNotFoundError, StatsDBError, UnsupportedEnvError, OSError)
+    if isinstance(exc, bad_input):
         return EXIT_USAGE
     if isinstance(exc, CheckpointError):
         return EXIT_FAILED

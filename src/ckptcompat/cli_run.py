@@ -134,7 +134,7 @@ def _train(args: argparse.Namespace) -> int:
         check_run_name(args.run)
         from ckptcompat.agents.registry import resolve_agent_class
         from ckptcompat.checkpoint.manager import SimpleCheckpointManager
-        from ckptcompat.errors import AgentMismatchError, UnsupportedEnvError
+        from ckptcompat.errors import AgentMismatchError
         from ckptcompat.rl.trainer import TrainerConfig, train
 
         try:
@@ -146,7 +146,7 @@ def _train(args: argparse.Namespace) -> int:
                 agent_class_path=args.agent,
                 agent_kwargs=args.agent_kwargs,
             )
-        except (AgentMismatchError, UnsupportedEnvError, ValueError) as exc:
+        except (AgentMismatchError, ValueError) as exc:  # --agent, --agent-kwargs
             raise as_input(exc) from exc
         result = train(config, args.run, args.dir, args.epochs, progress=False)
         agent = SimpleCheckpointManager(args.run, args.dir).load_agent(result.epoch)
@@ -199,17 +199,13 @@ def _evaluate(args: argparse.Namespace) -> int:
         check_db(args.db)
         from ckptcompat.checkpoint.manager import SimpleCheckpointManager
         from ckptcompat.checkpoint.uri import resolve
-        from ckptcompat.errors import StatsDBError, UnsupportedEnvError
         from ckptcompat.evaluation.evaluator import evaluate_policy
 
         resolved = resolve(on_disk(args.uri))  # pin :latest once, so every step sees one file
-        try:
-            env_id = args.env or _env_of(resolved.uri)
-            result = evaluate_policy(
-                resolved.uri, args.db, env_id=env_id, episodes=args.episodes, seed=args.seed
-            )
-        except (StatsDBError, UnsupportedEnvError) as exc:
-            raise as_input(exc) from exc
+        env_id = args.env or _env_of(resolved.uri)
+        result = evaluate_policy(
+            resolved.uri, args.db, env_id=env_id, episodes=args.episodes, seed=args.seed
+        )
         agent = SimpleCheckpointManager.load_from_uri(resolved.uri)
         class_path = f"{type(agent).__module__}.{type(agent).__qualname__}"
         agent_step = resolved.entry.agent_step if resolved.entry is not None else 0

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from ckptcompat.checkpoint import allowlist
+from ckptcompat.checkpoint.layout import parse_filename
 from ckptcompat.checkpoint.torch_names import WEIGHTS_ONLY_GLOBALS
 from ckptcompat.doctor.agent_hint import find_agent
 
@@ -35,7 +36,7 @@ _CONTAINERS = {
     "torchscript": "a TorchScript archive (torch.jit.save), not a torch.save file",
     "legacy_tar": "a pre-1.6 .tar checkpoint (torch.save's old container)",
 }
-# migrate tells run and epoch from these names alone (checkpoint.uri.parse_filename kinds).
+# migrate tells run and epoch from these names alone (layout.parse_filename kinds).
 _NAMED_KINDS = ("g1", "g2_colon", "g2_dunder")
 
 
@@ -102,14 +103,8 @@ def generation(result: ScanResult, facts: PickleFacts) -> tuple[Generation, str]
     return "other", f"{what}, not an agent checkpoint of a known generation"
 
 
-def _named(path: str) -> bool | None:
-    """True when migrate can tell run and epoch from the file name; None if unknown here."""
-    try:
-        # Deferred: checkpoint.uri imports checkpoint.atomic, which needs xxhash; a
-        # report-only venv (ckptcompat installed with --no-deps) lacks it.
-        from ckptcompat.checkpoint.uri import parse_filename
-    except ModuleNotFoundError:
-        return None
+def _named(path: str) -> bool:
+    """True when migrate can tell run and epoch from the file name alone."""
     name = parse_filename(Path(path).name)
     return name is not None and name.kind in _NAMED_KINDS
 
@@ -155,11 +150,8 @@ def migration(
             parts += ["--class-path", hint.class_path, "--config", shlex.quote(hint.config_json)]
             agent_from = hint.source
         notes.append(hint_note)
-    named = _named(path)
-    if not named:
+    if not _named(path):
         parts += ["--run", "RUN", "--epoch", "EPOCH"]
-    if named is None:
-        notes.append("whether the file name gives run and epoch needs xxhash, absent here")
     if offenders:
         parts.append("--trust")
         notes.append(

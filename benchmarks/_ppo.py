@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 from ckptcompat.rl.ppo import PPOConfig
-from ckptcompat.rl.trainer import DEFAULT_AGENT, MLP_AGENT, Trainer, TrainerConfig
+from ckptcompat.rl.trainer import Trainer
+from ckptcompat.rl.trainer_config import DEFAULT_AGENT, MLP_AGENT, TrainerConfig
 
 __all__ = ["AGENTS", "ENV_STEPS", "HYPER", "run_ours", "run_sb3"]
 

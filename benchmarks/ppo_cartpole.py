@@ -27,7 +27,8 @@ import torch
 
 from ckptcompat.rl.envs import make_vector_env, reset_all
 from ckptcompat.rl.ppo import PPOConfig
-from ckptcompat.rl.trainer import DEFAULT_AGENT, MLP_AGENT, Trainer, TrainerConfig, evaluate_greedy
+from ckptcompat.rl.trainer import Trainer, evaluate_greedy
+from ckptcompat.rl.trainer_config import DEFAULT_AGENT, MLP_AGENT, TrainerConfig
 
 __all__ = ["AGENTS", "learning_curve", "main", "throughput"]
 

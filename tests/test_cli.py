@@ -263,7 +263,7 @@ def test_help_has_exit_codes_defaults_and_no_markup(capsys: pytest.CaptureFixtur
 def test_train_default_agent_is_the_trainers() -> None:
     """Guards the --agent default (spelled in cli_run so --help needs no torch) drifting
     from the trainer's default agent (one cell: constants)."""
-    from ckptcompat.rl.trainer import DEFAULT_AGENT
+    from ckptcompat.rl.trainer_config import DEFAULT_AGENT
 
     assert cli_run._DEFAULT_AGENT == DEFAULT_AGENT
 

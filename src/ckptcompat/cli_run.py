@@ -38,7 +38,7 @@ from ckptcompat.errors import InputError
 __all__ = ["STEPS", "add_parser", "env_ids", "usage_record"]
 
 STEPS = ("train", "resume", "evaluate")
-_DEFAULT_AGENT = "ckptcompat.agents.recurrent.RecurrentAgent"  # = rl.trainer.DEFAULT_AGENT
+_DEFAULT_AGENT = "ckptcompat.agents.recurrent.RecurrentAgent"  # = rl.trainer_config.DEFAULT_AGENT
 _DEFAULT_ENV = "CartPole-v1"
 _OUTCOMES = {EXIT_OK: "pass", EXIT_FAILED: "fail", EXIT_USAGE: "error"}
 Body = Callable[[], tuple[str | None, dict[str, Any], str]]
@@ -135,7 +135,8 @@ def _train(args: argparse.Namespace) -> int:
         from ckptcompat.agents.registry import resolve_agent_class
         from ckptcompat.checkpoint.manager import SimpleCheckpointManager
         from ckptcompat.errors import AgentMismatchError
-        from ckptcompat.rl.trainer import TrainerConfig, train
+        from ckptcompat.rl.trainer import train
+        from ckptcompat.rl.trainer_config import TrainerConfig
 
         try:
             resolve_agent_class(args.agent)

@@ -20,7 +20,7 @@ from torch import nn
 
 from ckptcompat.agents import AgentOutput, AgentState, MockAgent, RecurrentAgent
 from ckptcompat.checkpoint.manager import SimpleCheckpointManager
-from ckptcompat.errors import AgentMismatchError, CheckpointError
+from ckptcompat.errors import AgentMismatchError, CheckpointError, InputError
 from ckptcompat.evaluation.analysis import summarize
 from ckptcompat.evaluation.evaluator import (
     EvaluationResult,
@@ -28,7 +28,7 @@ from ckptcompat.evaluation.evaluator import (
     evaluate_policy,
     run_episode,
 )
-from ckptcompat.evaluation.stats_db import EvalStatsDB, StatsDBError
+from ckptcompat.evaluation.stats_db import EvalStatsDB
 from ckptcompat.policy.mocks import MockPolicyRecord
 from ckptcompat.policy.policy_record import PolicyRecord
 from ckptcompat.rl.envs import make_env
@@ -234,7 +234,7 @@ def test_in_memory_agent_needs_a_valid_explicit_key(
     """An in-memory agent recorded under a guessed key ("unknown", 0) or a URI: rows that
     no query by run name finds. Refused before any DB file is created."""
     db_path = tmp_path / "eval.duckdb"
-    with pytest.raises(StatsDBError, match=r"policy_key|policy_version|policy key"):
+    with pytest.raises(InputError, match=r"policy_key|policy_version|policy key"):
         evaluate_policy(
             _build("mock"), db_path, env_id=CARTPOLE, policy_key=key, policy_version=version
         )
@@ -261,7 +261,7 @@ def test_in_memory_agent_with_explicit_key(tmp_path: Path) -> None:
 def test_explicit_key_disagreeing_with_uri_is_refused(tmp_path: Path, cart_uri: str) -> None:
     """An explicit key silently overriding the key scheme for a checkpoint."""
     db_path = tmp_path / "eval.duckdb"
-    with pytest.raises(StatsDBError, match="disagrees") as info:
+    with pytest.raises(InputError, match="disagrees") as info:
         evaluate_policy(cart_uri, db_path, env_id=CARTPOLE, policy_key="cart", policy_version=1)
     assert info.value.expected is not None and "cart:v0" in info.value.expected
     assert not db_path.exists()

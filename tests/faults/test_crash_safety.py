@@ -180,7 +180,7 @@ def test_fault_point_keeps_the_previous_checkpoint(
 _TRAIN = """
     from pathlib import Path
     from ckptcompat.checkpoint import atomic, saving
-    from ckptcompat.rl import trainer
+    from ckptcompat.rl import trainer, trainer_config
     from ckptcompat.rl.ppo import PPOConfig
 
     original = atomic.write_atomic
@@ -195,7 +195,7 @@ _TRAIN = """
     atomic.write_atomic = signalling  # write_bytes_atomic (index.json) looks it up here
     saving.write_atomic = signalling  # write_payload imported it by name
     if ARGS["fresh"]:
-        config = trainer.TrainerConfig(
+        config = trainer_config.TrainerConfig(
             env_id="CartPole-v1", seed=0, checkpoint_every=1,
             agent_class_path="ckptcompat.agents.mock.MockAgent",
             ppo=PPOConfig(num_envs=2, num_steps=16, num_minibatches=1, update_epochs=1),

@@ -17,7 +17,8 @@ from ckptcompat.checkpoint.manager import SimpleCheckpointManager
 from ckptcompat.errors import CheckpointError, CheckpointNotFoundError
 from ckptcompat.rl.envs import make_vector_env
 from ckptcompat.rl.ppo import PPOConfig
-from ckptcompat.rl.trainer import Trainer, TrainerConfig, evaluate_greedy, resume, train
+from ckptcompat.rl.trainer import Trainer, evaluate_greedy, resume, train
+from ckptcompat.rl.trainer_config import TrainerConfig
 
 MOCK = "ckptcompat.agents.mock.MockAgent"
 RECURRENT = "ckptcompat.agents.recurrent.RecurrentAgent"
@@ -61,7 +62,8 @@ CASES: dict[str, TrainerConfig] = {
 
 _STOP_SCRIPT = """
 import json, sys
-from ckptcompat.rl.trainer import TrainerConfig, train
+from ckptcompat.rl.trainer import train
+from ckptcompat.rl.trainer_config import TrainerConfig
 data_dir, epochs, cases = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
 for run, config in cases.items():
     train(TrainerConfig.from_json(config), run, data_dir, epochs, progress=False)

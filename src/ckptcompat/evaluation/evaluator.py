@@ -15,7 +15,8 @@ What it evaluates, and where ``(policy_key, policy_version)`` comes from:
 * a PolicyRecord-like object (``.policy`` and ``.key_and_version()``): its own key, and
   its ``.uri`` resolved;
 * an agent (``nn.Module``) in memory: it has no key, so ``policy_key`` and
-  ``policy_version`` are required (:class:`StatsDBError` otherwise).
+  ``policy_version`` are required (:class:`~ckptcompat.errors.InputError` otherwise;
+  :mod:`.policy_source` settles keys).
 
 Episodes run one env at a time, each from a fresh seeded reset, so an episode's return
 depends only on the agent and its seed: the same agent, ``seed`` and ``episodes`` give
@@ -32,54 +33,41 @@ before the DB file is opened, so a refused policy leaves no DB behind.
 from __future__ import annotations
 
 import dataclasses
-import functools
-import itertools
 import math
 import os
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
 
-from ckptcompat.agents.spaces import as_space
-from ckptcompat.checkpoint import uri as uri_mod
-from ckptcompat.checkpoint.manager import SimpleCheckpointManager
-from ckptcompat.errors import AgentMismatchError, CheckpointError
-from ckptcompat.evaluation.stats_db import PolicyKey, SimulationStatsDB, StatsDBError
-from ckptcompat.evaluation.stats_values import HasKeyAndVersion
+from ckptcompat.errors import AgentMismatchError
+from ckptcompat.evaluation.policy_source import (
+    PolicySource,
+    check_agent_fits_env,
+    explicit_key,
+    load_policy,
+)
+from ckptcompat.evaluation.stats_db import SimulationStatsDB
+from ckptcompat.evaluation.stats_values import PolicyKey
 from ckptcompat.rl.envs import make_env
+from ckptcompat.rl.greedy import StepResult, greedy_episodes
 
 __all__ = [
     "EpisodeOutcome",
     "EvaluationResult",
     "PolicyEvaluator",
-    "PolicyRecordLike",
-    "check_agent_fits_env",
     "evaluate_policy",
     "run_episode",
 ]
 
 #: The agent's id in every recorded episode (single-agent envs).
 AGENT_ID = 0
-
-
-class PolicyRecordLike(Protocol):
-    """What the evaluator uses of a (deprecated) PolicyRecord or MockPolicyRecord."""
-
-    @property
-    def policy(self) -> nn.Module: ...
-
-    def key_and_version(self) -> tuple[str, int]: ...
-
-
-PolicySource = str | os.PathLike[str] | nn.Module | PolicyRecordLike
-"""A checkpoint URI, an in-memory agent (with an explicit key), or a PolicyRecord."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,114 +132,7 @@ class EvaluationResult:
         return {**dataclasses.asdict(self), "db_path": str(self.db_path)}
 
 
-# --------------------------------------------------------------------------- policies
-
-
-def _resolved_uri(uri: str) -> str:
-    try:
-        return uri_mod.resolve(uri).uri
-    except CheckpointError:
-        # A record may carry a URI we cannot serve (wandb://) yet name its policy itself;
-        # the URI is informational in the DB, so it is kept as given.
-        return uri
-
-
-def _load_policy(
-    policy: PolicySource, explicit: PolicyKey | None, device: str | torch.device
-) -> tuple[nn.Module, PolicyKey]:
-    """The agent to evaluate and its validated key (with the resolved URI).
-
-    The key is settled (and an explicit one checked against it) before anything loads.
-    """
-    load: Callable[[], object]
-    if isinstance(policy, str | os.PathLike):
-        concrete = uri_mod.resolve(policy).uri
-        key = PolicyKey(*uri_mod.key_and_version(concrete), concrete)
-        load = functools.partial(SimpleCheckpointManager.load_from_uri, concrete, device)
-    elif isinstance(policy, nn.Module):
-        if explicit is None:
-            raise StatsDBError(
-                "an in-memory agent has no policy key",
-                expected="policy_key=<run name> and policy_version=<epoch>",
-                found=f"a {type(policy).__name__} without them",
-                fix="pass policy_key and policy_version, or evaluate its checkpoint URI",
-            )
-        return policy, explicit
-    elif isinstance(policy, HasKeyAndVersion):
-        uri = getattr(policy, "uri", None)
-        key = PolicyKey.of(policy, _resolved_uri(uri) if isinstance(uri, str) else None)
-        load = functools.partial(getattr, policy, "policy")
-    else:
-        raise TypeError(
-            "cannot evaluate a "
-            f"{type(policy).__name__}; expected a checkpoint URI, an nn.Module agent with "
-            "policy_key/policy_version, or a PolicyRecord"
-        )
-    if explicit is not None and explicit != key:
-        raise StatsDBError(
-            "the explicit policy key disagrees with the checkpoint's",
-            expected=f"{key.label} (from the key scheme)",
-            found=explicit.label,
-            fix="omit policy_key/policy_version for URIs and records",
-        )
-    agent = load()
-    if not isinstance(agent, nn.Module):
-        raise AgentMismatchError(
-            "the policy is not an agent",
-            expected="an nn.Module implementing the agent interface",
-            found=type(agent).__name__,
-        )
-    return agent, key
-
-
-def _agent_space(agent: nn.Module, name: str) -> gym.Space[Any] | None:
-    space = getattr(agent, name, None)
-    if space is None:
-        config = getattr(agent, "config", None)
-        if isinstance(config, Mapping) and name in config:
-            space = as_space(config[name])
-    return space if isinstance(space, gym.Space) else None
-
-
-def _describe(obs: gym.Space[Any] | None, act: gym.Space[Any] | None) -> str:
-    obs_text = "unknown" if obs is None else str(tuple(obs.shape or ()))
-    return f"observation shape {obs_text}, action space {act!r}"
-
-
-def check_agent_fits_env(agent: nn.Module, env: gym.Env[Any, Any], env_id: str) -> None:
-    """Refuse an agent whose spaces do not fit ``env``.
-
-    Compares the observation shape (dtype and bounds may differ: agents cast and
-    normalise) and the action space (a ``Discrete`` must have the same ``n`` and
-    ``start``). Spaces come from the agent's ``observation_space``/``action_space``
-    attributes or its ``config``; a space the agent does not expose is not checked here
-    (actions are still checked at every step).
-
-    Raises:
-        AgentMismatchError: with the env's spaces as expected and the agent's as found.
-    """
-    obs, act = _agent_space(agent, "observation_space"), _agent_space(agent, "action_space")
-    env_obs, env_act = env.observation_space, env.action_space
-    obs_ok = obs is None or tuple(obs.shape or ()) == tuple(env_obs.shape or ())
-    if isinstance(act, gym.spaces.Discrete) and isinstance(env_act, gym.spaces.Discrete):
-        act_ok = (int(act.n), int(act.start)) == (int(env_act.n), int(env_act.start))
-    else:
-        act_ok = act is None or act == env_act
-    if not (obs_ok and act_ok):
-        raise AgentMismatchError(
-            f"the agent does not fit {env_id}",
-            expected=f"{_describe(env_obs, env_act)} (the env's)",
-            found=f"{_describe(obs, act)} (the agent's)",
-            fix="evaluate on the env the agent was built for, or build it from this env's spaces",
-        )
-
-
 # --------------------------------------------------------------------------- episodes
-
-
-def _device_of(agent: nn.Module) -> torch.device:
-    first = next(itertools.chain(agent.parameters(), agent.buffers()), None)
-    return torch.device("cpu") if first is None else first.device
 
 
 def _greedy_action(actions: torch.Tensor, space: gym.Space[Any]) -> int:
@@ -272,6 +153,28 @@ def _greedy_action(actions: torch.Tensor, space: gym.Space[Any]) -> int:
     return action
 
 
+def _as_batch(obs: Any) -> np.ndarray:
+    # A writable copy: torch warns on non-writable arrays (MiniGrid's image views).
+    return np.array(obs, copy=True)[None]
+
+
+class _OneEnv:
+    """One env as a batch of one for :func:`~ckptcompat.rl.greedy.greedy_episodes`."""
+
+    def __init__(self, env: gym.Env[Any, Any]) -> None:
+        self.env = env
+
+    def step(self, actions: torch.Tensor) -> StepResult:
+        action = _greedy_action(actions, self.env.action_space)
+        obs, reward, terminated, truncated, _ = self.env.step(action)
+        return (
+            _as_batch(obs),
+            np.array([float(reward)]),
+            np.array([terminated]),
+            np.array([truncated]),
+        )
+
+
 @torch.no_grad()
 def run_episode(
     agent: nn.Module,
@@ -282,9 +185,10 @@ def run_episode(
 ) -> EpisodeOutcome:
     """Run one greedy episode of ``env`` reset with ``seed``; the agent is not modified.
 
-    Observations go to the agent as ``(1, 1, *obs_shape)`` tensors of the env's dtype on
-    the agent's device, with ``done`` ``(1, 1)`` all False: the state starts at
-    ``initial_state(1)`` and is carried from each step's output to the next step.
+    The loop is :func:`~ckptcompat.rl.greedy.greedy_episodes` with ``B = 1``: observations
+    go to the agent as ``(1, 1, *obs_shape)`` tensors of the env's dtype on the agent's
+    device, with ``done`` ``(1, 1)`` all False: the state starts at ``initial_state(1)``
+    and is carried from each step's output to the next step.
 
     Args:
         max_episode_steps: cut the episode after this many steps (``truncated``); None
@@ -295,30 +199,20 @@ def run_episode(
             or whatever the agent raises for observations it cannot take.
     """
     start = time.perf_counter()
-    device = _device_of(agent)
     obs, _ = env.reset(seed=seed)
-    state = agent.initial_state(1)
-    done = torch.zeros((1, 1), dtype=torch.bool, device=device)
-    total, steps, terminated, truncated = 0.0, 0, False, False
-    while not (terminated or truncated):
-        # A writable copy: torch warns on non-writable arrays (MiniGrid's image views).
-        array = np.array(obs, copy=True)
-        x = torch.from_numpy(array).to(device).reshape(1, 1, *array.shape)
-        out = agent(x, state, done, deterministic=True)
-        state = out.state
-        obs, reward, terminated, truncated, _ = env.step(
-            _greedy_action(out.actions, env.action_space)
-        )
-        total += float(reward)
-        steps += 1
-        if max_episode_steps is not None and steps >= max_episode_steps:
-            truncated = truncated or not terminated
+    episode = greedy_episodes(
+        agent,
+        _OneEnv(env),
+        _as_batch(obs),
+        done_dtype=torch.bool,
+        max_episode_steps=max_episode_steps,
+    )
     return EpisodeOutcome(
         seed=seed,
-        episode_return=total,
-        length=steps,
-        terminated=bool(terminated),
-        truncated=bool(truncated),
+        episode_return=episode.returns[0],
+        length=episode.lengths[0],
+        terminated=episode.terminated[0],
+        truncated=episode.truncated[0],
         wall_time_s=time.perf_counter() - start,
     )
 
@@ -396,8 +290,9 @@ class PolicyEvaluator:
             The :class:`EvaluationResult`.
 
         Raises:
-            StatsDBError: an agent without an explicit key, an explicit key that is
-                invalid or disagrees with the URI's/record's, a DB that cannot be written.
+            InputError: an agent without an explicit key, an explicit key that is invalid
+                or disagrees with the URI's/record's.
+            StatsDBError: a DB that cannot be written.
             CheckpointError and subclasses: the URI cannot be resolved or loaded.
             AgentMismatchError: the agent does not fit the env.
             UnsupportedEnvError: ``env_id`` is not supported (and no ``env_factory``).
@@ -405,12 +300,8 @@ class PolicyEvaluator:
             ValueError: a PolicyRecord that cannot load its policy (no store or URI).
         """
         start = time.perf_counter()
-        explicit = (
-            None
-            if policy_key is None and policy_version is None
-            else PolicyKey(policy_key, policy_version)  # type: ignore[arg-type]
-        )
-        agent, key = _load_policy(policy, explicit, self.device)
+        explicit = explicit_key(policy_key, policy_version)
+        agent, key = load_policy(policy, explicit, self.device)
         env = self._env_factory()
         was_training = agent.training
         try:

@@ -45,136 +45,35 @@ rollout and the update see the same normalisation (the PPO ratio starts at exact
 from __future__ import annotations
 
 import random
-import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from ckptcompat.agents.registry import build_agent, validate_config
+from ckptcompat.agents.registry import build_agent
 from ckptcompat.agents.spaces import space_to_config
 from ckptcompat.checkpoint.manager import SimpleCheckpointManager
 from ckptcompat.errors import CheckpointError, CheckpointNotFoundError
 from ckptcompat.rl.envs import make_env, make_vector_env, reset_all
-from ckptcompat.rl.ppo import PPOConfig, RolloutBatch, RolloutStorage, ppo_update
+from ckptcompat.rl.greedy import VectorEnvSteps, greedy_episodes
+from ckptcompat.rl.ppo import RolloutBatch, RolloutStorage, ppo_update
+from ckptcompat.rl.progress import make_progress
+from ckptcompat.rl.trainer_config import TrainerConfig, TrainResult
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from rich.progress import Progress
-
     from ckptcompat.agents.base import Agent
 
-__all__ = [
-    "DEFAULT_AGENT",
-    "MLP_AGENT",
-    "TrainResult",
-    "Trainer",
-    "TrainerConfig",
-    "evaluate_greedy",
-    "resume",
-    "train",
-]
-
-#: Default agent: the LSTM actor-critic (an MLP encoder on vector observations, a CNN on images).
-DEFAULT_AGENT = "ckptcompat.agents.recurrent.RecurrentAgent"
-#: The feed-forward actor-critic (CleanRL ppo.py's, sb3's MlpPolicy): select it with
-#: ``TrainerConfig(agent_class_path=MLP_AGENT)``; PPO trains it on flat minibatches.
-MLP_AGENT = "ckptcompat.agents.mlp.MLPAgent"
-
-
-@dataclass(frozen=True)
-class TrainerConfig:
-    """Everything a run needs besides its name, directory and target epoch count.
-
-    Saved in every trainer state (``extra["trainer_config"]``) so that a resume continues with
-    exactly the settings the run started with.
-
-    Attributes:
-        env_id: a key of :data:`ckptcompat.rl.envs.ENV_SPECS`.
-        seed: seeds torch, numpy and python once, and (plus the epoch) the env resets.
-        checkpoint_every: save agent + trainer state after every this many epochs (>= 1).
-            Every sub-env is also reset at these epochs, so no training episode is longer
-            than ``checkpoint_every * num_steps`` steps: keep that well above the env's
-            episode limit (default 50 * 32 = 1,600 steps vs CartPole's 500).
-        agent_class_path: the agent class, ``"package.module.ClassName"``.
-        agent_kwargs: constructor arguments besides the spaces (JSON primitives), e.g.
-            ``{"hidden_size": 64}``; ``observation_space``/``action_space`` come from the env.
-        ppo: PPO hyperparameters.
-    """
-
-    env_id: str = "CartPole-v1"
-    seed: int = 0
-    checkpoint_every: int = 50
-    agent_class_path: str = DEFAULT_AGENT
-    agent_kwargs: dict[str, Any] = field(default_factory=dict)
-    ppo: PPOConfig = field(default_factory=PPOConfig)
-
-    def __post_init__(self) -> None:
-        if self.checkpoint_every < 1:
-            raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
-        validate_config(self.agent_kwargs, name="agent_kwargs")
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON primitives; :meth:`from_json` inverts it."""
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> TrainerConfig:
-        """Rebuild from :meth:`to_json` output."""
-        return cls(**{**data, "ppo": PPOConfig(**data["ppo"])})
-
-
-@dataclass
-class TrainResult:
-    """Where a :meth:`Trainer.train` call left the run.
-
-    Attributes:
-        run: run name.
-        epoch: completed epochs (the checkpoint version of ``uri``).
-        agent_step: env steps taken by the run, all processes together.
-        uri: ``file://`` URI of the last agent checkpoint, None if none was saved yet.
-        stats: loss stats of the last PPO update (:func:`~ckptcompat.rl.ppo.ppo_update`).
-        episode_returns: returns of the episodes finished in this call, in order.
-        total_time_s: wall time of the run, all processes together, seconds.
-    """
-
-    run: str
-    epoch: int
-    agent_step: int
-    uri: str | None
-    stats: dict[str, float]
-    episode_returns: list[float]
-    total_time_s: float
+__all__ = ["Trainer", "evaluate_greedy", "resume", "train"]
 
 
 def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed)
     random.seed(seed)
-
-
-def _make_progress(enabled: bool | None) -> Progress | None:
-    if enabled is None:
-        enabled = sys.stderr.isatty()
-    if not enabled:
-        return None
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    # stderr: the CLI's last stdout line must stay the result record.
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=False,
-    )
 
 
 class Trainer:
@@ -309,7 +208,7 @@ class Trainer:
         returns: list[float] = []
         stats: dict[str, float] = {}
         since_save: list[float] = []
-        progress = _make_progress(self.progress)
+        progress = make_progress(self.progress)
         with self.manager, progress if progress is not None else nullcontext():
             task = None
             if progress is not None:
@@ -459,27 +358,16 @@ def evaluate_greedy(agent: Agent, env_id: str, seeds: list[int]) -> list[float]:
     """Return of one greedy (argmax) episode per seed, in ``seeds`` order.
 
     Runs all seeds at once, one sub-env each (sub-env ``i`` reset with ``seeds[i]``, recurrent
-    state zeroed), until every sub-env has finished its first episode; later episodes of
-    sub-envs that finished early are ignored. Draws nothing from torch's generator.
+    state zeroed), until every sub-env has finished its first episode
+    (:func:`~ckptcompat.rl.greedy.greedy_episodes`). Draws nothing from torch's generator.
     """
     envs = make_vector_env(env_id, len(seeds), 0)
     obs, _ = envs.reset(seed=list(seeds))
     was_training = agent.training
     agent.eval()
     try:
-        state = agent.initial_state(len(seeds))
-        done = torch.zeros(len(seeds))
-        totals = np.zeros(len(seeds))
-        running = np.ones(len(seeds), dtype=bool)
-        while running.any():
-            out = agent(torch.as_tensor(obs)[None], state, done[None], deterministic=True)
-            state = out.state
-            obs, reward, terminated, truncated, _ = envs.step(out.actions[0].numpy())
-            totals += np.where(running, reward, 0.0)
-            ended = np.logical_or(terminated, truncated)
-            running &= ~ended
-            done = torch.as_tensor(ended, dtype=torch.float32)
+        episodes = greedy_episodes(agent, VectorEnvSteps(envs), obs)
     finally:
         agent.train(was_training)
         envs.close()
-    return [float(r) for r in totals]
+    return episodes.returns

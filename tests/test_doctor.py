@@ -573,9 +573,9 @@ def test_scan_facts_equal_the_full_pickle_walk(path: Path) -> None:
     first offsets of globals and of opcodes torch refuses. Static files: one cell suffices."""
     import dataclasses
 
-    from ckptcompat.checkpoint import scan
-    from ckptcompat.checkpoint.pickle_scan import WEIGHTS_ONLY_OPCODES
     from ckptcompat.doctor.pickle_walk import pickle_facts
+    from ckptcompat.scan import scan
+    from ckptcompat.scan.opcode_walk import WEIGHTS_ONLY_OPCODES
 
     result = scan.scan(path)
     walked = pickle_facts(str(path), dataclasses.replace(result, facts=None))

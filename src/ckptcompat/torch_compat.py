@@ -43,6 +43,7 @@ from ckptcompat.errors import (
     TrustedLoadWarning,
     UnsafeCheckpointError,
 )
+from ckptcompat.scan.scan import precheck
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -298,10 +299,8 @@ def _prescan(f: FileLike, safe_globals: Sequence[SafeGlobal], *, mmap: bool) -> 
     that are not torch checkpoints, and UnsafeCheckpointError for what the weights-only
     unpickler of this torch cannot be trusted to refuse.
     """
-    from ckptcompat.checkpoint import scan  # stdlib-only leaf module; no torch import there
-
     full = NEEDS_STATIC_PRESCAN or mmap
-    return scan.precheck(f, allowed=_allowed_names(safe_globals), full=full).kind
+    return precheck(f, allowed=_allowed_names(safe_globals), full=full).kind
 
 
 def _allowed_names(entries: Sequence[SafeGlobal]) -> frozenset[str]:

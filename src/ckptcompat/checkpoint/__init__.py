@@ -1,9 +1,10 @@
-"""Checkpoint formats, the manager and static inspection.
+"""Checkpoint formats, on-disk layout, index, atomic writes, the manager, loading, migrate.
 
-Submodules are imported on use: ``torch_compat`` imports :mod:`.scan` (standard library
-only) during every load, so this package must not import torch-dependent modules eagerly.
-``from ckptcompat.checkpoint import SimpleCheckpointManager`` works through a lazy
-module ``__getattr__``.
+Submodules are imported on use: the doctor reads file names through :mod:`.layout`
+(standard library only) on machines without torch, so this package must not import
+torch-dependent modules eagerly. ``from ckptcompat.checkpoint import
+SimpleCheckpointManager`` works through a lazy module ``__getattr__``. Static inspection
+lives in :mod:`ckptcompat.scan`.
 """
 
 from __future__ import annotations

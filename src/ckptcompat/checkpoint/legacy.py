@@ -26,10 +26,10 @@ import torch
 from torch import nn
 
 from ckptcompat import torch_compat
-from ckptcompat.checkpoint import allowlist, scan
 from ckptcompat.checkpoint.atomic import write_atomic
-from ckptcompat.checkpoint.torch_names import WEIGHTS_ONLY_GLOBALS
 from ckptcompat.errors import IncompatibleCheckpointError, UnsafeCheckpointError
+from ckptcompat.scan import allowlist, scan
+from ckptcompat.scan.torch_names import WEIGHTS_ONLY_GLOBALS
 
 __all__ = [
     "Generation",

@@ -27,13 +27,13 @@ from ckptcompat.checkpoint import legacy
 from ckptcompat.checkpoint.layout import parse_filename, run_dir_of
 from ckptcompat.checkpoint.manager import SimpleCheckpointManager
 from ckptcompat.checkpoint.saving import save_agent_file
-from ckptcompat.checkpoint.torch_names import WEIGHTS_ONLY_GLOBALS
 from ckptcompat.checkpoint.uri import file_uri
 from ckptcompat.errors import (
     AgentMismatchError,
     CheckpointError,
     UnsafeCheckpointError,
 )
+from ckptcompat.scan.torch_names import WEIGHTS_ONLY_GLOBALS
 
 __all__ = ["MigrationReport", "migrate"]
 

@@ -1,6 +1,6 @@
 """``ckptcompat doctor FILE [--json]``: why FILE loads or fails on each torch 2.4 ... 2.15.
 
-:func:`diagnose` scans the file statically (:mod:`ckptcompat.checkpoint.scan` plus
+:func:`diagnose` scans the file statically (:mod:`ckptcompat.scan.scan` plus
 :mod:`ckptcompat.doctor.pickle_walk`) and predicts, per torch minor, a plain ``torch.load(FILE)``
 and ``torch.load(FILE, weights_only=True)`` (:mod:`ckptcompat.doctor.predict`) from that
 version's probed snapshot or, where none is committed, the rules table
@@ -22,8 +22,6 @@ from dataclasses import asdict, dataclass
 from importlib import metadata
 from typing import Any
 
-from ckptcompat.checkpoint import scan
-from ckptcompat.checkpoint.pickle_scan import Finding
 from ckptcompat.doctor.migration import Generation, Migration, generation, migration
 from ckptcompat.doctor.pickle_walk import pickle_facts
 from ckptcompat.doctor.predict import predict
@@ -33,6 +31,8 @@ from ckptcompat.doctor.safety import code_risks
 from ckptcompat.doctor.summary import verdict_line
 from ckptcompat.doctor.verdict import Verdict, numpy_dtype_class
 from ckptcompat.errors import CheckpointError, CheckpointNotFoundError
+from ckptcompat.scan import scan
+from ckptcompat.scan.pickle_scan import Finding
 
 __all__ = [
     "JSON_SCHEMA_VERSION",

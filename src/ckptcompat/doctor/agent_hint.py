@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ckptcompat.checkpoint import scan
 from ckptcompat.doctor.pickle_walk import mapping_keys, root_object
+from ckptcompat.scan import scan
 
 if TYPE_CHECKING:
-    from ckptcompat.checkpoint.archive_scan import ScanResult
+    from ckptcompat.scan.scan_result import ScanResult
 
 __all__ = ["AgentHint", "find_agent"]
 

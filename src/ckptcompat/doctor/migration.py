@@ -14,14 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from ckptcompat.checkpoint import allowlist
 from ckptcompat.checkpoint.layout import parse_filename
-from ckptcompat.checkpoint.torch_names import WEIGHTS_ONLY_GLOBALS
 from ckptcompat.doctor.agent_hint import find_agent
+from ckptcompat.scan import allowlist
+from ckptcompat.scan.torch_names import WEIGHTS_ONLY_GLOBALS
 
 if TYPE_CHECKING:
-    from ckptcompat.checkpoint.archive_scan import ScanResult
     from ckptcompat.doctor.pickle_walk import PickleFacts
+    from ckptcompat.scan.scan_result import ScanResult
 
 __all__ = ["Generation", "Migration", "generation", "migration"]
 

@@ -6,7 +6,7 @@ object is (to tell safe format v1, G1, G2 and state_dicts apart), the dtype code
 which the pickle never names), and where in the stream each global and refused opcode
 first appears (torch reports the first refusal).
 
-The scan's single pass over the pickle (:mod:`ckptcompat.checkpoint.pickle_scan`: the C
+The scan's single pass over the pickle (:mod:`ckptcompat.scan.pickle_scan`: the C
 unpickler with inert placeholders) records them as :class:`~ckptcompat.checkpoint.
 pickle_scan.StreamFacts`; :func:`pickle_facts` takes them from there. Only when that pass
 could not run or finish (truncated, malformed or crafted streams, EXT opcodes, memo bombs,
@@ -28,8 +28,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from ckptcompat.checkpoint.archive_scan import ArchiveReader, BadZip, ScanResult
-from ckptcompat.checkpoint.torch_names import TENSOR_REBUILDS, qualify
+from ckptcompat.scan.archive_reader import ArchiveReader, BadZip
+from ckptcompat.scan.scan_result import ScanResult
+from ckptcompat.scan.torch_names import TENSOR_REBUILDS, qualify
 
 __all__ = ["PickleFacts", "mapping_keys", "pickle_facts", "root_object"]
 

@@ -24,12 +24,12 @@ from __future__ import annotations
 import pickletools
 from dataclasses import dataclass, field
 
-from ckptcompat.checkpoint.archive_scan import ScanResult
-from ckptcompat.checkpoint.torch_names import SETITEM_TARGETS, WEIGHTS_ONLY_GLOBALS
-from ckptcompat.checkpoint.torch_names import is_dangerous as _scan_dangerous
 from ckptcompat.doctor.pickle_walk import PickleFacts
 from ckptcompat.doctor.rules import ALL_DTYPE_GLOBALS, Profile
 from ckptcompat.doctor.verdict import Entry, Verdict, entry, is_dangerous, numpy_dtype_class
+from ckptcompat.scan.scan_result import ScanResult
+from ckptcompat.scan.torch_names import SETITEM_TARGETS, WEIGHTS_ONLY_GLOBALS
+from ckptcompat.scan.torch_names import is_dangerous as _scan_dangerous
 
 __all__ = ["predict"]
 

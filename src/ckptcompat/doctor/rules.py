@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from ckptcompat.checkpoint.pickle_scan import WEIGHTS_ONLY_OPCODES
-from ckptcompat.checkpoint.torch_names import WEIGHTS_ONLY_GLOBALS
+from ckptcompat.scan.opcode_walk import WEIGHTS_ONLY_OPCODES
+from ckptcompat.scan.torch_names import WEIGHTS_ONLY_GLOBALS
 
 __all__ = [
     "ALL_DTYPE_GLOBALS",

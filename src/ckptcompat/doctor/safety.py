@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from ckptcompat.doctor.verdict import is_dangerous
 
 if TYPE_CHECKING:
-    from ckptcompat.checkpoint.archive_scan import ScanResult
+    from ckptcompat.scan.scan_result import ScanResult
 
 __all__ = ["code_risks"]
 

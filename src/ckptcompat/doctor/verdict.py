@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from ckptcompat.checkpoint import allowlist
-from ckptcompat.checkpoint.torch_names import is_dangerous as _scan_dangerous
+from ckptcompat.scan import allowlist
+from ckptcompat.scan.torch_names import is_dangerous as _scan_dangerous
 
 __all__ = [
     "OUTCOMES",

@@ -38,9 +38,9 @@ from importlib import metadata
 from typing import Any, Literal
 
 from ckptcompat import doctor
-from ckptcompat.checkpoint.allowlist import import_dotted
 from ckptcompat.doctor.verdict import Entry, Verdict, is_dangerous
 from ckptcompat.errors import CheckpointError
+from ckptcompat.scan.allowlist import import_dotted
 
 __all__ = [
     "Comparison",

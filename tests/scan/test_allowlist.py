@@ -1,4 +1,4 @@
-"""The curated allowlist (checkpoint/allowlist.py)."""
+"""The curated allowlist (scan/allowlist.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from ckptcompat.checkpoint import allowlist
+from ckptcompat.scan import allowlist
 
 
 def test_protocol_2_names_are_normalised_like_torch_does() -> None:
@@ -48,7 +48,7 @@ def test_resolve_refuses_unlisted_names_before_importing() -> None:
     """Guards resolve() importing a module a file names that is not on the list."""
     code = (
         "import sys\n"
-        "from ckptcompat.checkpoint import allowlist\n"
+        "from ckptcompat.scan import allowlist\n"
         "try:\n    allowlist.resolve(['json.decoder.JSONDecoder'])\n"
         "except KeyError:\n    print('refused', 'json.decoder' in sys.modules)\n"
     )
@@ -77,7 +77,7 @@ def test_numpy_dtype_brings_the_concrete_dtype_classes() -> None:
 def test_allowlist_imports_no_policy_module() -> None:
     """Guards the dependency direction: checkpoint/ never imports policy/."""
     code = (
-        "import sys, ckptcompat.checkpoint.allowlist\n"
+        "import sys, ckptcompat.scan.allowlist\n"
         "print(any(m.startswith('ckptcompat.policy') for m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

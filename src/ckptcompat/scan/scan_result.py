@@ -13,11 +13,11 @@ from functools import partial
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, NamedTuple, overload
 
-from ckptcompat.checkpoint.pickle_scan import Finding, PickleScan, StreamFacts
-from ckptcompat.checkpoint.torch_names import SETITEM_TARGETS, WEIGHTS_ONLY_GLOBALS, is_dangerous
+from ckptcompat.scan.pickle_scan import Finding, PickleScan, StreamFacts
+from ckptcompat.scan.torch_names import SETITEM_TARGETS, WEIGHTS_ONLY_GLOBALS, is_dangerous
 
 if TYPE_CHECKING:
-    from ckptcompat.checkpoint.scan import FileKind, Sniff
+    from ckptcompat.scan.sniff import FileKind, Sniff
 
 __all__ = ["ScanAcc", "ScanResult", "StorageInfo", "StorageTable", "assemble", "field_getter"]
 
@@ -107,7 +107,7 @@ class StorageTable(Sequence[StorageInfo]):
 
 @dataclass(frozen=True)
 class ScanResult:
-    """What :func:`ckptcompat.checkpoint.scan.scan` found. Finding codes are stable.
+    """What :func:`ckptcompat.scan.scan.scan` found. Finding codes are stable.
 
     Attributes:
         sniff: the container classification (``kind``, ``size_bytes``).
@@ -156,7 +156,7 @@ class ScanResult:
 
     @property
     def kind(self) -> FileKind:
-        """The container kind (see :func:`ckptcompat.checkpoint.scan.sniff`)."""
+        """The container kind (see :func:`ckptcompat.scan.sniff.sniff`)."""
         return self.sniff.kind
 
     @property

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from operator import itemgetter, mul
 
-from ckptcompat.checkpoint.persistent_ids import StorageColumns
-from ckptcompat.checkpoint.scan_result import ScanAcc, StorageInfo, StorageTable
-from ckptcompat.checkpoint.torch_names import STORAGE_TYPES
+from ckptcompat.scan.persistent_ids import StorageColumns
+from ckptcompat.scan.scan_result import ScanAcc, StorageInfo, StorageTable
+from ckptcompat.scan.torch_names import STORAGE_TYPES
 
 __all__ = ["Claim", "check_storages", "claims", "storages_in_bulk"]
 
@@ -89,7 +89,7 @@ def storages_in_bulk(
     over the columns of its thousands of ids, where ``record_bytes`` maps each storage
     record (``names``, all starting with ``prefix``; distinct) minus ``prefix`` to its size
     in ``sizes`` (bytes). The usual file: one pickle with persistent ids, all of them
-    torch's zip ids (:class:`~ckptcompat.checkpoint.persistent_ids.StorageColumns`), one
+    torch's zip ids (:class:`~ckptcompat.scan.persistent_ids.StorageColumns`), one
     per storage key, every storage type known and every record of the claimed size (so
     there is nothing to note). None when any of that fails; the caller then takes the
     general path.

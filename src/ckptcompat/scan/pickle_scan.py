@@ -2,10 +2,10 @@
 
 Standard library only (no torch, no numpy). Two passes over the bytes:
 
-1. :func:`~ckptcompat.checkpoint.opcode_walk.walk` tokenizes the opcode stream (no stack,
+1. :func:`~ckptcompat.scan.opcode_walk.walk` tokenizes the opcode stream (no stack,
    no objects) and vets it for pass 2: unknown opcodes, truncation, EXT opcodes and memo
    indices beyond the pickle's size (see that module).
-2. :func:`~ckptcompat.checkpoint.inert_unpickler.inert_load` rebuilds the object graph
+2. :func:`~ckptcompat.scan.inert_unpickler.inert_load` rebuilds the object graph
    with the C unpickler and inert placeholders for every global and persistent id, which
    resolves STACK_GLOBAL through the memo exactly as the real unpickler would and records
    what the pickle does to each global (see that module for why nothing can run). The
@@ -22,20 +22,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ckptcompat.checkpoint.inert_unpickler import (
-    InertRecord,
-    PersistentRef,
-    RootShape,
-    describe_root,
-    inert_load,
-)
-from ckptcompat.checkpoint.opcode_walk import OPCODE_NAMES, PROTOCOL_OF, WEIGHTS_ONLY_OPCODES, Walk
-from ckptcompat.checkpoint.opcode_walk import walk as _walk_opcodes
+from ckptcompat.scan.inert_placeholders import InertRecord, RootShape, describe_root
+from ckptcompat.scan.inert_unpickler import inert_load
+from ckptcompat.scan.opcode_walk import OPCODE_NAMES, PROTOCOL_OF, WEIGHTS_ONLY_OPCODES, Walk
+from ckptcompat.scan.opcode_walk import walk as _walk_opcodes
+from ckptcompat.scan.persistent_ids import PersistentRef
 
 __all__ = [
-    "WEIGHTS_ONLY_OPCODES",
     "Finding",
-    "PersistentRef",
     "PickleScan",
     "StreamFacts",
     "scan_pickle",
@@ -94,7 +88,7 @@ class PickleScan:
             ``"REDUCE"`` (called: REDUCE, or INST/OBJ with arguments), ``"NEWOBJ"`` (NEWOBJ,
             or INST/OBJ without arguments), ``"BUILD"``, ``"SETITEM"``, ``"APPEND"``.
         persistent_ids: every persistent id, in order (a
-            :class:`~ckptcompat.checkpoint.persistent_ids.PersistentIds` after an inert
+            :class:`~ckptcompat.scan.persistent_ids.PersistentIds` after an inert
             pass: torch's thousands of storage ids stay columns until read).
         setitem_targets: origins of non-dict objects that received SETITEM(S)/ADDITEMS, e.g.
             ``"collections.OrderedDict"`` or ``"torch._utils._rebuild_tensor_v2"`` (a

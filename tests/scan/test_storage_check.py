@@ -1,4 +1,4 @@
-"""Tests for ckptcompat.checkpoint.storage_check: the bulk storage check equals the general one."""
+"""Tests for ckptcompat.scan.storage_check: the bulk storage check equals the general one."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from ckptcompat.checkpoint import archive_scan
-from ckptcompat.checkpoint.scan import scan
-from ckptcompat.checkpoint.scan_result import StorageTable
+from ckptcompat.scan import archive_scan
+from ckptcompat.scan.scan import scan
+from ckptcompat.scan.scan_result import StorageTable
 
 
 def _rewritten(src: Path, dst: Path, *, as_text: bool = False, grow: str | None = None) -> Path:

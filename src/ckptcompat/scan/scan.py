@@ -39,108 +39,21 @@ import contextlib
 import gc
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from typing import IO, Literal
+from typing import IO
 
-from ckptcompat.checkpoint.archive_reader import ArchiveReader, BadZip, ZipDirectory
-from ckptcompat.checkpoint.archive_scan import ScanResult, StorageInfo, scan_legacy, scan_zip
-from ckptcompat.checkpoint.pickle_scan import Finding
-from ckptcompat.checkpoint.torch_names import SETITEM_TARGETS, WEIGHTS_ONLY_GLOBALS
 from ckptcompat.errors import (
     CorruptCheckpointError,
     IncompatibleCheckpointError,
     UnsafeCheckpointError,
 )
+from ckptcompat.scan.archive_reader import ArchiveReader, ZipDirectory
+from ckptcompat.scan.archive_scan import scan_legacy, scan_zip
+from ckptcompat.scan.pickle_scan import Finding
+from ckptcompat.scan.scan_result import ScanResult
+from ckptcompat.scan.sniff import Sniff, classify, sniff
+from ckptcompat.scan.torch_names import SETITEM_TARGETS, WEIGHTS_ONLY_GLOBALS
 
-__all__ = [
-    "FileKind",
-    "Finding",
-    "ScanResult",
-    "Sniff",
-    "StorageInfo",
-    "precheck",
-    "scan",
-    "sniff",
-]
-
-FileKind = Literal[
-    "zip",
-    "torchscript",
-    "legacy_pickle",
-    "legacy_tar",
-    "git_lfs_pointer",
-    "html",
-    "empty",
-    "truncated_zip",
-    "unknown",
-]
-
-_HEAD_BYTES = 512
-_ZIP_MAGIC = b"PK\x03\x04"
-_PICKLE_PROTO = 0x80
-_LFS_PREFIX = b"version https://git-lfs"
-_TAR_MAGIC_OFFSET = 257
-
-
-@dataclass(frozen=True)
-class Sniff:
-    """What the first bytes (and, for zips, the central directory) say about a file.
-
-    Attributes:
-        kind: the container kind.
-        size_bytes: file size in bytes.
-        head: up to the first 512 bytes.
-    """
-
-    kind: FileKind
-    size_bytes: int
-    head: bytes
-
-
-def _sniff(reader: ArchiveReader) -> tuple[Sniff, ZipDirectory | None]:
-    """Classify; also return the zip directory when there is one."""
-    head = reader.read_at(0, _HEAD_BYTES)
-    entries: ZipDirectory | None = None
-    kind: FileKind
-    if reader.size == 0:
-        kind = "empty"
-    elif head.startswith(_ZIP_MAGIC):
-        try:
-            entries = reader.zip_directory()
-        except BadZip:
-            kind = "truncated_zip"
-        else:
-            # torch's own test (_is_torchscript_zip): a constants.pkl record marks torch.jit.save.
-            names = "\n" + "\n".join(entries.names) + "\n"
-            ts = "\nconstants.pkl\n" in names or "/constants.pkl\n" in names
-            kind = "torchscript" if ts else "zip"
-    elif head.startswith(_LFS_PREFIX):
-        kind = "git_lfs_pointer"
-    elif head.lstrip()[:1] == b"<":
-        kind = "html"
-    elif (
-        len(head) > _TAR_MAGIC_OFFSET + 5
-        and head[_TAR_MAGIC_OFFSET : _TAR_MAGIC_OFFSET + 5] == b"ustar"
-    ):
-        kind = "legacy_tar"
-    elif head[0] == _PICKLE_PROTO:
-        kind = "legacy_pickle"
-    else:
-        kind = "unknown"
-    return Sniff(kind=kind, size_bytes=reader.size, head=head), entries
-
-
-def sniff(f: str | os.PathLike[str] | IO[bytes]) -> Sniff:
-    """Classify a file by its first bytes (and zip directory) without unpickling anything.
-
-    ``f`` is a path or a seekable binary file object (its position is restored).
-    Raises OSError only for I/O failures of the path itself.
-    """
-    reader = ArchiveReader(f)
-    try:
-        return _sniff(reader)[0]
-    finally:
-        reader.close()
+__all__ = ["precheck", "scan"]
 
 
 def _scan_open(reader: ArchiveReader, sn: Sniff, entries: ZipDirectory | None) -> ScanResult:
@@ -168,7 +81,7 @@ def scan(f: str | os.PathLike[str] | IO[bytes]) -> ScanResult:
     reader = ArchiveReader(f)
     try:
         with _gc_paused():
-            return _scan_open(reader, *_sniff(reader))
+            return _scan_open(reader, *classify(reader))
     finally:
         reader.close()
 
@@ -352,7 +265,7 @@ def precheck(
         return result
     reader = ArchiveReader(f)
     try:
-        result, entries = _sniff(reader)
+        result, entries = classify(reader)
         _refuse_kind(result, name)
         with _gc_paused():
             scanned = _scan_open(reader, result, entries)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from itertools import compress, repeat
 from operator import is_not
 
-from ckptcompat.checkpoint.torch_names import qualify
+from ckptcompat.scan.torch_names import qualify
 
 __all__ = ["OPCODE_NAMES", "PROTOCOL_OF", "WEIGHTS_ONLY_OPCODES", "Walk", "walk"]
 

@@ -26,11 +26,9 @@ import io
 import pickle
 from typing import Any
 
-from ckptcompat.checkpoint.inert_placeholders import (
+from ckptcompat.scan.inert_placeholders import (
     ONE_PER_CALL,
-    PERSISTENT,
     REBUILD_V3,
-    RESULT,
     WATCHED,
     GlobalBase,
     GlobalMeta,
@@ -38,23 +36,11 @@ from ckptcompat.checkpoint.inert_placeholders import (
     MappingMeta,
     PersistentResult,
     Result,
-    RootShape,
-    describe_root,
 )
-from ckptcompat.checkpoint.persistent_ids import PersistentRef, parse_pids
-from ckptcompat.checkpoint.torch_names import qualify
+from ckptcompat.scan.persistent_ids import parse_pids
+from ckptcompat.scan.torch_names import qualify
 
-# PERSISTENT, RESULT, InertRecord, RootShape and describe_root live in inert_placeholders,
-# PersistentRef in persistent_ids; re-exported for callers that import them from here.
-__all__ = [
-    "PERSISTENT",
-    "RESULT",
-    "InertRecord",
-    "PersistentRef",
-    "RootShape",
-    "describe_root",
-    "inert_load",
-]
+__all__ = ["inert_load"]
 
 _PREFETCH_BYTES = 1 << 16
 

@@ -14,7 +14,7 @@ from itertools import chain, repeat
 from operator import attrgetter
 from typing import Any, NamedTuple, overload
 
-from ckptcompat.checkpoint.inert_placeholders import GLOBAL_TYPES
+from ckptcompat.scan.inert_placeholders import GLOBAL_TYPES
 
 __all__ = ["PersistentIds", "PersistentRef", "StorageColumns", "parse_pids"]
 

@@ -12,33 +12,23 @@ from itertools import compress, repeat
 from operator import itemgetter, not_
 from typing import TYPE_CHECKING
 
-from ckptcompat.checkpoint.archive_reader import ArchiveReader, BadZip, ZipDirectory, ZipEntry
-from ckptcompat.checkpoint.pickle_scan import PickleScan, scan_pickle
-from ckptcompat.checkpoint.scan_result import (
+from ckptcompat.scan.archive_reader import ArchiveReader, BadZip, ZipDirectory, ZipEntry
+from ckptcompat.scan.pickle_scan import PickleScan, scan_pickle
+from ckptcompat.scan.scan_result import (
     ScanAcc,
     ScanResult,
     StorageInfo,
     assemble,
     field_getter,
 )
-from ckptcompat.checkpoint.storage_check import check_storages, storages_in_bulk
-from ckptcompat.checkpoint.storage_check import claims as _claims
-from ckptcompat.checkpoint.torch_names import STORAGE_TYPES
+from ckptcompat.scan.storage_check import check_storages, storages_in_bulk
+from ckptcompat.scan.storage_check import claims as _claims
+from ckptcompat.scan.torch_names import STORAGE_TYPES
 
 if TYPE_CHECKING:
-    from ckptcompat.checkpoint.scan import Sniff
+    from ckptcompat.scan.sniff import Sniff
 
-# ArchiveReader, BadZip and ZipEntry live in archive_reader, ScanResult and StorageInfo in
-# scan_result; re-exported for callers that imported them from here.
-__all__ = [
-    "ArchiveReader",
-    "BadZip",
-    "ScanResult",
-    "StorageInfo",
-    "ZipEntry",
-    "scan_legacy",
-    "scan_zip",
-]
+__all__ = ["scan_legacy", "scan_zip"]
 
 
 _MAX_PICKLE_BYTES = 1 << 30  # refuse to scan a larger pickle record (bytes)

@@ -1,4 +1,4 @@
-"""Static checkpoint scan (checkpoint/scan.py and the modules under it) and precheck.
+"""Static checkpoint scan (scan/scan.py and the modules under it) and precheck.
 
 Malicious pickles here only ever create a canary file in ``tmp_path``, and are only handed
 to code that must refuse them (the scan, ``precheck``, ``torch_compat.load``); they are
@@ -28,10 +28,11 @@ import torch
 from torch import nn
 
 from ckptcompat import torch_compat
-from ckptcompat.checkpoint import scan as scan_mod
-from ckptcompat.checkpoint.pickle_scan import scan_pickle
-from ckptcompat.checkpoint.scan import precheck, scan, sniff
 from ckptcompat.errors import CheckpointError, CorruptCheckpointError, UnsafeCheckpointError
+from ckptcompat.scan import scan as scan_mod
+from ckptcompat.scan.pickle_scan import scan_pickle
+from ckptcompat.scan.scan import precheck, scan
+from ckptcompat.scan.sniff import sniff
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -510,7 +511,7 @@ def test_no_callable_from_the_file_is_ever_invoked(tmp_path: Path, canary: Path)
         _run_python(
             f"""
             import json, os, sys
-            from ckptcompat.checkpoint import scan
+            from ckptcompat.scan import scan
             from ckptcompat.errors import CheckpointError
             files = {files!r}
             scan.scan({str(benign)!r}); scan.precheck({str(benign)!r}, full=True)  # warm up
@@ -613,13 +614,13 @@ def test_extension_opcodes_and_memo_bombs_are_not_unpickled() -> None:
 
 @pytest.mark.one_cell
 def test_scan_module_imports_neither_torch_nor_numpy() -> None:
-    """Guards the doctor-facing guarantee: `import ckptcompat.checkpoint.scan` (and a scan)
+    """Guards the doctor-facing guarantee: `import ckptcompat.scan.scan` (and a scan)
     pulls in neither torch nor numpy, so it works on machines without them. Independent
     of the installed torch: one cell suffices."""
     out = _run_python(
         """
         import sys
-        import ckptcompat.checkpoint.scan as s
+        import ckptcompat.scan.scan as s
         s.scan(s.__file__)
         print(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "numpy")))
         """
@@ -695,7 +696,7 @@ def test_sparse_gib_checkpoint_reads_under_a_megabyte(tmp_path: Path) -> None:
     out = _run_python(
         f"""
         import json
-        from ckptcompat.checkpoint import scan
+        from ckptcompat.scan import scan
         def rchar():
             with open("/proc/self/io") as fh:
                 return int(next(l for l in fh if l.startswith("rchar:")).split()[1])
@@ -824,7 +825,7 @@ def test_zip_directory_bulk_parse_equals_the_record_loop(
     """Guards the bulk central-directory parse (one split and C-level maps for torch's
     thousands of plain records) against the record-by-record loop it stands for, on a
     torch file and on a directory with comments and a non-ASCII name. One cell suffices."""
-    from ckptcompat.checkpoint import archive_reader
+    from ckptcompat.scan import archive_reader
 
     plain = tmp_path / "plain.pt"
     torch.save({f"w{i}": torch.zeros(1) for i in range(300)}, plain)

@@ -21,8 +21,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ckptcompat.checkpoint.torch_names import is_dangerous as _is_dangerous
-from ckptcompat.checkpoint.torch_names import qualify
+from ckptcompat.scan.torch_names import is_dangerous as _is_dangerous
+from ckptcompat.scan.torch_names import qualify
 
 __all__ = [
     "CURATED",
@@ -138,7 +138,7 @@ def is_dangerous(name: str) -> bool:
     """True for globals that can execute code or touch the system (``builtins.getattr``...).
 
     Never curated, and flagged by the doctor when a file needs them; the list itself is
-    :func:`ckptcompat.checkpoint.torch_names.is_dangerous`.
+    :func:`ckptcompat.scan.torch_names.is_dangerous`.
     """
     return _is_dangerous(normalise(name))
 

@@ -21,13 +21,11 @@ only.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
-from ckptcompat.checkpoint.torch_names import TENSOR_REBUILDS
-
-if TYPE_CHECKING:
-    from ckptcompat.checkpoint.persistent_ids import PersistentIds
+from ckptcompat.scan.torch_names import TENSOR_REBUILDS
 
 __all__ = [
     "GLOBAL_TYPES",
@@ -60,7 +58,9 @@ class InertRecord:
     Attributes:
         globals: ``module.name`` of every class/function asked of ``find_class``, in order.
         applied: (origin, how) pairs; how is REDUCE, NEWOBJ, BUILD, SETITEM or APPEND.
-        persistent_ids: parsed persistent ids, in order (set at the end of the pass).
+        persistent_ids: parsed persistent ids, in order (set at the end of the pass): a
+            :class:`~ckptcompat.scan.persistent_ids.PersistentIds`, which imports this
+            module (for :data:`GLOBAL_TYPES`), so it is typed by its interface here.
         setitem_targets: origins of non-dict objects given items (SETITEM(S), ADDITEMS).
         append_targets: origins of non-list objects given items (APPEND(S)).
         calls_on_results: origins whose call results were called again.
@@ -71,7 +71,7 @@ class InertRecord:
 
     globals: dict[str, None] = field(default_factory=dict)
     applied: set[tuple[str, str]] = field(default_factory=set)
-    persistent_ids: PersistentIds | None = None
+    persistent_ids: Sequence[Any] | None = None
     setitem_targets: dict[str, None] = field(default_factory=dict)
     append_targets: dict[str, None] = field(default_factory=dict)
     calls_on_results: dict[str, None] = field(default_factory=dict)

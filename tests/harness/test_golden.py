@@ -36,7 +36,7 @@ from ckptcompat.checkpoint.rng import capture_rng_state, restore_rng_state
 from ckptcompat.errors import IncompatibleCheckpointError
 from ckptcompat.harness import versions
 from ckptcompat.harness.fixtures.manifest import sha256_file
-from ckptcompat.harness.golden import generate
+from ckptcompat.harness.golden import generate, read
 from ckptcompat.harness.golden.read import (
     GENERATION,
     GOLDEN_ROOT,
@@ -44,6 +44,7 @@ from ckptcompat.harness.golden.read import (
     MANIFEST_NAME,
     Golden,
     GoldenError,
+    comparable_manifest,
     environment_differences,
     file_problems,
     generation_dir,
@@ -182,14 +183,8 @@ def test_committed_goldens_unchanged_in_worktree(label: str) -> None:
 
 
 def _manifest_without_freeze(directory: Path) -> dict[str, Any]:
-    """The manifest less what describes the machine rather than the bytes: ``uv pip freeze``
-    and the CPU named in the numerics fingerprint (the kernel path stays compared)."""
-    manifest = json.loads((directory / MANIFEST_NAME).read_text(encoding="utf-8"))
-    producer = manifest["producer"]
-    producer.pop("pip_freeze")
-    for key in ("cpu_vendor", "cpu_model", "cpu_flags", "glibc_tunables"):
-        producer.get("numerics", {}).pop(key, None)
-    return manifest
+    """The manifest less what describes the producing machine and code, not the bytes."""
+    return comparable_manifest(json.loads((directory / MANIFEST_NAME).read_text("utf-8")))
 
 
 def _generate(out_dir: Path, cell: str) -> None:
@@ -243,6 +238,32 @@ def test_generation_is_deterministic_here(tmp_path: Path) -> None:
     a, b = generation_dir(tmp_path / "a", cell), generation_dir(tmp_path / "b", cell)
     assert _digests(a) == _digests(b)
     assert _manifest_without_freeze(a) == _manifest_without_freeze(b)
+
+
+def test_confirm_code_records_only_byte_identical_regeneration(tmp_path: Path) -> None:
+    """Guards the regeneration test going silent after a refactor (a new producer code
+    digest skipped it) or being fooled (a digest confirmed although the bytes changed):
+    ``--confirm-code`` on this cell's committed generation records the code's digest in
+    ``code_digests.json`` when every byte reproduces, and refuses, recording nothing, once
+    one committed byte differs."""
+    cell = os.environ.get("CKPTCOMPAT_CELL") or "t26"
+    committed = generation_dir(GOLDEN_ROOT, cell)
+    copy = generation_dir(tmp_path, cell)
+    shutil.copytree(committed, copy)
+    command = [sys.executable, "-m", "ckptcompat.harness.golden", str(tmp_path), cell,
+               "--confirm-code"]  # fmt: skip
+    ok = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    digest = read.producer_code_digest()
+    table = copy.parent / read.CONFIRMED_CODE_NAME
+    recorded = json.loads(table.read_text()) if table.is_file() else {}
+    assert digest in [*recorded.get(cell, []), read_golden(copy).producer["code_digest"]]
+    table.unlink(missing_ok=True)
+    target = copy / read_golden(copy).manifest["files"][0]["path"]
+    target.write_bytes(target.read_bytes()[:-1] + b"\0")
+    refused = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert refused.returncode == 1 and "does not reproduce" in refused.stderr
+    assert not table.exists()
 
 
 @pytest.mark.one_cell

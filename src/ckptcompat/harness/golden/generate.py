@@ -60,13 +60,16 @@ from ckptcompat.harness.golden.produce import (
     produce_agent,
 )
 from ckptcompat.harness.golden.read import (
+    CONFIRMED_CODE_NAME,
     GENERATION,
     MANIFEST_NAME,
     MANIFEST_SCHEMA,
     GoldenError,
+    comparable_manifest,
     generation_dir,
     pip_freeze,
     producer_code_digest,
+    read_golden,
 )
 
 __all__ = [
@@ -81,6 +84,7 @@ __all__ = [
     "TOLERANCES",
     "UPDATE_SEED",
     "GoldenAgent",
+    "confirm_code",
     "generate",
     "main",
     "write_or_verify",
@@ -250,6 +254,49 @@ def generate(
     return target, write_or_verify(target, files)
 
 
+def confirm_code(
+    out_dir: str | os.PathLike[str], cell_id: str, agents: tuple[GoldenAgent, ...] = AGENTS
+) -> str:
+    """Confirm that this producer code regenerates ``out_dir``'s goldens of ``cell_id``.
+
+    Regenerates into a temp dir; when every file is byte-identical and the manifests agree
+    (:func:`comparable_manifest`), appends :func:`producer_code_digest` to the generation's
+    ``code_digests.json`` (append-only, atomic), so the regeneration tests keep comparing
+    after a refactor that changed the code but not the bytes. Returns a one-line report.
+
+    Raises:
+        GoldenError: no committed golden there, or any byte differs (then the code changed
+            what goldens hold: append a new generation instead).
+    """
+    committed = read_golden(generation_dir(out_dir, cell_id))
+    with tempfile.TemporaryDirectory(prefix="ckptcompat-confirm-") as tmp:
+        fresh_root, _ = generate(tmp, cell_id, agents)
+        fresh = read_golden(fresh_root)
+        differing = [
+            rel
+            for rel in sorted({e["path"] for e in committed.manifest["files"]})
+            if not (fresh.root / rel).is_file()
+            or (fresh.root / rel).read_bytes() != (committed.root / rel).read_bytes()
+        ]
+        if comparable_manifest(fresh.manifest) != comparable_manifest(committed.manifest):
+            differing.append(MANIFEST_NAME)
+    if differing:
+        raise GoldenError(
+            f"this code does not reproduce {committed.root}: {', '.join(differing)} differ; "
+            "goldens are append-only, so a producer change that changes bytes needs a new "
+            "generation (raise GENERATION), not a confirmation"
+        )
+    digest = producer_code_digest()
+    path = committed.root.parent / CONFIRMED_CODE_NAME
+    table = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    known = table.setdefault(cell_id, [])
+    if digest in known or digest == committed.producer.get("code_digest"):
+        return f"golden {cell_id}: code {digest[:12]} already confirmed for {committed.root}"
+    known.append(digest)
+    write_bytes_atomic(path, (json.dumps(table, indent=1, sort_keys=True) + "\n").encode())
+    return f"golden {cell_id}: code {digest[:12]} reproduces {committed.root}; recorded in {path}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI: ``python -m ckptcompat.harness.golden OUT_DIR CELL``; exit 1 on a GoldenError.
 
@@ -271,6 +318,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--config", type=Path, help="a team's pyproject.toml: its agents (on CartPole-v1)"
     )
+    parser.add_argument(
+        "--confirm-code",
+        action="store_true",
+        help="regenerate OUT_DIR's committed goldens of CELL in a temp dir and, when every "
+        "byte is the same, record this producer code's digest as reproducing them",
+    )
     args = parser.parse_args(argv)
     agents = AGENTS
     if args.config is not None:
@@ -279,6 +332,9 @@ def main(argv: list[str] | None = None) -> int:
         specs = team.load(args.config).resolved_agents()
         agents = tuple(GoldenAgent(n, path, dict(kw)) for n, (path, kw) in specs.items())
     try:
+        if args.confirm_code:
+            print(confirm_code(args.out_dir, args.cell, agents))
+            return 0
         target, written = generate(args.out_dir, args.cell, agents)
     except GoldenError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -30,6 +30,7 @@ from ckptcompat.harness.fixtures import locator
 from ckptcompat.harness.fixtures.manifest import sha256_file
 
 __all__ = [
+    "CONFIRMED_CODE_NAME",
     "GENERATION",
     "GOLDEN_ROOT",
     "KINDS",
@@ -37,6 +38,8 @@ __all__ = [
     "MANIFEST_SCHEMA",
     "Golden",
     "GoldenError",
+    "comparable_manifest",
+    "confirmed_code_digests",
     "environment_differences",
     "file_problems",
     "generation_dir",
@@ -243,30 +246,26 @@ def pip_freeze(python: str = sys.executable) -> list[str]:
 
 
 #: Sources whose code decides a golden's bytes: the agents, training, the policy stubs
-#: (G1 pickles a PolicyRecord), the writers, and the generator. Readers (scan, allowlist,
-#: doctor, migrate) are left out: changing them cannot change what a producer writes.
+#: (G1 pickles a PolicyRecord), the checkpoint writers and their helpers, torch_compat (the
+#: writer's torch calls and the numerics flags), numerics, and the generator. Readers (scan,
+#: doctor, migrate's callers, harness verdicts) are left out: changing them cannot change
+#: what a producer writes. Whole folders, so a module added to one is covered.
 _PRODUCER_SOURCES = (
     "agents/*.py",
     "rl/*.py",
     "policy/*.py",
+    "checkpoint/*.py",
     "torch_compat.py",
-    *(f"harness/golden/{m}.py" for m in ("generate", "produce", "read", "records", "verify")),
-    *(
-        f"checkpoint/{m}.py"
-        for m in (
-            "atomic",
-            "digest_reader",
-            "format",
-            "index",
-            "legacy",
-            "loading",
-            "manager",
-            "rebuild",
-            "rng",
-            "uri",
-        )
-    ),
+    "numerics.py",
+    "harness/golden/*.py",
 )
+#: Per generation folder (``gen<N>/``): producer code digests confirmed to regenerate that
+#: generation's files byte for byte (``{cell: [digest, ...]}``), appended by
+#: ``python -m ckptcompat.harness.golden OUT_DIR CELL --confirm-code``.
+CONFIRMED_CODE_NAME = "code_digests.json"
+#: Manifest fields that describe the producing machine or code, not the files' bytes.
+_PROVENANCE = ("pip_freeze", "code_digest")
+_MACHINE = ("cpu_vendor", "cpu_model", "cpu_flags", "glibc_tunables")
 
 
 def producer_code_digest() -> str:
@@ -306,9 +305,12 @@ def environment_differences(golden: Golden) -> list[str]:
         for name in own
         if str(producer[name]) != own[name]
     ]
-    recorded = producer.get("code_digest")
-    if recorded != producer_code_digest():
-        diffs.append("producer code: these goldens were written by other agent/training code")
+    if producer_code_digest() not in {producer.get("code_digest"), *confirmed_code_digests(golden)}:
+        diffs.append(
+            "producer code: these goldens were written by other agent/training code, and this "
+            "code is not confirmed to reproduce them (`python -m ckptcompat.harness.golden "
+            f"OUT_DIR {golden.cell} --confirm-code` inside the cell)"
+        )
     comparison = numerics_comparison(golden)
     if not comparison.bitwise:
         diffs.append(f"numerics: {comparison.reason}")
@@ -316,6 +318,40 @@ def environment_differences(golden: Golden) -> list[str]:
     if cell is not None and cell != golden.cell:
         diffs.insert(0, f"cell: producer {golden.cell}, here {cell}")
     return diffs
+
+
+def confirmed_code_digests(golden: Golden) -> list[str]:
+    """Producer code digests confirmed to regenerate ``golden`` byte for byte (gen >= 2).
+
+    Read from ``<generation folder>/code_digests.json``; empty when there is none.
+
+    Raises:
+        GoldenError: the file is there but not a JSON object of lists of strings.
+    """
+    path = golden.root.parent / CONFIRMED_CODE_NAME
+    if golden.generation < 2 or not path.is_file():
+        return []
+    try:
+        table = json.loads(path.read_text(encoding="utf-8"))
+        digests = table.get(golden.cell, [])
+    except (json.JSONDecodeError, AttributeError) as exc:
+        raise GoldenError(f"{path} is not a JSON object ({exc}); restore it from git") from None
+    if not isinstance(digests, list) or not all(isinstance(d, str) for d in digests):
+        raise GoldenError(f"{path}: {golden.cell} must list digest strings; restore it from git")
+    return digests
+
+
+def comparable_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
+    """``manifest`` less what describes the producing machine and code rather than the bytes:
+    ``uv pip freeze``, the code digest and the CPU named in the numerics fingerprint (the
+    kernel path stays). Two regenerations of one golden must agree on the rest."""
+    out = json.loads(json.dumps(manifest))
+    producer = out.get("producer", {})
+    for key in _PROVENANCE:
+        producer.pop(key, None)
+    for key in _MACHINE:
+        producer.get("numerics", {}).pop(key, None)
+    return out
 
 
 def numerics_comparison(golden: Golden) -> numerics.Comparison:

@@ -34,7 +34,7 @@ import torch
 import torch.serialization
 from packaging.version import Version
 
-from ckptcompat import numerics
+from ckptcompat import numerics, versions_facts
 from ckptcompat.errors import (
     CheckpointError,
     CheckpointNotFoundError,
@@ -98,14 +98,17 @@ HAS_UNSAFE_GLOBALS_SCAN: bool = hasattr(_ser, "get_unsafe_globals_in_checkpoint"
 WEIGHTS_ONLY_IS_DEFAULT: bool = hasattr(_ser, "_default_to_weights_only")
 #: Allowlist entries may be ``(obj, "dotted.name")`` aliases (2.6+, the allowlist became a
 #: set with tuple support in the same release that added the unsafe-globals scan).
-HAS_ALIASED_SAFE_GLOBALS: bool = HAS_UNSAFE_GLOBALS_SCAN and TORCH_VERSION >= Version("2.6")
+HAS_ALIASED_SAFE_GLOBALS: bool = HAS_UNSAFE_GLOBALS_SCAN and versions_facts.holds(
+    "aliased_safe_globals", str(TORCH_VERSION)
+)
 #: ``torch.utils.serialization.config`` exists (2.7+; not imported by ``import torch``).
 HAS_SERIALIZATION_CONFIG: bool = importlib.util.find_spec("torch.utils.serialization") is not None
 #: SETITEM(S) only on dict/OrderedDict/Counter under weights_only (2.10+, CVE-2026-24747 fix).
 SETITEM_RESTRICTED: bool = hasattr(getattr(_wo, "Unpickler", None), "_check_set_item_target")
-#: torch versions whose weights-only unpickler we do not trust alone: <= 2.5.1 had a code
-#: execution bypass (CVE-2025-32434) and <= 2.9.1 memory corruption (CVE-2026-24747).
-NEEDS_STATIC_PRESCAN: bool = TORCH_VERSION < Version("2.10")
+#: torch versions whose weights-only unpickler we do not trust alone: those lacking a
+#: security fix of :mod:`ckptcompat.versions_facts` (<= 2.5.1 had a code execution bypass,
+#: CVE-2025-32434, and <= 2.9.1 memory corruption, CVE-2026-24747).
+NEEDS_STATIC_PRESCAN: bool = bool(versions_facts.advisories(str(TORCH_VERSION)))
 
 _ALLOWLIST_LOCK = threading.RLock()
 
@@ -199,26 +202,11 @@ class WeightsOnlyFailure:
 
 _WRAPPER_SPLIT = re.compile(r"WeightsUnpickler error:\s*")
 _DOCS_TAIL = re.compile(r"\s*Check the documentation of torch\.load.*\Z", re.S)
-_CLASS_IN_REPR = r"<class '([^']+)'>"
-_PATTERNS: tuple[tuple[FailureKind, re.Pattern[str]], ...] = (
-    # 2.5+: modules sys/os/posix/nt are refused even when allowlisted.
-    ("blocked_module", re.compile(r"unsupported GLOBAL (\S+) whose module (\S+) is blocked")),
-    # 2.4+ (the regex torch's own _get_wo_message uses); 2.7+ strips "builtins.".
-    ("unsupported_global", re.compile(r"GLOBAL (\S+) was not an allowed global by default")),
-    # <= 2.3 wording, kept so files of error logs from old runs still parse.
-    ("unsupported_global", re.compile(r"Unsupported class (\S+)")),
-    ("unsupported_operand", re.compile(r"Unsupported operand (\d+)")),
-    # 2.10+ SETITEM(S) target rule.
-    ("setitem_restriction", re.compile(r"Can only SETITEMS? for .*?but got " + _CLASS_IN_REPR)),
-    # BUILD: 2.4 "Can only build Tensor, parameter or OrderedDict objects, but got <class>",
-    # 2.5+ "Can only build Tensor, Parameter, OrderedDict or types allowlisted ...".
-    ("can_only_build", re.compile(r"Can only build .*?but got " + _CLASS_IN_REPR, re.S)),
-    # NEWOBJ: 2.4 "Trying to instantiate unsupported class <class>", 2.5+ "Can only create
-    # new object for nn.Parameter or classes allowlisted ... but got <class>".
-    ("can_only_build", re.compile(r"Trying to instantiate unsupported class " + _CLASS_IN_REPR)),
-    ("can_only_build", re.compile(r"Can only create new object for .*?but got " + _CLASS_IN_REPR)),
-    ("torchscript", re.compile(r"TorchScript archives")),
-    ("legacy_tar", re.compile(r"legacy \.tar format")),
+# Every wording of torch 2.3-2.15, with the release each comes from, is a row of
+# versions_facts; the first pattern that matches decides the kind.
+_PATTERNS: tuple[tuple[FailureKind, re.Pattern[str]], ...] = tuple(
+    (kind, re.compile(pattern))
+    for kind, pattern in versions_facts.wordings()  # type: ignore[misc]
 )
 
 

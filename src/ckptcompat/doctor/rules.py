@@ -3,11 +3,11 @@
 One :class:`Profile` per torch minor. Versions with a committed probe
 (``fixtures/torch_allowlists/<release>.json``, written by
 :mod:`ckptcompat.harness.snapshots` inside that cell) take the probed facts from it
-(``basis="snapshot"``); the others (2.7 ... 2.14 today) take them from the rules table
-below, transcribed from ``torch_versions.md`` (``basis="rules"``). Facts a snapshot does not
-probe (the legacy ``.tar``/TorchScript refusals, the security advisories) always come from
-the rules. torch_versions.md's "2.14 allows APPEND on allowlisted list subclasses" is not
-modelled: 2.15.0's unpickler still accepts APPEND(S) on exact lists only.
+(``basis="snapshot"``); the others (2.7 ... 2.14 today) take them from the rows of
+:mod:`ckptcompat.versions_facts` (``basis="rules"``). Facts a snapshot does not probe (the
+legacy ``.tar``/TorchScript refusals, the security advisories) always come from the rows.
+torch_versions.md's "2.14 allows APPEND on allowlisted list subclasses" is not modelled:
+2.15.0's unpickler still accepts APPEND(S) on exact lists only.
 
 Standard library only: the doctor imports neither torch nor numpy.
 """
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from ckptcompat import versions_facts as facts
 from ckptcompat.scan.opcode_walk import WEIGHTS_ONLY_OPCODES
 from ckptcompat.scan.torch_names import WEIGHTS_ONLY_GLOBALS
 
@@ -41,83 +42,11 @@ Basis = Literal["snapshot", "rules"]
 SNAPSHOT_DIR: Path = Path(__file__).resolve().parents[3] / "fixtures" / "torch_allowlists"
 
 
-def _v(text: str) -> tuple[int, int]:
-    major, minor = _release_tuple(text)[:2]
-    return major, minor
-
-
-# --------------------------------------------------------------------------- rules table
-# Each entry: the first minor where the fact holds (torch_versions.md section in brackets).
-# Weights-only default globals added per release [4.2]; the rest of WEIGHTS_ONLY_GLOBALS
-# (the 2.4-2.15 union) is the 2.4 baseline.
-_GLOBALS_ADDED: dict[str, tuple[str, ...]] = {
-    "2.5": (
-        "_codecs.encode",
-        "builtins.bytearray",
-        "torch._utils._rebuild_device_tensor_from_numpy",
-    ),
-    "2.6": (
-        "builtins.set",
-        "builtins.complex",
-        "torch._utils._rebuild_device_tensor_from_cpu_tensor",
-        "torch.uint16",
-        "torch.uint32",
-        "torch.uint64",
-    ),
-    "2.7": (
-        *(f"torch.uint{i}" for i in range(1, 8)),
-        *(f"torch.int{i}" for i in range(1, 8)),
-        "torch.float8_e8m0fnu",
-    ),
-    "2.8": ("torch.float4_e2m1fn_x2",),
-    "2.14": ("torch.bcomplex32",),
-}
-# Left torch's list somewhere after 2.6 (present in the 2.6.0 probe, absent in 2.15.0's);
-# the rules drop it only at 2.15, the first release known without it.
-_GLOBALS_REMOVED: dict[str, tuple[str, ...]] = {"2.15": ("torch._utils._rebuild_nested_tensor",)}
-
-# dtypes that exist as ``torch.<name>`` (aliases included), 2.4.1 [4.2, 13].
-_DTYPES_2_4 = (
-    *("bfloat16", "bit", "bits16", "bits1x8", "bits2x4", "bits4x2", "bits8", "bool"),
-    *("cdouble", "cfloat", "chalf", "complex128", "complex32", "complex64", "double", "float"),
-    *("float16", "float32", "float64", "float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2"),
-    *("float8_e5m2fnuz", "half", "int", "int16", "int32", "int64", "int8", "long", "short"),
-    *("qint32", "qint8", "quint2x4", "quint4x2", "quint8"),
-    *(f"uint{n}" for n in (1, 2, 3, 4, 5, 6, 7, 8, 16, 32, 64)),
-)
-_DTYPES_ADDED: dict[str, tuple[str, ...]] = {
-    "2.6": tuple(f"int{i}" for i in range(1, 8)),  # exist from 2.6, allowlisted from 2.7
-    "2.7": ("float8_e8m0fnu",),
-    "2.8": ("float4_e2m1fn_x2",),
-    "2.14": ("bcomplex32",),
-}
-
 #: ``torch.<dtype>`` globals of every dtype some torch 2.4-2.15 knows.
-ALL_DTYPE_GLOBALS: frozenset[str] = frozenset(
-    f"torch.{d}" for d in (*_DTYPES_2_4, *(d for add in _DTYPES_ADDED.values() for d in add))
-)
-
-_BLOCKED_MODULES = ("nt", "os", "posix", "sys")  # 2.5+ [4.1/5.3]
+ALL_DTYPE_GLOBALS: frozenset[str] = frozenset(f"torch.{d}" for d in facts.all_names("dtypes"))
 
 #: The minors the doctor predicts, oldest first.
 MINORS: tuple[str, ...] = tuple(f"2.{m}" for m in range(4, 16))
-
-# (advisory, last affected minor, what it means for a load) [9]. Both fixes shipped in the
-# next minor's x.0 (2.6.0, 2.10.0), so every patch of an affected minor is affected.
-_ADVISORIES: tuple[tuple[str, str, str], ...] = (
-    (
-        "CVE-2025-32434",
-        "2.5",
-        "weights_only=True is not a security boundary here (code execution through the "
-        "legacy loader); fixed in 2.6.0",
-    ),
-    (
-        "CVE-2026-24747",
-        "2.9",
-        "the weights-only unpickler can corrupt memory via SETITEM on non-dicts and storage "
-        "size mismatches; fixed in 2.10.0",
-    ),
-)
 
 
 def _release_tuple(release: str) -> tuple[int, ...]:
@@ -168,32 +97,25 @@ class Profile:
     advisories: tuple[tuple[str, str], ...]
 
 
-def _accumulate(table: dict[str, tuple[str, ...]], minor: str) -> set[str]:
-    return {n for since, names in table.items() if _v(since) <= _v(minor) for n in names}
-
-
 def rules_profile(minor: str) -> Profile:
-    """The profile of torch ``minor`` (``"2.8"``, any patch) from the rules table alone."""
-    later = {n for since, names in _GLOBALS_ADDED.items() if _v(since) > _v(minor) for n in names}
-    defaults = set(WEIGHTS_ONLY_GLOBALS) - later - _accumulate(_GLOBALS_REMOVED, minor)
-    dtypes = {f"torch.{d}" for d in (*_DTYPES_2_4, *_accumulate(_DTYPES_ADDED, minor))}
+    """The profile of torch ``minor`` (``"2.8"``, any patch) from the facts table alone."""
+    later = facts.names_after("globals_added", minor)
+    defaults = set(WEIGHTS_ONLY_GLOBALS) - later - facts.names_through("globals_removed", minor)
     return Profile(
         minor=minor,
         release=f"{minor}.x",
         basis="rules",
-        weights_only_default=_v(minor) >= (2, 6),
+        weights_only_default=facts.holds("weights_only_default", minor),
         default_globals=frozenset(defaults),
-        blocked_modules=frozenset(_BLOCKED_MODULES if _v(minor) >= (2, 5) else ()),
+        blocked_modules=facts.names_through("blocked_modules", minor),
         implemented_opcodes=WEIGHTS_ONLY_OPCODES,
-        dtypes=frozenset(dtypes),
-        setitem_restricted=_v(minor) >= (2, 10),
-        aliases=_v(minor) >= (2, 6),
-        user_allowlist_key="qualname" if _v(minor) >= (2, 7) else "name",
-        refuses_legacy_tar=_v(minor) >= (2, 6),
-        refuses_torchscript=_v(minor) >= (2, 6),
-        advisories=tuple(
-            (name, meaning) for name, last, meaning in _ADVISORIES if _v(minor) <= _v(last)
-        ),
+        dtypes=frozenset(f"torch.{d}" for d in facts.names_through("dtypes", minor)),
+        setitem_restricted=facts.holds("setitem_restricted", minor),
+        aliases=facts.holds("aliased_safe_globals", minor),
+        user_allowlist_key="qualname" if facts.holds("user_allowlist_qualname", minor) else "name",
+        refuses_legacy_tar=facts.holds("refuses_legacy_tar", minor),
+        refuses_torchscript=facts.holds("refuses_torchscript", minor),
+        advisories=facts.advisories(minor),
     )
 
 

@@ -1,15 +1,17 @@
 """torch's weights-only default globals and storage classes, as names; no torch import.
 
-Transcribed from ``torch/_weights_only_unpickler.py`` ``_get_allowed_globals`` of 2.4.1,
-2.5.1, 2.6.0 and 2.15.0 (the union: the static scan must not refuse what some supported
-torch accepts by default; that torch's own unpickler still refuses what it lacks) and from
-``torch/storage.py`` ``_dtype_to_storage_type_map``. Plus the names refused even when a
-caller allowlists them.
+Transcribed from ``torch/_weights_only_unpickler.py`` ``_get_allowed_globals`` of 2.4.1
+(the baseline here) plus every later addition in :mod:`ckptcompat.versions_facts` (the
+union: the static scan must not refuse what some supported torch accepts by default; that
+torch's own unpickler still refuses what it lacks) and from ``torch/storage.py``
+``_dtype_to_storage_type_map``. Plus the names refused even when a caller allowlists them.
 """
 
 from __future__ import annotations
 
 import functools
+
+from ckptcompat import versions_facts
 
 __all__ = [
     "DANGEROUS_NAMES",
@@ -75,11 +77,6 @@ _DTYPES = (
     *("complex32", "complex64", "float16", "float32", "float64", "float8_e4m3fn"),
     *("float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz", "int16", "int32", "int64", "int8"),
     *("qint32", "qint8", "quint2x4", "quint4x2", "quint8", "uint8"),
-    # 2.6: uint16/32/64; 2.7: uint1-7, int1-7, float8_e8m0fnu; 2.8: float4_e2m1fn_x2;
-    # 2.14: bcomplex32 (all seen in 2.15.0's list).
-    *("uint16", "uint32", "uint64", "float8_e8m0fnu", "float4_e2m1fn_x2", "bcomplex32"),
-    *(f"uint{bits}" for bits in range(1, 8)),
-    *(f"int{bits}" for bits in range(1, 8)),
 )
 _QSCHEMES = (
     "per_tensor_affine",
@@ -101,8 +98,9 @@ TENSOR_REBUILDS: frozenset[str] = frozenset(
     [f"torch._utils._rebuild_{fn}" for fn in _REBUILD] + ["torch._tensor._rebuild_from_type_v2"]
 )
 
-#: Every global some torch 2.4-2.15 weights-only unpickler accepts without an allowlist.
-WEIGHTS_ONLY_GLOBALS: frozenset[str] = frozenset(
+#: Every global some torch 2.4-2.15 weights-only unpickler accepts without an allowlist:
+#: 2.4.1's, and each later release's additions (``globals_added`` facts).
+WEIGHTS_ONLY_GLOBALS: frozenset[str] = versions_facts.all_names("globals_added") | frozenset(
     [
         "collections.OrderedDict",
         "collections.Counter",
@@ -114,11 +112,6 @@ WEIGHTS_ONLY_GLOBALS: frozenset[str] = frozenset(
         "torch.storage.TypedStorage",
         "torch.storage.UntypedStorage",
         "torch._tensor._rebuild_from_type_v2",
-        # 2.5+: bytes and bytearray; 2.6+: set and complex.
-        "_codecs.encode",
-        "builtins.bytearray",
-        "builtins.set",
-        "builtins.complex",
     ]
     + [name for name in STORAGE_TYPES if name != "torch.UntypedStorage"]
     + [f"torch.{stem}Tensor" for stem in _TENSOR_STEMS]
@@ -130,8 +123,8 @@ WEIGHTS_ONLY_GLOBALS: frozenset[str] = frozenset(
     + [f"torch._utils._rebuild_{fn}" for fn in _REBUILD]
 )
 
-#: Targets torch 2.10+ accepts for SETITEM(S) (``_check_set_item_target``).
-SETITEM_TARGETS: frozenset[str] = frozenset({"collections.OrderedDict", "collections.Counter"})
+#: Targets besides dict torch 2.10+ accepts for SETITEM(S) (``_check_set_item_target``).
+SETITEM_TARGETS: frozenset[str] = versions_facts.all_names("setitem_restricted")
 
 # Modules refused wherever they appear in a dotted name (``torch.os`` is the os module):
 # process control, interpreter internals, importers, nested unpicklers. torch 2.5+ blocks

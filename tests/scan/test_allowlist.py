@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from ckptcompat.scan import allowlist
+from ckptcompat.scan.danger import is_dangerous
 
 
 def test_protocol_2_names_are_normalised_like_torch_does() -> None:
@@ -35,13 +36,13 @@ def test_partition_keeps_order_and_names_every_offender() -> None:
 )  # fmt: skip
 def test_dangerous_globals_are_never_curated(name: str) -> None:
     """Guards a code-executing global slipping onto the allowlist."""
-    assert allowlist.is_dangerous(name)
+    assert is_dangerous(name)
     assert allowlist.partition([name]) == ([], [allowlist.normalise(name)])
 
 
 def test_curated_entries_are_not_dangerous() -> None:
     """Guards the table itself listing a dangerous name."""
-    assert not [e.name for e in allowlist.CURATED if allowlist.is_dangerous(e.name)]
+    assert not [e.name for e in allowlist.CURATED if is_dangerous(e.name)]
 
 
 def test_resolve_refuses_unlisted_names_before_importing() -> None:

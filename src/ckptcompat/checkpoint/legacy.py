@@ -29,6 +29,7 @@ from ckptcompat import torch_compat
 from ckptcompat.checkpoint.atomic import write_atomic
 from ckptcompat.errors import IncompatibleCheckpointError, UnsafeCheckpointError
 from ckptcompat.scan import allowlist, scan
+from ckptcompat.scan.danger import is_dangerous
 from ckptcompat.scan.torch_names import WEIGHTS_ONLY_GLOBALS
 
 __all__ = [
@@ -215,7 +216,7 @@ def read_checkpoint(
     path = Path(path)
     curated, offenders = required_allowlist(path)
     if offenders:
-        dangerous = [n for n in offenders if allowlist.is_dangerous(n)]
+        dangerous = [n for n in offenders if is_dangerous(n)]
         raise UnsafeCheckpointError(
             "loading this checkpoint needs globals outside the curated allowlist",
             path=path,

@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 
 from ckptcompat.doctor.pickle_walk import PickleFacts
 from ckptcompat.doctor.rules import ALL_DTYPE_GLOBALS, Profile
-from ckptcompat.doctor.verdict import Entry, Verdict, entry, is_dangerous, numpy_dtype_class
+from ckptcompat.doctor.verdict import Entry, Verdict, entry, numpy_dtype_class
+from ckptcompat.scan.danger import is_dangerous
 from ckptcompat.scan.scan_result import ScanResult
 from ckptcompat.scan.torch_names import SETITEM_TARGETS, WEIGHTS_ONLY_GLOBALS
-from ckptcompat.scan.torch_names import is_dangerous as _scan_dangerous
 
 __all__ = ["predict"]
 
@@ -282,7 +282,7 @@ def _ckptcompat_note(result: ScanResult, profile: Profile) -> str:
     if profile.setitem_restricted:
         return ""
     odd = [t for t in result.setitem_targets if t not in SETITEM_TARGETS]
-    dangerous = [g for g in result.globals if _scan_dangerous(g)]
+    dangerous = [g for g in result.globals if is_dangerous(g)]
     parts = []
     if odd:
         parts.append(f"SETITEM on {', '.join(odd)} unless that class is allowlisted")

@@ -24,7 +24,7 @@ import os
 import pickletools
 from typing import TYPE_CHECKING
 
-from ckptcompat.doctor.verdict import is_dangerous
+from ckptcompat.scan.danger import is_dangerous
 
 if TYPE_CHECKING:
     from ckptcompat.scan.scan_result import ScanResult

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ckptcompat.scan import allowlist
-from ckptcompat.scan.torch_names import is_dangerous as _scan_dangerous
+from ckptcompat.scan.danger import is_dangerous
 
 __all__ = [
     "OUTCOMES",
@@ -17,7 +17,6 @@ __all__ = [
     "Outcome",
     "Verdict",
     "entry",
-    "is_dangerous",
     "numpy_dtype_class",
 ]
 
@@ -122,11 +121,6 @@ def numpy_dtype_class(code: str) -> str | None:
     """
     name = _NUMPY_DTYPE_CLASSES.get(code) or _NUMPY_DTYPE_KINDS.get(code[:1])
     return f"numpy.dtypes.{name}" if name else None
-
-
-def is_dangerous(name: str) -> bool:
-    """True for globals that can run code or reach the system (either curated list says so)."""
-    return allowlist.is_dangerous(name) or _scan_dangerous(name)
 
 
 def _curated(name: str) -> bool:

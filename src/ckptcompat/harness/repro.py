@@ -38,9 +38,10 @@ from importlib import metadata
 from typing import Any, Literal
 
 from ckptcompat import doctor
-from ckptcompat.doctor.verdict import Entry, Verdict, is_dangerous
+from ckptcompat.doctor.verdict import Entry, Verdict
 from ckptcompat.errors import CheckpointError
 from ckptcompat.scan.allowlist import import_dotted
+from ckptcompat.scan.danger import is_dangerous
 
 __all__ = [
     "Comparison",

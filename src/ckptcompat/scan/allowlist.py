@@ -21,14 +21,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ckptcompat.scan.torch_names import is_dangerous as _is_dangerous
+from ckptcompat.scan.danger import is_dangerous
 from ckptcompat.scan.torch_names import qualify
 
 __all__ = [
     "CURATED",
     "AllowlistEntry",
     "import_dotted",
-    "is_dangerous",
     "normalise",
     "partition",
     "resolve",
@@ -134,17 +133,11 @@ def normalise(name: str) -> str:
     return qualify(module, attr)
 
 
-def is_dangerous(name: str) -> bool:
-    """True for globals that can execute code or touch the system (``builtins.getattr``...).
-
-    Never curated, and flagged by the doctor when a file needs them; the list itself is
-    :func:`ckptcompat.scan.torch_names.is_dangerous`.
-    """
-    return _is_dangerous(normalise(name))
-
-
 def partition(names: Iterable[str]) -> tuple[list[str], list[str]]:
-    """Split ``names`` into (curated, offenders), both normalised, order kept, no repeats."""
+    """Split ``names`` into (curated, offenders), both normalised, order kept, no repeats.
+
+    A dangerous name (:func:`ckptcompat.scan.danger.is_dangerous`) is never curated.
+    """
     curated: list[str] = []
     offenders: list[str] = []
     for name in dict.fromkeys(normalise(n) for n in names):

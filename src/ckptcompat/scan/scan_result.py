@@ -13,8 +13,9 @@ from functools import partial
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, NamedTuple, overload
 
+from ckptcompat.scan.danger import is_dangerous
 from ckptcompat.scan.pickle_scan import Finding, PickleScan, StreamFacts
-from ckptcompat.scan.torch_names import SETITEM_TARGETS, WEIGHTS_ONLY_GLOBALS, is_dangerous
+from ckptcompat.scan.torch_names import SETITEM_TARGETS, WEIGHTS_ONLY_GLOBALS
 
 if TYPE_CHECKING:
     from ckptcompat.scan.sniff import FileKind, Sniff

@@ -4,22 +4,18 @@ Transcribed from ``torch/_weights_only_unpickler.py`` ``_get_allowed_globals`` o
 (the baseline here) plus every later addition in :mod:`ckptcompat.versions_facts` (the
 union: the static scan must not refuse what some supported torch accepts by default; that
 torch's own unpickler still refuses what it lacks) and from ``torch/storage.py``
-``_dtype_to_storage_type_map``. Plus the names refused even when a caller allowlists them.
+``_dtype_to_storage_type_map``. What is refused however it is allowlisted is :mod:`.danger`.
 """
 
 from __future__ import annotations
 
-import functools
-
 from ckptcompat import versions_facts
 
 __all__ = [
-    "DANGEROUS_NAMES",
     "SETITEM_TARGETS",
     "STORAGE_TYPES",
     "TENSOR_REBUILDS",
     "WEIGHTS_ONLY_GLOBALS",
-    "is_dangerous",
     "qualify",
 ]
 
@@ -125,72 +121,6 @@ WEIGHTS_ONLY_GLOBALS: frozenset[str] = versions_facts.all_names("globals_added")
 
 #: Targets besides dict torch 2.10+ accepts for SETITEM(S) (``_check_set_item_target``).
 SETITEM_TARGETS: frozenset[str] = versions_facts.all_names("setitem_restricted")
-
-# Modules refused wherever they appear in a dotted name (``torch.os`` is the os module):
-# process control, interpreter internals, importers, nested unpicklers. torch 2.5+ blocks
-# only sys/os/posix/nt (``_blocklisted_modules``), and only as the module part.
-_DANGEROUS_COMPONENTS = frozenset(
-    {
-        *("os", "posix", "nt", "sys", "subprocess", "_posixsubprocess", "importlib", "runpy"),
-        *("pickle", "_pickle", "cPickle", "marshal", "ctypes"),
-    }
-)
-# Modules refused with everything under them.
-_DANGEROUS_PREFIXES = (
-    *("shutil", "socket", "code", "codeop", "pty", "multiprocessing", "webbrowser"),
-    *("platform", "dill", "commands", "asyncio", "signal"),
-)
-
-#: Single globals refused even when allowlisted: code evaluation, attribute access (the
-#: getattr chains that reach os.system from any object), file access, nested loaders.
-DANGEROUS_NAMES: frozenset[str] = frozenset(
-    [
-        f"builtins.{fn}"
-        for fn in (
-            *("eval", "exec", "compile", "getattr", "setattr", "delattr", "__import__", "open"),
-            *("globals", "locals", "vars", "breakpoint", "input", "help", "exit", "quit"),
-        )
-    ]
-    + [
-        "types.FunctionType",
-        "types.LambdaType",
-        "types.CodeType",
-        "types.MethodType",
-        "types.ModuleType",
-        "operator.attrgetter",
-        "operator.methodcaller",
-        "io.open",
-        "io.FileIO",
-        "_io.open",
-        "_io.FileIO",
-        "codecs.open",
-        "torch.load",
-        "torch.serialization.load",
-        "torch.serialization._load",
-        "torch.serialization._legacy_load",
-        "torch.storage._load_from_bytes",
-        "torch.jit.load",
-        "torch.hub.load",
-        "numpy.load",
-    ]
-)
-
-
-@functools.lru_cache(maxsize=4096)  # the doctor asks per global for every torch version
-def is_dangerous(name: str) -> bool:
-    """True if ``module.name`` can run code or reach the system however it is allowlisted.
-
-    >>> is_dangerous("os.system"), is_dangerous("torch.os"), is_dangerous("builtins.set")
-    (True, True, False)
-    """
-    if name in DANGEROUS_NAMES:
-        return True
-    parts = name.split(".")
-    if any(part in _DANGEROUS_COMPONENTS for part in parts):
-        return True
-    module = name.rsplit(".", 1)[0]
-    return any(module == p or module.startswith(p + ".") for p in _DANGEROUS_PREFIXES)
-
 
 # torch._utils IMPORT_MAPPING / NAME_MAPPING (py2 -> py3 names), applied by the weights-only
 # unpickler before the allowlist lookup: on 2.4/2.5 for protocol-2 pickles, on 2.6+ always.

@@ -153,7 +153,7 @@ def tests_summary(session: nox.Session) -> None:
     """Close a tests run: JUnit totals and failing test ids over its cells; fail if any failed."""
     # Alone (`nox -s tests_summary`) it reads every full-run report in reports/junit.
     reports = _JUNIT_THIS_RUN or [JUNIT_DIR]
-    script = ROOT / "src" / "ckptcompat" / "harness" / "junit.py"
+    script = ROOT / "src" / "ckptcompat" / "harness" / "verdict" / "junit.py"
     session.run(sys.executable, str(script), *map(str, reports))
 
 
@@ -331,7 +331,7 @@ def report(session: nox.Session) -> None:
     session.run(
         "python",
         "-m",
-        "ckptcompat.harness.report",
+        "ckptcompat.harness.verdict.report",
         "--records",
         str(RECORDS),
         "--baseline",
@@ -349,12 +349,12 @@ def gate(session: nox.Session) -> None:
     session.install("-c", str(CONSTRAINTS), "jsonschema")
     session.install("--no-deps", "-e", ".")
     if _team(session) is not None:  # the team's records against the team's baseline
-        session.run("python", "-m", "ckptcompat.harness.gate", *session.posargs)
+        session.run("python", "-m", "ckptcompat.harness.verdict.gate", *session.posargs)
         return
     session.run(
         "python",
         "-m",
-        "ckptcompat.harness.gate",
+        "ckptcompat.harness.verdict.gate",
         "--records",
         str(RECORDS),
         "--baseline",

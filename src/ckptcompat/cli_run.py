@@ -1,6 +1,6 @@
 """``ckptcompat run train|resume|evaluate``: one harness step per process.
 
-Each step prints exactly one result record (:mod:`ckptcompat.harness.results`) as its last
+Each step prints exactly one result record (:mod:`ckptcompat.harness.verdict.records`) as its last
 stdout line, usage errors and bad input included, and one line for a human on stderr, e.g.
 ``ckptcompat run train: pass: trained run 'r' to epoch 4 in 3.1 s``. Outcomes and exit
 codes: ``pass`` 0; ``fail`` 1 (a typed ckptcompat error: the check failed); ``error`` 2
@@ -70,7 +70,7 @@ def _finish(step: str, class_path: str | None, code: int, detail: str, started: 
     """Print the record (stdout, last line) and the summary (stderr); return ``code``."""
     outcome = _OUTCOMES[code]
     try:
-        from ckptcompat.harness.results import make_record
+        from ckptcompat.harness.verdict.records import make_record
 
         torch_v, numpy_v = _installed("torch"), _installed("numpy")
         record = make_record(
@@ -90,7 +90,7 @@ def _finish(step: str, class_path: str | None, code: int, detail: str, started: 
     except ModuleNotFoundError as exc:  # no jsonschema: the summary still says what happened
         detail += f" (no record: {exc.name} is not installed)"
     else:
-        print(json.dumps(record, sort_keys=True), flush=True)
+        print(json.dumps(record.to_dict(), sort_keys=True), flush=True)
     if summary:
         line = " ".join(detail.split())
         print(f"ckptcompat run {step}: {outcome}: {line}", file=sys.stderr, flush=True)

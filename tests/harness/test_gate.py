@@ -1,4 +1,4 @@
-"""The release gate (harness/gate.py) and the committed baseline (fixtures/baseline.json).
+"""The release gate (harness/verdict/gate.py) and the committed baseline (fixtures/baseline.json).
 
 Records are synthetic JSON; no torch is involved, so these tests run in one cell.
 """
@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 
-from ckptcompat.harness import gate, matrix, results, scenarios, versions
-from ckptcompat.harness.matrix import Baseline, BaselineError
+from ckptcompat.harness import scenarios, versions
+from ckptcompat.harness.verdict import gate, matrix
+from ckptcompat.harness.verdict import records as results
+from ckptcompat.harness.verdict.matrix import Baseline, BaselineError
 
 pytestmark = pytest.mark.one_cell  # JSON only; no torch involved
 

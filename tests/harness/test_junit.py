@@ -1,4 +1,4 @@
-"""The closing summary of a test run (harness/junit.py, .ci/junit_summary.py).
+"""The closing summary of a test run (harness/verdict/junit.py, .ci/junit_summary.py).
 
 JUnit XML in, text and an exit code out: no torch is involved, so these tests run in one
 cell. The reports are written the way pytest's junitxml writes them.
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ckptcompat.harness import junit
+from ckptcompat.harness.verdict import junit
 
 pytestmark = pytest.mark.one_cell  # XML and text only; no torch involved
 

@@ -1,4 +1,4 @@
-"""The matrix report (harness/matrix.py, heatmap.py, report.py) on synthetic records.
+"""The matrix report (harness/verdict/matrix.py, heatmap.py, report.py) on synthetic records.
 
 Everything here is JSON, text and XML: no torch is involved, so these tests run in one
 cell. The PNG needs matplotlib (the ``report`` extra), which the cell venvs do not
@@ -16,8 +16,9 @@ from xml.etree import ElementTree as ET
 
 import pytest
 
-from ckptcompat.harness import heatmap, matrix, report, results
-from ckptcompat.harness.matrix import Baseline
+from ckptcompat.harness.verdict import heatmap, matrix, report
+from ckptcompat.harness.verdict import records as results
+from ckptcompat.harness.verdict.matrix import Baseline
 
 pytestmark = pytest.mark.one_cell  # JSON, Markdown, XML: no torch involved
 
@@ -273,8 +274,8 @@ def test_report_gate_and_driver_import_no_torch() -> None:
     """Guards the small report/gate venv (no torch) and the matrix driver breaking: none
     of these modules imports torch or numpy."""
     code = (
-        "import sys, ckptcompat.harness.report, ckptcompat.harness.gate, "
-        "ckptcompat.harness.scenarios, ckptcompat.harness.ci; "
+        "import sys, ckptcompat.harness.verdict.report, ckptcompat.harness.verdict.gate, "
+        "ckptcompat.harness.scenarios, ckptcompat.harness.verdict.ci; "
         "print(sorted(m for m in ('torch', 'numpy', 'matplotlib') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -1,4 +1,4 @@
-"""Result records (harness/results.py): schema, keys, JSONL round trip."""
+"""Result records (harness/verdict/records.py): schema, keys, JSONL round trip."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ckptcompat.harness import results
+from ckptcompat.harness.verdict import records as results
 
 pytestmark = pytest.mark.one_cell  # JSON and jsonschema only; no torch involved
 

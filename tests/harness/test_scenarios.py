@@ -22,9 +22,10 @@ import torch
 
 from ckptcompat.checkpoint.layout import RUN_NAME_RE
 from ckptcompat.evaluation.stats_db import SimulationStatsDB
-from ckptcompat.harness import results, scenarios, versions
+from ckptcompat.harness import scenarios, versions
 from ckptcompat.harness.golden import phase as phase_golden
 from ckptcompat.harness.scenarios import AGENTS, PHASES, Chain, Layout
+from ckptcompat.harness.verdict import records as results
 
 CELLS = scenarios.DEFAULT_CELLS
 # A sitecustomize: every Python started with it on PYTHONPATH logs its command line.
@@ -119,7 +120,7 @@ def test_matrix_ends_with_the_gates_verdict_and_fails_on_a_regression(
     (issue 20): with a baseline, the driver judges its records by the gate's rules, prints
     the verdict as its last line and exits 1 on a regression, 0 when all is as expected;
     a broken phase process fails the run even when its records match."""
-    from ckptcompat.harness import matrix
+    from ckptcompat.harness.verdict import matrix
 
     key = results.cell_key("train", "safe_v1", "mock", "safe", "2.6.0", "2.6.0")
     baseline = tmp_path / "baseline.json"

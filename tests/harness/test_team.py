@@ -22,8 +22,10 @@ from ckptcompat import doctor
 from ckptcompat.agents.registry import build_agent
 from ckptcompat.checkpoint.migrate import migrate
 from ckptcompat.errors import AgentMismatchError, UnsafeCheckpointError
-from ckptcompat.harness import gate, results, team, versions
-from ckptcompat.harness.matrix import Baseline, load_baseline
+from ckptcompat.harness import team, versions
+from ckptcompat.harness.verdict import gate
+from ckptcompat.harness.verdict import records as results
+from ckptcompat.harness.verdict.matrix import Baseline, load_baseline
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "team_project"
 CONFIG = EXAMPLE / "pyproject.toml"

@@ -2,7 +2,7 @@
 
 The workflow cannot run here. Its job lists come from ``nox -l --json`` at run time, so
 this test lists the sessions the same way, turns them into job lists with the same script
-(harness/ci.py) and checks them against the cells of versions.py; then it checks the
+(harness/verdict/ci.py) and checks them against the cells of versions.py; then it checks the
 file's jobs: the phases chained by ``needs``, each phase handing its work folder to the
 next as artifacts named like :class:`~ckptcompat.harness.scenarios.Layout`'s folders, and
 a final ``if: always()`` job running report and gate on every phase's records.
@@ -28,8 +28,9 @@ from typing import Any
 
 import pytest
 
-from ckptcompat.harness import ci, scenarios, versions
+from ckptcompat.harness import scenarios, versions
 from ckptcompat.harness.scenarios import PHASES, Layout
+from ckptcompat.harness.verdict import ci
 
 pytestmark = pytest.mark.one_cell  # reads files and nox's session list; no torch involved
 
@@ -148,7 +149,7 @@ def test_yaml_subset_reader_reads_what_it_claims() -> None:
 
 
 def test_job_lists_from_nox_match_the_cell_table(nox_jobs: dict[str, list[dict[str, str]]]) -> None:
-    """Guards CI drifting from versions.py: ``nox -l --json`` through harness/ci.py gives a
+    """Guards CI drifting from versions.py: ``nox -l --json`` through harness/verdict/ci.py gives a
     tests job per default cell and a job per default cell for every scenario phase, and the
     noxfile's phases are scenarios.PHASES."""
     cells = [c.id for c in versions.DEFAULT]
@@ -166,7 +167,7 @@ def test_workflow_jobs_and_their_order(workflow: dict[str, Any]) -> None:
     sessions = jobs["sessions"]
     assert set(sessions["outputs"]) == set(ci.JOBS)
     assert "nox -l --json -s tests phase > sessions.json" in _runs(sessions)
-    assert "python src/ckptcompat/harness/ci.py sessions.json" in _runs(sessions)
+    assert "python src/ckptcompat/harness/verdict/ci.py sessions.json" in _runs(sessions)
     previous = None
     for name in ["tests", *PHASES]:
         job = jobs[name]
@@ -266,7 +267,7 @@ def test_tests_sessions_close_with_one_summary_of_this_runs_reports(noxfile: Any
     summary = _Session([])
     noxfile.tests_summary(summary)
     (command,) = summary.calls
-    assert command[1] == str(ROOT / "src" / "ckptcompat" / "harness" / "junit.py")
+    assert command[1] == str(ROOT / "src" / "ckptcompat" / "harness" / "verdict" / "junit.py")
     assert command[2:] == (
         str(junit_dir / "tests-t24-partial.xml"),
         str(junit_dir / "tests-t25.xml"),

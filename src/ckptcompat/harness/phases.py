@@ -48,8 +48,10 @@ from ckptcompat.checkpoint.uri import agent_filename, file_uri
 from ckptcompat.errors import CheckpointError
 from ckptcompat.evaluation.evaluator import evaluate_policy
 from ckptcompat.evaluation.stats_db import SimulationStatsDB, StatsDBError
-from ckptcompat.harness import envinfo, results, scenarios, versions
+from ckptcompat.harness import envinfo, scenarios, versions
 from ckptcompat.harness.scenarios import AGENTS, BUDGET, Budget, Chain, Layout
+from ckptcompat.harness.verdict import records as results
+from ckptcompat.harness.verdict.records import Outcome, Record
 from ckptcompat.rl.ppo import PPOConfig
 from ckptcompat.rl.trainer import Trainer, TrainerConfig
 
@@ -93,7 +95,7 @@ def _checked(
     scenario: str,
     chain: Chain,
     body: Callable[[], tuple[Problems, dict[str, Any], dict[str, str | None]]],
-) -> dict[str, Any]:
+) -> Record:
     """Run one step's ``body`` -> (problems, outputs, versions) and turn it into a record.
 
     ``versions`` holds producer/consumer/evaluator torch and producer/consumer numpy; on an
@@ -191,7 +193,7 @@ def train_step(
     layout: Layout,
     budget: Budget = BUDGET,
     specs: AgentSpecs = DEFAULT_SPECS,
-) -> dict[str, Any]:
+) -> Record:
     """Train ``<agent>-<producer>-<Y>`` for every consumer Y under this torch; one record."""
     chain = Chain(agent, producer, producer)
 
@@ -214,12 +216,13 @@ def train_step(
         return problems, outputs, {}
 
     record = _checked("train", chain, body)
-    record["outputs"].pop("run", None)
-    return record
+    return dataclasses.replace(
+        record, outputs={k: v for k, v in (record.outputs or {}).items() if k != "run"}
+    )
 
 
 # --------------------------------------------------------------------------- resume
-def resume_step(chain: Chain, layout: Layout, budget: Budget = BUDGET) -> dict[str, Any]:
+def resume_step(chain: Chain, layout: Layout, budget: Budget = BUDGET) -> Record:
     """Resume X's run ``chain.run`` under this torch (a copy), then evaluate it for reference."""
 
     def body() -> tuple[Problems, dict[str, Any], dict[str, str | None]]:
@@ -294,7 +297,7 @@ def _shard_rows(shard: Path, simulation_id: str) -> list[dict[str, Any]]:
         db.close()
 
 
-def evaluate_step(chain: Chain, layout: Layout, budget: Budget = BUDGET) -> dict[str, Any]:
+def evaluate_step(chain: Chain, layout: Layout, budget: Budget = BUDGET) -> Record:
     """Evaluate Y's resumed ``chain.run`` under this torch into this cell's shard."""
     assert chain.evaluator is not None
 
@@ -367,7 +370,7 @@ def run_phase(
     agents: Sequence[str] = tuple(AGENTS),
     budget: Budget = BUDGET,
     specs: AgentSpecs = DEFAULT_SPECS,
-) -> list[dict[str, Any]]:
+) -> list[Record]:
     """Run and record every step of ``phase`` under ``cell`` (see the module docstring).
 
     The phase owns ``layout.phase_dir(phase, cell)``: it starts empty, so a rerun neither
@@ -387,8 +390,8 @@ def run_phase(
         results.append_record(records_file, record)
         written.append(record)
         print(
-            f"{record['outcome']:<5} {record['cell_key']}  ({record['duration_s']:.2f} s)"
-            + (f"\n      {record['detail'][:300]}" if record["outcome"] != "pass" else ""),
+            f"{record.outcome.value:<5} {record.cell_key}  ({record.duration_s:.2f} s)"
+            + (f"\n      {record.detail[:300]}" if record.outcome != Outcome.PASS else ""),
             flush=True,
         )
     return written

@@ -42,8 +42,10 @@ from pathlib import Path
 from typing import Any
 
 from ckptcompat import numerics
-from ckptcompat.harness import gate, results, versions
-from ckptcompat.harness.matrix import BaselineError
+from ckptcompat.harness import versions
+from ckptcompat.harness.verdict import gate
+from ckptcompat.harness.verdict import records as results
+from ckptcompat.harness.verdict.matrix import BaselineError
 
 __all__ = [
     "AGENTS",
@@ -256,7 +258,7 @@ def run_matrix(
     git shas). Phases run one after another; within a phase the cells' processes run
     ``jobs`` at a time (default: the CPU count; each process trains on one thread). Every
     process shares one ``CKPTCOMPAT_RUN_ID`` and ``CKPTCOMPAT_GIT_SHA`` (``git_sha``, by
-    default :func:`~ckptcompat.harness.results.git_sha`). Prints one line
+    default :func:`~ckptcompat.harness.verdict.records.git_sha`). Prints one line
     per process and the wall time of each phase, and writes them (with CPU seconds and
     processes per cell) to ``<work>/timing.json``.
 
@@ -365,10 +367,10 @@ def _verdict(records: Path, baseline: Path, git_sha: str, see: str) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m ckptcompat.harness.scenarios --python t24=PATH ... --work W --records R``.
 
-    With ``--report DIR`` the report (:mod:`ckptcompat.harness.report`) is written after
+    With ``--report DIR`` the report (:mod:`ckptcompat.harness.verdict.report`) is written after
     the phases, even when one of them broke (needs the ``report`` extra for the heatmap).
     With ``--baseline FILE`` the run ends with the gate's verdict on its records
-    (:func:`ckptcompat.harness.gate.judge`, one ``VERDICT: PASS|FAIL - ...`` line).
+    (:func:`ckptcompat.harness.verdict.gate.judge`, one ``VERDICT: PASS|FAIL - ...`` line).
 
     Exit status: 0 when every phase process finished, the report was written and the
     verdict (if judged) passes; 1 when a process broke, the report failed, or the verdict
@@ -409,7 +411,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     status = 0
     if args.report is not None:
-        from ckptcompat.harness import report
+        from ckptcompat.harness.verdict import report
 
         timing = ["--timing", str(args.work / "timing.json")]
         baseline = ["--baseline", str(args.baseline)] if args.baseline else []

@@ -26,10 +26,10 @@ from pathlib import Path
 
 from ckptcompat import torch_compat
 from ckptcompat.errors import CheckpointError
-from ckptcompat.harness import results
 from ckptcompat.harness.fixtures import locator
 from ckptcompat.harness.golden.read import GOLDEN_ROOT, KINDS, GoldenError, golden_dirs, read_golden
 from ckptcompat.harness.golden.records import RECORDS_ENV, emit_record
+from ckptcompat.harness.verdict import records as results
 
 __all__ = ["GOLDEN_TESTS", "REPLACED", "SELECTED", "naive_loads", "pytest_args", "run"]
 

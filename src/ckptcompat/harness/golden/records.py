@@ -18,9 +18,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ckptcompat.harness import results
 from ckptcompat.harness.fixtures import locator
 from ckptcompat.harness.golden.read import Golden
+from ckptcompat.harness.verdict import records as results
+from ckptcompat.harness.verdict.records import Record
 
 __all__ = ["RECORDS_ENV", "artifact_name", "emit_record", "records_dir"]
 
@@ -61,7 +62,7 @@ def emit_record(
     duration_s: float = 0.0,
     evaluator: bool = False,
     outputs: Mapping[str, Any] | None = None,
-) -> dict[str, Any] | None:
+) -> Record | None:
     """Append one ``golden`` result record for this check when records are enabled.
 
     Args:

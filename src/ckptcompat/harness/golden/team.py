@@ -33,11 +33,11 @@ from ckptcompat import doctor, torch_compat
 from ckptcompat.checkpoint.manager import SimpleCheckpointManager
 from ckptcompat.checkpoint.migrate import migrate
 from ckptcompat.errors import CheckpointError
-from ckptcompat.harness import results
 from ckptcompat.harness.golden.read import GoldenError, golden_dirs, read_golden
 from ckptcompat.harness.golden.records import artifact_name
 from ckptcompat.harness.golden.verify import load_legacy_agent, load_safe_agent, probe_problems
 from ckptcompat.harness.team import TeamConfig
+from ckptcompat.harness.verdict import records as results
 
 __all__ = ["LEGACY_KINDS", "checkpoint_checks", "golden_checks", "run"]
 
@@ -183,7 +183,7 @@ def run(cell: str, team: TeamConfig, specs: Specs, records_file: Path, goldens: 
         )
         results.append_record(records_file, record)
         print(
-            f"{outcome:<5} {record['cell_key']}"
+            f"{outcome:<5} {record.cell_key}"
             + (f"\n      {detail[:300]}" if outcome != "pass" else ""),
             flush=True,
         )

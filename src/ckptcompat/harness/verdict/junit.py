@@ -1,6 +1,6 @@
 """The closing summary of a test run: totals and failing test ids over JUnit XML reports.
 
-``python src/ckptcompat/harness/junit.py PATH ...`` (CI: ``.ci/junit_summary.py``; nox: the
+``python src/ckptcompat/harness/verdict/junit.py PATH ...`` (CI: ``.ci/junit_summary.py``; nox: the
 ``tests_summary`` session after ``nox -s tests``). A PATH is a report file or a folder; a
 folder means its full-run reports, every ``*.xml`` but the ``*-partial.xml`` files of runs
 narrowed with ``nox -s tests -- -k ...`` (:data:`PARTIAL_SUFFIX`), so nothing is counted

@@ -1,8 +1,9 @@
 """Result records: one per check, one JSONL file per process (DESIGN section 8).
 
-Every check of the matrix -- and every ``ckptcompat run`` step -- emits one record that
-validates against :data:`SCHEMA`. ``report`` merges them; ``gate`` compares them with the
-committed baseline. Versions are torch *base* versions (``"2.6.0"``, no ``+cu124``).
+Every check of the matrix -- and every ``ckptcompat run`` step -- emits one :class:`Record`
+(its outcome an :class:`Outcome`) whose JSON form validates against :data:`SCHEMA`.
+``report`` merges them; ``gate`` compares them with the committed baseline. Versions are
+torch *base* versions (``"2.6.0"``, no ``+cu124``).
 
 ``cell_key`` identifies a matrix cell independently of when it ran:
 ``scenario/artifact/agent/loader/producer->consumer->evaluator`` (``-`` for an absent
@@ -16,8 +17,10 @@ import os
 import subprocess
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, fields
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from ckptcompat import numerics
 
@@ -27,6 +30,7 @@ __all__ = [
     "SCHEMA",
     "SCHEMA_VERSION",
     "Outcome",
+    "Record",
     "append_record",
     "cell_key",
     "git_sha",
@@ -38,9 +42,19 @@ __all__ = [
 
 #: 2: every record carries the numerics fingerprint of the process that made it.
 SCHEMA_VERSION = 2
-OUTCOMES = ("pass", "skip", "fail", "error")
+
+
+class Outcome(StrEnum):
+    """How one check ended, best first (the order the gate ranks by)."""
+
+    PASS = "pass"
+    SKIP = "skip"
+    FAIL = "fail"
+    ERROR = "error"
+
+
+OUTCOMES = tuple(o.value for o in Outcome)
 LOADERS = ("safe", "allowlist", "naive", "trusted")
-Outcome = Literal["pass", "skip", "fail", "error"]
 
 _VERSION = {"type": ["string", "null"], "pattern": r"^\d+\.\d+\.\d+$"}
 SCHEMA: dict[str, Any] = {
@@ -74,6 +88,61 @@ SCHEMA: dict[str, Any] = {
         "numerics": {"type": "object", "required": ["machine", "cpu_model", "reproducible"]},
     },
 }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Record:
+    """One check's result; :meth:`to_dict` is its JSON form (:data:`SCHEMA`).
+
+    Versions are base versions; ``outputs`` is absent from the JSON when None.
+    """
+
+    schema_version: int
+    run_id: str
+    git_sha: str
+    cell_key: str
+    scenario: str
+    artifact: str
+    agent: str
+    loader: str
+    producer_torch: str | None
+    consumer_torch: str | None
+    evaluator_torch: str | None
+    producer_numpy: str | None
+    consumer_numpy: str | None
+    outcome: Outcome
+    detail: str
+    duration_s: float
+    numerics: dict[str, Any]
+    outputs: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form, keys in :data:`SCHEMA` order (``outputs`` only when set)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["outcome"] = self.outcome.value
+        if self.outputs is None:
+            del out["outputs"]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Record:
+        """The record of a JSON form.
+
+        Raises:
+            ValueError: ``data`` does not validate against :data:`SCHEMA`.
+        """
+        validate_record(data)
+        values = dict(data)
+        values["outcome"] = Outcome(values["outcome"])
+        return cls(**values)
+
+    def __getitem__(self, name: str) -> Any:
+        """Read-only field access by JSON key, as ``to_dict()[name]``."""
+        return self.to_dict()[name]
+
+    def __or__(self, changes: Mapping[str, Any]) -> Record:
+        """A copy with ``changes`` applied to the JSON form (validated again)."""
+        return Record.from_dict(self.to_dict() | dict(changes))
 
 
 def _base(version: str | None) -> str | None:
@@ -123,7 +192,7 @@ def make_record(
     artifact: str,
     agent: str,
     loader: str,
-    outcome: Outcome,
+    outcome: Outcome | str,
     producer_torch: str | None,
     consumer_torch: str | None,
     evaluator_torch: str | None = None,
@@ -132,7 +201,7 @@ def make_record(
     detail: str = "",
     duration_s: float = 0.0,
     outputs: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> Record:
     """Build and validate one record (``run_id``/``git_sha`` from the environment).
 
     ``numerics`` is this process's fingerprint (:func:`ckptcompat.numerics.fingerprint`):
@@ -157,15 +226,14 @@ def make_record(
         "evaluator_torch": _base(evaluator_torch),
         "producer_numpy": _base(producer_numpy),
         "consumer_numpy": _base(consumer_numpy),
-        "outcome": outcome,
+        "outcome": str(outcome),
         "detail": detail,
         "duration_s": round(float(duration_s), 6),
         "numerics": numerics.fingerprint(),
     }
     if outputs is not None:
         record["outputs"] = dict(outputs)
-    validate_record(record)
-    return record
+    return Record.from_dict(record)
 
 
 def validate_record(record: Mapping[str, Any]) -> None:
@@ -183,17 +251,17 @@ def validate_record(record: Mapping[str, Any]) -> None:
         raise ValueError(f"invalid result record at {where}: {exc.message}") from None
 
 
-def append_record(path: str | os.PathLike[str], record: Mapping[str, Any]) -> None:
+def append_record(path: str | os.PathLike[str], record: Record) -> None:
     """Append ``record`` as one line to the JSONL file ``path`` (one file per process)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", encoding="utf-8") as fh:
-        fh.write(json.dumps(record, sort_keys=True) + "\n")
+        fh.write(json.dumps(record.to_dict(), sort_keys=True) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
 
 
-def read_records(paths: Iterable[str | os.PathLike[str]]) -> Iterator[dict[str, Any]]:
+def read_records(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Record]:
     """Yield every record of the given JSONL files (or of ``*.jsonl`` in given folders).
 
     Raises:
@@ -207,8 +275,7 @@ def read_records(paths: Iterable[str | os.PathLike[str]]) -> Iterator[dict[str, 
                 if not line.strip():
                     continue
                 try:
-                    record = json.loads(line)
-                    validate_record(record)
+                    record = Record.from_dict(json.loads(line))
                 except (json.JSONDecodeError, ValueError) as exc:
                     raise ValueError(f"{file}:{number}: {exc}") from None
                 yield record

@@ -1,4 +1,4 @@
-"""``python -m ckptcompat.harness.gate``: the release gate (DESIGN section 8).
+"""``python -m ckptcompat.harness.verdict.gate``: the release gate (DESIGN section 8).
 
 Compares the matrix's records with ``fixtures/baseline.json`` and fails (exit 1) on:
 
@@ -23,13 +23,12 @@ import argparse
 import os
 import sys
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from ckptcompat.harness import results
-from ckptcompat.harness.matrix import (
+from ckptcompat.harness.verdict import records as results
+from ckptcompat.harness.verdict.matrix import (
     BASELINE_PATH,
     STATUS_NOUNS,
     Baseline,
@@ -38,6 +37,7 @@ from ckptcompat.harness.matrix import (
     load_baseline,
     propose_baseline,
 )
+from ckptcompat.harness.verdict.records import Record
 
 __all__ = [
     "BASELINE_NOTE",
@@ -60,7 +60,7 @@ PROBLEM_KINDS: tuple[str, ...] = (
 )
 BASELINE_NOTE = (
     "Expected outcome of every matrix cell (nox -s matrix), generated from a real run with "
-    "`python -m ckptcompat.harness.gate --propose-baseline` and reviewed: every expected "
+    "`python -m ckptcompat.harness.verdict.gate --propose-baseline` and reviewed: every expected "
     "failure names its reason. An entry changes only in a commit whose message says why."
 )
 _SHOWN = 60
@@ -95,10 +95,10 @@ class Verdict:
         return not self.problems
 
 
-def judge(records: Sequence[Mapping[str, Any]], baseline: Baseline, git_sha: str) -> Verdict:
+def judge(records: Sequence[Record], baseline: Baseline, git_sha: str) -> Verdict:
     """Compare ``records`` of commit ``git_sha`` with ``baseline`` (see the module docstring)."""
-    fresh = [r for r in records if r["git_sha"] == git_sha]
-    stale = Counter(r["git_sha"] for r in records if r["git_sha"] != git_sha)
+    fresh = [r for r in records if r.git_sha == git_sha]
+    stale = Counter(r.git_sha for r in records if r.git_sha != git_sha)
     verdict = Verdict(git_sha=git_sha, records=len(records), cells=0)
     for sha, count in sorted(stale.items()):
         verdict.problems.append(
@@ -156,7 +156,7 @@ def summary_markdown(verdict: Verdict) -> str:
         lines += [
             "",
             "A baseline entry changes only in a commit whose message says why "
-            "(`python -m ckptcompat.harness.gate --propose-baseline FILE`, then review).",
+            "(`python -m ckptcompat.harness.verdict.gate --propose-baseline FILE`, then review).",
         ]
     return "\n".join(lines) + "\n"
 
@@ -189,7 +189,7 @@ def _write_step_summary(text: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point (see the module docstring for the exit status)."""
     parser = argparse.ArgumentParser(
-        prog="python -m ckptcompat.harness.gate", description=__doc__.splitlines()[0]
+        prog="python -m ckptcompat.harness.verdict.gate", description=__doc__.splitlines()[0]
     )
     parser.add_argument(
         "--records",

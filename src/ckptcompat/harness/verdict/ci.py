@@ -1,4 +1,6 @@
-"""CI job matrices from ``nox -l --json``: ``python src/ckptcompat/harness/ci.py SESSIONS.json``.
+"""CI job matrices from ``nox -l --json``.
+
+``python src/ckptcompat/harness/verdict/ci.py SESSIONS.json``.
 
 The workflow (``.github/workflows/compat.yml``) lists the sessions with
 ``nox -l --json -s tests phase`` and this script turns them into one JSON job list per
@@ -59,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Print the ``$GITHUB_OUTPUT`` lines for the sessions JSON file given (``-``: stdin)."""
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 1:
-        print("usage: python src/ckptcompat/harness/ci.py SESSIONS.json", file=sys.stderr)
+        print("usage: python src/ckptcompat/harness/verdict/ci.py SESSIONS.json", file=sys.stderr)
         return 2
     text = sys.stdin.read() if args[0] == "-" else Path(args[0]).read_text(encoding="utf-8")
     try:

@@ -1,13 +1,13 @@
-"""``python -m ckptcompat.harness.report``: records -> the matrix, in every format CI shows.
+"""``python -m ckptcompat.harness.verdict.report``: records -> the matrix, in every format CI shows.
 
 Reads every ``*.jsonl`` record file (DESIGN section 8) under ``--records``, merges them per
-cell and attaches ``expected`` from the baseline (:mod:`ckptcompat.harness.matrix`), then
+cell and attaches ``expected`` from the baseline (:mod:`ckptcompat.harness.verdict.matrix`), then
 writes into ``--out``:
 
 * ``matrix.json`` -- every cell with outcome, expected, reason, status and detail;
 * ``matrix.md`` -- the summary table (printed too), then what does not pass and why;
 * ``matrix.html`` -- the same, coloured, with the heatmap embedded;
-* ``matrix.png`` -- the heatmap (:mod:`ckptcompat.harness.heatmap`; needs matplotlib);
+* ``matrix.png`` -- the heatmap (:mod:`ckptcompat.harness.verdict.heatmap`; needs matplotlib);
 * ``junit/matrix.xml`` -- one test case per cell (known failures as skipped).
 
 How to read the table: a row is one scenario, artifact kind and loader; a column the
@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree as ET
 
-from ckptcompat.harness import results
-from ckptcompat.harness.heatmap import (
+from ckptcompat.harness.verdict import records as results
+from ckptcompat.harness.verdict.heatmap import (
     LEGEND_ORDER,
     MARKS,
     NO_PRODUCER,
@@ -44,7 +44,7 @@ from ckptcompat.harness.heatmap import (
     render_png,
     square_status,
 )
-from ckptcompat.harness.matrix import (
+from ckptcompat.harness.verdict.matrix import (
     BASELINE_PATH,
     Baseline,
     BaselineError,
@@ -305,7 +305,7 @@ def _load(records: Iterable[Path], baseline: Path) -> list[MatrixCell]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point (see the module docstring)."""
     parser = argparse.ArgumentParser(
-        prog="python -m ckptcompat.harness.report", description=__doc__.splitlines()[0]
+        prog="python -m ckptcompat.harness.verdict.report", description=__doc__.splitlines()[0]
     )
     parser.add_argument(
         "--records",

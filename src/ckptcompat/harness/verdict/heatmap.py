@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ckptcompat.harness import versions
-from ckptcompat.harness.matrix import MatrixCell, status_line
+from ckptcompat.harness.verdict.matrix import MatrixCell, status_line
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -232,7 +232,7 @@ def _draw_panel(ax: Axes, panel: Panel) -> None:
 
 def render_png(all_panels: Sequence[Panel], path: str | Path, *, columns: int = 5) -> Path:
     """Draw every panel as a producer x consumer heatmap into ``path`` (PNG), under a
-    headline counting the cells by status (:func:`~ckptcompat.harness.matrix.status_line`),
+    headline counting the cells by status (:func:`~ckptcompat.harness.verdict.matrix.status_line`),
     red when any cell differs from the baseline, and above a legend of every square status.
 
     Raises:

@@ -1,6 +1,6 @@
 """The matrix: result records merged per cell and set against the committed baseline.
 
-A *cell* is one ``cell_key`` (:func:`ckptcompat.harness.results.cell_key`). Records of the
+A *cell* is one ``cell_key`` (:func:`ckptcompat.harness.verdict.records.cell_key`). Records of the
 same cell merge to the worst outcome (``pass > skip > fail > error``, DESIGN section 8).
 ``fixtures/baseline.json`` names the expected outcome of every cell, and every expected
 non-pass a reason; each cell then gets a *status*:
@@ -32,7 +32,7 @@ from typing import Any
 
 from ckptcompat.harness import versions
 from ckptcompat.harness.fixtures import locator
-from ckptcompat.harness.results import OUTCOMES
+from ckptcompat.harness.verdict.records import OUTCOMES, Record
 
 __all__ = [
     "BASELINE_PATH",
@@ -168,24 +168,24 @@ def parse_key(key: str) -> dict[str, Any]:
     }
 
 
-def merge(records: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+def merge(records: Iterable[Record]) -> dict[str, dict[str, Any]]:
     """Records per cell_key -> ``{outcome, detail, records, duration_s}``, worst outcome kept."""
     merged: dict[str, dict[str, Any]] = {}
     for record in records:
-        key = record["cell_key"]
-        seen = merged.get(key)
+        outcome = record.outcome.value
+        seen = merged.get(record.cell_key)
         if seen is None:
-            merged[key] = {
-                "outcome": record["outcome"],
-                "detail": record["detail"],
+            merged[record.cell_key] = {
+                "outcome": outcome,
+                "detail": record.detail,
                 "records": 1,
-                "duration_s": float(record["duration_s"]),
+                "duration_s": float(record.duration_s),
             }
             continue
         seen["records"] += 1
-        seen["duration_s"] += float(record["duration_s"])
-        if RANK[record["outcome"]] > RANK[seen["outcome"]]:
-            seen["outcome"], seen["detail"] = record["outcome"], record["detail"]
+        seen["duration_s"] += float(record.duration_s)
+        if RANK[outcome] > RANK[seen["outcome"]]:
+            seen["outcome"], seen["detail"] = outcome, record.detail
     return merged
 
 
@@ -201,7 +201,7 @@ def _status(outcome: str | None, expected: str | None) -> str:
     return "ok"
 
 
-def build(records: Iterable[Mapping[str, Any]], baseline: Baseline) -> list[MatrixCell]:
+def build(records: Iterable[Record], baseline: Baseline) -> list[MatrixCell]:
     """Every cell of the records and of the baseline, sorted by key, with its status."""
     merged = merge(records)
     cells = []
@@ -261,7 +261,7 @@ def load_baseline(path: str | os.PathLike[str] = BASELINE_PATH, *, strict: bool 
     except FileNotFoundError:
         raise BaselineError(
             f"no baseline at {path}; write one with `python -m "
-            "ckptcompat.harness.gate --propose-baseline` and review it"
+            "ckptcompat.harness.verdict.gate --propose-baseline` and review it"
         ) from None
     except json.JSONDecodeError as exc:
         raise BaselineError(f"{path} is not JSON: {exc}") from None
@@ -319,9 +319,7 @@ def dump_baseline(
     return "\n".join(lines) + "\n"
 
 
-def propose_baseline(
-    records: Iterable[Mapping[str, Any]], previous: Baseline | None, note: str
-) -> str:
+def propose_baseline(records: Iterable[Record], previous: Baseline | None, note: str) -> str:
     """A baseline expecting exactly the recorded outcomes, for review.
 
     A cell keeps its previous reason when its expected outcome is unchanged; any other

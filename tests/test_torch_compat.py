@@ -29,6 +29,7 @@ from ckptcompat.errors import (
     TrustedLoadWarning,
     UnsafeCheckpointError,
 )
+from ckptcompat.load_errors import parse_weights_only_error
 
 V = tc.TORCH_VERSION
 
@@ -281,7 +282,7 @@ def test_parse_unsupported_global_from_this_torch(
 ) -> None:
     """Guards the parser missing this version's wording of 'Unsupported global'."""
     exc = _torch_error(_save({"a": argparse.Namespace()}, tmp_path / "a.pt"), monkeypatch)
-    failure = tc.parse_weights_only_error(exc)
+    failure = parse_weights_only_error(exc)
     assert failure.kind == "unsupported_global"
     assert failure.globals == ("argparse.Namespace",)
 
@@ -291,7 +292,7 @@ def test_parse_builtin_global_keeps_builtins_prefix(
 ) -> None:
     """Guards 2.7+ printing 'GLOBAL slice' (builtins. stripped) breaking name comparison."""
     exc = _torch_error(_save({"s": slice(1, 2)}, tmp_path / "s.pt"), monkeypatch)
-    assert tc.parse_weights_only_error(exc).globals == ("builtins.slice",)
+    assert parse_weights_only_error(exc).globals == ("builtins.slice",)
 
 
 def test_parse_protocol_4_operand(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -300,7 +301,7 @@ def test_parse_protocol_4_operand(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     torch.save({"a": torch.ones(1)}, path, pickle_protocol=4)
     with pytest.warns(UserWarning, match="Detected pickle protocol 4"):
         exc = _torch_error(path, monkeypatch)
-    failure = tc.parse_weights_only_error(exc)
+    failure = parse_weights_only_error(exc)
     assert (failure.kind, failure.operand) == ("unsupported_operand", 149)
 
 
@@ -316,14 +317,14 @@ def test_parse_can_only_build_names_the_numpy_dtype_class(
     allow = [np._core.multiarray._reconstruct, np.ndarray, np.dtype]
     if V < Version("2.5"):
         allow.append(_codecs.encode)
-    failure = tc.parse_weights_only_error(_torch_error(path, monkeypatch, allow))
+    failure = parse_weights_only_error(_torch_error(path, monkeypatch, allow))
     assert failure.kind == "can_only_build"
     assert failure.globals == ("numpy.dtypes.Float64DType",)
 
 
 def test_parse_blocked_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Guards os/posix globals: 'blocked' on 2.5+ even if allowlisted; unsupported on 2.4."""
-    failure = tc.parse_weights_only_error(
+    failure = parse_weights_only_error(
         _torch_error(_save({"f": os.getcwd}, tmp_path / "os.pt"), monkeypatch)
     )
     if V >= Version("2.5"):
@@ -340,7 +341,7 @@ def test_allowlisted_defaultdict_with_items_by_version(
     path = _save({"d": collections.defaultdict(int, {"k": 1})}, tmp_path / "dd.pt")
     allow = [collections.defaultdict, int]
     if tc.SETITEM_RESTRICTED:
-        failure = tc.parse_weights_only_error(_torch_error(path, monkeypatch, allow))
+        failure = parse_weights_only_error(_torch_error(path, monkeypatch, allow))
         assert failure.kind == "setitem_restriction"
         assert failure.globals == ("collections.defaultdict",)
     else:

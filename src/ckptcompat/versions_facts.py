@@ -1,10 +1,10 @@
 """ONE table of torch-version facts: what changed in which torch release, and where from.
 
 :data:`FACTS` is the only place that says "from torch 2.6 on ...". :mod:`ckptcompat.torch_compat`
-(its version cutoffs and the weights-only error wordings it parses), :mod:`ckptcompat.scan`
-(torch's default globals, the SETITEM rule) and :mod:`ckptcompat.doctor` (a profile per
-torch minor) read it; none of them compares version numbers of its own. Supporting a new
-torch means adding rows, not editing code.
+(its version cutoffs), :mod:`ckptcompat.load_errors` (the weights-only error wordings it
+parses), :mod:`ckptcompat.scan` (torch's default globals, the SETITEM rule) and
+:mod:`ckptcompat.doctor` (a profile per torch minor) read it; none of them compares version
+numbers of its own. Supporting a new torch means adding rows, not editing code.
 
 Each row is one change, holding from its ``since`` minor on, and cites the torch
 ``release`` it comes from and its ``source``: the pull request or advisory where one is

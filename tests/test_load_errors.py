@@ -11,7 +11,7 @@ import pickle
 
 import pytest
 
-from ckptcompat.torch_compat import parse_weights_only_error
+from ckptcompat.load_errors import parse_weights_only_error
 
 pytestmark = pytest.mark.one_cell  # pure string parsing: no torch behaviour involved
 

@@ -220,7 +220,7 @@ def repro(session: nox.Session, cell: str) -> None:
             "a file the static scan says can run code; without it repro refuses, exit 2)"
         )
     _install_cell(session, cell)
-    session.run("python", "-m", "ckptcompat.harness.repro", *session.posargs)
+    session.run("python", "-m", "ckptcompat.harness.run.repro", *session.posargs)
 
 
 # ------------------------------------------------------------------ the cross-version matrix
@@ -228,7 +228,7 @@ REPORTS = ROOT / "reports"
 RECORDS = REPORTS / "records"
 WORK = REPORTS / "work"
 BASELINE = ROOT / "fixtures" / "baseline.json"
-# = ckptcompat.harness.scenarios.PHASES (tests/harness/test_workflow.py checks they agree)
+# = ckptcompat.harness.run.scenarios.PHASES (tests/harness/test_workflow.py checks they agree)
 PHASES = ("train", "resume", "evaluate")
 
 
@@ -279,7 +279,7 @@ def matrix(session: nox.Session) -> None:
             _install_team(session, python, cell, team)
             pythons.append(f"--python={cell}={python}")
         session.run(
-            "python", "-m", "ckptcompat.harness.scenarios", *pythons,
+            "python", "-m", "ckptcompat.harness.run.driver", *pythons,
             "--work", team["work"], "--records", team["records"], "--report", team["reports"],
             "--baseline", team["baseline"], "--config", team["source"],
         )  # fmt: skip
@@ -288,7 +288,7 @@ def matrix(session: nox.Session) -> None:
     session.run(
         "python",
         "-m",
-        "ckptcompat.harness.scenarios",
+        "ckptcompat.harness.run.driver",
         *pythons,
         "--work",
         str(WORK),
@@ -312,7 +312,7 @@ def phase(session: nox.Session, phase: str, cell: str) -> None:
     session.run(
         python,
         "-m",
-        "ckptcompat.harness.phases",
+        "ckptcompat.harness.run.phases",
         phase,
         cell,
         "--work",

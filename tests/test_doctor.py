@@ -2,7 +2,7 @@
 
 The corpus (fixtures/corpus) is not malicious: its whole-object pickles name only our own
 classes, the standard library and numpy, so ``naive_load`` may run on it (in a subprocess,
-through :mod:`ckptcompat.harness.repro`). Hand-written pickles naming dangerous globals
+through :mod:`ckptcompat.harness.run.repro`). Hand-written pickles naming dangerous globals
 here are only ever scanned, never unpickled.
 """
 
@@ -24,7 +24,8 @@ import pytest
 from ckptcompat import doctor
 from ckptcompat.doctor.rules import profiles, rules_profile
 from ckptcompat.doctor.verdict import OUTCOMES
-from ckptcompat.harness import corpus, repro
+from ckptcompat.harness import corpus
+from ckptcompat.harness.run import repro
 
 CORPUS = sorted(p for p in corpus.CORPUS_DIR.glob("*.pt"))
 TORCH = metadata.version("torch")

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from ckptcompat.harness import scenarios, versions
+from ckptcompat.harness import versions
+from ckptcompat.harness.run import scenarios
 from ckptcompat.harness.verdict import gate, matrix
 from ckptcompat.harness.verdict import records as results
 from ckptcompat.harness.verdict.matrix import Baseline, BaselineError

@@ -62,7 +62,7 @@ from ckptcompat.harness.golden.verify import (
     probe_problems,
     replay_ppo_update,
 )
-from ckptcompat.harness.repro import LoadJob, LoadOutcome, run_loads
+from ckptcompat.harness.run.repro import LoadJob, LoadOutcome, run_loads
 from ckptcompat.rl.trainer import Trainer
 
 pytestmark = pytest.mark.golden

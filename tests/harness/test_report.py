@@ -275,7 +275,7 @@ def test_report_gate_and_driver_import_no_torch() -> None:
     of these modules imports torch or numpy."""
     code = (
         "import sys, ckptcompat.harness.verdict.report, ckptcompat.harness.verdict.gate, "
-        "ckptcompat.harness.scenarios, ckptcompat.harness.verdict.ci; "
+        "ckptcompat.harness.run.driver, ckptcompat.harness.verdict.ci; "
         "print(sorted(m for m in ('torch', 'numpy', 'matplotlib') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

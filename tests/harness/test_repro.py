@@ -1,4 +1,4 @@
-"""``python -m ckptcompat.harness.repro FILE``: real loads next to the doctor's prediction."""
+"""``python -m ckptcompat.harness.run.repro FILE``: real loads next to the doctor's prediction."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from ckptcompat.doctor.verdict import Verdict
-from ckptcompat.harness import corpus, malicious, repro
+from ckptcompat.harness import corpus, malicious
+from ckptcompat.harness.run import repro
 
 MALICIOUS = sorted(malicious.CORPUS_DIR.glob("*.pt"))
 
@@ -59,7 +60,7 @@ def test_repro_cli_agrees_on_a_numpy_file() -> None:
     the doctor's allowlist) agree with the prediction for this torch; exit 0."""
     path = corpus.CORPUS_DIR / "numpy_float32_array.pt"
     proc = subprocess.run(
-        [sys.executable, "-m", "ckptcompat.harness.repro", str(path)],
+        [sys.executable, "-m", "ckptcompat.harness.run.repro", str(path)],
         capture_output=True,
         text=True,
         check=False,
@@ -71,7 +72,7 @@ def test_repro_cli_agrees_on_a_numpy_file() -> None:
 def test_repro_cli_missing_file_exits_2(tmp_path: Path) -> None:
     """Guards a traceback for a missing FILE."""
     proc = subprocess.run(
-        [sys.executable, "-m", "ckptcompat.harness.repro", str(tmp_path / "nope.pt")],
+        [sys.executable, "-m", "ckptcompat.harness.run.repro", str(tmp_path / "nope.pt")],
         capture_output=True,
         text=True,
         check=False,
@@ -105,7 +106,7 @@ def test_repro_process_refuses_global_os_system_and_runs_nothing(tmp_path: Path)
     canary = tmp_path / "canary"
     env = {**os.environ, malicious.CANARY_ENV: str(canary), "TMPDIR": str(tmp_path)}
     proc = subprocess.run(
-        [sys.executable, "-m", "ckptcompat.harness.repro",
+        [sys.executable, "-m", "ckptcompat.harness.run.repro",
          str(malicious.CORPUS_DIR / "global_os_system.pt")],
         capture_output=True, text=True, env=env, timeout=300, check=False,
     )  # fmt: skip

@@ -1,4 +1,4 @@
-"""Cross-version scenarios (harness/scenarios.py, phases.py, golden/phase.py).
+"""Cross-version scenarios (harness/run/: scenarios, driver, phases, steps; golden/phase.py).
 
 The plan is checked without torch; the phases run for real, in this cell, as the matrix
 runs them in every cell: one process per phase, with a process counter on every Python
@@ -22,9 +22,10 @@ import torch
 
 from ckptcompat.checkpoint.layout import RUN_NAME_RE
 from ckptcompat.evaluation.stats_db import SimulationStatsDB
-from ckptcompat.harness import scenarios, versions
+from ckptcompat.harness import versions
 from ckptcompat.harness.golden import phase as phase_golden
-from ckptcompat.harness.scenarios import AGENTS, PHASES, Chain, Layout
+from ckptcompat.harness.run import driver, scenarios
+from ckptcompat.harness.run.scenarios import AGENTS, PHASES, Chain, Layout
 from ckptcompat.harness.verdict import records as results
 
 CELLS = scenarios.DEFAULT_CELLS
@@ -129,22 +130,22 @@ def test_matrix_ends_with_the_gates_verdict_and_fails_on_a_regression(
 
     def fake_run_matrix(
         pythons: object, work: Path, records: Path, **kwargs: str
-    ) -> list[scenarios.PhaseProcess]:
+    ) -> list[driver.PhaseProcess]:
         record = results.make_record(
             scenario="train", artifact="safe_v1", agent="mock", loader="safe",
             producer_torch="2.6.0", consumer_torch="2.6.0", outcome=outcome,
         )  # fmt: skip
         results.append_record(records / "t26.jsonl", record | {"git_sha": kwargs["git_sha"]})
-        return [scenarios.PhaseProcess("train", "t26", code, 0.0, 0.0, work / "log")]
+        return [driver.PhaseProcess("train", "t26", code, 0.0, 0.0, work / "log")]
 
-    monkeypatch.setattr(scenarios, "run_matrix", fake_run_matrix)
+    monkeypatch.setattr(driver, "run_matrix", fake_run_matrix)
 
     def run() -> tuple[int, str]:
         records = tmp_path / "records"
         shutil.rmtree(records, ignore_errors=True)
         argv = [f"--python=t26={sys.executable}", "--work", str(tmp_path / "work")]
         argv += ["--records", str(records), "--baseline", str(baseline)]
-        status = scenarios.main(argv)
+        status = driver.main(argv)
         return status, capsys.readouterr().out.splitlines()[-1]
 
     status, last = run()
@@ -183,7 +184,7 @@ def test_phases_chain_in_this_cell_with_one_process_per_phase(tmp_path: Path) ->
         [
             sys.executable,
             "-m",
-            "ckptcompat.harness.scenarios",
+            "ckptcompat.harness.run.driver",
             f"--python={cell}={sys.executable}",
             "--work",
             str(work),
@@ -194,7 +195,7 @@ def test_phases_chain_in_this_cell_with_one_process_per_phase(tmp_path: Path) ->
         tmp_path,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    phases = [line for line in started if "ckptcompat.harness.phases" in line]
+    phases = [line for line in started if "ckptcompat.harness.run.phases" in line]
     assert len(phases) == 3 and len(started) == 1 + 3, started  # the driver + one per phase
     got = list(results.read_records([records]))
     by_scenario = Counter(r["scenario"] for r in got)
@@ -225,7 +226,7 @@ def test_golden_step_runs_in_the_evaluate_process(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "ckptcompat.harness.phases",
+            "ckptcompat.harness.run.phases",
             "evaluate",
             cell,
             "--work",

@@ -128,7 +128,7 @@ def test_team_matrix_in_this_cell(tmp_path: Path) -> None:
     work, records = tmp_path / "work", tmp_path / "records"
     for phase in ("train", "resume", "evaluate"):
         proc = subprocess.run(
-            [sys.executable, "-m", "ckptcompat.harness.phases", phase, cell, "--cells", cell,
+            [sys.executable, "-m", "ckptcompat.harness.run.phases", phase, cell, "--cells", cell,
              "--work", str(work), "--records", str(records), "--config", str(CONFIG)],
             env=env, capture_output=True, text=True, check=False,
         )  # fmt: skip

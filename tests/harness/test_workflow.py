@@ -4,7 +4,7 @@ The workflow cannot run here. Its job lists come from ``nox -l --json`` at run t
 this test lists the sessions the same way, turns them into job lists with the same script
 (harness/verdict/ci.py) and checks them against the cells of versions.py; then it checks the
 file's jobs: the phases chained by ``needs``, each phase handing its work folder to the
-next as artifacts named like :class:`~ckptcompat.harness.scenarios.Layout`'s folders, and
+next as artifacts named like :class:`~ckptcompat.harness.run.scenarios.Layout`'s folders, and
 a final ``if: always()`` job running report and gate on every phase's records.
 
 PyYAML is not in the cell venvs, so :func:`_load_yaml` reads the YAML subset the workflow
@@ -28,8 +28,9 @@ from typing import Any
 
 import pytest
 
-from ckptcompat.harness import scenarios, versions
-from ckptcompat.harness.scenarios import PHASES, Layout
+from ckptcompat.harness import versions
+from ckptcompat.harness.run import scenarios
+from ckptcompat.harness.run.scenarios import PHASES, Layout
 from ckptcompat.harness.verdict import ci
 
 pytestmark = pytest.mark.one_cell  # reads files and nox's session list; no torch involved

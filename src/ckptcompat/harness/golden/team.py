@@ -1,6 +1,6 @@
 """The in-cell checks of a team's goldens and checkpoints (evaluate phase, ``--config``).
 
-Run by ``python -m ckptcompat.harness.phases evaluate CELL --config PATH`` after the team's
+Run by ``python -m ckptcompat.harness.run.phases evaluate CELL --config PATH`` after the team's
 round trips, in the same process (one torch process per phase and cell). One record each:
 
 * ``golden/<kind>/<agent>/<loader>/<producer>-><this cell>->-`` for every golden of the team

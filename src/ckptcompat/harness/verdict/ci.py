@@ -26,7 +26,7 @@ from typing import Any
 __all__ = ["JOBS", "job_matrix", "main"]
 
 #: Workflow job -> (nox session name, call_spec filter). The phase jobs mirror
-#: ckptcompat.harness.scenarios.PHASES (tests/harness/test_workflow.py checks it).
+#: ckptcompat.harness.run.scenarios.PHASES (tests/harness/test_workflow.py checks it).
 JOBS: dict[str, tuple[str, dict[str, str]]] = {
     "tests": ("tests", {}),
     "train": ("phase", {"phase": "train"}),

@@ -1,4 +1,4 @@
-"""``python -m ckptcompat.harness.repro FILE``: real loads here next to the doctor's prediction.
+"""``python -m ckptcompat.harness.run.repro FILE``: real loads here next to the doctor's prediction.
 
 Run inside a cell (``nox -s "repro(t26)" -- FILE``). The doctor's prediction for the
 installed torch (read from package metadata: this process never imports torch) is put next
@@ -165,7 +165,7 @@ def run_loads(jobs: Sequence[LoadJob], *, python: str = sys.executable) -> list[
     """
     payload = json.dumps([{**asdict(j), "allowlist": [list(p) for p in j.allowlist]} for j in jobs])
     proc = subprocess.run(
-        [python, "-m", "ckptcompat.harness.repro", "--worker"],
+        [python, "-m", "ckptcompat.harness.run.repro", "--worker"],
         input=payload,
         capture_output=True,
         text=True,
@@ -260,7 +260,7 @@ def _refuse(path: str, risks: tuple[str, ...]) -> int:
 def main(argv: list[str] | None = None) -> int:
     """CLI; see the module docstring."""
     parser = argparse.ArgumentParser(
-        prog="python -m ckptcompat.harness.repro",
+        prog="python -m ckptcompat.harness.run.repro",
         description="Load FILE for real in this cell (each load in its own subprocess) next "
         "to the doctor's prediction for this torch.",
         epilog=_EPILOG,

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from ckptcompat import doctor
-from ckptcompat.harness import corpus, malicious
+from ckptcompat.harness import corpus
+from ckptcompat.harness.malicious import files as malicious
 
 pytestmark = pytest.mark.one_cell
 

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from ckptcompat.doctor.verdict import Verdict
-from ckptcompat.harness import corpus, malicious
+from ckptcompat.harness import corpus
+from ckptcompat.harness.malicious import files as malicious
+from ckptcompat.harness.malicious import payloads
 from ckptcompat.harness.run import repro
 
 MALICIOUS = sorted(malicious.CORPUS_DIR.glob("*.pt"))
@@ -104,7 +106,7 @@ def test_repro_process_refuses_global_os_system_and_runs_nothing(tmp_path: Path)
     """Guards the same fault end to end, in every cell (on 2.4/2.5 a plain torch.load runs
     the payload): the repro command itself exits 2 and the payload's canary never appears."""
     canary = tmp_path / "canary"
-    env = {**os.environ, malicious.CANARY_ENV: str(canary), "TMPDIR": str(tmp_path)}
+    env = {**os.environ, payloads.CANARY_ENV: str(canary), "TMPDIR": str(tmp_path)}
     proc = subprocess.run(
         [sys.executable, "-m", "ckptcompat.harness.run.repro",
          str(malicious.CORPUS_DIR / "global_os_system.pt")],

@@ -35,7 +35,7 @@ import pytest
 
 from ckptcompat import torch_compat
 from ckptcompat.errors import UnsafeCheckpointError
-from ckptcompat.harness import malicious
+from ckptcompat.harness.malicious import files as malicious
 from tests.faults import SRC, ForkServer, JobResult, fork_server, tree_digest
 
 ENTRIES: list[dict[str, Any]] = malicious.read_manifest()["files"]

@@ -4,7 +4,9 @@ The index is the commit record of a run (DESIGN section 4): a checkpoint exists 
 manager once, and only once, the index lists it. It is rewritten atomically *after* the
 file it describes, so it never lists a missing or partial file; a file on disk that the
 index does not list (a save interrupted between the rename and the index update) is
-ignored, like a temp file. ``:latest`` resolves through it. Standard library only.
+ignored, like a temp file. ``:latest`` resolves through it, and so do the manager's
+ranking (:meth:`RunIndex.ranked`) and cleanup planning (:meth:`RunIndex.cleanup_plan`).
+Standard library only.
 
 Schema (``format_version`` 1)::
 
@@ -20,7 +22,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ckptcompat.checkpoint.layout import INDEX_NAME
 from ckptcompat.errors import CorruptCheckpointError, IncompatibleCheckpointError
@@ -28,7 +30,9 @@ from ckptcompat.errors import CorruptCheckpointError, IncompatibleCheckpointErro
 __all__ = [
     "INDEX_FORMAT",
     "INDEX_VERSION",
+    "RANK_METRICS",
     "CheckpointEntry",
+    "CleanupPlan",
     "RunIndex",
     "TrainerEntry",
     "read_index",
@@ -36,6 +40,8 @@ __all__ = [
 
 INDEX_FORMAT = "ckptcompat.index"
 INDEX_VERSION = 1
+#: The checkpoint fields :meth:`RunIndex.ranked` ranks by.
+RANK_METRICS = ("epoch", "agent_step", "score")
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,13 @@ class TrainerEntry:
     digest: str
 
 
+class CleanupPlan(NamedTuple):
+    """What a cleanup deletes: agent checkpoints and trainer states, ascending by epoch."""
+
+    checkpoints: list[CheckpointEntry]
+    trainer_states: list[TrainerEntry]
+
+
 @dataclass(frozen=True)
 class RunIndex:
     """The parsed index; immutable, ``with_*``/``without`` return updated copies."""
@@ -92,6 +105,31 @@ class RunIndex:
     def latest_trainer_state(self) -> TrainerEntry | None:
         """The highest-epoch trainer state, or None when the run has none."""
         return self.trainer_states[-1] if self.trainer_states else None
+
+    def ranked(self, metric: str) -> list[CheckpointEntry]:
+        """Checkpoints with a ``metric`` value (one of :data:`RANK_METRICS`), best first.
+
+        Descending by ``metric``; ties go to the later epoch; ``score=None`` is left out.
+        """
+        entries = [e for e in self.checkpoints if getattr(e, metric) is not None]
+        entries.sort(key=lambda e: (getattr(e, metric), e.epoch), reverse=True)
+        return entries
+
+    def cleanup_plan(self, keep_last_n: int) -> CleanupPlan:
+        """What keeping only the newest ``keep_last_n`` (>= 0) checkpoints deletes.
+
+        Trainer states older than the oldest kept checkpoint go too (they cannot resume
+        anything kept); ``keep_last_n=0`` deletes every checkpoint and trainer state.
+        """
+        kept = self.checkpoints[len(self.checkpoints) - keep_last_n :] if keep_last_n else ()
+        gone = [e for e in self.checkpoints if e not in kept]
+        if keep_last_n == 0:
+            gone_trainer = list(self.trainer_states)
+        elif kept:
+            gone_trainer = [e for e in self.trainer_states if e.epoch < kept[0].epoch]
+        else:
+            gone_trainer = []
+        return CleanupPlan(gone, gone_trainer)
 
     def with_checkpoint(self, entry: CheckpointEntry) -> RunIndex:
         """A copy listing ``entry`` (replacing any entry of the same epoch)."""

@@ -4,10 +4,11 @@ Files: ``data_dir/<run>/checkpoints/`` holds ``<run>_v<epoch>.pt`` (agent),
 ``<run>_v<epoch>.trainer.pt`` (optimizer, scheduler, RNG streams), ``index.json`` and the
 writer lock, as :mod:`ckptcompat.checkpoint.layout` spells them.
 
-Every write is atomic and the index is updated after the file it describes, so the index
-only ever lists complete files; a checkpoint exists once the index lists it. Writes take
-the run's lock for their duration (``RunLockedError`` when another process holds it);
-``with manager:`` holds it for a whole training run. Every load goes through
+Every write goes through :class:`~ckptcompat.checkpoint.run_store.RunStore`: atomic, and
+the index is updated after the file it describes, so the index only ever lists complete
+files; a checkpoint exists once the index lists it. Writes take the run's lock for their
+duration (``RunLockedError`` when another process holds it); ``with manager:`` holds it
+for a whole training run. Every load goes through
 ``torch_compat.load`` with no allowlist and rebuilds the agent from the registry by
 ``class_path`` + saved config, then ``load_state_dict(strict=True)``; the agent is built
 on the meta device and adopts the loaded tensors when that is safe
@@ -21,8 +22,6 @@ Not thread-safe: use one manager per thread.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
@@ -30,26 +29,14 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from ckptcompat.checkpoint.atomic import (
-    RunLock,
-    fault_point,
-    remove_stale_temp_files,
-    write_bytes_atomic,
-)
 from ckptcompat.checkpoint.cache import AgentCache, cache_key
 from ckptcompat.checkpoint.format import (
     build_agent_payload,
     build_trainer_payload,
     validate_trainer_payload,
 )
-from ckptcompat.checkpoint.index import (
-    CheckpointEntry,
-    RunIndex,
-    TrainerEntry,
-    read_index,
-)
+from ckptcompat.checkpoint.index import RANK_METRICS, CheckpointEntry, TrainerEntry
 from ckptcompat.checkpoint.layout import (
-    INDEX_NAME,
     agent_filename,
     checkpoints_dir,
     run_dir,
@@ -64,17 +51,14 @@ from ckptcompat.checkpoint.loading import (
     load_agent_file,
     load_verified,
 )
-from ckptcompat.checkpoint.saving import check_epoch, split_metadata, write_payload
+from ckptcompat.checkpoint.run_store import RunStore
+from ckptcompat.checkpoint.saving import check_epoch, split_metadata
 from ckptcompat.checkpoint.trainer_state import TrainerState, apply_trainer_state
 from ckptcompat.checkpoint.uri import file_uri, resolve
-from ckptcompat.errors import (
-    CheckpointNotFoundError,
-    CorruptCheckpointError,
-)
+from ckptcompat.errors import CheckpointNotFoundError
 
 __all__ = ["SimpleCheckpointManager"]
 
-_METRICS = ("epoch", "agent_step", "score")
 _STRATEGIES = ("latest", "all")
 
 
@@ -101,12 +85,12 @@ class SimpleCheckpointManager:
         self.run_dir = run_dir(self.data_dir, run)
         self.checkpoint_dir = checkpoints_dir(self.data_dir, run)
         self.cache_size = cache_size
-        self._lock = RunLock(self.checkpoint_dir)
+        self._store = RunStore(self.run, self.checkpoint_dir)
 
     # ------------------------------------------------------------------ lock
     def __enter__(self) -> SimpleCheckpointManager:
         """Hold the run's writer lock until ``__exit__`` (RunLockedError if taken)."""
-        self._acquire()
+        self._store.acquire()
         return self
 
     def __exit__(
@@ -115,56 +99,16 @@ class SimpleCheckpointManager:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._lock.release()
-
-    def _acquire(self) -> None:
-        first = not self._lock.held
-        self._lock.acquire()
-        if first:
-            # Holding the lock proves no live writer owns a temp file: any left is stale.
-            try:
-                remove_stale_temp_files(self.checkpoint_dir)
-            except BaseException:
-                self._lock.release()
-                raise
-
-    @contextmanager
-    def _writing(self) -> Iterator[None]:
-        self._acquire()
-        try:
-            yield
-        finally:
-            self._lock.release()
+        self._store.release()
 
     # ------------------------------------------------------------------ index
-    def _index(self) -> RunIndex:
-        return read_index(self.checkpoint_dir, self.run)
-
-    def _write_index(self, index: RunIndex) -> None:
-        write_bytes_atomic(self.checkpoint_dir / INDEX_NAME, index.to_json())
-
-    def _entry_path(self, entry: CheckpointEntry | TrainerEntry) -> Path:
-        if isinstance(entry, TrainerEntry):
-            expected = trainer_filename(self.run, entry.epoch)
-        else:
-            expected = agent_filename(self.run, entry.epoch)
-        if entry.file != expected:
-            raise CorruptCheckpointError(
-                "index.json names a file outside the key scheme",
-                path=self.checkpoint_dir / INDEX_NAME,
-                expected=expected,
-                found=entry.file,
-                fix="restore index.json from a backup",
-            )
-        return self.checkpoint_dir / entry.file
-
     def list_checkpoints(self) -> tuple[CheckpointEntry, ...]:
         """The indexed agent checkpoints, ascending by epoch.
 
         Raises:
             CorruptCheckpointError: a malformed index.json.
         """
-        return self._index().checkpoints
+        return self._store.index().checkpoints
 
     # ------------------------------------------------------------------ agents
     def save_agent(
@@ -188,27 +132,17 @@ class SimpleCheckpointManager:
         epoch = check_epoch(epoch)
         payload = build_agent_payload(agent, run=self.run, epoch=epoch, **split_metadata(metadata))
         path = self.checkpoint_dir / agent_filename(self.run, epoch)
-        with self._writing():
-            index = self._index()
-            if index.checkpoint(epoch) is not None:
-                # Unlist first: a crash mid-replace must not leave an entry whose size and
-                # digest describe the old bytes.
-                index = index.without(checkpoints={epoch})
-                self._write_index(index)
-            result = write_payload(path, payload)
-            fault_point("before_index_update")
-            meta = payload["metadata"]
-            entry = CheckpointEntry(
-                epoch=epoch,
-                agent_step=meta["agent_step"],
-                score=meta["score"],
-                total_time_s=meta["total_time_s"],
-                created_at=meta["created_at"],
-                file=path.name,
-                size_bytes=result.size_bytes,
-                digest=result.digest,
-            )
-            self._write_index(index.with_checkpoint(entry))
+        meta = payload["metadata"]
+        self._store.save_then_index(
+            CheckpointEntry,
+            path,
+            payload,
+            epoch=epoch,
+            agent_step=meta["agent_step"],
+            score=meta["score"],
+            total_time_s=meta["total_time_s"],
+            created_at=meta["created_at"],
+        )
         self._cache.forget({path.name})
         return file_uri(path)
 
@@ -230,7 +164,7 @@ class SimpleCheckpointManager:
             UnsafeCheckpointError: the file needs globals (not written by this manager).
         """
         check_verify(verify)
-        index = self._index()
+        index = self._store.index()
         entry = index.latest_checkpoint() if epoch is None else index.checkpoint(check_epoch(epoch))
         if entry is None:
             raise CheckpointNotFoundError(
@@ -241,7 +175,7 @@ class SimpleCheckpointManager:
                 found=f"indexed epochs {[e.epoch for e in index.checkpoints]}",
                 fix="pick an indexed epoch, or check run and data_dir",
             )
-        path = self._entry_path(entry)
+        path = self._store.entry_path(entry)
         key = cache_key(path, entry, device, verify)
         cached = self._cache.get(key)
         if cached is not None:
@@ -292,15 +226,14 @@ class SimpleCheckpointManager:
         """
         if strategy not in _STRATEGIES:
             raise ValueError(f"strategy must be one of {_STRATEGIES}, not {strategy!r}")
-        if metric not in _METRICS:
-            raise ValueError(f"metric must be one of {_METRICS}, not {metric!r}")
+        if metric not in RANK_METRICS:
+            raise ValueError(f"metric must be one of {RANK_METRICS}, not {metric!r}")
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise ValueError(f"count must be an int >= 1, not {count!r}")
-        entries = [e for e in self._index().checkpoints if getattr(e, metric) is not None]
-        entries.sort(key=lambda e: (getattr(e, metric), e.epoch), reverse=True)
+        entries = self._store.index().ranked(metric)
         if strategy == "latest":
             entries = entries[:count]
-        return [file_uri(self._entry_path(e)) for e in entries]
+        return [file_uri(self._store.entry_path(e)) for e in entries]
 
     def find_best_checkpoint(self, metric: str = "score") -> str:
         """``file://`` URI of the best checkpoint by ``metric`` (see select_checkpoints).
@@ -331,26 +264,7 @@ class SimpleCheckpointManager:
         """
         if isinstance(keep_last_n, bool) or not isinstance(keep_last_n, int) or keep_last_n < 0:
             raise ValueError(f"keep_last_n must be an int >= 0, not {keep_last_n!r}")
-        with self._writing():
-            index = self._index()
-            kept = index.checkpoints[len(index.checkpoints) - keep_last_n :] if keep_last_n else ()
-            gone = [e for e in index.checkpoints if e not in kept]
-            if keep_last_n == 0:
-                gone_trainer = list(index.trainer_states)
-            elif kept:
-                gone_trainer = [e for e in index.trainer_states if e.epoch < kept[0].epoch]
-            else:
-                gone_trainer = []
-            if not gone and not gone_trainer:
-                return 0
-            self._write_index(
-                index.without(
-                    checkpoints={e.epoch for e in gone},
-                    trainer_states={e.epoch for e in gone_trainer},
-                )
-            )
-            for entry in [*gone, *gone_trainer]:
-                self._entry_path(entry).unlink(missing_ok=True)
+        gone = self._store.cleanup(keep_last_n)
         self._cache.forget({e.file for e in gone})
         return len(gone)
 
@@ -380,21 +294,9 @@ class SimpleCheckpointManager:
             extra=extra,
         )
         path = self.checkpoint_dir / trainer_filename(self.run, epoch)
-        with self._writing():
-            index = self._index()
-            if index.trainer_state(epoch) is not None:
-                index = index.without(trainer_states={epoch})
-                self._write_index(index)
-            result = write_payload(path, payload)
-            fault_point("before_index_update")
-            entry = TrainerEntry(
-                epoch=epoch,
-                agent_step=payload["agent_step"],
-                file=path.name,
-                size_bytes=result.size_bytes,
-                digest=result.digest,
-            )
-            self._write_index(index.with_trainer_state(entry))
+        self._store.save_then_index(
+            TrainerEntry, path, payload, epoch=epoch, agent_step=payload["agent_step"]
+        )
         return file_uri(path)
 
     def load_trainer_state(
@@ -425,7 +327,7 @@ class SimpleCheckpointManager:
                 (parameter groups, a scheduler given but none saved).
         """
         check_verify(verify)
-        index = self._index()
+        index = self._store.index()
         if epoch is None:
             entry = index.latest_trainer_state()
             if entry is None:
@@ -440,7 +342,7 @@ class SimpleCheckpointManager:
                     found=f"trainer states at epochs {[e.epoch for e in index.trainer_states]}",
                     fix="pick a listed epoch, or pass epoch=None for the latest",
                 )
-        path = self._entry_path(entry)
+        path = self._store.entry_path(entry)
         payload = validate_trainer_payload(load_verified(path, entry, verify), path)
         return apply_trainer_state(
             payload, path, optimizer=optimizer, scheduler=scheduler, restore_rng=restore_rng

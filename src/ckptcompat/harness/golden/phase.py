@@ -2,7 +2,7 @@
 
 Every committed golden (``fixtures/golden/<producer>/``) is checked under this torch by the
 golden verification tests themselves -- the consumer-side tests of
-``tests/harness/test_golden.py`` named in :data:`SELECTED` -- run in-process with
+``tests/harness/golden/test_golden.py`` named in :data:`SELECTED` -- run in-process with
 ``pytest.main`` and ``CKPTCOMPAT_RECORDS`` pointing at a scratch directory, so the matrix
 and ``nox -s tests`` judge the goldens with the same code. The tests are selected, not
 deselected: the producer-side ones (regeneration, determinism) start generator processes
@@ -34,9 +34,9 @@ from ckptcompat.harness.verdict import records as results
 __all__ = ["GOLDEN_TESTS", "REPLACED", "SELECTED", "naive_loads", "pytest_args", "run"]
 
 #: The golden verification tests, relative to the checkout.
-GOLDEN_TESTS = Path("tests") / "harness" / "test_golden.py"
+GOLDEN_TESTS = Path("tests") / "harness" / "golden" / "test_golden.py"
 #: Keywords of the consumer-side golden tests run here, each naming one test function
-#: (tests/harness/test_scenarios.py checks them against test_golden.py).
+#: (tests/harness/run/test_scenarios.py checks them against test_golden.py).
 SELECTED: tuple[str, ...] = (
     "safe_v1_loads",
     "legacy_generation",

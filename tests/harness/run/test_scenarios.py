@@ -93,7 +93,7 @@ def test_in_process_golden_run_selects_every_record_emitting_consumer_test() -> 
     """Guards test_golden.py changing under the matrix: a renamed check silently dropped
     from the matrix, a new record-emitting check left out of it, or a selected test that
     starts a process of its own (generator, repro worker) inside the process budget."""
-    source = (Path(__file__).parent / "test_golden.py").read_text(encoding="utf-8")
+    source = (Path(__file__).parents[1] / "golden" / "test_golden.py").read_text(encoding="utf-8")
     tests = {
         node.name: ast.get_source_segment(source, node) or ""
         for node in ast.parse(source).body

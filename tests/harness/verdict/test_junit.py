@@ -16,7 +16,7 @@ from ckptcompat.harness.verdict import junit
 
 pytestmark = pytest.mark.one_cell  # XML and text only; no torch involved
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _write(path: Path, passed: int = 2, failed: tuple[str, ...] = (), skipped: int = 0) -> Path:

@@ -27,9 +27,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ckptcompat import numerics
+from ckptcompat import locator, numerics
 from ckptcompat.harness.corpus_files import CORPUS
-from ckptcompat.harness.fixtures import locator
 from ckptcompat.harness.fixtures.manifest import fixture_cli, folder_problems, sha256_file
 
 __all__ = [

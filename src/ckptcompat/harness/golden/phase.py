@@ -24,9 +24,8 @@ import time
 import warnings
 from pathlib import Path
 
-from ckptcompat import torch_compat
+from ckptcompat import locator, torch_compat
 from ckptcompat.errors import CheckpointError
-from ckptcompat.harness.fixtures import locator
 from ckptcompat.harness.golden.read import GOLDEN_ROOT, KINDS, GoldenError, golden_dirs, read_golden
 from ckptcompat.harness.golden.records import RECORDS_ENV, emit_record
 from ckptcompat.harness.verdict import records as results

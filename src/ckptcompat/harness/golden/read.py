@@ -25,8 +25,7 @@ import numpy as np
 import torch
 
 import ckptcompat
-from ckptcompat import numerics
-from ckptcompat.harness.fixtures import locator
+from ckptcompat import locator, numerics
 from ckptcompat.harness.fixtures.manifest import sha256_file
 
 __all__ = [

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ckptcompat.harness.fixtures import locator
+from ckptcompat import locator
 from ckptcompat.harness.golden.read import Golden
 from ckptcompat.harness.verdict import records as results
 from ckptcompat.harness.verdict.records import Record

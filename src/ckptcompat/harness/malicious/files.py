@@ -18,7 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
-from ckptcompat.harness.fixtures import locator
+from ckptcompat import locator
 from ckptcompat.harness.fixtures.manifest import fixture_cli, folder_problems, sha256_file
 from ckptcompat.harness.malicious.payloads import (
     _ARGV,

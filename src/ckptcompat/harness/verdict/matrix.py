@@ -30,8 +30,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ckptcompat import locator
 from ckptcompat.harness import versions
-from ckptcompat.harness.fixtures import locator
 from ckptcompat.harness.verdict.records import OUTCOMES, Record
 
 __all__ = [

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from ckptcompat import locator
 from ckptcompat import versions_facts as facts
 from ckptcompat.scan.opcode_walk import WEIGHTS_ONLY_OPCODES
 from ckptcompat.scan.torch_names import WEIGHTS_ONLY_GLOBALS
@@ -39,7 +40,7 @@ __all__ = [
 Basis = Literal["snapshot", "rules"]
 
 #: Where the probed snapshots live in a source checkout (the package is installed editable).
-SNAPSHOT_DIR: Path = Path(__file__).resolve().parents[3] / "fixtures" / "torch_allowlists"
+SNAPSHOT_DIR: Path = locator.TORCH_ALLOWLISTS_DIR
 
 
 #: ``torch.<dtype>`` globals of every dtype some torch 2.4-2.15 knows.

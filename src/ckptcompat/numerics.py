@@ -137,9 +137,7 @@ def _cpu() -> dict[str, Any]:
     info = _cpuinfo()
     flags = set((info.get("flags") or info.get("Features") or "").split())
     model = info.get("model name") or info.get("Processor") or platform.processor() or "unknown"
-    ident = "/".join(
-        info[k] for k in ("cpu family", "model", "stepping", "CPU part") if k in info
-    )
+    ident = "/".join(info[k] for k in ("cpu family", "model", "stepping", "CPU part") if k in info)
     return {
         "cpu_vendor": info.get("vendor_id") or info.get("CPU implementer") or "unknown",
         "cpu_model": f"{model} ({ident})" if ident else model,

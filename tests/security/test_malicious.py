@@ -457,7 +457,8 @@ def test_doctor_console_script_on_every_file(tmp_path: Path) -> None:
 def test_migrate_and_evaluate_console_scripts(tmp_path: Path) -> None:
     """Guards the installed entry points (not only cli.main): `ckptcompat migrate` and
     `ckptcompat run evaluate` in real subprocesses refuse an otherwise valid G2 agent
-    carrying a payload (exit 1, the typed error named), write nothing, leave no canary."""
+    carrying a payload (exit 1, the typed error named), write nothing, leave no canary, and
+    suggest no `--trust` for it."""
     canaries = tmp_path / "canary"
     canaries.mkdir()
     env = _cli_env(canaries)
@@ -486,6 +487,10 @@ def test_migrate_and_evaluate_console_scripts(tmp_path: Path) -> None:
     assert "UnsafeCheckpointError" in migrate_err
     (evaluate_out, evaluate_err), evaluate_code = done["evaluate"]
     assert evaluate_code == 1, evaluate_err
+    # A file naming a code-running global gets no ready-to-paste way to load it anyway
+    # (seen by a new user: both commands ended with "... migrate --trust ..." advice).
+    for text in (migrate_err, evaluate_out, evaluate_err):
+        assert "--trust" not in text and "do not load or migrate it" in migrate_err.lower(), text
     record = json.loads(evaluate_out.strip().splitlines()[-1])
     assert record["outcome"] == "fail"
     assert record["detail"].split(":")[0] in REFUSALS

@@ -1,6 +1,6 @@
 """Older checkpoint generations: write them (for goldens and tests), read them safely.
 
-Generations (DESIGN section 4):
+Generations (docs/design.md section 4):
 
 * **G1** ``model_<NNNN>.pt``: a whole pickled PolicyRecord holding the agent.
 * **G2** ``<run>__e<E>__s<S>__t<T>__sc<SC>.pt`` or ``<run>:v<E>.pt``: a whole pickled agent.
@@ -225,7 +225,13 @@ def read_checkpoint(
             "(ckptcompat.checkpoint.allowlist)",
             found=", ".join(offenders)
             + (f" (dangerous: {', '.join(dangerous)})" if dangerous else ""),
-            fix="run `ckptcompat doctor FILE`; if you trust the file, "
+            fix=(
+                f"do not load or migrate it: it names {', '.join(dangerous[:5])}, which runs "
+                "code when unpickled (a trusted migration would run it); `ckptcompat doctor "
+                "FILE` explains why"
+            )
+            if dangerous
+            else "run `ckptcompat doctor FILE`; if you trust the file, "
             "`ckptcompat migrate FILE DST --trust` converts it to the safe format",
         )
     obj = torch_compat.load(

@@ -185,6 +185,13 @@ def _listed(names: Iterable[str], limit: int = 8) -> str:
     return ", ".join(names[:limit]) + more
 
 
+#: The fix of a refusal that names a global which runs code: never a way to load it anyway.
+_NEVER_LOAD = (
+    "do not load or migrate it: it names {}, which runs code when unpickled (a plain "
+    "torch.load or a trusted migration would run it); `ckptcompat doctor FILE` explains why"
+)
+
+
 def _refuse_content(result: ScanResult, allowed: frozenset[str], name: str | None) -> None:
     refused = [g for g in result.globals if g not in WEIGHTS_ONLY_GLOBALS and g not in allowed]
     dangerous = list(result.dangerous_globals)
@@ -214,7 +221,9 @@ def _refuse_content(result: ScanResult, allowed: frozenset[str], name: str | Non
             globals=[*refused, *dangerous],
             expected="one protocol-2 pickle of tensors, containers and allowlisted globals",
             found="; ".join(reasons),
-            fix="run `ckptcompat doctor FILE`; allowlist trusted classes for this load, or "
+            fix=_NEVER_LOAD.format(", ".join(dangerous[:5]))
+            if dangerous
+            else "run `ckptcompat doctor FILE`; allowlist trusted classes for this load, or "
             "`ckptcompat migrate --trust` it only if you trust its source",
         )
     corrupt = [f for f in result.findings if f.code in _CORRUPT_CODES]

@@ -340,17 +340,19 @@ def report(session: nox.Session) -> None:
         str(REPORTS),
         "--timing",
         str(WORK / "timing.json"),
+        *session.posargs,
     )
 
 
 @nox.session(python=PYTHON, default=False)
 def gate(session: nox.Session) -> None:
-    """Fail on any matrix cell that differs from fixtures/baseline.json (DESIGN section 8)."""
+    """Fail on any matrix cell that differs from fixtures/baseline.json (docs/design.md sec. 8)."""
     session.install("-c", str(CONSTRAINTS), "jsonschema")
     session.install("--no-deps", "-e", ".")
     if _team(session) is not None:  # the team's records against the team's baseline
         session.run("python", "-m", "ckptcompat.harness.verdict.gate", *session.posargs)
         return
+    # Any other argument goes to the gate's own parser: a typo is an error, never ignored.
     session.run(
         "python",
         "-m",
@@ -359,6 +361,7 @@ def gate(session: nox.Session) -> None:
         str(RECORDS),
         "--baseline",
         str(BASELINE),
+        *session.posargs,
     )
 
 

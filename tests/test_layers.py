@@ -55,7 +55,8 @@ def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
             targets = [base, *(f"{base}.{alias.name}" for alias in node.names)]
         else:
             continue
-        for target in targets:
+        for imported in targets:
+            target = imported
             while target and target not in modules:
                 target = target.rpartition(".")[0]
             # importing a submodule runs its package's __init__, not an arrow back to it

@@ -1,4 +1,4 @@
-"""The audit rule of DESIGN section 5: torch.load is called only inside torch_compat."""
+"""The audit rule of docs/design.md section 5: torch.load is called only inside torch_compat."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ says so there and exits 2.
 * ``doctor FILE [--json]`` -- why FILE loads or fails on each torch version, statically;
 * ``migrate SRC DST [--trust]`` -- any generation to the safe format, verified equal;
 * ``run train|resume|evaluate`` -- steps the harness chains across venvs
-  (:mod:`ckptcompat.cli_run`); each prints one result record (DESIGN section 8) as its last
+  (:mod:`ckptcompat.cli_run`); each prints one result record (docs/design.md section 8) as its last
   stdout line and a one-line summary on stderr.
 
 Exit codes, the same for every subcommand (:func:`ckptcompat.cli_common.exit_code`): 0

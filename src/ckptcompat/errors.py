@@ -1,4 +1,4 @@
-"""Typed errors of ckptcompat (DESIGN section 9).
+"""Typed errors of ckptcompat (docs/design.md section 9).
 
 Every failure a user can meet while saving, loading or inspecting a checkpoint is one of
 these classes, never a bare ``pickle``/``zipfile``/``RuntimeError`` traceback and never a

@@ -55,8 +55,8 @@ __all__ = [
     "describe",
     "fingerprint",
     "is_reproducible",
-    "requested",
     "reproducible_env",
+    "requested",
 ]
 
 #: Set to ``reproducible`` by the harness in every process whose results must be bitwise.

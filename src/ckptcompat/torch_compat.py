@@ -1,6 +1,6 @@
 """Every torch-version difference ckptcompat knows of, and the only ``torch.load`` calls.
 
-Three loaders, one per trust level (DESIGN section 5):
+Three loaders, one per trust level (docs/design.md section 5):
 
 * :func:`load` -- ``weights_only=True`` with an allowlist scoped to the call. On torch
   < 2.10 a static scan of the file runs first (torch <= 2.5.1 had a weights-only bypass,

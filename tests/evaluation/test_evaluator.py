@@ -1,5 +1,5 @@
 """PolicyEvaluator: checkpoints evaluated by URI, record or explicit key land in the stats DB
-under the one key scheme (DESIGN section 6), deterministically, on real envs.
+under the one key scheme (docs/design.md section 6), deterministically, on real envs.
 
 Budgets are tiny: an untrained greedy agent ends a CartPole-v1 episode in tens of steps,
 and MiniGrid-Empty-5x5-v0 truncates at 100 steps.

@@ -1,4 +1,4 @@
-"""Concurrent readers and writers of one run (DESIGN section 4: atomic writes, one writer).
+"""Concurrent readers and writers of one run (docs/design.md section 4: atomic writes, one writer).
 
 A reader process loads ``<run>:latest`` in a loop while a writer process saves new epochs:
 it must never see a partial file (CorruptCheckpointError), an index it cannot parse, or a

@@ -1,4 +1,4 @@
-"""A crash while saving never costs a committed checkpoint (DESIGN section 4, atomic.py).
+"""A crash while saving never costs a committed checkpoint (docs/design.md section 4, atomic.py).
 
 Two parts:
 
@@ -224,7 +224,7 @@ def test_sigkill_during_saves_never_loses_a_checkpoint(server: ForkServer, tmp_p
     checkpoints, the lock is free, the last complete epoch never goes back, and
     ``Trainer.resume`` continues from exactly that epoch. Kills and losses are printed.
 
-    The documented exception to "every test in every cell" (DESIGN section 10): what is
+    The documented exception to "every test in every cell" (docs/design.md section 10): what is
     tested is the file-system protocol of atomic.py/manager.py (temp file, fsync, rename,
     index after file, flock), which does not depend on torch's version; the per-version
     part (torch writing through CountingWriter) is covered in every cell by the fault-point

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_default_cells_are_exactly_the_four_supported_releases() -> None:
-    """Guards the default matrix drifting from DESIGN section 2 (2.4.1, 2.5.1, 2.6.0, 2.15.0)."""
+    """Guards the default matrix drifting from docs/design.md sec. 2 (2.4.1 ... 2.15.0)."""
     assert [(c.id, c.torch) for c in versions.DEFAULT] == [
         ("t24", "2.4.1"),
         ("t25", "2.5.1"),

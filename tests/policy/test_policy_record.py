@@ -81,7 +81,7 @@ def test_repr_is_cheap(saved) -> None:
 
 
 def test_num_params_and_key_and_version(saved) -> None:
-    """Guards key_and_version bypassing the one key scheme (DESIGN section 6)."""
+    """Guards key_and_version bypassing the one key scheme (docs/design.md section 6)."""
     uri, agent = saved
     record = _quiet(PolicyRecord, _quiet(PolicyStore), "run", uri, None)
     assert record.key_and_version() == ("run", 3)

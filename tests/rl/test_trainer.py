@@ -104,7 +104,7 @@ def _assert_nested_equal(a: Any, b: Any, where: str = "") -> None:
 def test_resume_in_new_process_is_bitwise_equal_to_straight_run(
     case: str, stopped_runs: Path, tmp_path: Path
 ) -> None:
-    """Guards the resume contract (DESIGN section 7): train K epochs in one process, resume in
+    """Guards the resume contract (docs/design.md sec. 7): train K epochs in one process, resume in
     another to 2K == train 2K straight, bit for bit (parameters, buffers, Adam state). Faults
     it catches: an RNG stream not restored (or restored before the agent's rebuild consumed
     it), envs not reset at the checkpoint epoch, the lr schedule tied to the --epochs

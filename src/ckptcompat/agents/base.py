@@ -1,4 +1,4 @@
-"""The agent interface every checkpointable agent implements (DESIGN section 7).
+"""The agent interface every checkpointable agent implements (docs/design.md section 7).
 
 Shapes: ``T`` time steps, ``B`` environments (batch). ``obs`` is ``(T, B, *obs_shape)``,
 ``done`` is ``(T, B)`` bool/float (1 where the episode ended *before* this step, so the

@@ -1,7 +1,7 @@
 """Gymnasium spaces <-> JSON-primitive configs, so an agent's config holds no pickled objects.
 
 A checkpoint stores the observation and action spaces inside the agent config
-(DESIGN section 4), and that config must survive ``json.dumps`` and
+(docs/design.md section 4), and that config must survive ``json.dumps`` and
 ``torch.load(weights_only=True)``. A pickled ``gymnasium.spaces.Box`` drags in numpy
 arrays, dtypes and possibly an ``np.random.Generator``; these configs hold none of that.
 

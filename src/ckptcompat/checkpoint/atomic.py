@@ -1,6 +1,6 @@
 """Crash-safe writes, the run's writer lock and named fault-injection points.
 
-Atomic write (DESIGN section 4): bytes go to ``.<name>.tmp-<pid>`` (:mod:`.layout`'s
+Atomic write (docs/design.md section 4): bytes go to ``.<name>.tmp-<pid>`` (:mod:`.layout`'s
 ``temp_path``) in the destination's directory, are flushed and fsynced, then ``os.replace``
 moves them over the final name and the directory is fsynced, so a reader sees the old file
 or the complete new one, never a prefix. The digest (``xxh3_128``, non-cryptographic: it

@@ -1,6 +1,6 @@
 """``checkpoints/index.json``: the run's record of complete checkpoints.
 
-The index is the commit record of a run (DESIGN section 4): a checkpoint exists for the
+The index is the commit record of a run (docs/design.md section 4): a checkpoint exists for the
 manager once, and only once, the index lists it. It is rewritten atomically *after* the
 file it describes, so it never lists a missing or partial file; a file on disk that the
 index does not list (a save interrupted between the rename and the index update) is

@@ -1,4 +1,4 @@
-"""The on-disk layout of a run (DESIGN section 4), spelled here and nowhere else.
+"""The on-disk layout of a run (docs/design.md section 4), spelled here and nowhere else.
 
 ::
 

@@ -82,7 +82,7 @@ def _run_and_epoch(
     name = parse_filename(ckpt.path.name)
     meta = ckpt.metadata
     if run is None and name is not None and name.kind == "g1":
-        # The key scheme (DESIGN section 6): model_NNNN.pt -> (run directory name, NNNN).
+        # The key scheme (docs/design.md section 6): model_NNNN.pt -> (run directory name, NNNN).
         run = run_dir_of(ckpt.path).name
     if run is None:
         run = meta.get("run") or (name.run if name is not None and name.run else None)

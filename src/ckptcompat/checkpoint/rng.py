@@ -1,7 +1,7 @@
 """Global RNG streams as safe-format primitives: capture, validate, restore.
 
 The trainer state saves the three global generators a training loop draws from
-(DESIGN section 7, "RNG use is through the saved generators"):
+(docs/design.md section 7, "RNG use is through the saved generators"):
 
 * ``"torch"``: ``torch.get_rng_state()``, a uint8 tensor (the CPU default generator only;
   CUDA generators are not saved).

@@ -1,4 +1,4 @@
-"""Checkpoint URIs and the one key scheme (DESIGN section 6).
+"""Checkpoint URIs and the one key scheme (docs/design.md section 6).
 
 File and directory names are :mod:`ckptcompat.checkpoint.layout`'s.
 

@@ -1,4 +1,6 @@
-"""Greedy evaluation of a policy, recorded in the stats DB under its one key (DESIGN 6, 7).
+"""Greedy evaluation of a policy, recorded in the stats DB under its one key.
+
+See docs/design.md sections 6 and 7.
 
 :class:`PolicyEvaluator` runs ``episodes`` episodes of one env -- episode ``i`` reset with
 seed ``seed + i`` -- with greedy (argmax) actions, the recurrent state carried from step

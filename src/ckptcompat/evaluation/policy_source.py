@@ -2,7 +2,7 @@
 
 A source is a checkpoint URI, a PolicyRecord-like object or an in-memory agent
 (:data:`PolicySource`); :func:`load_policy` settles its ``(policy_key, policy_version)``
-(DESIGN section 6) before anything loads, and :func:`check_agent_fits_env` refuses an agent
+(docs/design.md section 6) before anything loads, and :func:`check_agent_fits_env` refuses an agent
 whose spaces do not fit the env, before any stats DB is opened.
 """
 

@@ -9,7 +9,7 @@ Three classes, each a superset of the one before (the layout callers of the old 
   writer API the evaluator uses, and shard merging.
 - :class:`EvalStatsDB`: + the sample and metric views and the normalised aggregates.
 
-Rules (DESIGN sections 6 and 9; the faults they guard are in the reference note, sec. 5):
+Rules (docs/design.md sections 6 and 9; the faults they guard are in the reference note, sec. 5):
 
 - One writer per DB file. DuckDB locks a file for one read-write process, so each process
   writes its own shard and :func:`merge_shards` combines them afterwards. Merging keeps every
@@ -94,7 +94,7 @@ class SimulationStatsDB(ShardMergeMixin, EpisodeStatsDB):
             simulation_id: unique id shared by every shard of this simulation.
             name: the simulation's name (``sim_name`` in filters).
             env: the env id, e.g. ``"CartPole-v1"`` (``sim_env`` in filters).
-            policy_key, policy_version: the evaluated policy (DESIGN section 6).
+            policy_key, policy_version: the evaluated policy (docs/design.md section 6).
             policy_uri: the resolved URI it was loaded from.
             created_at: default now (UTC).
 

@@ -1,6 +1,6 @@
 """The values the stats DB accepts: policy keys, and checks run before any SQL.
 
-- A policy is named by ``(policy_key, policy_version)`` (DESIGN section 6): the run name and
+- A policy is named by ``(policy_key, policy_version)`` (docs/design.md section 6): the run name and
   the epoch, with epoch 0 a version like any other and ``None`` never a version.
 - A metric value is a finite number; NaN and infinities are refused at write time.
 - Every check here runs before SQL, so a refused write leaves the DB untouched and a refused

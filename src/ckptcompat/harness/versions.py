@@ -5,7 +5,7 @@ A *cell* is one virtual environment: an exact torch pin plus the shared pins of
 The noxfile loads this module by path (it runs outside the package's venvs), so this
 file imports nothing but the standard library.
 
-Cells (DESIGN section 2):
+Cells (docs/design.md section 2):
 
 * default ``t24`` 2.4.1, ``t25`` 2.5.1, ``t26`` 2.6.0, ``t215`` 2.15.0 -- ``nox -s tests``;
 * extended 2.7 ... 2.14, one each -- ``nox -s tests_extended``;

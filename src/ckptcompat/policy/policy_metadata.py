@@ -6,7 +6,7 @@ keys readable and writable as attributes (names starting with ``_`` are real att
 required keys cannot be deleted (``del``, ``pop``, ``delattr``); ``from_dict`` validates;
 ``repr`` lists the required keys first, then the rest sorted.
 
-Mapping to the safe format's metadata (DESIGN section 4): ``train_time`` <->
+Mapping to the safe format's metadata (docs/design.md section 4): ``train_time`` <->
 ``total_time_s``; ``generation`` defaults to 0. Replacement: the ``metadata`` mapping of
 :class:`ckptcompat.checkpoint.manager.SimpleCheckpointManager` checkpoints.
 """

@@ -6,7 +6,7 @@ parameters raised TypeError and broke callers); ``.policy`` loads through the st
 and caches; ``.file_path`` for ``file://`` URIs; ``.metadata`` takes a PolicyMetadata or a
 dict and refuses anything else with TypeError; ``repr`` never loads the policy.
 ``key_and_version()`` goes through :func:`ckptcompat.checkpoint.uri.key_and_version`, the
-one key scheme (DESIGN section 6).
+one key scheme (docs/design.md section 6).
 
 Replacement: :meth:`SimpleCheckpointManager.load_from_uri` for the agent and
 :func:`ckptcompat.checkpoint.uri.key_and_version` for the stats-DB key.
@@ -147,7 +147,7 @@ class PolicyRecord:
         return self.uri[len("file://") :]
 
     def key_and_version(self) -> tuple[str, int]:
-        """``(policy_key, policy_version)`` by the one key scheme (DESIGN section 6)."""
+        """``(policy_key, policy_version)`` by the one key scheme (docs/design.md section 6)."""
         if self.uri is None:
             raise ValueError("PolicyRecord.key_and_version needs a uri; this record has none")
         return uri_mod.key_and_version(self.uri)

@@ -19,7 +19,7 @@ envs.step(a)``:
 
 * ``done = term | trunc`` is ``(B,)`` bool and means "the episode ended with this step, so
   ``obs`` is the first observation of a new episode". That is exactly the ``done`` the agents
-  take (DESIGN section 7): the recurrent state is zeroed before consuming ``obs``.
+  take (docs/design.md section 7): the recurrent state is zeroed before consuming ``obs``.
 * ``r`` is the reward of the last step of the old episode.
 
 Truncation is treated like termination (no bootstrap from ``final_obs``), as CleanRL does.

@@ -1,6 +1,6 @@
 """The curated allowlist: which globals a legacy checkpoint may name, as qualified strings.
 
-Legacy whole-pickle checkpoints (DESIGN section 4) are read with ``weights_only=True``
+Legacy whole-pickle checkpoints (docs/design.md section 4) are read with ``weights_only=True``
 plus an allowlist made of the globals the static scan found, *if and only if* every one of
 them is on this list. Entries are strings, resolved lazily and one by one: this module
 imports nothing from ``ckptcompat.policy`` or the agents (``checkpoint/`` never imports

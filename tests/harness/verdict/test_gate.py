@@ -144,7 +144,7 @@ def test_committed_baseline_is_reviewed_and_expects_every_safe_cell_to_pass() ->
     """Guards the committed baseline: it loads strictly (every expected failure has a
     reviewed reason, the note says how entries change), it expects every chain of every
     default cell (train X, resume Y, evaluate Z, both agents) and every safe-format cell
-    to pass (DESIGN: all safe-format cells pass)."""
+    to pass (docs/design.md: all safe-format cells pass)."""
     base = matrix.load_baseline()
     assert "commit" in base.note and "why" in base.note
     pins = {c.id: c.torch for c in versions.DEFAULT}

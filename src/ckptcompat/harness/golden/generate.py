@@ -22,7 +22,7 @@ consumers compare with. How the files are produced: :mod:`ckptcompat.harness.gol
 how they are checked: :mod:`ckptcompat.harness.golden.read` and
 :mod:`ckptcompat.harness.golden.verify`.
 
-Deterministic bytes (DESIGN section 8): the reproducible-numerics mode, fixed seeds,
+Deterministic bytes (docs/design.md section 8): the reproducible-numerics mode, fixed seeds,
 ``created_at`` from ``SOURCE_DATE_EPOCH`` (fixed here), every torch file written to a file
 object (so its zip folder is ``archive/``, not the file's name), no wall-clock times.
 Goldens are append-only: :func:`generate` writes into a new or empty directory, or verifies
@@ -92,7 +92,7 @@ __all__ = [
 
 #: 2025-01-01T00:00:00Z: the ``created_at`` of every safe-format file (seconds).
 SOURCE_DATE_EPOCH = "1735689600"
-#: Tensor tolerances (DESIGN section 7) and the relative tolerance on greedy returns
+#: Tensor tolerances (docs/design.md section 7) and the relative tolerance on greedy returns
 #: across versions (same cell: exact).
 TOLERANCES: dict[str, float] = {"rtol": 1e-4, "atol": 1e-6, "eval_return_rel": 0.01}
 #: Upper bound on one cell's golden directory, MANIFEST included (bytes).

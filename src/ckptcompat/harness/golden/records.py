@@ -1,4 +1,4 @@
-"""Result records of golden checks (DESIGN section 8), written when ``CKPTCOMPAT_RECORDS`` is set.
+"""Result records of golden checks (docs/design.md sec. 8), written if ``CKPTCOMPAT_RECORDS`` set.
 
 ``CKPTCOMPAT_RECORDS`` names the directory receiving one JSONL file per process
 (``golden-<cell>-<pid>.jsonl``); ``1``/``true``/``yes`` mean the checkout's

@@ -1,4 +1,4 @@
-"""``python -m ckptcompat.harness.run.driver``: the matrix driver (DESIGN 7, 8).
+"""``python -m ckptcompat.harness.run.driver``: the matrix driver (docs/design.md sections 7, 8).
 
 Runs the phases of :mod:`ckptcompat.harness.run.scenarios` over the cells, one process per
 phase and cell (:mod:`ckptcompat.harness.run.phases`), then writes the report and judges

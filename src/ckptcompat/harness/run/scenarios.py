@@ -1,4 +1,6 @@
-"""Cross-version scenarios: train under X, resume under Y, evaluate under Z (DESIGN 7, 8).
+"""Cross-version scenarios: train under X, resume under Y, evaluate under Z.
+
+See docs/design.md sections 7 and 8.
 
 For every agent of :data:`AGENTS` and every ``X, Y, Z`` among the cells (the four default
 cells unless told otherwise; ``X == Y == Z`` included) a *chain* trains run

@@ -1,4 +1,4 @@
-"""``python -m ckptcompat.harness.verdict.gate``: the release gate (DESIGN section 8).
+"""``python -m ckptcompat.harness.verdict.gate``: the release gate (docs/design.md section 8).
 
 Compares the matrix's records with ``fixtures/baseline.json`` and fails (exit 1) on:
 

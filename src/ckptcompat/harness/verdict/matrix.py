@@ -1,7 +1,7 @@
 """The matrix: result records merged per cell and set against the committed baseline.
 
 A *cell* is one ``cell_key`` (:func:`ckptcompat.harness.verdict.records.cell_key`). Records of the
-same cell merge to the worst outcome (``pass > skip > fail > error``, DESIGN section 8).
+same cell merge to the worst outcome (``pass > skip > fail > error``, docs/design.md section 8).
 ``fixtures/baseline.json`` names the expected outcome of every cell, and every expected
 non-pass a reason; each cell then gets a *status*:
 
@@ -57,7 +57,7 @@ __all__ = [
 #: The committed baseline of a source checkout.
 BASELINE_PATH: Path = locator.BASELINE_PATH
 BASELINE_SCHEMA = 1
-#: Outcome rank, best first (DESIGN section 8: pass > skip > fail > error).
+#: Outcome rank, best first (docs/design.md section 8: pass > skip > fail > error).
 RANK: dict[str, int] = {outcome: i for i, outcome in enumerate(OUTCOMES)}
 STATUSES: tuple[str, ...] = ("ok", "regression", "unexpected_pass", "missing", "unknown")
 #: Each status that differs from the baseline as counted in a summary: (one, many).

@@ -1,4 +1,4 @@
-"""Result records: one per check, one JSONL file per process (DESIGN section 8).
+"""Result records: one per check, one JSONL file per process (docs/design.md section 8).
 
 Every check of the matrix -- and every ``ckptcompat run`` step -- emits one :class:`Record`
 (its outcome an :class:`Outcome`) whose JSON form validates against :data:`SCHEMA`.

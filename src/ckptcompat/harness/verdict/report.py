@@ -1,6 +1,6 @@
 """``python -m ckptcompat.harness.verdict.report``: records -> the matrix, in every format CI shows.
 
-Reads every ``*.jsonl`` record file (DESIGN section 8) under ``--records``, merges them per
+Reads every ``*.jsonl`` record file (docs/design.md section 8) under ``--records``, merges them per
 cell and attaches ``expected`` from the baseline (:mod:`ckptcompat.harness.verdict.matrix`), then
 writes into ``--out``:
 

@@ -92,11 +92,19 @@ def _junit_path(session: nox.Session, cell_id: str) -> Path:
     return JUNIT_DIR / f"tests-{cell_id}{'-partial' if session.posargs else ''}.xml"
 
 
+def _drop_report(junit: Path) -> None:
+    junit.unlink(missing_ok=True)
+
+
 def _expect_junit(session: nox.Session, cell_id: str) -> None:
     """Before anything can fail: drop the cell's old report (a session that dies before
-    pytest must not leave a stale green one), expect a new one, queue ``tests_summary``."""
+    pytest must not leave a stale green one), expect a new one, queue ``tests_summary``.
+
+    The drop goes through ``session.run`` so that ``--install-only`` skips it: the matrix
+    installs the tests venvs that way, and must not delete the reports the tests just
+    wrote (it did, and CI's closing line then counted the matrix's report alone)."""
     junit = _junit_path(session, cell_id)
-    junit.unlink(missing_ok=True)
+    session.run(_drop_report, junit)
     _JUNIT_THIS_RUN.append(junit)
     # nox refuses notify under --parallel (each session runs alone): no closing summary then.
     with contextlib.suppress(ValueError):

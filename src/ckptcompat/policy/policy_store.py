@@ -13,6 +13,9 @@ Differences from the old store, each deliberate:
   (``weights_only=True`` + the curated allowlist), never ``weights_only=False``;
 * a managed run directory (``index.json``) lists its safe-format checkpoints;
 * ``save`` writes the safe format at ``path or pr.file_path``, never a pickled record;
+  an existing file is replaced atomically (a reader never sees a half-written file), and
+  every PolicyMetadata key travels in the file's ``metadata["extra"]``, so it must be
+  JSON-like primitives (dict/list/tuple/str/int/float/bool/None);
 * ``wandb://``, ``s3://`` and other remote schemes raise a CheckpointError naming what is
   supported, instead of failing deep inside a client library.
 
@@ -22,7 +25,11 @@ Replacement: :class:`ckptcompat.checkpoint.manager.SimpleCheckpointManager`.
 from __future__ import annotations
 
 import logging
+import math
+import numbers
+import os
 import random
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -30,15 +37,15 @@ from typing import TYPE_CHECKING, Any, Literal
 from ckptcompat.checkpoint import legacy
 from ckptcompat.checkpoint import uri as uri_mod
 from ckptcompat.checkpoint.index import read_index
-from ckptcompat.checkpoint.layout import CHECKPOINTS_DIR, INDEX_NAME, parse_filename
+from ckptcompat.checkpoint.layout import CHECKPOINTS_DIR, INDEX_NAME, RUN_NAME_RE, parse_filename
 from ckptcompat.errors import (
     AgentMismatchError,
-    CheckpointError,
+    InvalidArgumentError,
     PolicyMissingError,
 )
 from ckptcompat.policy._deprecation import warn_deprecated
 from ckptcompat.policy.mocks import MockPolicyRecord
-from ckptcompat.policy.policy_metadata import PolicyMetadata
+from ckptcompat.policy.policy_metadata import SAVED_KEY, PolicyMetadata
 from ckptcompat.policy.policy_record import PolicyRecord
 
 if TYPE_CHECKING:
@@ -144,21 +151,13 @@ class PolicyStore:
 
     def _file_record(self, path: Path) -> PolicyRecord:
         name = parse_filename(path.name)
-        if name is not None and name.kind == "agent":
-            run, epoch = uri_mod.key_and_version(path)
-            entry = (
-                next(
-                    (e for e in read_index(path.parent, None).checkpoints if e.epoch == epoch), None
-                )
-                if (path.parent / INDEX_NAME).is_file()
-                else None
-            )
-            if entry is not None:
-                return self._indexed_record(path, run, entry)
-            return PolicyRecord._quiet(
-                self, run, uri_mod.file_uri(path), {"epoch": epoch, "run": run}
-            )
         ckpt = legacy.read_checkpoint(path, map_location=self.device)
+        if ckpt.generation == "safe_v1":
+            # Any file name: one PolicyStore.save wrote anywhere, or a manager's file.
+            meta = ckpt.metadata
+            uri_mod.check_name_agrees(path, meta["run"], meta["epoch"])
+            metadata = PolicyMetadata.from_checkpoint_metadata(meta)
+            return PolicyRecord._quiet(self, meta["run"], uri_mod.file_uri(path), metadata)
         metadata = dict(ckpt.metadata)
         if name is not None and name.kind != "trainer":
             metadata.setdefault("epoch", name.epoch)
@@ -289,6 +288,8 @@ class PolicyStore:
         if name is not None and name.kind == "agent":
             return SimpleCheckpointManager.load_from_uri(path, self.device)
         ckpt = legacy.read_checkpoint(path, map_location=self.device)
+        if ckpt.generation == "safe_v1":  # saved under a name outside the grammar
+            return SimpleCheckpointManager.load_from_uri(path, self.device)
         if ckpt.agent is None:
             raise AgentMismatchError(
                 "this file holds weights but no agent to load them into",
@@ -300,38 +301,97 @@ class PolicyStore:
         return ckpt.agent
 
     # ------------------------------------------------------------------ saving
+    def create_empty_policy_record(
+        self,
+        name: str,
+        checkpoint_dir: str | os.PathLike[str] | None = None,
+        *,
+        override_path: str | os.PathLike[str] | None = None,
+    ) -> PolicyRecord:
+        """Deprecated: a record with default metadata and no policy yet, to fill and save.
+
+        Its ``run_name`` is ``name`` and its URI ``file://<checkpoint_dir>/<name>``
+        (``checkpoint_dir`` defaults to ``data_dir``; an absolute ``name`` is the path
+        itself, as with ``os.path.join``), or ``file://<override_path>``. Set ``.policy``
+        (and ``.metadata``) before :meth:`save`.
+        """
+        warn_deprecated("PolicyStore.create_empty_policy_record", "SimpleCheckpointManager")
+        if override_path is not None:
+            path = os.fspath(override_path)
+        else:
+            base = self.data_dir if checkpoint_dir is None else checkpoint_dir
+            path = os.path.join(os.fspath(base), name)
+        return PolicyRecord._quiet(self, name, f"file://{path}", None)
+
     def save(self, pr: PolicyRecord, path: str | Path | None = None) -> PolicyRecord:
         """Deprecated: write ``pr.policy`` in the safe format at ``path or pr.file_path``.
 
-        The record's ``uri`` becomes the written file's ``file://`` URI.
+        An existing file is replaced atomically (temp file + rename: never a half-written
+        file), as the old store replaced it. Every key of ``pr.metadata`` is kept in the
+        file and comes back from :meth:`load_from_uri`. The file's run name is, in order:
+        the ``<run>`` of a ``<run>_v<epoch>.pt`` file name, ``pr.run_name`` or
+        ``metadata["run"]`` if it is a valid run name, else the file name's stem made
+        valid (old records were often named by their path). The record's ``uri``
+        becomes the written file's ``file://`` URI.
 
         Raises:
             ValueError: no path and the record's URI is not ``file://``.
-            CheckpointError: the run name or epoch is unusable; see ``save_agent_file``.
+            InvalidArgumentError: the epoch is not an int >= 0, or a ``<run>_v<N>.pt``
+                name whose N is not the metadata's epoch (a ValueError too).
+            CheckpointError: a metadata value that is not JSON-like primitives (named).
+            AgentMismatchError: the policy's class or config cannot be saved.
         """
         warn_deprecated("PolicyStore.save", "SimpleCheckpointManager.save_agent")
-        from ckptcompat.checkpoint.saving import save_agent_file
+        from ckptcompat.checkpoint.saving import check_epoch, save_agent_file
 
         target = Path(path) if path is not None else Path(pr.file_path)
         meta = pr.metadata
-        run = pr.run_name or meta.get("run")
-        if not run:
-            raise CheckpointError(
-                "cannot save a PolicyRecord without a run name",
-                expected="pr.run_name or metadata['run']",
-                found="neither",
-                fix="set pr.run_name",
-            )
+        epoch = check_epoch(meta["epoch"])
+        score = meta.get("score")
+        finite = isinstance(score, numbers.Real) and not isinstance(score, bool)
         save_agent_file(
             pr.policy,
             target,
-            run=str(run),
-            epoch=int(meta["epoch"]),
+            run=_run_for(pr, target, epoch),
+            epoch=epoch,
             metadata={
                 "agent_step": int(meta["agent_step"]),
                 "total_time_s": float(meta["train_time"]),
-                "score": None if meta.get("score") is None else float(meta["score"]),
+                "score": float(score) if finite and math.isfinite(float(score)) else None,
+                "extra": {SAVED_KEY: _plain(dict(meta))},
             },
+            overwrite=True,
         )
         pr.uri = uri_mod.file_uri(target)
         return pr
+
+
+def _run_for(pr: PolicyRecord, target: Path, epoch: int) -> str:
+    """The run name a file saved by :meth:`PolicyStore.save` records (see there)."""
+    name = parse_filename(target.name)
+    if name is not None and name.kind == "agent":
+        if name.epoch != epoch:
+            raise InvalidArgumentError(
+                "the file name names another epoch than the record's metadata",
+                path=target,
+                expected=f"a name ending _v{epoch}.pt, or a name outside <run>_v<epoch>.pt",
+                found=f"epoch {name.epoch} in the name, {epoch} in pr.metadata",
+                fix="save to another file name, or set pr.metadata.epoch",
+            )
+        return str(name.run)
+    for candidate in (pr.run_name, pr.metadata.get("run")):
+        if isinstance(candidate, str) and RUN_NAME_RE.match(candidate):
+            return candidate
+    stem = Path(pr.run_name or target.name).name.removesuffix(".pt")
+    return re.sub(r"[^A-Za-z0-9._-]", "_", stem).lstrip("._-") or "policy"
+
+
+def _plain(value: Any) -> Any:
+    """Mappings as plain dicts and numpy scalars as Python numbers, recursively."""
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_plain(item) for item in value)
+    if type(value).__module__ == "numpy" and getattr(value, "shape", None) == ():
+        return value.item()  # a numpy scalar
+    return value

@@ -289,7 +289,9 @@ _NONE_VERSION_CALLS: dict[str, Callable[[EvalStatsDB], object]] = {
     ),
     "count_metric_agents": lambda db: db.count_metric_agents("test_policy", _NONE, "r"),
     "sample_count": lambda db: db.sample_count(("test_policy", _NONE)),
-    "get_replay_urls": lambda db: db.get_replay_urls(_NONE, 1),
+    # get_replay_urls is not here: None is its "no filter" default, and policy_version
+    # without policy_key is a filter of its own (issue 15 fault 5; see
+    # test_listings_read_the_simulations_policy).
 }
 
 
@@ -603,3 +605,103 @@ def test_newer_or_foreign_layout_refused(ref_path: Path, tmp_path: Path) -> None
     db.close()
     with pytest.raises(StatsDBError, match="closed"):
         db.get_average_metric_by_filter("reward", POLICY)
+
+
+# ----------------------------------------------------------------- issue 15: listings, ghosts
+
+
+def _old_replay_layout(path: Path) -> None:
+    """Three simulations, one replayed episode each, as the old replay-URL test laid out:
+    (policy1 v1, env1), (policy1 v2, env2), (policy2 v1, env1). In every episode agent 1 is
+    an opponent run by policy2 v2, so per-agent rows name policies that are not the
+    simulation's."""
+    with SimulationStatsDB(path) as db:
+        for i, (key, version, env) in enumerate(
+            [("policy1", 1, "env1"), ("policy1", 2, "env2"), ("policy2", 1, "env1")]
+        ):
+            _register(db, f"sim{i}", key, version, name=f"sim{i}", env=env)
+            db.record_policy_episode(
+                f"sim{i}",
+                key,
+                version,
+                None,
+                {0: {"reward": 1.0}},
+                agent_ids=[0, 1],
+                other_policies={1: ("policy2", 2)},
+                step_count=1,
+                replay_url=f"https://example.com/replay{i}.json",
+            )
+        _register(db, "sim-new", "fresh", 0, env="env3")  # registered, no episode yet
+
+
+def test_listings_read_the_simulations_policy(tmp_path: Path) -> None:
+    """Guards issue 15 fault 5: get_all_policy_uris() read agent_policies only, missing a
+    policy whose simulation was registered with no episodes yet; get_replay_urls filtered
+    through per-agent rows instead of the simulation's policy (0 results where the old DB
+    gave 2), and policy_version= alone raised."""
+    _old_replay_layout(tmp_path / "r.duckdb")
+    replay = [f"https://example.com/replay{i}.json" for i in range(3)]
+    with SimulationStatsDB(tmp_path / "r.duckdb", read_only=True) as db:
+        assert db.get_all_policy_uris() == [
+            "fresh:v0",
+            "policy1:v1",
+            "policy1:v2",
+            "policy2:v1",
+            "policy2:v2",
+        ]
+        assert db.get_replay_urls() == replay
+        assert db.get_replay_urls(policy_key="policy1") == replay[:2]
+        assert db.get_replay_urls(policy_version=1) == [replay[0], replay[2]]
+        assert db.get_replay_urls(policy_key="policy2", policy_version=1) == [replay[2]]
+        assert db.get_replay_urls(policy_key="policy2", policy_version=2) == []  # opponent only
+        assert db.get_replay_urls(env="env1") == [replay[0], replay[2]]
+        assert db.get_replay_urls("policy1", 1, "env1") == [replay[0]]
+        assert db.get_replay_urls("fresh") == []
+
+
+@pytest.mark.parametrize("key, version", [("k", -1), ("k", True), ("file:///x.pt", None)])
+def test_replay_url_filters_validated_before_sql(
+    ref_path: Path, monkeypatch: pytest.MonkeyPatch, key: Any, version: Any
+) -> None:
+    """Guards invalid replay filters reaching SQL (a URI as key, a negative or bool epoch)."""
+    with SimulationStatsDB(ref_path) as db:
+        _forbid_sql(db, monkeypatch)
+        with pytest.raises(StatsDBError):
+            db.get_replay_urls(key, version)
+
+
+def test_ghost_episodes_do_not_dilute_averages(tmp_path: Path) -> None:
+    """Guards issue 15 fault 6 (Metta's num-episodes regression, fixed in its DB in August
+    2025): 5 episodes registered, 2 finished with reward 1.0 for both agents; the 3 that
+    never finished (no completed_at, no metric for any agent) must not count, so the
+    average is 1.0, not 0.4. An agent missing a metric in a finished episode still counts
+    as 0 (potential samples)."""
+    path = tmp_path / "ghosts.duckdb"
+    with SimulationStatsDB(path) as db:
+        _register(db, "sim", *POLICY)
+        for i in range(2):
+            db.record_policy_episode(
+                "sim", *POLICY, None, {0: {"reward": 1.0}, 1: {"reward": 1.0}}, step_count=100
+            )
+        # Requested but never finished: rows as a crashed or cut-short worker left them.
+        for i in range(3):
+            db.query(
+                "INSERT INTO episodes (id, simulation_id, step_count) VALUES (?, 'sim', 100)",
+                [f"ghost-{i}"],
+            )
+            for agent in range(2):
+                db.query(
+                    "INSERT INTO agent_policies VALUES (?, ?, ?, ?, NULL)",
+                    [f"ghost-{i}", agent, *POLICY],
+                )
+        db.record_policy_episode(
+            "sim", *POLICY, None, {0: {"reward": 1.0}, 1: {}}, step_count=100
+        )
+    with EvalStatsDB(path, read_only=True) as db:
+        assert db.potential_samples_for_metric(*POLICY) == 6  # 3 finished x 2 agents
+        assert db.get_average_metric_by_filter("reward", POLICY) == pytest.approx(5 / 6)
+        assert db.sample_count(POLICY) == 6
+        assert db.count_metric_agents(*POLICY, "reward") == 5
+        assert db.simulation_scores(POLICY, "reward") == {
+            ("test_sim", "test_env"): pytest.approx(5 / 6)
+        }

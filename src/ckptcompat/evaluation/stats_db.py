@@ -43,6 +43,7 @@ from ckptcompat.evaluation.stats_values import (
     PolicyLike,
     check_int,
     check_policy_key,
+    check_policy_version,
     check_text,
     episode_rows,
     utc_naive,
@@ -256,10 +257,16 @@ class SimulationStatsDB(ShardMergeMixin, EpisodeStatsDB):
         return episode_id
 
     def policy_keys(self) -> list[PolicyKey]:
-        """Every ``(policy_key, policy_version)`` with an assigned agent, sorted, with a URI."""
+        """Every ``(policy_key, policy_version)`` in the DB, sorted, with a URI.
+
+        A policy is in the DB once a simulation evaluating it is registered (even before
+        any episode) or once an agent of an episode is assigned to it (an opponent).
+        """
         rows = self._execute(
-            "SELECT policy_key, policy_version, MIN(policy_uri) FROM "
-            "agent_policies GROUP BY ALL ORDER BY 1, 2"
+            "SELECT policy_key, policy_version, MIN(policy_uri) FROM ("
+            "SELECT policy_key, policy_version, policy_uri FROM simulations UNION ALL "
+            "SELECT policy_key, policy_version, policy_uri FROM agent_policies"
+            ") GROUP BY ALL ORDER BY 1, 2"
         ).fetchall()
         return [PolicyKey(*row) for row in rows]
 
@@ -273,24 +280,26 @@ class SimulationStatsDB(ShardMergeMixin, EpisodeStatsDB):
         policy_version: int | None = None,
         env: str | None = None,
     ) -> list[str]:
-        """Replay URLs of episodes, optionally of one policy (key, or key and version) and env.
+        """Sorted replay URLs of the episodes of simulations matching every filter given.
+
+        The filters apply to the simulation's evaluated policy (its ``policy_key``, its
+        ``policy_version``, either alone or both) and its ``env``, as the old DB's did; an
+        opponent's per-agent assignment does not make an episode that policy's replay.
 
         Raises:
-            StatsDBError: ``policy_version`` given without ``policy_key``, or invalid.
+            StatsDBError: an invalid key or version (a URI as key, a negative version).
         """
         sql = (
             "SELECT DISTINCT e.replay_url FROM episodes e JOIN simulations s "
-            "ON s.id = e.simulation_id LEFT JOIN agent_policies ap ON ap.episode_id = e.id "
-            "WHERE e.replay_url IS NOT NULL"
+            "ON s.id = e.simulation_id WHERE e.replay_url IS NOT NULL"
         )
         params: list[object] = []
-        if policy_version is not None:
-            key = PolicyKey(check_policy_key(policy_key), policy_version)
-            sql += " AND ap.policy_key = ? AND ap.policy_version = ?"
-            params += [key.policy_key, key.policy_version]
-        elif policy_key is not None:
-            sql += " AND ap.policy_key = ?"
+        if policy_key is not None:
+            sql += " AND s.policy_key = ?"
             params.append(check_policy_key(policy_key))
+        if policy_version is not None:
+            sql += " AND s.policy_version = ?"
+            params.append(check_policy_version(policy_version))
         if env is not None:
             sql += " AND s.env = ?"
             params.append(env)

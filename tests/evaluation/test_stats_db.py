@@ -705,3 +705,74 @@ def test_ghost_episodes_do_not_dilute_averages(tmp_path: Path) -> None:
         assert db.simulation_scores(POLICY, "reward") == {
             ("test_sim", "test_env"): pytest.approx(5 / 6)
         }
+
+
+# ----------------------------------------------------------------- issue 15: old calls
+
+
+def test_query_answers_the_old_dataframe_spellings(eval_db: EvalStatsDB) -> None:
+    """Guards issue 15's missing ``query() -> DataFrame``: old callers wrote
+    ``db.query(sql)["n"][0]``, ``.empty``, ``.iloc`` and ``.shape``; ckptcompat's own callers
+    index rows (``[0]["n"]``). Both spellings answer from one result."""
+    pytest.importorskip("pandas", reason="the DataFrame spellings need the stats extra")
+    result = eval_db.query("SELECT COUNT(*) AS n FROM episodes")
+    assert result[0]["n"] == 5 and result == [{"n": 5}]  # the list of dicts, unchanged
+    assert result["n"][0] == 5 and not result.empty and result.shape == (1, 1)
+    rows = eval_db.query("SELECT id, step_count FROM episodes ORDER BY id")
+    assert list(rows["id"]) == [f"ep-{i}" for i in range(5)]
+    assert rows.iloc[0]["step_count"] == 100 and rows.loc[4, "id"] == "ep-4"
+    none = eval_db.query("SELECT id FROM episodes WHERE id = 'nope'")
+    assert none == [] and none.empty and list(none.columns) == ["id"]
+
+
+def test_query_dataframe_spellings_without_pandas_say_so(
+    eval_db: EvalStatsDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Guards a bare ModuleNotFoundError (or AttributeError) when pandas is absent: the
+    DataFrame spellings raise MissingDependencyError naming the extra; rows still work."""
+    from ckptcompat.errors import MissingDependencyError
+
+    monkeypatch.setitem(sys.modules, "pandas", None)
+    result = eval_db.query("SELECT COUNT(*) AS n FROM episodes")
+    assert result[0]["n"] == 5
+    with pytest.raises(MissingDependencyError, match=r"ckptcompat\[stats\]"):
+        result["n"]  # noqa: B018
+    with pytest.raises(MissingDependencyError):
+        result.empty  # noqa: B018
+
+
+def test_merge_in_accepts_an_open_db_object(tmp_path: Path) -> None:
+    """Guards issue 15's missing ``merge_in(db)``: the old API merged DB objects, e.g.
+    ``merged.merge_in(policy_db); policy_db.close()``; the object stays usable after."""
+    shard = tmp_path / "x.duckdb"
+    _write_shard(shard, "sim-x", "policy_X", 1.0)
+    with SimulationStatsDB(tmp_path / "merged.duckdb") as merged:
+        with SimulationStatsDB(shard) as open_shard:
+            merged.merge_in(open_shard)
+            merged.merge_in(open_shard)  # idempotent
+            assert open_shard.get_all_policy_uris() == ["policy_X:v1"]  # reopened
+            open_shard.record_policy_episode("sim-x", "policy_X", 1, None, {0: {}}, step_count=1)
+        assert merged.get_all_policy_uris() == ["policy_X:v1"]
+        with pytest.raises(StatsDBError, match="into itself"):
+            merged.merge_in(merged)
+
+
+def test_export_merges_into_dest(tmp_path: Path) -> None:
+    """Guards issue 15's missing ``SimulationStatsDB.export(dest)``: exporting into an
+    existing DB keeps its policies and adds ours (the old export merged, then uploaded);
+    remote destinations are refused, naming what is supported."""
+    dest = tmp_path / "out" / "all.duckdb"
+    for name in "XYZ":
+        _write_shard(tmp_path / f"{name}.duckdb", f"sim-{name}", f"policy_{name}", 1.0)
+        with SimulationStatsDB(tmp_path / f"{name}.duckdb") as db:
+            assert db.export(dest) == dest
+            assert db.get_all_policy_uris() == [f"policy_{name}:v1"]  # still open and usable
+    with SimulationStatsDB(dest, read_only=True) as db:
+        assert db.get_all_policy_uris() == ["policy_X:v1", "policy_Y:v1", "policy_Z:v1"]
+    with SimulationStatsDB(tmp_path / "X.duckdb") as db:
+        db.export(f"file://{dest}")  # again: idempotent
+        for remote in ("s3://bucket/all.duckdb", "wandb://run/x"):
+            with pytest.raises(StatsDBError, match="local"):
+                db.export(remote)
+        with pytest.raises(StatsDBError, match="onto itself"):
+            db.export(tmp_path / "X.duckdb")

@@ -19,6 +19,7 @@ from typing import Any, Self
 import duckdb
 
 from ckptcompat.errors import StatsDBError
+from ckptcompat.evaluation.stats_frame import QueryResult
 from ckptcompat.evaluation.stats_schema import EPISODE_TABLES, META_DDL, SCHEMA_VERSION, Table
 from ckptcompat.evaluation.stats_values import EpisodeRows, episode_rows
 
@@ -195,17 +196,23 @@ class EpisodeStatsDB:
         """Name -> DDL of every table and view this class maintains."""
         return {**{t.name: t.ddl() for t in self._TABLES}, **dict(self._VIEWS)}
 
-    def query(self, sql: str, params: Iterable[object] = ()) -> list[dict[str, Any]]:
+    def query(self, sql: str, params: Iterable[object] = ()) -> QueryResult:
         """Run ``sql`` with ``params`` bound to its ``?`` and return rows as dicts.
 
         Put values in ``params``, never in ``sql``. Rows written this way bypass the
         write-time checks, but the schema's constraints (finite metrics, keys) still hold.
+
+        Returns:
+            A :class:`~ckptcompat.evaluation.stats_frame.QueryResult`: a list of
+            ``{column: value}`` dicts that also answers the old API's DataFrame spellings
+            (``result["n"][0]``, ``.empty``, ``.iloc``; these need pandas).
         """
         cursor = self._execute(sql, params)
         if cursor.description is None:
-            return []
+            return QueryResult()
         columns = [d[0] for d in cursor.description]
-        return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+        rows = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+        return QueryResult(rows, columns)
 
     def record_episode(
         self,
@@ -276,6 +283,22 @@ class EpisodeStatsDB:
         if self._con is not None:
             self._con.close()
             self._con = None
+
+    @contextmanager
+    def _released(self) -> Iterator[None]:
+        """Close the connection for the block, then reopen it as it was.
+
+        DuckDB lets one connection per process hold a file, so merging this DB's file into
+        another needs it released first; its rows are all in the file once closed.
+        """
+        was_open = self._con is not None
+        self.close()
+        try:
+            yield
+        finally:
+            if was_open:
+                self._con = _connect(self.path, self.read_only)
+                self._prepare()
 
     def __enter__(self) -> Self:
         return self

@@ -74,7 +74,7 @@ def test_trainer_state_with_stopwatch_reads_as_a_dict(tmp_path: Path) -> None:
     assert state.get("curriculum_state") is None and "curriculum_state" not in state
     assert state.keys()[:3] == ["epoch", "agent_step", "optimizer_state"]
     with pytest.raises(KeyError, match="trainer-state keys"):
-        state["nope"]  # noqa: B018
+        state["nope"]
     manager.save_trainer_state(optimizer, 6, 1100)  # the final save passes no stopwatch
     assert "stopwatch_state" not in manager.load_trainer_state()  # type: ignore[operator]
 

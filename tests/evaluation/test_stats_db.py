@@ -679,7 +679,7 @@ def test_ghost_episodes_do_not_dilute_averages(tmp_path: Path) -> None:
     path = tmp_path / "ghosts.duckdb"
     with SimulationStatsDB(path) as db:
         _register(db, "sim", *POLICY)
-        for i in range(2):
+        for _ in range(2):
             db.record_policy_episode(
                 "sim", *POLICY, None, {0: {"reward": 1.0}, 1: {"reward": 1.0}}, step_count=100
             )
@@ -694,9 +694,7 @@ def test_ghost_episodes_do_not_dilute_averages(tmp_path: Path) -> None:
                     "INSERT INTO agent_policies VALUES (?, ?, ?, ?, NULL)",
                     [f"ghost-{i}", agent, *POLICY],
                 )
-        db.record_policy_episode(
-            "sim", *POLICY, None, {0: {"reward": 1.0}, 1: {}}, step_count=100
-        )
+        db.record_policy_episode("sim", *POLICY, None, {0: {"reward": 1.0}, 1: {}}, step_count=100)
     with EvalStatsDB(path, read_only=True) as db:
         assert db.potential_samples_for_metric(*POLICY) == 6  # 3 finished x 2 agents
         assert db.get_average_metric_by_filter("reward", POLICY) == pytest.approx(5 / 6)
@@ -736,7 +734,7 @@ def test_query_dataframe_spellings_without_pandas_say_so(
     result = eval_db.query("SELECT COUNT(*) AS n FROM episodes")
     assert result[0]["n"] == 5
     with pytest.raises(MissingDependencyError, match=r"ckptcompat\[stats\]"):
-        result["n"]  # noqa: B018
+        result["n"]
     with pytest.raises(MissingDependencyError):
         result.empty  # noqa: B018
 

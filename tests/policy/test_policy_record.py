@@ -161,7 +161,7 @@ def test_pre_refactor_pickle_checkpoint_attribute_is_policy_metadata(tmp_path: P
     assert partial.metadata.agent_step == 0  # required keys filled with their defaults
     empty = PolicyRecord.__new__(PolicyRecord)
     empty.__dict__.update(_policy_store=None, run_name="r", uri=None)
-    with pytest.raises(AttributeError, match="No metadata found.*run_name"):
+    with pytest.raises(AttributeError, match=r"No metadata found.*run_name"):
         empty.metadata  # noqa: B018
 
 

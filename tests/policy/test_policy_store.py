@@ -318,3 +318,42 @@ def test_create_empty_policy_record(tmp_path: Path) -> None:
     assert other.file_path == str(tmp_path / "o.pt")
     with pytest.raises(ValueError, match="policy_store and a uri"):
         PolicyRecord._quiet(None, "r", None, None).policy  # noqa: B018
+
+
+def test_pre_august_config_constructor_and_mock_policy(tmp_path: Path) -> None:
+    """Guards the pre-2025-08-04 spelling PolicyStore(cfg, wandb_run=None) (a config object
+    with device, data_dir and trainer.checkpoint.checkpoint_dir) and the old mocks'
+    MockPolicy, which old save/load tests put in a record: both must work on the safe
+    format, with a file named by tempfile and plain-dict metadata."""
+    from types import SimpleNamespace
+
+    from ckptcompat.policy import MockPolicy
+
+    checkpoint_dir = tmp_path / "ck"
+    for cfg in (
+        {"device": "cpu", "data_dir": str(tmp_path), "trainer": {"checkpoint": {
+            "checkpoint_dir": str(checkpoint_dir)}}},
+        SimpleNamespace(device="cpu", data_dir=str(tmp_path), trainer=SimpleNamespace(
+            checkpoint=SimpleNamespace(checkpoint_dir=str(checkpoint_dir)))),
+    ):  # fmt: skip
+        with pytest.deprecated_call():
+            store = PolicyStore(cfg, wandb_run=None)
+        assert store.device == "cpu" and store.data_dir == tmp_path
+        with pytest.deprecated_call():
+            pr = store.create_empty_policy_record("model_0005.pt")
+        assert pr.file_path == str(checkpoint_dir / "model_0005.pt")
+    torch.manual_seed(0)
+    policy = MockPolicy()
+    with pytest.deprecated_call():
+        pr = store.create_empty_policy_record(name=str(tmp_path / "tmpk3j2.pt"))
+    pr.metadata = {"action_names": ["move"], "agent_step": 1, "epoch": 5, "generation": 1,
+                   "train_time": 6.0}  # fmt: skip
+    pr.policy = policy
+    with pytest.deprecated_call():
+        store.save(pr)
+    with pytest.deprecated_call():
+        loaded = store.load_from_uri(pr.uri)
+    x = torch.randn(1, 10)
+    assert type(loaded.policy).__name__ == "MockPolicy"
+    assert torch.equal(loaded.policy(x), policy(x)) and loaded.policy(x).shape == (1, 10)
+    assert loaded.metadata["action_names"] == ["move"] and loaded.metadata == pr.metadata

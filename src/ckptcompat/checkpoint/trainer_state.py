@@ -67,7 +67,10 @@ class TrainerState:
 
     def get(self, key: str, default: Any = None) -> Any:
         """``state[key]``, or ``default`` when absent."""
-        return self[key] if key in self else default
+        try:
+            return self[key]
+        except KeyError:
+            return default
 
 
 def restore_state_dict(target: Any, state: dict[str, Any], what: str, path: Path) -> None:

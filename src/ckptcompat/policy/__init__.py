@@ -7,12 +7,13 @@ Importing alone does not warn. New code uses :mod:`ckptcompat.checkpoint`.
 
 from __future__ import annotations
 
-from ckptcompat.policy.mocks import MockPolicyRecord
+from ckptcompat.policy.mocks import MockPolicy, MockPolicyRecord
 from ckptcompat.policy.policy_metadata import PolicyMetadata
 from ckptcompat.policy.policy_record import PolicyRecord
 from ckptcompat.policy.policy_store import PolicyMissingError, PolicyStore
 
 __all__ = [
+    "MockPolicy",
     "MockPolicyRecord",
     "PolicyMetadata",
     "PolicyMissingError",

@@ -29,7 +29,6 @@ import math
 import numbers
 import os
 import random
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -37,13 +36,13 @@ from typing import TYPE_CHECKING, Any, Literal
 from ckptcompat.checkpoint import legacy
 from ckptcompat.checkpoint import uri as uri_mod
 from ckptcompat.checkpoint.index import read_index
-from ckptcompat.checkpoint.layout import CHECKPOINTS_DIR, INDEX_NAME, RUN_NAME_RE, parse_filename
+from ckptcompat.checkpoint.layout import CHECKPOINTS_DIR, INDEX_NAME, parse_filename
 from ckptcompat.errors import (
     AgentMismatchError,
-    InvalidArgumentError,
     PolicyMissingError,
 )
 from ckptcompat.policy._deprecation import warn_deprecated
+from ckptcompat.policy._store_helpers import cfg_get, plain, run_for
 from ckptcompat.policy.mocks import MockPolicyRecord
 from ckptcompat.policy.policy_metadata import SAVED_KEY, PolicyMetadata
 from ckptcompat.policy.policy_record import PolicyRecord
@@ -67,8 +66,13 @@ TOP_MIN_SCORED_FRACTION = 0.8
 class PolicyStore:
     """Deprecated: loads and selects policies by URI.
 
+    Also constructed the pre-August-2025 way, ``PolicyStore(cfg, wandb_run)``: a config
+    object (an OmegaConf ``DictConfig`` or any mapping/attribute object) in place of
+    ``device`` supplies ``device``, ``data_dir`` and ``trainer.checkpoint.checkpoint_dir``
+    (the default directory of :meth:`create_empty_policy_record`).
+
     Args:
-        device: where loaded policies are placed (``"cpu"``).
+        device: where loaded policies are placed (``"cpu"``), or the old config object.
         data_dir: base directory for relative URIs (``"./train_dir"``).
         wandb_run, wandb_entity, wandb_project, pytorch_cfg: accepted for compatibility;
             ckptcompat serves no remote storage, so they are unused.
@@ -86,12 +90,23 @@ class PolicyStore:
         policy_cache_size: int = 10,
     ) -> None:
         warn_deprecated("PolicyStore", _REPLACEMENT)
+        checkpoint_dir = None
+        if device is not None and not isinstance(device, str):
+            cfg = device
+            device = cfg_get(cfg, "device")
+            data_dir = data_dir if data_dir is not None else cfg_get(cfg, "data_dir")
+            checkpoint_dir = cfg_get(cfg, "trainer", "checkpoint", "checkpoint_dir")
+            if checkpoint_dir is None:
+                checkpoint_dir = cfg_get(cfg, "trainer", "checkpoint_dir")
         self._init(device, data_dir, policy_cache_size)
+        if checkpoint_dir is not None:
+            self._checkpoint_dir = Path(str(checkpoint_dir))
 
     def _init(self, device: str | None, data_dir: str | Path | None, cache_size: int) -> None:
-        self.device = device or "cpu"
-        self.data_dir = Path(data_dir or "./train_dir")
+        self.device = str(device or "cpu")
+        self.data_dir = Path(str(data_dir or "./train_dir"))
         self.policy_cache_size = cache_size
+        self._checkpoint_dir = self.data_dir
 
     @classmethod
     def create(
@@ -311,15 +326,16 @@ class PolicyStore:
         """Deprecated: a record with default metadata and no policy yet, to fill and save.
 
         Its ``run_name`` is ``name`` and its URI ``file://<checkpoint_dir>/<name>``
-        (``checkpoint_dir`` defaults to ``data_dir``; an absolute ``name`` is the path
-        itself, as with ``os.path.join``), or ``file://<override_path>``. Set ``.policy``
+        (``checkpoint_dir`` defaults to the config's ``trainer.checkpoint.checkpoint_dir``
+        for a store built from a config, else ``data_dir``; an absolute ``name`` is the
+        path itself, as with ``os.path.join``), or ``file://<override_path>``. Set ``.policy``
         (and ``.metadata``) before :meth:`save`.
         """
         warn_deprecated("PolicyStore.create_empty_policy_record", "SimpleCheckpointManager")
         if override_path is not None:
             path = os.fspath(override_path)
         else:
-            base = self.data_dir if checkpoint_dir is None else checkpoint_dir
+            base = self._checkpoint_dir if checkpoint_dir is None else checkpoint_dir
             path = os.path.join(os.fspath(base), name)
         return PolicyRecord._quiet(self, name, f"file://{path}", None)
 
@@ -352,46 +368,15 @@ class PolicyStore:
         save_agent_file(
             pr.policy,
             target,
-            run=_run_for(pr, target, epoch),
+            run=run_for(pr, target, epoch),
             epoch=epoch,
             metadata={
                 "agent_step": int(meta["agent_step"]),
                 "total_time_s": float(meta["train_time"]),
                 "score": float(score) if finite and math.isfinite(float(score)) else None,
-                "extra": {SAVED_KEY: _plain(dict(meta))},
+                "extra": {SAVED_KEY: plain(dict(meta))},
             },
             overwrite=True,
         )
         pr.uri = uri_mod.file_uri(target)
         return pr
-
-
-def _run_for(pr: PolicyRecord, target: Path, epoch: int) -> str:
-    """The run name a file saved by :meth:`PolicyStore.save` records (see there)."""
-    name = parse_filename(target.name)
-    if name is not None and name.kind == "agent":
-        if name.epoch != epoch:
-            raise InvalidArgumentError(
-                "the file name names another epoch than the record's metadata",
-                path=target,
-                expected=f"a name ending _v{epoch}.pt, or a name outside <run>_v<epoch>.pt",
-                found=f"epoch {name.epoch} in the name, {epoch} in pr.metadata",
-                fix="save to another file name, or set pr.metadata.epoch",
-            )
-        return str(name.run)
-    for candidate in (pr.run_name, pr.metadata.get("run")):
-        if isinstance(candidate, str) and RUN_NAME_RE.match(candidate):
-            return candidate
-    stem = Path(pr.run_name or target.name).name.removesuffix(".pt")
-    return re.sub(r"[^A-Za-z0-9._-]", "_", stem).lstrip("._-") or "policy"
-
-
-def _plain(value: Any) -> Any:
-    """Mappings as plain dicts and numpy scalars as Python numbers, recursively."""
-    if isinstance(value, Mapping):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(_plain(item) for item in value)
-    if type(value).__module__ == "numpy" and getattr(value, "shape", None) == ():
-        return value.item()  # a numpy scalar
-    return value

@@ -774,3 +774,16 @@ def test_export_merges_into_dest(tmp_path: Path) -> None:
                 db.export(remote)
         with pytest.raises(StatsDBError, match="onto itself"):
             db.export(tmp_path / "X.duckdb")
+
+
+def test_from_uri_and_con_for_old_callers(ref_path: Path, tmp_path: Path) -> None:
+    """Guards the old ``with SimulationStatsDB.from_uri(path) as db:`` and ``db.con``
+    (raw SQL of the period): a local path opens and closes; the connection is reachable
+    with a DeprecationWarning; remote URIs are refused naming the supported form."""
+    with SimulationStatsDB.from_uri(f"file://{ref_path}", read_only=True) as db:
+        with pytest.deprecated_call():
+            rows = db.con.execute("SELECT COUNT(*) FROM episodes").fetchall()
+        assert rows == [(5,)]
+    assert db._con is None  # closed on leaving the block
+    with pytest.raises(StatsDBError, match="local"), SimulationStatsDB.from_uri("s3://b/s.duckdb"):
+        pass

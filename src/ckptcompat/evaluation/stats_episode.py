@@ -9,6 +9,8 @@ before any SQL runs.
 from __future__ import annotations
 
 import os
+import re
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from datetime import datetime
@@ -191,6 +193,49 @@ class EpisodeStatsDB:
             )
 
     # ----------------------------------------------------------------- public
+
+    @classmethod
+    @contextmanager
+    def from_uri(cls, uri: str | os.PathLike[str], *, read_only: bool = False) -> Iterator[Self]:
+        """The old ``with StatsDB.from_uri(path) as db:``: open a local file, close it after.
+
+        Only local paths (or ``file://PATH``); the old API also downloaded s3:// and
+        wandb:// DBs, which ckptcompat does not serve.
+
+        Raises:
+            StatsDBError: a remote URI; and as the constructor.
+        """
+        text = os.fspath(uri)
+        if re.match(r"^(?!file://)[A-Za-z][A-Za-z0-9+.-]*://", text):
+            raise StatsDBError(
+                "stats DB URIs are local files only",
+                expected="a local path or file://PATH",
+                found=repr(text),
+                fix="download the DB first, then open its local path",
+            )
+        db = cls(text.removeprefix("file://"), read_only=read_only)
+        try:
+            yield db
+        finally:
+            db.close()
+
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        """Deprecated: the raw DuckDB connection, which old callers used for SQL.
+
+        SQL run on it bypasses every write-time check (the schema's constraints still
+        hold) and runs against ckptcompat's schema, not the old one (no ``suite``
+        column, ``step_count`` NOT NULL ...). Use :meth:`query` instead.
+
+        Raises:
+            StatsDBError: the DB is closed.
+        """
+        warnings.warn(
+            "EpisodeStatsDB.con is deprecated and will be removed; use query(sql, params)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self._connection()
 
     def tables(self) -> dict[str, str]:
         """Name -> DDL of every table and view this class maintains."""

@@ -33,6 +33,7 @@ def test_2366_constructor_spellings(tmp_path: Path) -> None:
     for manager in (positional, keyword, renamed):
         assert isinstance(manager, SimpleCheckpointManager)
         assert manager.checkpoint_dir == tmp_path / "test_run" / "checkpoints"
+        assert Path(manager.run_dir) / "test_run" / "checkpoints" == manager.checkpoint_dir
         assert manager.run_name == manager.run == "test_run"
     for bad in ("", "name with spaces", "name/with/slash", "name*with*asterisk"):
         with pytest.raises(ValueError), pytest.deprecated_call():

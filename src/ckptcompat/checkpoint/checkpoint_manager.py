@@ -31,7 +31,8 @@ class CheckpointManager(SimpleCheckpointManager):
 
     ``run_dir`` is the directory holding run directories (files go to
     ``run_dir/<run>/checkpoints/``, as in #2366), i.e. SimpleCheckpointManager's
-    ``data_dir``.
+    ``data_dir``; the attribute ``run_dir`` keeps #2366's meaning (that directory, not
+    SimpleCheckpointManager's ``data_dir/<run>``).
 
     Raises:
         InvalidArgumentError: an invalid run name, or both ``run`` and ``run_name`` given
@@ -60,6 +61,7 @@ class CheckpointManager(SimpleCheckpointManager):
             )
         chosen = run if run is not None else run_name if run_name is not None else "default"
         super().__init__(chosen, run_dir, cache_size)
+        self.run_dir = Path(run_dir)
 
     @property
     def run_name(self) -> str:

@@ -787,3 +787,30 @@ def test_from_uri_and_con_for_old_callers(ref_path: Path, tmp_path: Path) -> Non
     assert db._con is None  # closed on leaving the block
     with pytest.raises(StatsDBError, match="local"), SimulationStatsDB.from_uri("s3://b/s.duckdb"):
         pass
+
+
+def test_from_shards_and_context_old_positional_call(tmp_path: Path) -> None:
+    """Guards the period's call: from_shards_and_context(sim_id, dir, agent_map, sim_name,
+    sim_env, policy_record) positionally, with MockPolicyRecords for the agents; it was
+    keyword-only, so the old call raised TypeError."""
+    from ckptcompat.policy import MockPolicyRecord
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    with EpisodeStatsDB(shards / "w.duckdb") as db:
+        db.record_episode("ep", {"seed": "0"}, {0: {"reward": 1.0}}, {0: 0}, 0)
+    with pytest.deprecated_call():
+        record = MockPolicyRecord.from_key_and_version("test_policy", 1)
+    merged = SimulationStatsDB.from_shards_and_context(
+        "sim_id", shards, {0: record}, "test_sim", "env_test", record
+    )
+    with merged:
+        assert merged.query("SELECT simulation_id FROM episodes") == [{"simulation_id": "sim_id"}]
+        assert merged.query("SELECT policy_key, policy_version FROM agent_policies") == [
+            {"policy_key": "test_policy", "policy_version": 1}
+        ]
+    SimulationStatsDB.from_shards_and_context(
+        "s2", shards, {0: POLICY}, "n", "e", policy_record=POLICY
+    ).close()
+    with pytest.raises(StatsDBError, match="exactly once"):
+        SimulationStatsDB.from_shards_and_context("s3", shards, {}, "n", "e")

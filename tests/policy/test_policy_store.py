@@ -318,6 +318,8 @@ def test_create_empty_policy_record(tmp_path: Path) -> None:
     assert other.file_path == str(tmp_path / "o.pt")
     with pytest.raises(ValueError, match="policy_store and a uri"):
         PolicyRecord._quiet(None, "r", None, None).policy  # noqa: B018
+    with pytest.deprecated_call():
+        assert store.make_model_name(7) == "model_0007.pt"
 
 
 def test_pre_august_config_constructor_and_mock_policy(tmp_path: Path) -> None:

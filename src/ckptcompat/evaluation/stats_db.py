@@ -308,30 +308,39 @@ class SimulationStatsDB(ShardMergeMixin, EpisodeStatsDB):
     @classmethod
     def from_shards_and_context(
         cls,
-        *,
         sim_id: str,
         dir_with_shards: str | os.PathLike[str],
         agent_map: Mapping[int, PolicyLike],
         sim_name: str,
         sim_env: str,
-        policy: PolicyLike,
+        policy: PolicyLike | None = None,
         policy_uri: str | None = None,
         merged_name: str = "merged.duckdb",
+        *,
+        policy_record: PolicyLike | None = None,
     ) -> Self:
         """The old merge: episode-only shards in a directory + who played -> one DB.
 
         Deletes an old ``<dir>/<merged_name>``, registers the simulation, merges every other
         ``*.duckdb`` in the directory, stamps episodes that have no simulation with
         ``sim_id``, and assigns every agent of ``agent_map`` in every such episode to its
-        policy. No shards gives an empty DB and a logged warning.
+        policy. No shards gives an empty DB and a logged warning. Positional or keyword, in
+        the old order; ``policy_record=`` is the old name of ``policy``.
 
         Returns:
             The merged DB, open for writing; close it when done.
 
         Raises:
-            StatsDBError: invalid policies (before any SQL), or as :meth:`merge_in`.
+            StatsDBError: no policy or both ``policy`` and ``policy_record``; invalid
+                policies (before any SQL), or as :meth:`merge_in`.
         """
-        primary = PolicyKey.of(policy, policy_uri)
+        if (policy is None) == (policy_record is None):
+            raise StatsDBError(
+                "from_shards_and_context needs the evaluated policy exactly once",
+                expected="policy=... (or the old policy_record=...)",
+                found="neither" if policy is None else "both",
+            )
+        primary = PolicyKey.of(policy if policy is not None else policy_record, policy_uri)
         agents = [(check_int(a, what="agent id"), PolicyKey.of(p)) for a, p in agent_map.items()]
         directory = Path(dir_with_shards)
         dest = directory / merged_name

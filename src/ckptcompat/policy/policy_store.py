@@ -316,6 +316,15 @@ class PolicyStore:
         return ckpt.agent
 
     # ------------------------------------------------------------------ saving
+    def make_model_name(self, epoch: int) -> str:
+        """Deprecated: ``model_<NNNN>.pt``, the old checkpoint file name of ``epoch``.
+
+        A file saved under this name is read back by :meth:`load_from_uri`; new code names
+        files with the manager (``<run>_v<epoch>.pt``).
+        """
+        warn_deprecated("PolicyStore.make_model_name", "SimpleCheckpointManager.save_agent")
+        return f"model_{epoch:04d}.pt"
+
     def create_empty_policy_record(
         self,
         name: str,

@@ -24,6 +24,14 @@ if TYPE_CHECKING:
 __all__ = ["QueryResult"]
 
 
+class _NoPandasAttribute(MissingDependencyError, AttributeError):
+    """A DataFrame attribute asked of a QueryResult without pandas installed.
+
+    Also an AttributeError, so ``hasattr(result, "empty")`` is False there instead of
+    raising (libraries probe objects that way).
+    """
+
+
 class QueryResult(list[dict[str, Any]]):
     """Rows of one query as dicts, plus the DataFrame spellings of the old API.
 
@@ -76,4 +84,10 @@ class QueryResult(list[dict[str, Any]]):
         # Only reached for names a list lacks: empty, iloc, loc, shape, columns, values ...
         if name.startswith("_"):
             raise AttributeError(name)
-        return getattr(self.to_pandas(), name)
+        try:
+            frame = self.to_pandas()
+        except MissingDependencyError as exc:
+            raise _NoPandasAttribute(
+                exc.problem, expected=exc.expected, found=exc.found, fix=exc.fix
+            ) from exc.__cause__
+        return getattr(frame, name)

@@ -19,6 +19,7 @@ __all__ = [
     "IncompatibleCheckpointError",
     "InjectedFault",
     "InputError",
+    "InvalidArgumentError",
     "MissingDependencyError",
     "PolicyMissingError",
     "RunLockedError",
@@ -70,8 +71,16 @@ class CheckpointError(Exception):
         super().__init__(prefix + _compose(problem, expected, found, fix))
 
 
-class CheckpointNotFoundError(CheckpointError):
-    """The checkpoint (file, epoch, run or URI) does not exist."""
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """The checkpoint (file, epoch, run or URI) does not exist.
+
+    Also a ``FileNotFoundError``: callers of the old API caught that for a missing
+    checkpoint (the #2366 CheckpointManager raised it), and their ``except`` must still catch.
+    """
+
+    def __str__(self) -> str:
+        # OSError.__str__ would format errno/strerror; the composed message is the text.
+        return str(self.args[0]) if self.args else ""
 
 
 class CorruptCheckpointError(CheckpointError):
@@ -92,6 +101,14 @@ class IncompatibleCheckpointError(CheckpointError):
 
 class AgentMismatchError(CheckpointError):
     """The saved agent does not match the class, config, keys or shapes it is loaded into."""
+
+
+class InvalidArgumentError(CheckpointError, ValueError):
+    """An argument is malformed: a run name, an epoch, a URI scheme, a metadata key.
+
+    Also a ``ValueError``: the old API raised ValueError for these, and old ``except
+    ValueError`` clauses must keep catching.
+    """
 
 
 class RunLockedError(CheckpointError):

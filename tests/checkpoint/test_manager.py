@@ -358,6 +358,36 @@ def test_missing_checkpoints_raise_not_found(manager: SimpleCheckpointManager) -
         SimpleCheckpointManager.load_from_uri(manager.checkpoint_dir / "run_v7.pt")
 
 
+def test_old_except_clauses_still_catch(manager: SimpleCheckpointManager, tmp_path: Path) -> None:
+    """Guards issue 15 fault 7: old callers wrote ``except FileNotFoundError`` around a load
+    of a missing checkpoint and ``except ValueError`` around a bad run name, epoch or URI;
+    our typed errors must still be caught there (and stay CheckpointErrors)."""
+    for call in (
+        manager.load_agent,
+        lambda: SimpleCheckpointManager.load_from_uri(tmp_path / "nope_v3.pt"),
+        lambda: SimpleCheckpointManager.load_from_uri(f"{tmp_path}/ghost:latest"),
+    ):
+        try:
+            call()
+        except FileNotFoundError as exc:  # the old spelling
+            assert isinstance(exc, CheckpointNotFoundError)
+        else:
+            pytest.fail("no error for a missing checkpoint")
+    for call in (
+        lambda: SimpleCheckpointManager("name with spaces", tmp_path),
+        lambda: SimpleCheckpointManager("", tmp_path),
+        lambda: manager.save_agent(_mock(), -1),
+        lambda: manager.save_agent(_mock(), 0, {"bogus": 1}),
+        lambda: SimpleCheckpointManager.load_from_uri("wandb://run/x:v1"),
+    ):
+        with pytest.raises(ValueError) as info:
+            call()
+        assert isinstance(info.value, CheckpointError)
+    # The message is the composed one, not OSError's "[Errno ...]" formatting.
+    with pytest.raises(FileNotFoundError, match=r"^\S+: run 'run' has no checkpoint"):
+        manager.load_agent()
+
+
 @pytest.mark.parametrize("verify", ["full", "size", "none"])
 @pytest.mark.parametrize("keep_bytes", [0, 200])
 def test_truncated_and_empty_files_are_corrupt(

@@ -289,7 +289,9 @@ _NONE_VERSION_CALLS: dict[str, Callable[[EvalStatsDB], object]] = {
     ),
     "count_metric_agents": lambda db: db.count_metric_agents("test_policy", _NONE, "r"),
     "sample_count": lambda db: db.sample_count(("test_policy", _NONE)),
-    "get_replay_urls": lambda db: db.get_replay_urls(_NONE, 1),
+    # get_replay_urls is not here: None is its "no filter" default, and policy_version
+    # without policy_key is a filter of its own (issue 15 fault 5; see
+    # test_listings_read_the_simulations_policy).
 }
 
 
@@ -603,3 +605,213 @@ def test_newer_or_foreign_layout_refused(ref_path: Path, tmp_path: Path) -> None
     db.close()
     with pytest.raises(StatsDBError, match="closed"):
         db.get_average_metric_by_filter("reward", POLICY)
+
+
+# ----------------------------------------------------------------- issue 15: listings, ghosts
+
+
+def _old_replay_layout(path: Path) -> None:
+    """Three simulations, one replayed episode each, as the old replay-URL test laid out:
+    (policy1 v1, env1), (policy1 v2, env2), (policy2 v1, env1). In every episode agent 1 is
+    an opponent run by policy2 v2, so per-agent rows name policies that are not the
+    simulation's."""
+    with SimulationStatsDB(path) as db:
+        for i, (key, version, env) in enumerate(
+            [("policy1", 1, "env1"), ("policy1", 2, "env2"), ("policy2", 1, "env1")]
+        ):
+            _register(db, f"sim{i}", key, version, name=f"sim{i}", env=env)
+            db.record_policy_episode(
+                f"sim{i}",
+                key,
+                version,
+                None,
+                {0: {"reward": 1.0}},
+                agent_ids=[0, 1],
+                other_policies={1: ("policy2", 2)},
+                step_count=1,
+                replay_url=f"https://example.com/replay{i}.json",
+            )
+        _register(db, "sim-new", "fresh", 0, env="env3")  # registered, no episode yet
+
+
+def test_listings_read_the_simulations_policy(tmp_path: Path) -> None:
+    """Guards issue 15 fault 5: get_all_policy_uris() read agent_policies only, missing a
+    policy whose simulation was registered with no episodes yet; get_replay_urls filtered
+    through per-agent rows instead of the simulation's policy (0 results where the old DB
+    gave 2), and policy_version= alone raised."""
+    _old_replay_layout(tmp_path / "r.duckdb")
+    replay = [f"https://example.com/replay{i}.json" for i in range(3)]
+    with SimulationStatsDB(tmp_path / "r.duckdb", read_only=True) as db:
+        assert db.get_all_policy_uris() == [
+            "fresh:v0",
+            "policy1:v1",
+            "policy1:v2",
+            "policy2:v1",
+            "policy2:v2",
+        ]
+        assert db.get_replay_urls() == replay
+        assert db.get_replay_urls(policy_key="policy1") == replay[:2]
+        assert db.get_replay_urls(policy_version=1) == [replay[0], replay[2]]
+        assert db.get_replay_urls(policy_key="policy2", policy_version=1) == [replay[2]]
+        assert db.get_replay_urls(policy_key="policy2", policy_version=2) == []  # opponent only
+        assert db.get_replay_urls(env="env1") == [replay[0], replay[2]]
+        assert db.get_replay_urls("policy1", 1, "env1") == [replay[0]]
+        assert db.get_replay_urls("fresh") == []
+
+
+@pytest.mark.parametrize("key, version", [("k", -1), ("k", True), ("file:///x.pt", None)])
+def test_replay_url_filters_validated_before_sql(
+    ref_path: Path, monkeypatch: pytest.MonkeyPatch, key: Any, version: Any
+) -> None:
+    """Guards invalid replay filters reaching SQL (a URI as key, a negative or bool epoch)."""
+    with SimulationStatsDB(ref_path) as db:
+        _forbid_sql(db, monkeypatch)
+        with pytest.raises(StatsDBError):
+            db.get_replay_urls(key, version)
+
+
+def test_ghost_episodes_do_not_dilute_averages(tmp_path: Path) -> None:
+    """Guards issue 15 fault 6 (Metta's num-episodes regression, fixed in its DB in August
+    2025): 5 episodes registered, 2 finished with reward 1.0 for both agents; the 3 that
+    never finished (no completed_at, no metric for any agent) must not count, so the
+    average is 1.0, not 0.4. An agent missing a metric in a finished episode still counts
+    as 0 (potential samples)."""
+    path = tmp_path / "ghosts.duckdb"
+    with SimulationStatsDB(path) as db:
+        _register(db, "sim", *POLICY)
+        for _ in range(2):
+            db.record_policy_episode(
+                "sim", *POLICY, None, {0: {"reward": 1.0}, 1: {"reward": 1.0}}, step_count=100
+            )
+        # Requested but never finished: rows as a crashed or cut-short worker left them.
+        for i in range(3):
+            db.query(
+                "INSERT INTO episodes (id, simulation_id, step_count) VALUES (?, 'sim', 100)",
+                [f"ghost-{i}"],
+            )
+            for agent in range(2):
+                db.query(
+                    "INSERT INTO agent_policies VALUES (?, ?, ?, ?, NULL)",
+                    [f"ghost-{i}", agent, *POLICY],
+                )
+        db.record_policy_episode("sim", *POLICY, None, {0: {"reward": 1.0}, 1: {}}, step_count=100)
+    with EvalStatsDB(path, read_only=True) as db:
+        assert db.potential_samples_for_metric(*POLICY) == 6  # 3 finished x 2 agents
+        assert db.get_average_metric_by_filter("reward", POLICY) == pytest.approx(5 / 6)
+        assert db.sample_count(POLICY) == 6
+        assert db.count_metric_agents(*POLICY, "reward") == 5
+        assert db.simulation_scores(POLICY, "reward") == {
+            ("test_sim", "test_env"): pytest.approx(5 / 6)
+        }
+
+
+# ----------------------------------------------------------------- issue 15: old calls
+
+
+def test_query_answers_the_old_dataframe_spellings(eval_db: EvalStatsDB) -> None:
+    """Guards issue 15's missing ``query() -> DataFrame``: old callers wrote
+    ``db.query(sql)["n"][0]``, ``.empty``, ``.iloc`` and ``.shape``; ckptcompat's own callers
+    index rows (``[0]["n"]``). Both spellings answer from one result."""
+    pytest.importorskip("pandas", reason="the DataFrame spellings need the stats extra")
+    result = eval_db.query("SELECT COUNT(*) AS n FROM episodes")
+    assert result[0]["n"] == 5 and result == [{"n": 5}]  # the list of dicts, unchanged
+    assert result["n"][0] == 5 and not result.empty and result.shape == (1, 1)
+    rows = eval_db.query("SELECT id, step_count FROM episodes ORDER BY id")
+    assert list(rows["id"]) == [f"ep-{i}" for i in range(5)]
+    assert rows.iloc[0]["step_count"] == 100 and rows.loc[4, "id"] == "ep-4"
+    none = eval_db.query("SELECT id FROM episodes WHERE id = 'nope'")
+    assert none == [] and none.empty and list(none.columns) == ["id"]
+
+
+def test_query_dataframe_spellings_without_pandas_say_so(
+    eval_db: EvalStatsDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Guards a bare ModuleNotFoundError (or AttributeError) when pandas is absent: the
+    DataFrame spellings raise MissingDependencyError naming the extra; rows still work."""
+    from ckptcompat.errors import MissingDependencyError
+
+    monkeypatch.setitem(sys.modules, "pandas", None)
+    result = eval_db.query("SELECT COUNT(*) AS n FROM episodes")
+    assert result[0]["n"] == 5
+    with pytest.raises(MissingDependencyError, match=r"ckptcompat\[stats\]"):
+        result["n"]
+    with pytest.raises(MissingDependencyError):
+        result.empty  # noqa: B018
+    assert not hasattr(result, "iloc")  # probing libraries see "no such attribute"
+
+
+def test_merge_in_accepts_an_open_db_object(tmp_path: Path) -> None:
+    """Guards issue 15's missing ``merge_in(db)``: the old API merged DB objects, e.g.
+    ``merged.merge_in(policy_db); policy_db.close()``; the object stays usable after."""
+    shard = tmp_path / "x.duckdb"
+    _write_shard(shard, "sim-x", "policy_X", 1.0)
+    with SimulationStatsDB(tmp_path / "merged.duckdb") as merged:
+        with SimulationStatsDB(shard) as open_shard:
+            merged.merge_in(open_shard)
+            merged.merge_in(open_shard)  # idempotent
+            assert open_shard.get_all_policy_uris() == ["policy_X:v1"]  # reopened
+            open_shard.record_policy_episode("sim-x", "policy_X", 1, None, {0: {}}, step_count=1)
+        assert merged.get_all_policy_uris() == ["policy_X:v1"]
+        with pytest.raises(StatsDBError, match="into itself"):
+            merged.merge_in(merged)
+
+
+def test_export_merges_into_dest(tmp_path: Path) -> None:
+    """Guards issue 15's missing ``SimulationStatsDB.export(dest)``: exporting into an
+    existing DB keeps its policies and adds ours (the old export merged, then uploaded);
+    remote destinations are refused, naming what is supported."""
+    dest = tmp_path / "out" / "all.duckdb"
+    for name in "XYZ":
+        _write_shard(tmp_path / f"{name}.duckdb", f"sim-{name}", f"policy_{name}", 1.0)
+        with SimulationStatsDB(tmp_path / f"{name}.duckdb") as db:
+            assert db.export(dest) == dest
+            assert db.get_all_policy_uris() == [f"policy_{name}:v1"]  # still open and usable
+    with SimulationStatsDB(dest, read_only=True) as db:
+        assert db.get_all_policy_uris() == ["policy_X:v1", "policy_Y:v1", "policy_Z:v1"]
+    with SimulationStatsDB(tmp_path / "X.duckdb") as db:
+        db.export(f"file://{dest}")  # again: idempotent
+        for remote in ("s3://bucket/all.duckdb", "wandb://run/x"):
+            with pytest.raises(StatsDBError, match="local"):
+                db.export(remote)
+        with pytest.raises(StatsDBError, match="onto itself"):
+            db.export(tmp_path / "X.duckdb")
+
+
+def test_from_uri_and_con_for_old_callers(ref_path: Path, tmp_path: Path) -> None:
+    """Guards the old ``with SimulationStatsDB.from_uri(path) as db:`` and ``db.con``
+    (raw SQL of the period): a local path opens and closes; the connection is reachable
+    with a DeprecationWarning; remote URIs are refused naming the supported form."""
+    with SimulationStatsDB.from_uri(f"file://{ref_path}", read_only=True) as db:
+        with pytest.deprecated_call():
+            rows = db.con.execute("SELECT COUNT(*) FROM episodes").fetchall()
+        assert rows == [(5,)]
+    assert db._con is None  # closed on leaving the block
+    with pytest.raises(StatsDBError, match="local"), SimulationStatsDB.from_uri("s3://b/s.duckdb"):
+        pass
+
+
+def test_from_shards_and_context_old_positional_call(tmp_path: Path) -> None:
+    """Guards the period's call: from_shards_and_context(sim_id, dir, agent_map, sim_name,
+    sim_env, policy_record) positionally, with MockPolicyRecords for the agents; it was
+    keyword-only, so the old call raised TypeError."""
+    from ckptcompat.policy import MockPolicyRecord
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    with EpisodeStatsDB(shards / "w.duckdb") as db:
+        db.record_episode("ep", {"seed": "0"}, {0: {"reward": 1.0}}, {0: 0}, 0)
+    with pytest.deprecated_call():
+        record = MockPolicyRecord.from_key_and_version("test_policy", 1)
+    merged = SimulationStatsDB.from_shards_and_context(
+        "sim_id", shards, {0: record}, "test_sim", "env_test", record
+    )
+    with merged:
+        assert merged.query("SELECT simulation_id FROM episodes") == [{"simulation_id": "sim_id"}]
+        assert merged.query("SELECT policy_key, policy_version FROM agent_policies") == [
+            {"policy_key": "test_policy", "policy_version": 1}
+        ]
+    SimulationStatsDB.from_shards_and_context(
+        "s2", shards, {0: POLICY}, "n", "e", policy_record=POLICY
+    ).close()
+    with pytest.raises(StatsDBError, match="exactly once"):
+        SimulationStatsDB.from_shards_and_context("s3", shards, {}, "n", "e")

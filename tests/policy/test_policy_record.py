@@ -135,3 +135,56 @@ def test_each_call_warns_once_at_the_caller() -> None:
             call()
         assert [w.category for w in caught] == [DeprecationWarning]
         assert caught[0].filename == __file__
+
+
+def test_pre_refactor_pickle_checkpoint_attribute_is_policy_metadata(tmp_path: Path) -> None:
+    """Guards issue 15 fault 3: a record pickled before the metadata refactor keeps its
+    metadata in a ``checkpoint`` attribute (a plain dict); ``.metadata`` returned that raw
+    dict instead of a PolicyMetadata (no attribute access, no required-key rules)."""
+    old = PolicyRecord.__new__(PolicyRecord)
+    old.__dict__.update(
+        _policy_store=None,
+        run_name="oldrun",
+        uri="file:///nowhere/model_0007.pt",
+        _cached_policy=None,
+        checkpoint={"epoch": 7, "agent_step": 70, "generation": 2, "train_time": 1.0, "x": [1]},
+    )
+    revived = pickle.loads(pickle.dumps(old))
+    for record in (old, revived):
+        meta = record.metadata
+        assert isinstance(meta, PolicyMetadata)
+        assert meta.epoch == 7 and meta.generation == 2 and meta["x"] == [1]
+        assert record.metadata is meta  # converted once
+        assert isinstance(record.__dict__["checkpoint"], dict)  # the old attribute stays
+    partial = PolicyRecord.__new__(PolicyRecord)
+    partial.__dict__.update(_policy_store=None, run_name="r", uri=None, checkpoint={"epoch": 1})
+    assert partial.metadata.agent_step == 0  # required keys filled with their defaults
+    empty = PolicyRecord.__new__(PolicyRecord)
+    empty.__dict__.update(_policy_store=None, run_name="r", uri=None)
+    with pytest.raises(AttributeError, match=r"No metadata found.*run_name"):
+        empty.metadata  # noqa: B018
+
+
+def test_bare_and_mock_uris_key_by_metadata_epoch(tmp_path: Path) -> None:
+    """Guards issue 15 fault 4: ``PolicyRecord(uri="mock://test_policy",
+    metadata=PolicyMetadata(epoch=1))`` keyed as ("test_policy", 0), ignoring the epoch, and
+    a bare-key URI ("test_policy", as the old MockPolicyRecord made them) raised
+    CheckpointNotFoundError instead of keying as (uri, metadata.epoch)."""
+    meta = _quiet(PolicyMetadata, epoch=1)
+    mock = _quiet(PolicyRecord, uri="mock://test_policy", metadata=meta)
+    assert mock.key_and_version() == ("test_policy", 1)
+    bare = _quiet(PolicyRecord, None, "run", "test_policy", {"epoch": 1})
+    assert bare.key_and_version() == ("test_policy", 1)
+    assert _quiet(PolicyRecord, None, "run", "test_policy", None).key_and_version() == (
+        "test_policy",
+        0,
+    )
+    # An explicit :vN still wins; an existing path is a path, not a key.
+    pinned = _quiet(PolicyRecord, None, "run", "mock://test_policy:v4", {"epoch": 1})
+    assert pinned.key_and_version() == ("test_policy", 4)
+    SimpleCheckpointManager("run", tmp_path).save_agent(MockAgent(), 2)
+    store = _quiet(PolicyStore, data_dir=tmp_path)
+    by_path = _quiet(PolicyRecord, store, "run", "run", {"epoch": 9})
+    assert by_path.key_and_version() == ("run", 2)  # data_dir/run is a run directory
+    with pytest.raises(ValueError, match="epoch"):
+        _quiet(PolicyRecord, None, "r", "k", {"epoch": None}).key_and_version()

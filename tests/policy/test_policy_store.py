@@ -7,6 +7,7 @@ import os
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -130,8 +131,9 @@ def test_save_writes_the_safe_format(tmp_path: Path) -> None:
     assert record.uri == f"file://{target}" and record.key_and_version() == ("saved", 0)
     with pytest.deprecated_call():
         store.save(record, tmp_path / "again_v0.pt")
-    with pytest.raises(CheckpointError, match="never overwritten"), pytest.deprecated_call():
-        store.save(record)  # pr.file_path exists
+    with pytest.deprecated_call():
+        store.save(record)  # pr.file_path exists: replaced, as the old store did
+    assert record.uri == f"file://{tmp_path / 'again_v0.pt'}"
 
 
 @pytest.mark.parametrize("uri", ["wandb://run/x:v1", "s3://bucket/key.pt", "gs://b/k.pt"])
@@ -201,3 +203,159 @@ def test_replacement_path_emits_no_deprecation_warning(tmp_path: Path) -> None:
         manager.save_agent(MockAgent(), 0)
         manager.load_agent(0)
         SimpleCheckpointManager.load_from_uri(f"{tmp_path}/new:latest")
+
+
+def _saved_record(store: PolicyStore, target: Path, **extra: object) -> PolicyRecord:
+    """The old save pattern: an empty record named by its path, filled, then saved."""
+    with pytest.deprecated_call():
+        pr = store.create_empty_policy_record(name=str(target))
+    with pytest.deprecated_call():
+        pr.metadata = PolicyMetadata(
+            agent_step=100, epoch=5, generation=1, train_time=60.0, **extra
+        )
+    torch.manual_seed(5)
+    pr.policy = MockAgent()
+    with pytest.deprecated_call():
+        store.save(pr)
+    return pr
+
+
+@pytest.mark.parametrize("name", ["tmpx8f2k1.pt", "weird name.pt", "policy.pt", "model.pt"])
+def test_save_then_load_round_trips_any_file_name(tmp_path: Path, name: str) -> None:
+    """Guards issue 15 fault 1: PolicyStore.save(pr, path) then load_from_uri(path) (and
+    pr.policy) raised AgentMismatchError ("holds weights but no agent ... found a safe_v1")
+    whenever the name was not <run>_v<epoch>.pt, e.g. a tempfile.NamedTemporaryFile path."""
+    store = _store(tmp_path)
+    target = tmp_path / "out" / name
+    saved = _saved_record(store, target)
+    assert saved.uri == f"file://{target}"
+    for uri in (f"file://{target}", str(target)):
+        with pytest.deprecated_call():
+            loaded = store.load_from_uri(uri)
+        torch.manual_seed(5)
+        assert torch.equal(loaded.policy.actor.weight, MockAgent().actor.weight)
+    with pytest.deprecated_call():
+        lazy = PolicyRecord(store, "whatever", f"file://{target}", None)
+    assert isinstance(lazy.policy, MockAgent)  # .policy loads through the store too
+    assert torch_compat.load(target)["format"] == "ckptcompat.agent"  # still the safe format
+
+
+def test_save_keeps_every_metadata_key(tmp_path: Path) -> None:
+    """Guards issue 15 fault 2: save dropped metadata keys other than ours (action_names,
+    generation, evals ...); a reloaded record had generation 0 and no action_names."""
+    store = _store(tmp_path)
+    target = tmp_path / "meta.pt"
+    extra = {
+        "action_names": ["move", "turn"],
+        "evals": {"category_scores": {"nav": 0.5}, "avg_simulation_score": 0.25},
+        "avg_reward": np.float32(42.0),  # a numpy scalar is saved as a float
+        "score": 0.75,
+        "run": "some_run",
+        "initial_pr": None,
+    }
+    pr = _saved_record(store, target, **extra)
+    with pytest.deprecated_call():
+        loaded = store.load_from_uri(f"file://{target}")
+    assert isinstance(loaded.metadata, PolicyMetadata)
+    assert loaded.metadata == {**pr.metadata, "avg_reward": 42.0}
+    assert loaded.metadata.generation == 1
+    assert loaded.metadata["action_names"] == ["move", "turn"]
+    with pytest.deprecated_call():
+        assert store.policy_record(str(target)).metadata.evals["category_scores"] == {"nav": 0.5}
+    pr.metadata = {"epoch": 5, "agent_step": 1, "generation": 3, "train_time": 0.0}
+    with pytest.deprecated_call():
+        store.save(pr)  # plain-dict metadata, same path: replaced
+    with pytest.deprecated_call():
+        assert store.load_from_uri(str(target)).metadata.generation == 3
+    pr.metadata["opaque"] = object()
+    with pytest.raises(CheckpointError, match="opaque"), pytest.deprecated_call():
+        store.save(pr)
+    with pytest.deprecated_call():
+        assert store.load_from_uri(str(target)).metadata.generation == 3  # old file intact
+
+
+def test_save_replaces_an_existing_file_atomically(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Guards issue 15's save-to-an-existing-path call: the old store replaced the file;
+    we refused. Replacing must never leave a half-written file: a failure mid-write keeps
+    the previous file whole and leaves no temp file behind."""
+    from ckptcompat.checkpoint.atomic import FAULT_ENV
+    from ckptcompat.errors import InjectedFault
+
+    store = _store(tmp_path)
+    target = tmp_path / "again.pt"
+    pr = _saved_record(store, target)
+    old_bytes = target.read_bytes()
+    pr.metadata.epoch = 6
+    monkeypatch.setenv(FAULT_ENV, "after_fsync")
+    with pytest.raises(InjectedFault), pytest.deprecated_call():
+        store.save(pr)
+    monkeypatch.delenv(FAULT_ENV)
+    assert target.read_bytes() == old_bytes
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    with pytest.deprecated_call():
+        store.save(pr)
+    with pytest.deprecated_call():
+        assert store.load_from_uri(str(target)).metadata.epoch == 6
+    with pytest.raises(ValueError, match="another epoch"), pytest.deprecated_call():
+        store.save(pr, tmp_path / "run_v2.pt")  # the name says epoch 2, the metadata 6
+
+
+def test_create_empty_policy_record(tmp_path: Path) -> None:
+    """Guards the missing PolicyStore.create_empty_policy_record (removed by Metta on
+    2025-08-27, called by code of the period): name -> file://<checkpoint_dir>/<name>."""
+    store = _store(tmp_path)
+    with pytest.deprecated_call():
+        pr = store.create_empty_policy_record("model_0003.pt", tmp_path / "ck")
+    assert pr.uri == f"file://{tmp_path / 'ck' / 'model_0003.pt'}"
+    assert pr.run_name == "model_0003.pt"
+    assert pr.metadata == {"agent_step": 0, "epoch": 0, "generation": 0, "train_time": 0.0}
+    with pytest.deprecated_call():
+        assert store.create_empty_policy_record("x.pt").file_path == str(tmp_path / "x.pt")
+    with pytest.deprecated_call():
+        other = store.create_empty_policy_record("n", override_path=tmp_path / "o.pt")
+    assert other.file_path == str(tmp_path / "o.pt")
+    with pytest.raises(ValueError, match="policy_store and a uri"):
+        PolicyRecord._quiet(None, "r", None, None).policy  # noqa: B018
+    with pytest.deprecated_call():
+        assert store.make_model_name(7) == "model_0007.pt"
+
+
+def test_pre_august_config_constructor_and_mock_policy(tmp_path: Path) -> None:
+    """Guards the pre-2025-08-04 spelling PolicyStore(cfg, wandb_run=None) (a config object
+    with device, data_dir and trainer.checkpoint.checkpoint_dir) and the old mocks'
+    MockPolicy, which old save/load tests put in a record: both must work on the safe
+    format, with a file named by tempfile and plain-dict metadata."""
+    from types import SimpleNamespace
+
+    from ckptcompat.policy import MockPolicy
+
+    checkpoint_dir = tmp_path / "ck"
+    for cfg in (
+        {"device": "cpu", "data_dir": str(tmp_path), "trainer": {"checkpoint": {
+            "checkpoint_dir": str(checkpoint_dir)}}},
+        SimpleNamespace(device="cpu", data_dir=str(tmp_path), trainer=SimpleNamespace(
+            checkpoint=SimpleNamespace(checkpoint_dir=str(checkpoint_dir)))),
+    ):  # fmt: skip
+        with pytest.deprecated_call():
+            store = PolicyStore(cfg, wandb_run=None)
+        assert store.device == "cpu" and store.data_dir == tmp_path
+        with pytest.deprecated_call():
+            pr = store.create_empty_policy_record("model_0005.pt")
+        assert pr.file_path == str(checkpoint_dir / "model_0005.pt")
+    torch.manual_seed(0)
+    policy = MockPolicy()
+    with pytest.deprecated_call():
+        pr = store.create_empty_policy_record(name=str(tmp_path / "tmpk3j2.pt"))
+    pr.metadata = {"action_names": ["move"], "agent_step": 1, "epoch": 5, "generation": 1,
+                   "train_time": 6.0}  # fmt: skip
+    pr.policy = policy
+    with pytest.deprecated_call():
+        store.save(pr)
+    with pytest.deprecated_call():
+        loaded = store.load_from_uri(pr.uri)
+    x = torch.randn(1, 10)
+    assert type(loaded.policy).__name__ == "MockPolicy"
+    assert torch.equal(loaded.policy(x), policy(x)) and loaded.policy(x).shape == (1, 10)
+    assert loaded.metadata["action_names"] == ["move"] and loaded.metadata == pr.metadata

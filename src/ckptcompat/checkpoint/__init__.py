@@ -12,13 +12,18 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ckptcompat.checkpoint.checkpoint_manager import CheckpointManager
     from ckptcompat.checkpoint.manager import SimpleCheckpointManager
     from ckptcompat.checkpoint.trainer_state import TrainerState
 
-__all__ = ["SimpleCheckpointManager", "TrainerState"]
+__all__ = ["CheckpointManager", "SimpleCheckpointManager", "TrainerState"]
 
 
 def __getattr__(name: str) -> Any:
+    if name == "CheckpointManager":  # deprecated: #2366's spellings
+        from ckptcompat.checkpoint.checkpoint_manager import CheckpointManager
+
+        return CheckpointManager
     if name == "SimpleCheckpointManager":
         from ckptcompat.checkpoint.manager import SimpleCheckpointManager
 

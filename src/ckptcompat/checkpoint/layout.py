@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from ckptcompat.errors import CheckpointError
+from ckptcompat.errors import InvalidArgumentError
 
 __all__ = [
     "AGENT_FILE_RE",
@@ -71,10 +71,11 @@ def validate_run_name(run: Any) -> str:
     """Return ``run`` if it matches :data:`RUN_NAME_RE`.
 
     Raises:
-        CheckpointError: otherwise (empty, ``/``, ``:``, spaces, a leading ``.`` ...).
+        InvalidArgumentError: otherwise (empty, ``/``, ``:``, spaces, a leading ``.`` ...);
+            a CheckpointError and a ValueError.
     """
     if type(run) is not str or not RUN_NAME_RE.match(run):
-        raise CheckpointError(
+        raise InvalidArgumentError(
             f"invalid run name {run!r}",
             expected="letters, digits, '.', '_' or '-', not starting with '.', '_' or '-'",
             found=repr(run),

@@ -18,7 +18,7 @@ from torch import nn
 from ckptcompat import torch_compat
 from ckptcompat.checkpoint.atomic import CountingWriter, WriteResult, write_atomic
 from ckptcompat.checkpoint.format import build_agent_payload
-from ckptcompat.errors import CheckpointError
+from ckptcompat.errors import CheckpointError, InvalidArgumentError
 
 __all__ = ["METADATA_KEYS", "check_epoch", "save_agent_file", "split_metadata", "write_payload"]
 
@@ -30,10 +30,10 @@ def check_epoch(epoch: Any) -> int:
     """Return ``epoch`` as an int.
 
     Raises:
-        CheckpointError: not a non-negative int (a bool included).
+        InvalidArgumentError: not a non-negative int (a bool included); a ValueError too.
     """
     if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch < 0:
-        raise CheckpointError(
+        raise InvalidArgumentError(
             "epoch must be a non-negative int",
             expected="an int >= 0 (0 is a valid epoch), or None for the latest",
             found=repr(epoch),
@@ -45,12 +45,12 @@ def split_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
     """The keyword arguments of ``build_agent_payload`` for ``metadata``, defaults filled.
 
     Raises:
-        CheckpointError: a key outside :data:`METADATA_KEYS`.
+        InvalidArgumentError: a key outside :data:`METADATA_KEYS`.
     """
     given = dict(metadata or {})
     unknown = sorted(set(given) - set(METADATA_KEYS))
     if unknown:
-        raise CheckpointError(
+        raise InvalidArgumentError(
             f"unknown checkpoint metadata keys {unknown}",
             expected=f"keys among {list(METADATA_KEYS)}",
             found=f"{sorted(given)}",

@@ -19,9 +19,17 @@ from ckptcompat.errors import AgentMismatchError
 __all__ = ["TrainerState", "apply_trainer_state", "restore_state_dict"]
 
 
+_FIELDS = ("epoch", "agent_step", "optimizer_state", "scheduler_state", "extra", "uri")
+
+
 @dataclass(frozen=True)
 class TrainerState:
     """A loaded trainer state (already applied to the objects passed to the loader).
+
+    Also readable as the dict the #2366 ``load_trainer_state()`` returned:
+    ``state["epoch"]``, ``state["optimizer_state"]``, ``"stopwatch_state" in state``,
+    ``state.get("stopwatch_state")``. Keys: the attributes below, plus every key of
+    ``extra`` (e.g. ``stopwatch_state``) that is not one of them.
 
     Attributes:
         epoch, agent_step: where training stood.
@@ -37,6 +45,32 @@ class TrainerState:
     scheduler_state: dict[str, Any] | None
     extra: dict[str, Any]
     uri: str
+
+    def keys(self) -> list[str]:
+        """The dict-style keys: the fields, then the keys of ``extra``."""
+        return [*_FIELDS, *(k for k in self.extra if k not in _FIELDS)]
+
+    def __getitem__(self, key: str) -> Any:
+        """``state[key]`` as with the old dict.
+
+        Raises:
+            KeyError: not a field and not a key of ``extra``.
+        """
+        if key in _FIELDS:
+            return getattr(self, key)
+        if key in self.extra:
+            return self.extra[key]
+        raise KeyError(f"{key!r}; trainer-state keys: {self.keys()}")
+
+    def __contains__(self, key: object) -> bool:
+        return key in _FIELDS or key in self.extra
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """``state[key]``, or ``default`` when absent."""
+        try:
+            return self[key]
+        except KeyError:
+            return default
 
 
 def restore_state_dict(target: Any, state: dict[str, Any], what: str, path: Path) -> None:

@@ -28,7 +28,12 @@ from ckptcompat.checkpoint.layout import (
     parse_filename,
     run_dir_of,
 )
-from ckptcompat.errors import CheckpointError, CheckpointNotFoundError, CorruptCheckpointError
+from ckptcompat.errors import (
+    CheckpointError,
+    CheckpointNotFoundError,
+    CorruptCheckpointError,
+    InvalidArgumentError,
+)
 
 __all__ = [
     "SUPPORTED_URIS",
@@ -75,8 +80,8 @@ class CheckpointURI:
     version: int | None = None
 
 
-def _unsupported(uri: str, found: str) -> CheckpointError:
-    return CheckpointError(
+def _unsupported(uri: str, found: str) -> InvalidArgumentError:
+    return InvalidArgumentError(
         "unsupported checkpoint URI",
         path=None,
         expected=SUPPORTED_URIS,
@@ -125,7 +130,7 @@ def parse_uri(uri: str | os.PathLike[str]) -> CheckpointURI:
     """Classify ``uri`` (looks at the file system only to tell directories from files).
 
     Raises:
-        CheckpointError: an empty URI or an unsupported scheme.
+        InvalidArgumentError: an empty URI or an unsupported scheme (a ValueError too).
         CheckpointNotFoundError: a directory that is not a run directory; a ``:latest``
             whose run has no ``checkpoints/`` directory.
     """

@@ -43,6 +43,7 @@ from ckptcompat.evaluation.stats_values import (
     PolicyLike,
     check_int,
     check_policy_key,
+    check_policy_version,
     check_text,
     episode_rows,
     utc_naive,
@@ -256,10 +257,16 @@ class SimulationStatsDB(ShardMergeMixin, EpisodeStatsDB):
         return episode_id
 
     def policy_keys(self) -> list[PolicyKey]:
-        """Every ``(policy_key, policy_version)`` with an assigned agent, sorted, with a URI."""
+        """Every ``(policy_key, policy_version)`` in the DB, sorted, with a URI.
+
+        A policy is in the DB once a simulation evaluating it is registered (even before
+        any episode) or once an agent of an episode is assigned to it (an opponent).
+        """
         rows = self._execute(
-            "SELECT policy_key, policy_version, MIN(policy_uri) FROM "
-            "agent_policies GROUP BY ALL ORDER BY 1, 2"
+            "SELECT policy_key, policy_version, MIN(policy_uri) FROM ("
+            "SELECT policy_key, policy_version, policy_uri FROM simulations UNION ALL "
+            "SELECT policy_key, policy_version, policy_uri FROM agent_policies"
+            ") GROUP BY ALL ORDER BY 1, 2"
         ).fetchall()
         return [PolicyKey(*row) for row in rows]
 
@@ -273,24 +280,26 @@ class SimulationStatsDB(ShardMergeMixin, EpisodeStatsDB):
         policy_version: int | None = None,
         env: str | None = None,
     ) -> list[str]:
-        """Replay URLs of episodes, optionally of one policy (key, or key and version) and env.
+        """Sorted replay URLs of the episodes of simulations matching every filter given.
+
+        The filters apply to the simulation's evaluated policy (its ``policy_key``, its
+        ``policy_version``, either alone or both) and its ``env``, as the old DB's did; an
+        opponent's per-agent assignment does not make an episode that policy's replay.
 
         Raises:
-            StatsDBError: ``policy_version`` given without ``policy_key``, or invalid.
+            StatsDBError: an invalid key or version (a URI as key, a negative version).
         """
         sql = (
             "SELECT DISTINCT e.replay_url FROM episodes e JOIN simulations s "
-            "ON s.id = e.simulation_id LEFT JOIN agent_policies ap ON ap.episode_id = e.id "
-            "WHERE e.replay_url IS NOT NULL"
+            "ON s.id = e.simulation_id WHERE e.replay_url IS NOT NULL"
         )
         params: list[object] = []
-        if policy_version is not None:
-            key = PolicyKey(check_policy_key(policy_key), policy_version)
-            sql += " AND ap.policy_key = ? AND ap.policy_version = ?"
-            params += [key.policy_key, key.policy_version]
-        elif policy_key is not None:
-            sql += " AND ap.policy_key = ?"
+        if policy_key is not None:
+            sql += " AND s.policy_key = ?"
             params.append(check_policy_key(policy_key))
+        if policy_version is not None:
+            sql += " AND s.policy_version = ?"
+            params.append(check_policy_version(policy_version))
         if env is not None:
             sql += " AND s.env = ?"
             params.append(env)
@@ -299,30 +308,39 @@ class SimulationStatsDB(ShardMergeMixin, EpisodeStatsDB):
     @classmethod
     def from_shards_and_context(
         cls,
-        *,
         sim_id: str,
         dir_with_shards: str | os.PathLike[str],
         agent_map: Mapping[int, PolicyLike],
         sim_name: str,
         sim_env: str,
-        policy: PolicyLike,
+        policy: PolicyLike | None = None,
         policy_uri: str | None = None,
         merged_name: str = "merged.duckdb",
+        *,
+        policy_record: PolicyLike | None = None,
     ) -> Self:
         """The old merge: episode-only shards in a directory + who played -> one DB.
 
         Deletes an old ``<dir>/<merged_name>``, registers the simulation, merges every other
         ``*.duckdb`` in the directory, stamps episodes that have no simulation with
         ``sim_id``, and assigns every agent of ``agent_map`` in every such episode to its
-        policy. No shards gives an empty DB and a logged warning.
+        policy. No shards gives an empty DB and a logged warning. Positional or keyword, in
+        the old order; ``policy_record=`` is the old name of ``policy``.
 
         Returns:
             The merged DB, open for writing; close it when done.
 
         Raises:
-            StatsDBError: invalid policies (before any SQL), or as :meth:`merge_in`.
+            StatsDBError: no policy or both ``policy`` and ``policy_record``; invalid
+                policies (before any SQL), or as :meth:`merge_in`.
         """
-        primary = PolicyKey.of(policy, policy_uri)
+        if (policy is None) == (policy_record is None):
+            raise StatsDBError(
+                "from_shards_and_context needs the evaluated policy exactly once",
+                expected="policy=... (or the old policy_record=...)",
+                found="neither" if policy is None else "both",
+            )
+        primary = PolicyKey.of(policy if policy is not None else policy_record, policy_uri)
         agents = [(check_int(a, what="agent id"), PolicyKey.of(p)) for a, p in agent_map.items()]
         directory = Path(dir_with_shards)
         dest = directory / merged_name

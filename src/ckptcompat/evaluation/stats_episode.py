@@ -9,6 +9,8 @@ before any SQL runs.
 from __future__ import annotations
 
 import os
+import re
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from datetime import datetime
@@ -19,6 +21,7 @@ from typing import Any, Self
 import duckdb
 
 from ckptcompat.errors import StatsDBError
+from ckptcompat.evaluation.stats_frame import QueryResult
 from ckptcompat.evaluation.stats_schema import EPISODE_TABLES, META_DDL, SCHEMA_VERSION, Table
 from ckptcompat.evaluation.stats_values import EpisodeRows, episode_rows
 
@@ -191,21 +194,70 @@ class EpisodeStatsDB:
 
     # ----------------------------------------------------------------- public
 
+    @classmethod
+    @contextmanager
+    def from_uri(cls, uri: str | os.PathLike[str], *, read_only: bool = False) -> Iterator[Self]:
+        """The old ``with StatsDB.from_uri(path) as db:``: open a local file, close it after.
+
+        Only local paths (or ``file://PATH``); the old API also downloaded s3:// and
+        wandb:// DBs, which ckptcompat does not serve.
+
+        Raises:
+            StatsDBError: a remote URI; and as the constructor.
+        """
+        text = os.fspath(uri)
+        if re.match(r"^(?!file://)[A-Za-z][A-Za-z0-9+.-]*://", text):
+            raise StatsDBError(
+                "stats DB URIs are local files only",
+                expected="a local path or file://PATH",
+                found=repr(text),
+                fix="download the DB first, then open its local path",
+            )
+        db = cls(text.removeprefix("file://"), read_only=read_only)
+        try:
+            yield db
+        finally:
+            db.close()
+
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        """Deprecated: the raw DuckDB connection, which old callers used for SQL.
+
+        SQL run on it bypasses every write-time check (the schema's constraints still
+        hold) and runs against ckptcompat's schema, not the old one (no ``suite``
+        column, ``step_count`` NOT NULL ...). Use :meth:`query` instead.
+
+        Raises:
+            StatsDBError: the DB is closed.
+        """
+        warnings.warn(
+            "EpisodeStatsDB.con is deprecated and will be removed; use query(sql, params)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self._connection()
+
     def tables(self) -> dict[str, str]:
         """Name -> DDL of every table and view this class maintains."""
         return {**{t.name: t.ddl() for t in self._TABLES}, **dict(self._VIEWS)}
 
-    def query(self, sql: str, params: Iterable[object] = ()) -> list[dict[str, Any]]:
+    def query(self, sql: str, params: Iterable[object] = ()) -> QueryResult:
         """Run ``sql`` with ``params`` bound to its ``?`` and return rows as dicts.
 
         Put values in ``params``, never in ``sql``. Rows written this way bypass the
         write-time checks, but the schema's constraints (finite metrics, keys) still hold.
+
+        Returns:
+            A :class:`~ckptcompat.evaluation.stats_frame.QueryResult`: a list of
+            ``{column: value}`` dicts that also answers the old API's DataFrame spellings
+            (``result["n"][0]``, ``.empty``, ``.iloc``; these need pandas).
         """
         cursor = self._execute(sql, params)
         if cursor.description is None:
-            return []
+            return QueryResult()
         columns = [d[0] for d in cursor.description]
-        return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+        rows = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+        return QueryResult(rows, columns)
 
     def record_episode(
         self,
@@ -276,6 +328,22 @@ class EpisodeStatsDB:
         if self._con is not None:
             self._con.close()
             self._con = None
+
+    @contextmanager
+    def _released(self) -> Iterator[None]:
+        """Close the connection for the block, then reopen it as it was.
+
+        DuckDB lets one connection per process hold a file, so merging this DB's file into
+        another needs it released first; its rows are all in the file once closed.
+        """
+        was_open = self._con is not None
+        self.close()
+        try:
+            yield
+        finally:
+            if was_open:
+                self._con = _connect(self.path, self.read_only)
+                self._prepare()
 
     def __enter__(self) -> Self:
         return self

@@ -8,22 +8,29 @@ a shard and the shards are merged into one file. A merge copies rows by primary 
   assigned to another policy, a simulation id registered for another policy) are a conflict
   and stop the merge of that shard before anything of it is written;
 - every policy of every shard is kept: nothing is keyed by policy alone.
+
+A shard is a closed file, or an open stats-DB object (the old API merged those): the object
+is released for the merge (its rows are all in its file once closed) and reopened after.
+:meth:`ShardMergeMixin.export` is the reverse: this DB merged into another file.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import duckdb
 
 from ckptcompat.errors import StatsDBError
+from ckptcompat.evaluation.stats_episode import EpisodeStatsDB
 from ckptcompat.evaluation.stats_schema import SCHEMA_VERSION, Table
 
 __all__ = ["ShardMergeMixin"]
 
 _SHARD = "ckptcompat_shard"  # ATTACH alias of the shard being merged
+_REMOTE = re.compile(r"^(?!file://)[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 if TYPE_CHECKING:
@@ -35,19 +42,57 @@ else:
 class ShardMergeMixin(_Base):
     """``merge_in``, for :class:`ckptcompat.evaluation.stats_db.SimulationStatsDB`."""
 
-    def merge_in(self, shard: str | os.PathLike[str]) -> None:
-        """Copy every row of a closed shard file into this DB, in one transaction.
+    def merge_in(self, shard: str | os.PathLike[str] | EpisodeStatsDB) -> None:
+        """Copy every row of a shard into this DB, in one transaction.
 
-        Rows already present (same primary key, same content) are skipped, so merging a shard
-        twice changes nothing. Tables the shard lacks (an :class:`EpisodeStatsDB` shard has no
-        simulations) are skipped.
+        ``shard`` is a closed file, or an open stats-DB object of this process (the old
+        API's call): the object's connection is closed for the merge and reopened after,
+        so it stays usable. Rows already present (same primary key, same content) are
+        skipped, so merging a shard twice changes nothing. Tables the shard lacks (an
+        :class:`EpisodeStatsDB` shard has no simulations) are skipped.
 
         Raises:
-            StatsDBError: the shard is missing, still open for writing, not a ckptcompat
-                stats DB, of another schema version, or disagrees with rows already here
-                (e.g. the same episode/agent assigned to another policy); nothing is merged.
+            StatsDBError: the shard is missing, still open for writing in another process,
+                not a ckptcompat stats DB, of another schema version, this DB itself, or
+                disagrees with rows already here (e.g. the same episode/agent assigned to
+                another policy); nothing is merged.
         """
-        shard_path = Path(shard)
+        if isinstance(shard, EpisodeStatsDB):
+            if shard is self or shard.path.resolve() == self.path.resolve():
+                raise StatsDBError("cannot merge a stats DB into itself", path=str(shard.path))
+            with shard._released():
+                self._merge_file(shard.path)
+            return
+        self._merge_file(Path(shard))
+
+    def export(self, dest: str | os.PathLike[str]) -> Path:
+        """Merge this DB into the stats DB file ``dest`` (created if missing); return it.
+
+        The old ``export(dest)``: an existing ``dest`` keeps its rows and gains these (the
+        merge rules above). This DB is released for the merge and reopened after. Only
+        local paths (or ``file://``): ckptcompat uploads nowhere.
+
+        Raises:
+            StatsDBError: ``dest`` is a remote URI (s3://, wandb:// ...), this DB's own
+                file, open for writing elsewhere, or disagrees with these rows.
+        """
+        text = os.fspath(dest)
+        if _REMOTE.match(text):
+            raise StatsDBError(
+                "export writes local files only",
+                expected="a local path or file://PATH",
+                found=repr(text),
+                fix="export to a local file, then upload it with your own tool",
+            )
+        target = Path(text.removeprefix("file://"))
+        if target.resolve() == self.path.resolve():
+            raise StatsDBError("cannot export a stats DB onto itself", path=str(target))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with self._released(), type(self)(target) as into:
+            into.merge_in(self.path)
+        return target
+
+    def _merge_file(self, shard_path: Path) -> None:
         if not shard_path.is_file():
             raise StatsDBError("shard file does not exist", path=str(shard_path))
         if shard_path.resolve() == self.path.resolve():

@@ -3,17 +3,21 @@
 Normalisation rule (the old EvalStatsDB's, kept because metrics are logged only when
 non-zero): for a policy and filter,
 
-1. the *potential* samples are the agent-episodes assigned to the policy
-   (``policy_simulation_agent_samples``), whether or not they logged the metric;
+1. the *potential* samples are the agent-episodes assigned to the policy in finished
+   episodes (``policy_simulation_agent_samples``), whether or not they logged the metric;
 2. the recorded values of the metric are summed, a missing one counting as 0;
 3. the mean is that sum divided by the potential count; the std is the population std
    (ddof 0) over all potential samples, the missing ones as zeros.
 
 So a result is ``None`` when there are no potential samples (unknown policy, empty DB,
 non-matching filter) and ``0.0`` when there are samples but the metric was never logged.
-Unlike the old ``_count_agent_samples`` we do not drop agent-episodes without any metric row
-("ghost" episodes): our writer commits an episode with all its rows or not at all, so such
-an agent-episode really ran and logged nothing, and it must count as zeros.
+
+Ghost episodes (the old DB's August 2025 fix, Metta's num-episodes regression): an episode
+that was registered but never finished -- no ``completed_at`` and no metric row for any
+agent, as rows inserted for requested-but-unfinished episodes look -- is not a sample.
+Every episode our writers record has ``completed_at``, so an agent that logged nothing in a
+finished episode still counts as zeros; so does a finished episode in which no agent logged
+anything (the old rule, "no metric row", dropped those too and over-stated the mean).
 """
 
 from __future__ import annotations

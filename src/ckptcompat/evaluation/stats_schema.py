@@ -135,7 +135,10 @@ SIMULATION_TABLES: tuple[Table, ...] = (
 # TEMP views: they live in the connection, so a read-only file can be queried and a merge
 # never copies them.
 EVAL_VIEWS: dict[str, str] = {
-    # Every agent-episode assigned to a policy: the potential samples of any metric.
+    # Every agent-episode assigned to a policy in a finished episode: the potential samples
+    # of any metric. Finished: completed_at is set (every episode our writers record) or some
+    # agent logged a metric. An episode with neither was registered but never ran to the end
+    # (a "ghost"); counting its agents as zeros diluted averages (Metta's August 2025 fix).
     "policy_simulation_agent_samples": """
         CREATE OR REPLACE TEMP VIEW policy_simulation_agent_samples AS
         SELECT ap.policy_key, ap.policy_version, ap.policy_uri,
@@ -144,6 +147,8 @@ EVAL_VIEWS: dict[str, str] = {
           FROM agent_policies ap
           JOIN episodes e ON e.id = ap.episode_id
           JOIN simulations s ON s.id = e.simulation_id
+         WHERE e.completed_at IS NOT NULL
+            OR EXISTS (SELECT 1 FROM agent_metrics m WHERE m.episode_id = e.id)
     """,
     # The recorded metric rows of those samples (metrics are often logged only when non-zero).
     "policy_simulation_agent_metrics": """

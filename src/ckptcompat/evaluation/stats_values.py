@@ -31,6 +31,7 @@ __all__ = [
     "check_int",
     "check_metric_value",
     "check_policy_key",
+    "check_policy_version",
     "check_text",
     "episode_rows",
     "utc_naive",
@@ -75,7 +76,12 @@ def check_policy_key(policy_key: object) -> str:
     return policy_key
 
 
-def _check_version(policy_version: object) -> int:
+def check_policy_version(policy_version: object) -> int:
+    """Return ``policy_version`` if it is an epoch: an int in ``[0, INT32_MAX]``.
+
+    Raises:
+        StatsDBError: None, a bool, a non-integer, or out of range.
+    """
     # None must never become 'policy_version = None' in SQL nor be coerced to epoch 0.
     if (
         policy_version is None
@@ -117,7 +123,7 @@ class PolicyKey:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "policy_key", check_policy_key(self.policy_key))
-        object.__setattr__(self, "policy_version", _check_version(self.policy_version))
+        object.__setattr__(self, "policy_version", check_policy_version(self.policy_version))
         if self.policy_uri is not None and not isinstance(self.policy_uri, str):
             raise StatsDBError("policy_uri must be a string or None", found=repr(self.policy_uri))
 

@@ -1,4 +1,4 @@
-"""Deprecated ``MockPolicyRecord``: a PolicyRecord for tests and policy-less play.
+"""Deprecated ``MockPolicyRecord`` and ``MockPolicy``: the old mocks for tests and play.
 
 ``MockPolicyRecord.from_key_and_version(policy_key, policy_version)`` keys the stats DB as
 ``(policy_key, policy_version)`` -- exactly the pair given. (A real migration's stub
@@ -6,21 +6,26 @@ changed the mock's URI to ``mock://<key>`` and, because the key was taken from t
 every DB query for ``policy_key='test_policy'`` matched nothing and returned NaN.) Here
 the URI is ``mock://<key>:v<version>`` and the key comes from
 :func:`ckptcompat.checkpoint.uri.key_and_version`, which maps it back to the same pair.
+
+``MockPolicy`` is the old mocks' small policy (``fc`` = Linear(10, 10), ``components`` =
+``_core_`` LSTM(10, 10), ``_value_`` Linear(10, 1), ``_action_`` Linear(10, 5);
+``forward(x) = fc(x)``), made a saveable agent (``config`` ``{}``), so old
+``PolicyStore.save`` / ``load_from_uri`` tests that use it run on the safe format.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import torch
+from torch import nn
 
 from ckptcompat.policy._deprecation import warn_deprecated
 from ckptcompat.policy.policy_metadata import PolicyMetadata
 from ckptcompat.policy.policy_record import PolicyRecord, _quiet_metadata
 
-if TYPE_CHECKING:
-    from torch import nn
-
-__all__ = ["MockPolicyRecord"]
+__all__ = ["MockPolicy", "MockPolicyRecord"]
 
 _REPLACEMENT = "ckptcompat.agents.MockAgent with an explicit (policy_key, policy_version)"
 
@@ -79,3 +84,35 @@ class MockPolicyRecord(PolicyRecord):
     @policy.setter
     def policy(self, value: nn.Module) -> None:
         self._cached_policy = value
+
+
+class MockPolicy(nn.Module):
+    """Deprecated: the old mocks' ``MockPolicy``; ``forward(x)`` maps (N, 10) to (N, 10).
+
+    Not an RL agent (no actions, no values): only for old tests of saving and loading.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(10, 10)
+        self.components = nn.ModuleDict(
+            {"_core_": nn.LSTM(10, 10), "_value_": nn.Linear(10, 1), "_action_": nn.Linear(10, 5)}
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``fc(x)``: x (N, 10) -> (N, 10)."""
+        return self.fc(x)
+
+    def initial_state(self, batch_size: int) -> tuple[()]:
+        """``()``: no recurrent state is carried between calls."""
+        return ()
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """``{}``: the architecture is fixed."""
+        return {}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> MockPolicy:
+        """``cls(**config)`` (the config is empty)."""
+        return cls(**config)

@@ -19,9 +19,12 @@ from typing import Any
 
 from ckptcompat.policy._deprecation import warn_deprecated
 
-__all__ = ["REQUIRED_KEYS", "PolicyMetadata"]
+__all__ = ["REQUIRED_KEYS", "SAVED_KEY", "PolicyMetadata"]
 
 REQUIRED_KEYS: tuple[str, ...] = ("agent_step", "epoch", "generation", "train_time")
+#: Key of ``metadata["extra"]`` under which ``PolicyStore.save`` keeps every PolicyMetadata
+#: key, so that ``generation``, ``action_names``, ``evals`` ... survive save -> load.
+SAVED_KEY = "policy_metadata"
 _REPLACEMENT = "the metadata dict of SimpleCheckpointManager.save_agent"
 
 
@@ -128,8 +131,17 @@ class PolicyMetadata(dict[str, Any]):
     def from_checkpoint_metadata(cls, metadata: Mapping[str, Any]) -> PolicyMetadata:
         """Map safe-format checkpoint metadata to the old keys.
 
-        ``total_time_s`` becomes ``train_time``; missing required keys default to 0.
+        A file written by ``PolicyStore.save`` carries the whole PolicyMetadata in
+        ``metadata["extra"]["policy_metadata"]``: that is returned, key for key. Otherwise
+        ``total_time_s`` becomes ``train_time`` and missing required keys default to 0.
         """
+        extra = metadata.get("extra")
+        saved = extra.get(SAVED_KEY) if isinstance(extra, Mapping) else None
+        if isinstance(saved, Mapping):
+            obj = dict.__new__(cls)
+            dict.update(obj, {"agent_step": 0, "epoch": 0, "generation": 0, "train_time": 0.0})
+            dict.update(obj, saved)
+            return obj
         data = {k: v for k, v in metadata.items() if k != "total_time_s"}
         data["train_time"] = metadata.get("total_time_s", 0.0)
         data.setdefault("generation", 0)

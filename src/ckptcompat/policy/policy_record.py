@@ -15,9 +15,11 @@ Replacement: :meth:`SimpleCheckpointManager.load_from_uri` for the agent and
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ckptcompat.checkpoint import uri as uri_mod
+from ckptcompat.checkpoint.layout import RUN_NAME_RE
 from ckptcompat.policy._deprecation import warn_deprecated
 from ckptcompat.policy.policy_metadata import PolicyMetadata
 
@@ -100,13 +102,25 @@ class PolicyRecord:
 
     @property
     def metadata(self) -> PolicyMetadata:
-        """The record's PolicyMetadata (old pickles may carry it as ``checkpoint``)."""
+        """The record's PolicyMetadata.
+
+        A record pickled before the metadata refactor keeps it in an attribute named
+        ``checkpoint`` (a plain dict, or a PolicyMetadata): it is converted to a
+        PolicyMetadata once, stored as ``_metadata``, and the old attribute is left as is.
+
+        Raises:
+            AttributeError: neither ``_metadata`` nor ``checkpoint`` exists (the message
+                lists the attributes present).
+            TypeError: ``checkpoint`` holds something other than a mapping.
+        """
         if "_metadata" in self.__dict__:
             return self._metadata
         if "checkpoint" in self.__dict__:
-            return self.__dict__["checkpoint"]
+            self._metadata = _as_metadata(self.__dict__["checkpoint"])
+            return self._metadata
         raise AttributeError(
-            f"PolicyRecord has no metadata; attributes present: {sorted(self.__dict__)}"
+            "No metadata found on this PolicyRecord (neither _metadata nor the old "
+            f"checkpoint attribute); attributes present: {sorted(self.__dict__)}"
         )
 
     @metadata.setter
@@ -147,10 +161,44 @@ class PolicyRecord:
         return self.uri[len("file://") :]
 
     def key_and_version(self) -> tuple[str, int]:
-        """``(policy_key, policy_version)`` by the one key scheme (docs/design.md section 6)."""
+        """``(policy_key, policy_version)`` by the one key scheme (docs/design.md section 6).
+
+        A record that names no file keys as ``(key, metadata.epoch)``: a ``mock://KEY``
+        URI without ``:vN``, or a bare key such as ``"test_policy"`` (the old
+        MockPolicyRecord set ``uri=policy_key``) that is not an existing path. A
+        ``mock://KEY:vN`` URI keys as ``(KEY, N)``; files and directories go through
+        :func:`ckptcompat.checkpoint.uri.key_and_version`.
+
+        Raises:
+            ValueError: no URI; a bare key whose metadata epoch is not an int >= 0.
+            CheckpointError: as :func:`ckptcompat.checkpoint.uri.key_and_version`.
+        """
         if self.uri is None:
             raise ValueError("PolicyRecord.key_and_version needs a uri; this record has none")
-        return uri_mod.key_and_version(self.uri)
+        bare = self._bare_key()
+        if bare is None:
+            return uri_mod.key_and_version(self._where())
+        epoch = self.metadata.get("epoch")
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            raise ValueError(
+                f"PolicyRecord {self.uri!r} keys by metadata['epoch'], which must be an "
+                f"int >= 0 (epoch 0 is a version); found {epoch!r}"
+            )
+        return bare, epoch
+
+    def _bare_key(self) -> str | None:
+        """The key of a URI that names no file (see :meth:`key_and_version`), else None."""
+        uri = self.uri or ""
+        if uri.startswith("mock://"):
+            parsed = uri_mod.parse_uri(uri)
+            return parsed.run if parsed.version is None else None
+        looks_like_key = RUN_NAME_RE.match(uri) is not None and not uri.endswith(".pt")
+        return uri if looks_like_key and not Path(self._where()).exists() else None
+
+    def _where(self) -> str:
+        """The URI, resolved against the store's ``data_dir`` as the store itself would."""
+        absolute = getattr(self.__dict__.get("_policy_store"), "_absolute", None)
+        return absolute(self.uri) if callable(absolute) else str(self.uri)
 
     def num_params(self) -> int:
         """Trainable parameters of the policy (loads it)."""

@@ -13,6 +13,9 @@ Differences from the old store, each deliberate:
   (``weights_only=True`` + the curated allowlist), never ``weights_only=False``;
 * a managed run directory (``index.json``) lists its safe-format checkpoints;
 * ``save`` writes the safe format at ``path or pr.file_path``, never a pickled record;
+  an existing file is replaced atomically (a reader never sees a half-written file), and
+  every PolicyMetadata key travels in the file's ``metadata["extra"]``, so it must be
+  JSON-like primitives (dict/list/tuple/str/int/float/bool/None);
 * ``wandb://``, ``s3://`` and other remote schemes raise a CheckpointError naming what is
   supported, instead of failing deep inside a client library.
 
@@ -22,6 +25,9 @@ Replacement: :class:`ckptcompat.checkpoint.manager.SimpleCheckpointManager`.
 from __future__ import annotations
 
 import logging
+import math
+import numbers
+import os
 import random
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,12 +39,12 @@ from ckptcompat.checkpoint.index import read_index
 from ckptcompat.checkpoint.layout import CHECKPOINTS_DIR, INDEX_NAME, parse_filename
 from ckptcompat.errors import (
     AgentMismatchError,
-    CheckpointError,
     PolicyMissingError,
 )
 from ckptcompat.policy._deprecation import warn_deprecated
+from ckptcompat.policy._store_helpers import cfg_get, plain, run_for
 from ckptcompat.policy.mocks import MockPolicyRecord
-from ckptcompat.policy.policy_metadata import PolicyMetadata
+from ckptcompat.policy.policy_metadata import SAVED_KEY, PolicyMetadata
 from ckptcompat.policy.policy_record import PolicyRecord
 
 if TYPE_CHECKING:
@@ -60,8 +66,13 @@ TOP_MIN_SCORED_FRACTION = 0.8
 class PolicyStore:
     """Deprecated: loads and selects policies by URI.
 
+    Also constructed the pre-August-2025 way, ``PolicyStore(cfg, wandb_run)``: a config
+    object (an OmegaConf ``DictConfig`` or any mapping/attribute object) in place of
+    ``device`` supplies ``device``, ``data_dir`` and ``trainer.checkpoint.checkpoint_dir``
+    (the default directory of :meth:`create_empty_policy_record`).
+
     Args:
-        device: where loaded policies are placed (``"cpu"``).
+        device: where loaded policies are placed (``"cpu"``), or the old config object.
         data_dir: base directory for relative URIs (``"./train_dir"``).
         wandb_run, wandb_entity, wandb_project, pytorch_cfg: accepted for compatibility;
             ckptcompat serves no remote storage, so they are unused.
@@ -79,12 +90,23 @@ class PolicyStore:
         policy_cache_size: int = 10,
     ) -> None:
         warn_deprecated("PolicyStore", _REPLACEMENT)
+        checkpoint_dir = None
+        if device is not None and not isinstance(device, str):
+            cfg = device
+            device = cfg_get(cfg, "device")
+            data_dir = data_dir if data_dir is not None else cfg_get(cfg, "data_dir")
+            checkpoint_dir = cfg_get(cfg, "trainer", "checkpoint", "checkpoint_dir")
+            if checkpoint_dir is None:
+                checkpoint_dir = cfg_get(cfg, "trainer", "checkpoint_dir")
         self._init(device, data_dir, policy_cache_size)
+        if checkpoint_dir is not None:
+            self._checkpoint_dir = Path(str(checkpoint_dir))
 
     def _init(self, device: str | None, data_dir: str | Path | None, cache_size: int) -> None:
-        self.device = device or "cpu"
-        self.data_dir = Path(data_dir or "./train_dir")
+        self.device = str(device or "cpu")
+        self.data_dir = Path(str(data_dir or "./train_dir"))
         self.policy_cache_size = cache_size
+        self._checkpoint_dir = self.data_dir
 
     @classmethod
     def create(
@@ -144,21 +166,13 @@ class PolicyStore:
 
     def _file_record(self, path: Path) -> PolicyRecord:
         name = parse_filename(path.name)
-        if name is not None and name.kind == "agent":
-            run, epoch = uri_mod.key_and_version(path)
-            entry = (
-                next(
-                    (e for e in read_index(path.parent, None).checkpoints if e.epoch == epoch), None
-                )
-                if (path.parent / INDEX_NAME).is_file()
-                else None
-            )
-            if entry is not None:
-                return self._indexed_record(path, run, entry)
-            return PolicyRecord._quiet(
-                self, run, uri_mod.file_uri(path), {"epoch": epoch, "run": run}
-            )
         ckpt = legacy.read_checkpoint(path, map_location=self.device)
+        if ckpt.generation == "safe_v1":
+            # Any file name: one PolicyStore.save wrote anywhere, or a manager's file.
+            meta = ckpt.metadata
+            uri_mod.check_name_agrees(path, meta["run"], meta["epoch"])
+            metadata = PolicyMetadata.from_checkpoint_metadata(meta)
+            return PolicyRecord._quiet(self, meta["run"], uri_mod.file_uri(path), metadata)
         metadata = dict(ckpt.metadata)
         if name is not None and name.kind != "trainer":
             metadata.setdefault("epoch", name.epoch)
@@ -289,6 +303,8 @@ class PolicyStore:
         if name is not None and name.kind == "agent":
             return SimpleCheckpointManager.load_from_uri(path, self.device)
         ckpt = legacy.read_checkpoint(path, map_location=self.device)
+        if ckpt.generation == "safe_v1":  # saved under a name outside the grammar
+            return SimpleCheckpointManager.load_from_uri(path, self.device)
         if ckpt.agent is None:
             raise AgentMismatchError(
                 "this file holds weights but no agent to load them into",
@@ -300,38 +316,76 @@ class PolicyStore:
         return ckpt.agent
 
     # ------------------------------------------------------------------ saving
+    def make_model_name(self, epoch: int) -> str:
+        """Deprecated: ``model_<NNNN>.pt``, the old checkpoint file name of ``epoch``.
+
+        A file saved under this name is read back by :meth:`load_from_uri`; new code names
+        files with the manager (``<run>_v<epoch>.pt``).
+        """
+        warn_deprecated("PolicyStore.make_model_name", "SimpleCheckpointManager.save_agent")
+        return f"model_{epoch:04d}.pt"
+
+    def create_empty_policy_record(
+        self,
+        name: str,
+        checkpoint_dir: str | os.PathLike[str] | None = None,
+        *,
+        override_path: str | os.PathLike[str] | None = None,
+    ) -> PolicyRecord:
+        """Deprecated: a record with default metadata and no policy yet, to fill and save.
+
+        Its ``run_name`` is ``name`` and its URI ``file://<checkpoint_dir>/<name>``
+        (``checkpoint_dir`` defaults to the config's ``trainer.checkpoint.checkpoint_dir``
+        for a store built from a config, else ``data_dir``; an absolute ``name`` is the
+        path itself, as with ``os.path.join``), or ``file://<override_path>``. Set ``.policy``
+        (and ``.metadata``) before :meth:`save`.
+        """
+        warn_deprecated("PolicyStore.create_empty_policy_record", "SimpleCheckpointManager")
+        if override_path is not None:
+            path = os.fspath(override_path)
+        else:
+            base = self._checkpoint_dir if checkpoint_dir is None else checkpoint_dir
+            path = os.path.join(os.fspath(base), name)
+        return PolicyRecord._quiet(self, name, f"file://{path}", None)
+
     def save(self, pr: PolicyRecord, path: str | Path | None = None) -> PolicyRecord:
         """Deprecated: write ``pr.policy`` in the safe format at ``path or pr.file_path``.
 
-        The record's ``uri`` becomes the written file's ``file://`` URI.
+        An existing file is replaced atomically (temp file + rename: never a half-written
+        file), as the old store replaced it. Every key of ``pr.metadata`` is kept in the
+        file and comes back from :meth:`load_from_uri`. The file's run name is, in order:
+        the ``<run>`` of a ``<run>_v<epoch>.pt`` file name, ``pr.run_name`` or
+        ``metadata["run"]`` if it is a valid run name, else the file name's stem made
+        valid (old records were often named by their path). The record's ``uri``
+        becomes the written file's ``file://`` URI.
 
         Raises:
             ValueError: no path and the record's URI is not ``file://``.
-            CheckpointError: the run name or epoch is unusable; see ``save_agent_file``.
+            InvalidArgumentError: the epoch is not an int >= 0, or a ``<run>_v<N>.pt``
+                name whose N is not the metadata's epoch (a ValueError too).
+            CheckpointError: a metadata value that is not JSON-like primitives (named).
+            AgentMismatchError: the policy's class or config cannot be saved.
         """
         warn_deprecated("PolicyStore.save", "SimpleCheckpointManager.save_agent")
-        from ckptcompat.checkpoint.saving import save_agent_file
+        from ckptcompat.checkpoint.saving import check_epoch, save_agent_file
 
         target = Path(path) if path is not None else Path(pr.file_path)
         meta = pr.metadata
-        run = pr.run_name or meta.get("run")
-        if not run:
-            raise CheckpointError(
-                "cannot save a PolicyRecord without a run name",
-                expected="pr.run_name or metadata['run']",
-                found="neither",
-                fix="set pr.run_name",
-            )
+        epoch = check_epoch(meta["epoch"])
+        score = meta.get("score")
+        finite = isinstance(score, numbers.Real) and not isinstance(score, bool)
         save_agent_file(
             pr.policy,
             target,
-            run=str(run),
-            epoch=int(meta["epoch"]),
+            run=run_for(pr, target, epoch),
+            epoch=epoch,
             metadata={
                 "agent_step": int(meta["agent_step"]),
                 "total_time_s": float(meta["train_time"]),
-                "score": None if meta.get("score") is None else float(meta["score"]),
+                "score": float(score) if finite and math.isfinite(float(score)) else None,
+                "extra": {SAVED_KEY: plain(dict(meta))},
             },
+            overwrite=True,
         )
         pr.uri = uri_mod.file_uri(target)
         return pr

@@ -1,0 +1,113 @@
+"""Deprecated ``CheckpointManager``: the #2366 spellings over SimpleCheckpointManager.
+
+Callers written against the checkpoint manager merged in Metta's #2366 (September 2025)
+keep working: ``CheckpointManager(run_name, run_dir)`` (also ``run=``), save metadata with
+``total_time`` (seconds), ``save_trainer_state(..., stopwatch_state=...)`` and
+``load_trainer_state()["optimizer_state"]``. Everything else is
+:class:`~ckptcompat.checkpoint.manager.SimpleCheckpointManager`: files are
+``<run>_v<epoch>.pt`` (not ``<run>__e<E>__s<S>__t<T>__sc<SC>.pt``), saved in the safe
+format, and nothing is ever a silent ``None`` except a run without a trainer state. Each
+constructor call warns once (DeprecationWarning).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ckptcompat.checkpoint.manager import SimpleCheckpointManager
+from ckptcompat.errors import InvalidArgumentError
+
+__all__ = ["CheckpointManager"]
+
+
+class CheckpointManager(SimpleCheckpointManager):
+    """Deprecated: #2366's ``CheckpointManager(run_name="default", run_dir="./train_dir",
+    cache_size=3)``; use :class:`SimpleCheckpointManager(run, data_dir)` instead.
+
+    ``run_dir`` is the directory holding run directories (files go to
+    ``run_dir/<run>/checkpoints/``, as in #2366), i.e. SimpleCheckpointManager's
+    ``data_dir``; the attribute ``run_dir`` keeps #2366's meaning (that directory, not
+    SimpleCheckpointManager's ``data_dir/<run>``).
+
+    Raises:
+        InvalidArgumentError: an invalid run name, or both ``run`` and ``run_name`` given
+            (a ValueError too).
+    """
+
+    def __init__(
+        self,
+        run: str | None = None,
+        run_dir: str | Path = "./train_dir",
+        cache_size: int = 3,
+        *,
+        run_name: str | None = None,
+    ) -> None:
+        warnings.warn(
+            "CheckpointManager is deprecated and will be removed; use "
+            "ckptcompat.checkpoint.SimpleCheckpointManager(run, data_dir) instead",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        if run is not None and run_name is not None:
+            raise InvalidArgumentError(
+                "CheckpointManager got both run and run_name",
+                expected="one of them (run_name is #2366's first spelling)",
+                found=f"run={run!r}, run_name={run_name!r}",
+            )
+        chosen = run if run is not None else run_name if run_name is not None else "default"
+        super().__init__(chosen, run_dir, cache_size)
+        self.run_dir = Path(run_dir)
+
+    @property
+    def run_name(self) -> str:
+        """#2366's name of :attr:`run`."""
+        return self.run
+
+    def save_agent(
+        self, agent: nn.Module, epoch: int, metadata: dict[str, Any] | None = None
+    ) -> str:
+        """As :meth:`SimpleCheckpointManager.save_agent`; ``total_time`` (seconds) is
+        accepted for ``total_time_s``.
+
+        Raises:
+            InvalidArgumentError: both ``total_time`` and ``total_time_s``; other keys as
+                SimpleCheckpointManager refuses them.
+        """
+        given = dict(metadata or {})
+        if "total_time" in given:
+            if "total_time_s" in given:
+                raise InvalidArgumentError(
+                    "metadata has both total_time and total_time_s",
+                    expected="one of them, in seconds",
+                    found=f"{given['total_time']!r} and {given['total_time_s']!r}",
+                )
+            given["total_time_s"] = given.pop("total_time")
+        return super().save_agent(agent, epoch, given)
+
+    def save_trainer_state(
+        self,
+        optimizer: torch.optim.Optimizer,
+        epoch: int,
+        agent_step: int,
+        stopwatch_state: dict[str, Any] | None = None,
+        scheduler: Any = None,
+        extra: dict[str, Any] | None = None,
+    ) -> str:
+        """As :meth:`SimpleCheckpointManager.save_trainer_state`; ``stopwatch_state`` (a
+        dict of primitives) is kept in ``extra`` and read back as
+        ``load_trainer_state()["stopwatch_state"]``.
+
+        Raises:
+            CheckpointError: non-primitive state; and as SimpleCheckpointManager.
+        """
+        merged = dict(extra or {})
+        if stopwatch_state is not None:
+            merged["stopwatch_state"] = stopwatch_state
+        return super().save_trainer_state(
+            optimizer, epoch, agent_step, scheduler=scheduler, extra=merged or None
+        )

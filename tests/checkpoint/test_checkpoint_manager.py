@@ -1,0 +1,87 @@
+"""Deprecated CheckpointManager: the call patterns of Metta's #2366 checkpoint manager.
+
+Written from the old callers' patterns (the trainer's resume and the #2366 tests), not
+copied: construction by ``(run_name, run_dir)`` or ``run=``, ``total_time`` metadata,
+``save_trainer_state(..., stopwatch_state=)`` and ``load_trainer_state()`` read as a dict.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from ckptcompat.agents import MockAgent
+from ckptcompat.checkpoint import CheckpointManager, SimpleCheckpointManager
+from ckptcompat.errors import CheckpointError
+
+
+def _manager(*args: object, **kwargs: object) -> CheckpointManager:
+    with pytest.deprecated_call():
+        return CheckpointManager(*args, **kwargs)  # type: ignore[arg-type]
+
+
+def test_2366_constructor_spellings(tmp_path: Path) -> None:
+    """Guards issue 15's missing #2366 spelling CheckpointManager(run_name, run_dir): files
+    go to run_dir/<run>/checkpoints as there; run= (renamed the same day) works too, and
+    an invalid run name is a ValueError as the old manager raised."""
+    positional = _manager("test_run", tmp_path)
+    keyword = _manager(run_name="test_run", run_dir=tmp_path)
+    renamed = _manager(run="test_run", run_dir=tmp_path, cache_size=0)
+    for manager in (positional, keyword, renamed):
+        assert isinstance(manager, SimpleCheckpointManager)
+        assert manager.checkpoint_dir == tmp_path / "test_run" / "checkpoints"
+        assert Path(manager.run_dir) / "test_run" / "checkpoints" == manager.checkpoint_dir
+        assert manager.run_name == manager.run == "test_run"
+    for bad in ("", "name with spaces", "name/with/slash", "name*with*asterisk"):
+        with pytest.raises(ValueError), pytest.deprecated_call():
+            CheckpointManager(run=bad, run_dir=tmp_path)
+    with pytest.raises(ValueError, match="both"), pytest.deprecated_call():
+        CheckpointManager("a", tmp_path, run_name="b")
+
+
+def test_total_time_metadata_and_round_trip(tmp_path: Path) -> None:
+    """Guards #2366 callers' metadata {"agent_step", "total_time", "score"}: total_time
+    (seconds) is stored as total_time_s; selection by score and loading work as before."""
+    manager = _manager("run", tmp_path)
+    for epoch, score in ((1, 0.5), (5, 0.9), (10, 0.8)):
+        metadata = {"agent_step": epoch * 100, "total_time": epoch * 30, "score": score}
+        manager.save_agent(MockAgent(), epoch, metadata)
+    entries = {e.epoch: e for e in manager.list_checkpoints()}
+    assert entries[5].total_time_s == 150.0 and entries[10].agent_step == 1000
+    assert manager.select_checkpoints("latest", 1, "score")[0].endswith("run_v5.pt")
+    assert isinstance(manager.load_agent(), MockAgent)
+    with pytest.raises(CheckpointError, match="both"):
+        manager.save_agent(MockAgent(), 2, {"total_time": 1, "total_time_s": 1.0})
+    with pytest.raises(ValueError, match="upload_to_wandb"):
+        manager.save_agent(MockAgent(), 2, {"upload_to_wandb": False})
+
+
+def test_trainer_state_with_stopwatch_reads_as_a_dict(tmp_path: Path) -> None:
+    """Guards #2366 resume code: save_trainer_state(..., stopwatch_state=) then
+    state = load_trainer_state(); state["epoch"], state["optimizer_state"],
+    state["stopwatch_state"]; None only when the run has no trainer state."""
+    manager = _manager("run", tmp_path)
+    assert manager.load_trainer_state() is None
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.ones(2))])
+    manager.save_trainer_state(optimizer, 5, 1000, stopwatch_state={"elapsed_time": 123.45})
+    state = manager.load_trainer_state()
+    assert state is not None
+    assert state["epoch"] == 5 and state["agent_step"] == 1000
+    assert state["stopwatch_state"]["elapsed_time"] == 123.45
+    assert "optimizer_state" in state and state["optimizer_state"] == state.optimizer_state
+    assert state.get("curriculum_state") is None and "curriculum_state" not in state
+    assert state.keys()[:3] == ["epoch", "agent_step", "optimizer_state"]
+    with pytest.raises(KeyError, match="trainer-state keys"):
+        state["nope"]
+    manager.save_trainer_state(optimizer, 6, 1100)  # the final save passes no stopwatch
+    assert "stopwatch_state" not in manager.load_trainer_state()  # type: ignore[operator]
+
+
+def test_replacement_does_not_warn(tmp_path: Path) -> None:
+    """Guards the DeprecationWarning leaking into SimpleCheckpointManager (the replacement)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        SimpleCheckpointManager("run", tmp_path).save_agent(MockAgent(), 0)

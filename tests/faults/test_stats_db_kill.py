@@ -128,13 +128,19 @@ def test_kills_at_random_moments_leave_whole_episodes(
     server: ForkServer, checkpoint: str, tmp_path: Path
 ) -> None:
     """Guards the same at unplanned moments (seeded): SIGKILL a random delay after a random
-    batched insert, six times; every DB holds whole episodes only."""
+    batched insert, six times; every DB holds whole episodes only.
+
+    Also guards this test's own flake: on a loaded machine the child once outran the
+    kill and finished ("finished before the kill"). The child now parks in the fourth
+    insert after the drawn one, so a late kill still lands mid-transaction (one episode
+    later) instead of after the run."""
     rng = random.Random(_SEED)
     counts = []
     for i in range(6):
         db = tmp_path / f"stats{i}.duckdb"
         readies = rng.randint(1, 4 * (EPISODES - 1))
         delay_s = rng.uniform(0, 0.003)
-        _kill_after(server, checkpoint, db, block_at=-1, readies=readies, delay_s=delay_s)
+        block_at = readies + 4  # at most 4 * EPISODES: an insert of the last episode
+        _kill_after(server, checkpoint, db, block_at=block_at, readies=readies, delay_s=delay_s)
         counts.append(_check_whole_episodes(db))
     print(f"\nwhole episodes kept after each random kill: {counts}")

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from ckptcompat.agents import MockAgent
-from ckptcompat.checkpoint import CheckpointManager, SimpleCheckpointManager
+from ckptcompat.checkpoint import CheckpointManager, SimpleCheckpointManager, legacy
 from ckptcompat.errors import CheckpointError
 
 
@@ -85,3 +85,28 @@ def test_replacement_does_not_warn(tmp_path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error", DeprecationWarning)
         SimpleCheckpointManager("run", tmp_path).save_agent(MockAgent(), 0)
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_load_from_uri_reads_2366_and_g1_files(tmp_path: Path) -> None:
+    """Guards issue 15b bug 1: CheckpointManager.load_from_uri('.../run__e1__s128__t0__sc130000.pt')
+    (a file #2366's save_agent wrote) raised UnsafeCheckpointError although K3 promises
+    load_from_uri still reads old names; the G1 model_0001.pt failed the same way."""
+    agent = MockAgent()
+    dunder = legacy.write_g2(agent, tmp_path / "run__e1__s128__t0__sc130000.pt")
+    colon = legacy.write_g2(agent, tmp_path / "run:v2.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from ckptcompat.policy import PolicyMetadata, PolicyRecord
+
+        record = PolicyRecord(None, "run", None, PolicyMetadata(epoch=1))
+    record.policy = agent
+    g1 = legacy.write_g1(record, tmp_path / "run" / "checkpoints" / "model_0001.pt")
+    for path in (dunder, colon, g1):
+        for uri in (str(path), f"file://{path}"):
+            for loader in (CheckpointManager, SimpleCheckpointManager):
+                loaded = loader.load_from_uri(uri)
+                assert isinstance(loaded, MockAgent) and _same_weights(loaded, agent)

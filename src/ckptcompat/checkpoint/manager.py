@@ -39,6 +39,7 @@ from ckptcompat.checkpoint.index import RANK_METRICS, CheckpointEntry, TrainerEn
 from ckptcompat.checkpoint.layout import (
     agent_filename,
     checkpoints_dir,
+    parse_filename,
     run_dir,
     trainer_filename,
     validate_run_name,
@@ -49,6 +50,7 @@ from ckptcompat.checkpoint.loading import (
     VerifyMode,
     check_verify,
     load_agent_file,
+    load_legacy_agent,
     load_verified,
 )
 from ckptcompat.checkpoint.run_store import RunStore
@@ -60,6 +62,8 @@ from ckptcompat.errors import CheckpointNotFoundError
 __all__ = ["SimpleCheckpointManager"]
 
 _STRATEGIES = ("latest", "all")
+#: File names of the generations before the safe format (read by the legacy reader).
+_LEGACY_KINDS = ("g1", "g2_colon", "g2_dunder")
 
 
 class SimpleCheckpointManager:
@@ -193,12 +197,15 @@ class SimpleCheckpointManager:
         """Load an agent from ``file://PATH``, a bare path, a run directory,
         ``DIR/<run>:latest`` or ``mock://KEY[:vN]`` (a fresh ``MockAgent``).
 
-        A file listed in its directory's index.json is verified against it; a file
+        Legacy names (G1 ``model_<NNNN>.pt``, #2366's ``<run>__e<E>__s<S>__t<T>__sc<SC>.pt``,
+        ``<run>:v<E>.pt``) are read by the legacy reader: ``weights_only=True`` plus the
+        curated allowlist, as ``migrate`` reads them. A file listed in its directory's index.json is verified against it; a file
         outside a managed run has no recorded size or digest and is loaded unverified.
 
         Raises:
             CheckpointError: an unsupported URI scheme (wandb, s3, gs, http(s)); and
             everything :meth:`load_agent` raises.
+            UnsafeCheckpointError: a legacy file naming globals outside the allowlist.
         """
         check_verify(verify)
         resolved = resolve(uri)
@@ -206,6 +213,9 @@ class SimpleCheckpointManager:
             from ckptcompat.agents.mock import MockAgent
 
             return MockAgent().to(device)
+        name = parse_filename(resolved.path.name)
+        if resolved.entry is None and name is not None and name.kind in _LEGACY_KINDS:
+            return load_legacy_agent(resolved.path, device)
         return load_agent_file(resolved.path, device, verify, resolved.entry)
 
     # ------------------------------------------------------------------ selection

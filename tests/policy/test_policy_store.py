@@ -359,3 +359,21 @@ def test_pre_august_config_constructor_and_mock_policy(tmp_path: Path) -> None:
     assert type(loaded.policy).__name__ == "MockPolicy"
     assert torch.equal(loaded.policy(x), policy(x)) and loaded.policy(x).shape == (1, 10)
     assert loaded.metadata["action_names"] == ["move"] and loaded.metadata == pr.metadata
+
+
+def test_2366_file_name_facts_reach_the_metadata(tmp_path: Path) -> None:
+    """Guards issue 15b bug 2: PolicyStore().load_from_uri('run__e1__s128__t0__sc130000.pt')
+    answered agent_step 0 and no score although the name (and migrate) say 128 and 13.0, so
+    policy_record(dir, "top") over #2366 files fell back to latest."""
+    directory = tmp_path / "run" / "checkpoints"
+    for epoch, score in ((1, 13.0), (2, 0.5), (3, 0.25)):
+        name = legacy.g2_filename("run", epoch, agent_step=epoch * 64, total_time_s=7, score=score)
+        legacy.write_g2(MockAgent(), directory / name)
+    store = _store(tmp_path)
+    with pytest.deprecated_call():
+        record = store.load_from_uri(str(directory / "run__e1__s64__t7__sc130000.pt"))
+    meta = record.metadata
+    assert (meta.epoch, meta.agent_step, meta.train_time, meta["score"]) == (1, 64, 7.0, 13.0)
+    with pytest.deprecated_call():
+        best = store.policy_record(str(directory), "top")
+    assert best.metadata.epoch == 1

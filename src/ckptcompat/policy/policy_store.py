@@ -176,6 +176,11 @@ class PolicyStore:
         metadata = dict(ckpt.metadata)
         if name is not None and name.kind != "trainer":
             metadata.setdefault("epoch", name.epoch)
+        if name is not None and name.kind == "g2_dunder":
+            # #2366 kept the training facts in the name only (the file is a bare agent).
+            metadata.update(
+                agent_step=name.agent_step, train_time=name.total_time_s, score=name.score
+            )
         run, _ = uri_mod.key_and_version(path) if name is not None else (path.stem, 0)
         record = PolicyRecord._quiet(self, run, uri_mod.file_uri(path), metadata)
         if ckpt.agent is not None:

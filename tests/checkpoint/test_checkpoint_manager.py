@@ -110,3 +110,20 @@ def test_load_from_uri_reads_2366_and_g1_files(tmp_path: Path) -> None:
             for loader in (CheckpointManager, SimpleCheckpointManager):
                 loaded = loader.load_from_uri(uri)
                 assert isinstance(loaded, MockAgent) and _same_weights(loaded, agent)
+
+
+def test_select_by_score_keeps_unscored_checkpoints(tmp_path: Path) -> None:
+    """Guards issue 15b bug 4: select_checkpoints('all', metric='score') over epochs 1 (score
+    0.5), 2 and 3 (no score) answered only epoch 1, and [] for a run without scores (the
+    caller's uris[0] then raised IndexError); #2366 listed every file, a missing score as 0."""
+    manager = _manager("r", tmp_path)
+    manager.save_agent(MockAgent(), 1, {"score": 0.5})
+    manager.save_agent(MockAgent(), 2, {"agent_step": 2})
+    manager.save_agent(MockAgent(), 3, {})
+    names = [uri.rsplit("/", 1)[1] for uri in manager.select_checkpoints("all", metric="score")]
+    assert names == ["r_v1.pt", "r_v3.pt", "r_v2.pt"]
+    unscored = _manager("u", tmp_path)
+    unscored.save_agent(MockAgent(), 0, {})
+    assert unscored.select_checkpoints("latest", 1, "score")[0].endswith("u_v0.pt")
+    with pytest.raises(ValueError, match="count"):
+        manager.select_checkpoints("latest", 0, "score")

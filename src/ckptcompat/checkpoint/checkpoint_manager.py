@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from ckptcompat.checkpoint.manager import SimpleCheckpointManager
+from ckptcompat.checkpoint.manager import SimpleCheckpointManager, check_selection
 from ckptcompat.errors import InvalidArgumentError
 
 __all__ = ["CheckpointManager"]
@@ -88,6 +88,24 @@ class CheckpointManager(SimpleCheckpointManager):
                 )
             given["total_time_s"] = given.pop("total_time")
         return super().save_agent(agent, epoch, given)
+
+    def select_checkpoints(
+        self, strategy: Literal["latest", "all"] = "latest", count: int = 1, metric: str = "epoch"
+    ) -> list[str]:
+        """As :meth:`SimpleCheckpointManager.select_checkpoints`, except that ranking by
+        ``"score"`` keeps checkpoints saved without a score, counted as 0 (#2366 wrote
+        ``sc0`` into their names), so every checkpoint is listed as before.
+
+        Raises:
+            ValueError: unknown strategy or metric, count < 1.
+        """
+        if metric != "score":
+            return super().select_checkpoints(strategy, count, metric)
+        check_selection(strategy, count, metric)
+        entries = sorted(
+            self.list_checkpoints(), key=lambda e: (e.score or 0.0, e.epoch), reverse=True
+        )
+        return self._uris(entries[:count] if strategy == "latest" else entries)
 
     def save_trainer_state(
         self,

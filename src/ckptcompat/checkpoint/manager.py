@@ -59,11 +59,25 @@ from ckptcompat.checkpoint.trainer_state import TrainerState, apply_trainer_stat
 from ckptcompat.checkpoint.uri import file_uri, resolve
 from ckptcompat.errors import CheckpointNotFoundError
 
-__all__ = ["SimpleCheckpointManager"]
+__all__ = ["SimpleCheckpointManager", "check_selection"]
 
 _STRATEGIES = ("latest", "all")
 #: File names of the generations before the safe format (read by the legacy reader).
 _LEGACY_KINDS = ("g1", "g2_colon", "g2_dunder")
+
+
+def check_selection(strategy: str, count: int, metric: str) -> None:
+    """Check :meth:`SimpleCheckpointManager.select_checkpoints`' arguments.
+
+    Raises:
+        ValueError: unknown strategy or metric, count < 1.
+    """
+    if strategy not in _STRATEGIES:
+        raise ValueError(f"strategy must be one of {_STRATEGIES}, not {strategy!r}")
+    if metric not in RANK_METRICS:
+        raise ValueError(f"metric must be one of {RANK_METRICS}, not {metric!r}")
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"count must be an int >= 1, not {count!r}")
 
 
 class SimpleCheckpointManager:
@@ -234,15 +248,11 @@ class SimpleCheckpointManager:
             ValueError: unknown strategy or metric, count < 1.
             CorruptCheckpointError: a malformed index.json.
         """
-        if strategy not in _STRATEGIES:
-            raise ValueError(f"strategy must be one of {_STRATEGIES}, not {strategy!r}")
-        if metric not in RANK_METRICS:
-            raise ValueError(f"metric must be one of {RANK_METRICS}, not {metric!r}")
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise ValueError(f"count must be an int >= 1, not {count!r}")
+        check_selection(strategy, count, metric)
         entries = self._store.index().ranked(metric)
-        if strategy == "latest":
-            entries = entries[:count]
+        return self._uris(entries[:count] if strategy == "latest" else entries)
+
+    def _uris(self, entries: list[CheckpointEntry]) -> list[str]:
         return [file_uri(self._store.entry_path(e)) for e in entries]
 
     def find_best_checkpoint(self, metric: str = "score") -> str:

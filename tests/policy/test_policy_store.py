@@ -377,3 +377,20 @@ def test_2366_file_name_facts_reach_the_metadata(tmp_path: Path) -> None:
     with pytest.deprecated_call():
         best = store.policy_record(str(directory), "top")
     assert best.metadata.epoch == 1
+
+
+def test_save_of_a_plain_module_is_agent_mismatch(tmp_path: Path) -> None:
+    """Guards issue 15b bug 7: pr.policy = torch.nn.Linear(2, 2); ps.save(pr, '.../r_v1.pt')
+    raised a raw AttributeError ('Linear' object has no attribute 'config') from format.py,
+    where row P14 promises AgentMismatchError; nothing is written."""
+    from ckptcompat.errors import AgentMismatchError
+
+    store = _store(tmp_path)
+    with pytest.deprecated_call():
+        record = store.create_empty_policy_record("r", tmp_path)
+        record.metadata = PolicyMetadata(epoch=1)
+    record.policy = torch.nn.Linear(2, 2)
+    with pytest.raises(AgentMismatchError, match="config") as caught, pytest.deprecated_call():
+        store.save(record, tmp_path / "r_v1.pt")
+    assert "torch.nn.modules.linear.Linear" in str(caught.value)
+    assert not (tmp_path / "r_v1.pt").exists()

@@ -41,6 +41,7 @@ from ckptcompat.agents.registry import class_path_of, validate_config
 from ckptcompat.checkpoint.layout import validate_run_name
 from ckptcompat.checkpoint.rng import capture_rng_state, validate_rng_state
 from ckptcompat.errors import (
+    AgentMismatchError,
     CheckpointError,
     CorruptCheckpointError,
     IncompatibleCheckpointError,
@@ -210,6 +211,15 @@ def build_agent_payload(
             non-tensor state_dict entry that is not primitives.
     """
     class_path = class_path_of(agent)
+    if not hasattr(agent, "config"):
+        raise AgentMismatchError(
+            "this policy cannot be saved in the safe format: it has no config",
+            expected="an agent whose class has a `config` dict of its constructor arguments "
+            "and a `from_config` (the safe format rebuilds it from class_path + config)",
+            found=f"a {class_path} without a `config` attribute",
+            fix="give the class a config dict and a from_config, or save an agent from "
+            "ckptcompat.agents",
+        )
     config = agent.config
     validate_config(config)
     extra = _check_extra(extra)

@@ -55,6 +55,7 @@ __all__ = [
     "TORCH_VERSION",
     "WEIGHTS_ONLY_IS_DEFAULT",
     "SafeGlobal",
+    "check_path",
     "load",
     "naive_load",
     "save",
@@ -170,8 +171,13 @@ def _describe(f: FileLike) -> str | None:
     return getattr(f, "name", None) if isinstance(getattr(f, "name", None), str) else None
 
 
-def _check_path(f: FileLike) -> None:
-    """Refuse missing, directory and unreadable paths before torch sees them."""
+def check_path(f: FileLike) -> None:
+    """Refuse missing, directory and unreadable paths before torch (or a scan) sees them.
+
+    Raises:
+        CheckpointNotFoundError: nothing at the path, or a directory.
+        CheckpointError: an unreadable file.
+    """
     if not isinstance(f, (str, os.PathLike)):
         return
     path = os.fspath(f)
@@ -267,7 +273,7 @@ def load(
             static scan) refuses; ``.globals`` lists the offenders.
         IncompatibleCheckpointError: TorchScript archive, alias needing 2.6+, unknown dtype.
     """
-    _check_path(f)
+    check_path(f)
     _normalise_entries(safe_globals)  # an alias torch lacks is refused before any read
     kind = _prescan(f, safe_globals, mmap=mmap)
     # torch refuses mmap for legacy (non-zip) files before judging their contents; load
@@ -297,7 +303,7 @@ def trusted_load(
     Raises:
         CheckpointNotFoundError, CorruptCheckpointError, CheckpointError.
     """
-    _check_path(f)
+    check_path(f)
     warnings.warn(
         f"trusted_load: unpickling {_describe(f) or 'a file object'} with weights_only=False "
         "can execute arbitrary code; do this only for files from a trusted source",
@@ -321,7 +327,7 @@ def naive_load(
     weights-only. Harness and ``repro`` only, always in a subprocess, never on the
     malicious corpus. Failures are translated like :func:`load`'s.
     """
-    _check_path(f)
+    check_path(f)
     try:
         return torch.load(f, map_location=map_location)
     except Exception as exc:

@@ -394,3 +394,15 @@ def test_save_of_a_plain_module_is_agent_mismatch(tmp_path: Path) -> None:
         store.save(record, tmp_path / "r_v1.pt")
     assert "torch.nn.modules.linear.Linear" in str(caught.value)
     assert not (tmp_path / "r_v1.pt").exists()
+
+
+@pytest.mark.parametrize("spelling", ["{d}/missing.pt", "file://{d}/missing.pt", "{d}/nodir/"])
+def test_missing_checkpoint_is_checkpoint_not_found(tmp_path: Path, spelling: str) -> None:
+    """Guards issue 15b bug 8: ps.load_from_uri('/tmp/definitely_missing.pt') (also file://
+    and a missing directory) raised the builtin FileNotFoundError from the scan's
+    archive reader instead of CheckpointNotFoundError (still a FileNotFoundError)."""
+    from ckptcompat.errors import CheckpointNotFoundError
+
+    store = _store(tmp_path)
+    with pytest.deprecated_call(), pytest.raises(CheckpointNotFoundError, match="no checkpoint"):
+        store.load_from_uri(spelling.format(d=tmp_path))

@@ -128,8 +128,10 @@ def required_allowlist(path: str | os.PathLike[str]) -> tuple[list[str], list[st
     stay in (torch 2.4/2.5 refuse them by default) and are curated.
 
     Raises:
+        CheckpointNotFoundError: no file at ``path`` (a FileNotFoundError too).
         CorruptCheckpointError: the file is not a torch checkpoint (see ``scan.precheck``).
     """
+    torch_compat.check_path(path)
     scan.precheck(path, full=False)
     curated, rest = allowlist.partition(scan.scan(path).globals)
     # Curated names are passed even when some torch accepts them by default: adding a

@@ -213,8 +213,9 @@ class SimpleCheckpointManager:
 
         Legacy names (G1 ``model_<NNNN>.pt``, #2366's ``<run>__e<E>__s<S>__t<T>__sc<SC>.pt``,
         ``<run>:v<E>.pt``) are read by the legacy reader: ``weights_only=True`` plus the
-        curated allowlist, as ``migrate`` reads them. A file listed in its directory's index.json is verified against it; a file
-        outside a managed run has no recorded size or digest and is loaded unverified.
+        curated allowlist, as ``migrate`` reads them. A file listed in its directory's
+        index.json is verified against it; a file outside a managed run has no recorded
+        size or digest and is loaded unverified.
 
         Raises:
             CheckpointError: an unsupported URI scheme (wandb, s3, gs, http(s)); and

@@ -188,3 +188,21 @@ def test_bare_and_mock_uris_key_by_metadata_epoch(tmp_path: Path) -> None:
     assert by_path.key_and_version() == ("run", 2)  # data_dir/run is a run directory
     with pytest.raises(ValueError, match="epoch"):
         _quiet(PolicyRecord, None, "r", "k", {"epoch": None}).key_and_version()
+
+
+def test_unsaved_file_record_keys_by_run_and_epoch(tmp_path: Path) -> None:
+    """Guards issue 15b bug 12: PolicyRecord(ps, "myrun", "file:///.../not_saved_yet.pt",
+    PolicyMetadata(epoch=3)).key_and_version() (and SimulationStatsDB.key_and_version(pr))
+    raised CheckpointNotFoundError although run and epoch are on the record; the key is the
+    one PolicyStore.save then writes."""
+    from ckptcompat.evaluation.stats_db import SimulationStatsDB
+
+    store = _quiet(PolicyStore, data_dir=tmp_path)
+    meta = _quiet(PolicyMetadata, epoch=3)
+    for uri in (f"{tmp_path}/not_saved_yet.pt", f"file://{tmp_path}/not_saved_yet.pt"):
+        record = _quiet(PolicyRecord, store, "myrun", uri, meta)
+        assert record.key_and_version() == ("myrun", 3)
+        assert SimulationStatsDB.key_and_version(record) == ("myrun", 3)
+    record.policy = MockAgent()
+    _quiet(store.save, record)
+    assert record.key_and_version() == ("myrun", 3)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ckptcompat.checkpoint import uri as uri_mod
 from ckptcompat.checkpoint.layout import RUN_NAME_RE
 from ckptcompat.policy._deprecation import warn_deprecated
+from ckptcompat.policy._store_helpers import run_for
 from ckptcompat.policy.policy_metadata import PolicyMetadata
 
 if TYPE_CHECKING:
@@ -166,8 +167,9 @@ class PolicyRecord:
         A record that names no file keys as ``(key, metadata.epoch)``: a ``mock://KEY``
         URI without ``:vN``, or a bare key such as ``"test_policy"`` (the old
         MockPolicyRecord set ``uri=policy_key``) that is not an existing path. A
-        ``mock://KEY:vN`` URI keys as ``(KEY, N)``; files and directories go through
-        :func:`ckptcompat.checkpoint.uri.key_and_version`.
+        ``mock://KEY:vN`` URI keys as ``(KEY, N)``. A file not saved yet keys as
+        ``PolicyStore.save`` will write it: ``(run name, metadata.epoch)``. Existing files
+        and directories go through :func:`ckptcompat.checkpoint.uri.key_and_version`.
 
         Raises:
             ValueError: no URI; a bare key whose metadata epoch is not an int >= 0.
@@ -176,15 +178,24 @@ class PolicyRecord:
         if self.uri is None:
             raise ValueError("PolicyRecord.key_and_version needs a uri; this record has none")
         bare = self._bare_key()
-        if bare is None:
-            return uri_mod.key_and_version(self._where())
+        if bare is not None:
+            return bare, self._epoch()
+        where = self._where()
+        parsed = uri_mod.parse_uri(where)
+        if parsed.kind == "file" and parsed.path is not None and not parsed.path.exists():
+            # Not saved yet: the key its PolicyStore.save will write (run and epoch).
+            epoch = self._epoch()
+            return run_for(self, parsed.path, epoch), epoch
+        return uri_mod.key_and_version(where)
+
+    def _epoch(self) -> int:
         epoch = self.metadata.get("epoch")
         if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
             raise ValueError(
                 f"PolicyRecord {self.uri!r} keys by metadata['epoch'], which must be an "
                 f"int >= 0 (epoch 0 is a version); found {epoch!r}"
             )
-        return bare, epoch
+        return epoch
 
     def _bare_key(self) -> str | None:
         """The key of a URI that names no file (see :meth:`key_and_version`), else None."""

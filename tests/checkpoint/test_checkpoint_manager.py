@@ -127,3 +127,23 @@ def test_select_by_score_keeps_unscored_checkpoints(tmp_path: Path) -> None:
     assert unscored.select_checkpoints("latest", 1, "score")[0].endswith("u_v0.pt")
     with pytest.raises(ValueError, match="count"):
         manager.select_checkpoints("latest", 0, "score")
+
+
+def test_numpy_scalars_in_save_metadata(tmp_path: Path) -> None:
+    """Guards issue 15b bug 6: save_agent(agent, 4, {'score': np.float32(0.5)}) raised
+    "score must be a finite number or None ... found np.float32(0.5)" (and total_time as
+    np.float32 was refused) while np.int64 agent_step and PolicyStore took numpy scalars;
+    an agent_step error spoke of "a valid epoch"."""
+    import numpy as np
+
+    manager = _manager("r", tmp_path)
+    metadata = {"agent_step": np.int64(7), "total_time": np.float32(1.5), "score": np.float32(0.5)}
+    manager.save_agent(MockAgent(), 4, metadata)
+    entry = manager.list_checkpoints()[0]
+    assert (entry.agent_step, entry.total_time_s, entry.score) == (7, 1.5, 0.5)
+    assert type(entry.score) is float and type(entry.total_time_s) is float
+    with pytest.raises(CheckpointError, match="agent_step") as caught:
+        manager.save_agent(MockAgent(), 5, {"agent_step": -1})
+    assert "epoch" not in str(caught.value)
+    with pytest.raises(CheckpointError, match="finite"):
+        manager.save_agent(MockAgent(), 5, {"score": np.float32("nan")})

@@ -135,7 +135,7 @@ def _check_count(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
         raise CheckpointError(
             f"{name} must be a non-negative int",
-            expected="an int >= 0 (0 is a valid epoch)",
+            expected="an int >= 0" + (" (0 is a valid epoch)" if name == "epoch" else ""),
             found=repr(value),
             fix=f"pass {name} as a Python int",
         )
@@ -145,7 +145,8 @@ def _check_count(name: str, value: Any) -> int:
 def _check_score(score: Any) -> float | None:
     if score is None:
         return None
-    if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+    # numbers.Real: numpy scalars (np.float32(0.5)) too, as agent_step takes np.int64.
+    if isinstance(score, bool) or not isinstance(score, numbers.Real) or not math.isfinite(score):
         raise CheckpointError(
             "score must be a finite number or None",
             expected="a finite float, or None when no score exists yet",
@@ -156,7 +157,7 @@ def _check_score(score: Any) -> float | None:
 
 
 def _check_seconds(total_time_s: Any) -> float:
-    if isinstance(total_time_s, bool) or not isinstance(total_time_s, (int, float)):
+    if isinstance(total_time_s, bool) or not isinstance(total_time_s, numbers.Real):
         raise CheckpointError(
             "total_time_s must be a number of seconds",
             expected="an int or float >= 0",

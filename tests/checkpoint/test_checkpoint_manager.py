@@ -147,3 +147,15 @@ def test_numpy_scalars_in_save_metadata(tmp_path: Path) -> None:
     assert "epoch" not in str(caught.value)
     with pytest.raises(CheckpointError, match="finite"):
         manager.save_agent(MockAgent(), 5, {"score": np.float32("nan")})
+
+
+def test_save_agent_takes_2366_wandb_run(tmp_path: Path) -> None:
+    """Guards issue 15b bug 5: cm.save_agent(agent, 4, {...}, wandb_run=None) raised
+    TypeError (unexpected keyword 'wandb_run'), #2366's signature; a real run is not
+    uploaded to, and a warning says so."""
+    manager = _manager("r", tmp_path)
+    uri = manager.save_agent(MockAgent(), 4, {"agent_step": 1}, wandb_run=None)
+    assert uri.startswith("file://") and uri.endswith("r_v4.pt")
+    with pytest.warns(UserWarning, match="does not upload to wandb"):
+        uri = manager.save_agent(MockAgent(), 5, {"agent_step": 2}, object())
+    assert uri.endswith("r_v5.pt")

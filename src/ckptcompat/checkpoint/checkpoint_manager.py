@@ -69,10 +69,18 @@ class CheckpointManager(SimpleCheckpointManager):
         return self.run
 
     def save_agent(
-        self, agent: nn.Module, epoch: int, metadata: dict[str, Any] | None = None
+        self,
+        agent: nn.Module,
+        epoch: int,
+        metadata: dict[str, Any] | None = None,
+        wandb_run: Any = None,
     ) -> str:
         """As :meth:`SimpleCheckpointManager.save_agent`; ``total_time`` (seconds) is
         accepted for ``total_time_s``.
+
+        ``wandb_run`` is #2366's upload target. ckptcompat uploads nothing: a run other
+        than None gives a UserWarning saying so, and the ``file://`` URI is returned (#2366
+        returned a ``wandb://`` URI after uploading). Upload the file yourself.
 
         Raises:
             InvalidArgumentError: both ``total_time`` and ``total_time_s``; other keys as
@@ -87,6 +95,14 @@ class CheckpointManager(SimpleCheckpointManager):
                     found=f"{given['total_time']!r} and {given['total_time_s']!r}",
                 )
             given["total_time_s"] = given.pop("total_time")
+        if wandb_run is not None:
+            warnings.warn(
+                "CheckpointManager.save_agent does not upload to wandb (ckptcompat has no "
+                "remote storage); the checkpoint is saved locally and its file:// URI "
+                "returned. Upload that file yourself, and pass wandb_run=None",
+                UserWarning,
+                stacklevel=2,
+            )
         return super().save_agent(agent, epoch, given)
 
     def select_checkpoints(

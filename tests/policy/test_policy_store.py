@@ -406,3 +406,29 @@ def test_missing_checkpoint_is_checkpoint_not_found(tmp_path: Path, spelling: st
     store = _store(tmp_path)
     with pytest.deprecated_call(), pytest.raises(CheckpointNotFoundError, match="no checkpoint"):
         store.load_from_uri(spelling.format(d=tmp_path))
+
+
+def test_save_to_model_name_keys_by_the_saved_run(tmp_path: Path) -> None:
+    """Guards issue 15b bug 11: a record run_name="my_run" saved to
+    .../myrun/checkpoints/model_0005.pt reloaded with run_name 'my_run' but keyed as
+    ('myrun', 5), and in a flat directory as the directory's name: the saved payload is
+    the key, so key_and_version agrees with run_name."""
+    store = _store(tmp_path)
+    nested = tmp_path / "myrun" / "checkpoints" / "model_0005.pt"
+    for target in (nested, tmp_path / "model_0005.pt"):
+        with pytest.deprecated_call():
+            record = PolicyRecord(store, "my_run", f"file://{target}", PolicyMetadata(epoch=5))
+        record.policy = MockAgent()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with pytest.deprecated_call():
+            store.save(record)
+            loaded = store.load_from_uri(str(target))
+        assert loaded.run_name == "my_run"
+        assert loaded.key_and_version() == record.key_and_version() == ("my_run", 5)
+    # A real G1 pickle still keys by its run directory.
+    directory = _g1_dir(tmp_path, [3], [None])
+    with pytest.deprecated_call():
+        assert store.load_from_uri(str(directory / "model_0003.pt")).key_and_version() == (
+            "oldrun",
+            3,
+        )

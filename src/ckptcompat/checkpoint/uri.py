@@ -284,7 +284,8 @@ def key_and_version(uri: str | os.PathLike[str]) -> tuple[str, int]:
 
     * safe format: from the payload's metadata (read with ``mmap``, tensors untouched),
       which must agree with a ``<run>_v<epoch>.pt`` name (other names: the payload alone);
-    * G1 ``model_NNNN.pt``: (the run directory's name, NNNN);
+    * G1 ``model_NNNN.pt``: (the run directory's name, NNNN), unless it is a safe-format
+      file (``PolicyStore.save`` to that name): then its payload's (run, epoch);
     * G2 ``<run>:v<E>.pt`` / ``<run>__e<E>__...pt``: (run, E), from the name alone;
     * a run directory or ``:latest``: resolved to its latest epoch first;
     * ``mock://KEY[:vN]``: (KEY, N), N = 0 when absent.
@@ -321,5 +322,26 @@ def key_and_version(uri: str | os.PathLike[str]) -> tuple[str, int]:
         check_name_agrees(path, meta["run"], meta["epoch"])
         return meta["run"], meta["epoch"]
     if name.kind == "g1":
-        return run_dir_of(path.absolute()).name, name.epoch
+        saved = _safe_format_key(path)
+        return saved if saved is not None else (run_dir_of(path.absolute()).name, name.epoch)
     return name.run or "", name.epoch
+
+
+def _safe_format_key(path: Path) -> tuple[str, int] | None:
+    """(run, epoch) of a safe-format agent saved under a G1 name, else None.
+
+    ``PolicyStore.save(pr, ".../model_0005.pt")`` writes the safe format under the old
+    name; its payload (``pr.run_name``, the record's epoch) is the key, not the directory.
+    A real G1 pickle is refused by the weights-only load and keys by the name.
+    """
+    from ckptcompat import torch_compat
+    from ckptcompat.checkpoint.format import AGENT_FORMAT, validate_agent_payload
+
+    try:
+        loaded = torch_compat.load(path, map_location="cpu", mmap=True)
+    except CheckpointError:
+        return None
+    if not (isinstance(loaded, dict) and loaded.get("format") == AGENT_FORMAT):
+        return None
+    meta = validate_agent_payload(loaded, path)["metadata"]
+    return meta["run"], meta["epoch"]

@@ -432,3 +432,25 @@ def test_save_to_model_name_keys_by_the_saved_run(tmp_path: Path) -> None:
             "oldrun",
             3,
         )
+
+
+def test_saved_run_name_of_an_invalid_run_name(tmp_path: Path) -> None:
+    """Guards issue 15b bug 13: row P13 said an invalid run name falls back to the file
+    stem ('zz') while save wrote 'bad_run_'; the rule (run name made valid, a path-named
+    record's file stem, else the file stem) is now the row's and the code's."""
+    store = _store(tmp_path)
+    cases = (("bad run!", "zz.pt", "bad_run_"), (f"{tmp_path}/old name.pt", "zz2.pt", "old_name"))
+    for run_name, file_name, expected in cases:
+        with pytest.deprecated_call():
+            record = PolicyRecord(store, run_name, None, PolicyMetadata(epoch=1))
+        record.policy = MockAgent()
+        with pytest.deprecated_call():
+            store.save(record, tmp_path / file_name)
+            loaded = store.load_from_uri(str(tmp_path / file_name))
+        assert loaded.run_name == expected and loaded.key_and_version() == (expected, 1)
+    with pytest.deprecated_call():
+        record = PolicyRecord(store, None, None, PolicyMetadata(epoch=2))
+    record.policy = MockAgent()
+    with pytest.deprecated_call():
+        store.save(record, tmp_path / "zz3.pt")
+        assert store.load_from_uri(str(tmp_path / "zz3.pt")).run_name == "zz3"

@@ -206,3 +206,19 @@ def test_unsaved_file_record_keys_by_run_and_epoch(tmp_path: Path) -> None:
     record.policy = MockAgent()
     _quiet(store.save, record)
     assert record.key_and_version() == ("myrun", 3)
+
+
+@pytest.mark.parametrize("uri", ["wandb://run/my_run:v3", "wandb://a/b/c/d", "wandb://a//n"])
+def test_malformed_wandb_uri_says_the_expected_format(uri: str) -> None:
+    """Guards issue 15b bug 14: PolicyRecord(None, 'x', 'wandb://run/my_run:v3', md)
+    .extract_wandb_run_info() raised a raw "not enough values to unpack" ValueError; Metta
+    said "Failed to parse wandb URI ... Expected format: wandb://<entity>/<project>/<name>"."""
+    from ckptcompat.errors import InvalidArgumentError
+
+    record = _quiet(PolicyRecord, None, "x", uri, None)
+    with pytest.raises(InvalidArgumentError, match="Failed to parse wandb URI") as caught:
+        record.extract_wandb_run_info()
+    assert isinstance(caught.value, ValueError)
+    assert "wandb://<entity>/<project>/<name>" in str(caught.value)
+    ok = _quiet(PolicyRecord, None, "x", "wandb://ent/proj/name", None)
+    assert ok.extract_wandb_run_info() == ("ent", "proj", "name", None)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ckptcompat.checkpoint import uri as uri_mod
 from ckptcompat.checkpoint.layout import RUN_NAME_RE
+from ckptcompat.errors import InvalidArgumentError
 from ckptcompat.policy._deprecation import warn_deprecated
 from ckptcompat.policy._store_helpers import run_for
 from ckptcompat.policy.policy_metadata import PolicyMetadata
@@ -220,12 +221,21 @@ class PolicyRecord:
 
         Raises:
             ValueError: not a wandb URI (ckptcompat cannot load them, but can still parse).
+            InvalidArgumentError: a wandb URI without entity, project and name (a
+                ValueError, with Metta's "Failed to parse wandb URI" wording).
         """
         if self.uri is None or not self.uri.startswith("wandb://"):
             raise ValueError(f"not a wandb:// uri: {self.uri!r}")
-        entity, project, rest = self.uri[len("wandb://") :].split("/", 2)
-        name, _, version = rest.rpartition(":") if ":" in rest else (rest, "", "")
-        return entity, project, name, version or None
+        parts = self.uri[len("wandb://") :].split("/")
+        name, _, version = parts[-1].partition(":")
+        if len(parts) != 3 or not all(parts[:2]) or not name or ":" in version:
+            raise InvalidArgumentError(
+                f"Failed to parse wandb URI: {self.uri}",
+                expected="wandb://<entity>/<project>/<name>[:<version>]",
+                found=f"{len(parts)} '/'-separated parts",
+                fix="name the entity and project, e.g. wandb://my-team/my-project/my_run:v3",
+            )
+        return parts[0], parts[1], name, version or None
 
     def __getstate__(self) -> dict[str, Any]:
         # The store is never pickled with the record (as the old PolicyStore.save did).

@@ -36,6 +36,7 @@ from ckptcompat.errors import (
     CheckpointError,
     CheckpointNotFoundError,
     IncompatibleCheckpointError,
+    InvalidArgumentError,
     TrustedLoadWarning,
 )
 from ckptcompat.load_errors import translate
@@ -55,6 +56,7 @@ __all__ = [
     "TORCH_VERSION",
     "WEIGHTS_ONLY_IS_DEFAULT",
     "SafeGlobal",
+    "check_device",
     "check_path",
     "load",
     "naive_load",
@@ -171,6 +173,43 @@ def _describe(f: FileLike) -> str | None:
     return getattr(f, "name", None) if isinstance(getattr(f, "name", None), str) else None
 
 
+def check_device(device: Any) -> None:
+    """Refuse a device this machine lacks before any load uses it.
+
+    Without it a ``cuda`` map_location fails inside torch, differently per version (2.4:
+    "Attempting to deserialize object on a CUDA device" inside the weights-only unpickler,
+    read as an unsafe file; 2.6: "weights_only=True failed"). Callables and None pass.
+
+    Raises:
+        InvalidArgumentError: an unknown device string, or a CUDA/MPS device that is not
+            available here (a ValueError too).
+    """
+    if device is None or callable(device) or isinstance(device, dict):
+        return
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise InvalidArgumentError(
+            "unknown device", expected="'cpu', 'cuda', 'cuda:N' or 'mps'", found=repr(device)
+        ) from exc
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (dev.index is not None and dev.index >= count):
+            raise InvalidArgumentError(
+                f"device {str(dev)!r} is not available on this machine",
+                expected="a device this machine has",
+                found=f"{count} CUDA device(s)",
+                fix="load with device='cpu' (PolicyStore(device='cpu'), load_agent(device='cpu'))",
+            )
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise InvalidArgumentError(
+            "device 'mps' is not available on this machine",
+            expected="a device this machine has",
+            found="no MPS backend",
+            fix="load with device='cpu'",
+        )
+
+
 def check_path(f: FileLike) -> None:
     """Refuse missing, directory and unreadable paths before torch (or a scan) sees them.
 
@@ -274,6 +313,7 @@ def load(
         IncompatibleCheckpointError: TorchScript archive, alias needing 2.6+, unknown dtype.
     """
     check_path(f)
+    check_device(map_location)
     _normalise_entries(safe_globals)  # an alias torch lacks is refused before any read
     kind = _prescan(f, safe_globals, mmap=mmap)
     # torch refuses mmap for legacy (non-zip) files before judging their contents; load

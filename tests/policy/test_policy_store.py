@@ -454,3 +454,27 @@ def test_saved_run_name_of_an_invalid_run_name(tmp_path: Path) -> None:
     with pytest.deprecated_call():
         store.save(record, tmp_path / "zz3.pt")
         assert store.load_from_uri(str(tmp_path / "zz3.pt")).run_name == "zz3"
+
+
+def test_cuda_store_on_a_cpu_machine_says_use_cpu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Guards issue 15b bug 9: PolicyStore(device="cuda").load_from_uri(p) on a CPU-only
+    machine raised UnsafeCheckpointError ("Attempting to deserialize object on a CUDA
+    device", torch 2.4) or CheckpointError ("weights_only=True failed", 2.6): one typed
+    error on every torch, saying there is no CUDA device and to use device="cpu"."""
+    from ckptcompat.errors import InvalidArgumentError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    safe = SimpleCheckpointManager("r", tmp_path).save_agent(MockAgent(), 1)
+    g2 = legacy.write_g2(MockAgent(), tmp_path / "r__e2__s1__t0__sc0.pt")
+    with pytest.deprecated_call():
+        store = PolicyStore(device="cuda", data_dir=tmp_path)
+    for uri in (safe, str(g2)):
+        with pytest.raises(InvalidArgumentError, match="device='cpu'") as caught:
+            with pytest.deprecated_call():
+                store.load_from_uri(uri)
+        assert "'cuda' is not available" in str(caught.value)
+        assert isinstance(caught.value, ValueError)
+    with pytest.raises(InvalidArgumentError, match="not available"):
+        SimpleCheckpointManager("r", tmp_path).load_agent(1, device="cuda:0")

@@ -163,7 +163,9 @@ def load_agent_file(
         CheckpointNotFoundError, CorruptCheckpointError, IncompatibleCheckpointError,
         UnsafeCheckpointError, AgentMismatchError: see ``SimpleCheckpointManager.load_agent``.
         CheckpointError: the file name disagrees with the payload's run or epoch.
+        InvalidArgumentError: ``device`` is not available here (``cuda`` on a CPU machine).
     """
+    torch_compat.check_device(device)  # before reading: the rebuild would fail only at the end
     payload = validate_agent_payload(load_verified(path, entry, verify), path)
     meta = payload["metadata"]
     check_name_agrees(path, meta["run"], meta["epoch"])
@@ -182,6 +184,7 @@ def load_legacy_agent(path: Path, device: Device = "cpu") -> nn.Module:
         CorruptCheckpointError, CheckpointNotFoundError, IncompatibleCheckpointError:
             as :func:`ckptcompat.checkpoint.legacy.read_checkpoint`.
     """
+    torch_compat.check_device(device)
     ckpt = legacy.read_checkpoint(path, map_location="cpu")
     if ckpt.generation == "safe_v1":
         return load_agent_file(path, device, "none")

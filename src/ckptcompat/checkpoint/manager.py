@@ -29,6 +29,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from ckptcompat import torch_compat
 from ckptcompat.checkpoint.cache import AgentCache, cache_key
 from ckptcompat.checkpoint.format import (
     build_agent_payload,
@@ -227,6 +228,7 @@ class SimpleCheckpointManager:
         if resolved.path is None:
             from ckptcompat.agents.mock import MockAgent
 
+            torch_compat.check_device(device)
             return MockAgent().to(device)
         name = parse_filename(resolved.path.name)
         if resolved.entry is None and name is not None and name.kind in _LEGACY_KINDS:

@@ -37,6 +37,7 @@ from ckptcompat.errors import (
     CheckpointNotFoundError,
     IncompatibleCheckpointError,
     InvalidArgumentError,
+    MissingDependencyError,
     TrustedLoadWarning,
 )
 from ckptcompat.load_errors import translate
@@ -342,6 +343,7 @@ def trusted_load(
 
     Raises:
         CheckpointNotFoundError, CorruptCheckpointError, CheckpointError.
+        MissingDependencyError: the file names a module that is not installed here.
     """
     check_path(f)
     warnings.warn(
@@ -352,6 +354,17 @@ def trusted_load(
     )
     try:
         return torch.load(f, map_location=map_location, weights_only=False)
+    except ModuleNotFoundError as exc:
+        module = exc.name or str(exc)
+        raise MissingDependencyError(
+            f"the checkpoint's classes live in module {module!r}, which is not installed here",
+            path=_describe(f),
+            expected=f"module {module!r} importable (a trusted load rebuilds the saved objects)",
+            found=f"ModuleNotFoundError: {exc}",
+            fix=f"install the package that provides {module.split('.')[0]!r} (for Metta's "
+            "files, the metta repository) in this environment and run the trusted migration "
+            "again",
+        ) from exc
     except Exception as exc:
         raise _translated(exc, f, weights_only=False) from exc
 

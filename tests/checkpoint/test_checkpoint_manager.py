@@ -17,6 +17,12 @@ from ckptcompat.agents import MockAgent
 from ckptcompat.checkpoint import CheckpointManager, SimpleCheckpointManager, legacy
 from ckptcompat.errors import CheckpointError
 
+# The deprecated methods warn on every call (test_deprecated_methods_warn_at_the_caller
+# asserts it); the other tests exercise what they do.
+pytestmark = pytest.mark.filterwarnings(
+    r"ignore:CheckpointManager\.\w+ is deprecated:DeprecationWarning"
+)
+
 
 def _manager(*args: object, **kwargs: object) -> CheckpointManager:
     with pytest.deprecated_call():
@@ -55,8 +61,6 @@ def test_total_time_metadata_and_round_trip(tmp_path: Path) -> None:
     assert isinstance(manager.load_agent(), MockAgent)
     with pytest.raises(CheckpointError, match="both"):
         manager.save_agent(MockAgent(), 2, {"total_time": 1, "total_time_s": 1.0})
-    with pytest.raises(ValueError, match="upload_to_wandb"):
-        manager.save_agent(MockAgent(), 2, {"upload_to_wandb": False})
 
 
 def test_trainer_state_with_stopwatch_reads_as_a_dict(tmp_path: Path) -> None:
@@ -159,3 +163,47 @@ def test_save_agent_takes_2366_wandb_run(tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match="does not upload to wandb"):
         uri = manager.save_agent(MockAgent(), 5, {"agent_step": 2}, object())
     assert uri.endswith("r_v5.pt")
+
+
+def test_deprecated_methods_warn_at_the_caller(tmp_path: Path) -> None:
+    """Guards issue 15b's doc finding: rows K2 and K7 said deprecated, but only the
+    constructor warned; save_agent, save_trainer_state and load_trainer_state now warn
+    once each, at the caller's line, naming the replacement."""
+    manager = _manager("r", tmp_path)
+    optimizer = torch.optim.SGD(MockAgent().parameters(), lr=0.1)
+    calls = (
+        lambda: manager.save_agent(MockAgent(), 1, {"agent_step": 1}),
+        lambda: manager.save_trainer_state(optimizer, 1, 1),
+        lambda: manager.load_trainer_state(restore_rng=False),
+    )
+    for call in calls:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            call()
+        assert [w.category for w in caught] == [DeprecationWarning]
+        assert caught[0].filename == __file__
+        assert "SimpleCheckpointManager" in str(caught[0].message)
+
+
+def test_keys_2366_ignored_are_ignored_with_a_warning(tmp_path: Path) -> None:
+    """Guards issue 15b's doc finding on K2: save_agent refused metadata keys that #2366
+    ignored and Metta's trainer passed (total_train_time, avg_reward, category_scores;
+    upload_to_wandb and is_final without a wandb run). This reverses the old assertion
+    that upload_to_wandb is a ValueError: the #2366 call must run."""
+    manager = _manager("r", tmp_path)
+    metadata = {
+        "agent_step": 5,
+        "total_time": 2,
+        "score": 0.5,
+        "total_train_time": 2.0,
+        "avg_reward": 1.0,
+        "category_scores": {"nav": 0.5},
+        "upload_to_wandb": False,
+        "is_final": True,
+    }
+    with pytest.warns(UserWarning, match="ignores metadata keys") as caught:
+        manager.save_agent(MockAgent(), 3, metadata)
+    [message] = [str(w.message) for w in caught if w.category is UserWarning]
+    assert "['avg_reward', 'category_scores', 'is_final', 'total_train_time', 'upload" in message
+    entry = manager.list_checkpoints()[0]
+    assert (entry.agent_step, entry.total_time_s, entry.score) == (5, 2.0, 0.5)

@@ -7,7 +7,10 @@ keep working: ``CheckpointManager(run_name, run_dir)`` (also ``run=``), save met
 :class:`~ckptcompat.checkpoint.manager.SimpleCheckpointManager`: files are
 ``<run>_v<epoch>.pt`` (not ``<run>__e<E>__s<S>__t<T>__sc<SC>.pt``), saved in the safe
 format, and nothing is ever a silent ``None`` except a run without a trainer state. Each
-constructor call warns once (DeprecationWarning).
+constructor call, and each call of the methods whose spelling differs from the replacement
+(``save_agent``, ``save_trainer_state``, ``load_trainer_state``), warns once
+(DeprecationWarning, at the caller's line). Metadata keys #2366 ignored are ignored here
+too, with a UserWarning naming them.
 """
 
 from __future__ import annotations
@@ -19,10 +22,25 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from ckptcompat.checkpoint.loading import DEFAULT_VERIFY, VerifyMode
 from ckptcompat.checkpoint.manager import SimpleCheckpointManager, check_selection
+from ckptcompat.checkpoint.saving import METADATA_KEYS
+from ckptcompat.checkpoint.trainer_state import TrainerState
 from ckptcompat.errors import InvalidArgumentError
 
 __all__ = ["CheckpointManager"]
+
+#: save_agent metadata keys #2366 read into the file name; others it ignored.
+_KEYS_2366 = ("agent_step", "total_time", "score")
+
+
+def _deprecated(old: str, replacement: str) -> None:
+    """One DeprecationWarning at the caller of the public method that calls this."""
+    warnings.warn(
+        f"{old} is deprecated and will be removed; use {replacement} instead",
+        DeprecationWarning,
+        stacklevel=3,
+    )
 
 
 class CheckpointManager(SimpleCheckpointManager):
@@ -76,17 +94,33 @@ class CheckpointManager(SimpleCheckpointManager):
         wandb_run: Any = None,
     ) -> str:
         """As :meth:`SimpleCheckpointManager.save_agent`; ``total_time`` (seconds) is
-        accepted for ``total_time_s``.
+        accepted for ``total_time_s``. Other keys #2366 did not store (``upload_to_wandb``,
+        ``is_final``, ``total_train_time``, ``avg_reward``, ``category_scores`` ...) are
+        ignored with a UserWarning naming them; ``total_time_s`` and ``extra`` are passed on.
 
         ``wandb_run`` is #2366's upload target. ckptcompat uploads nothing: a run other
         than None gives a UserWarning saying so, and the ``file://`` URI is returned (#2366
         returned a ``wandb://`` URI after uploading). Upload the file yourself.
 
         Raises:
-            InvalidArgumentError: both ``total_time`` and ``total_time_s``; other keys as
-                SimpleCheckpointManager refuses them.
+            InvalidArgumentError: both ``total_time`` and ``total_time_s``.
         """
+        _deprecated(
+            "CheckpointManager.save_agent",
+            "SimpleCheckpointManager.save_agent(agent, epoch, {'agent_step', 'total_time_s', "
+            "'score', 'extra'})",
+        )
         given = dict(metadata or {})
+        ignored = sorted(k for k in given if k not in (*_KEYS_2366, *METADATA_KEYS))
+        if ignored:
+            warnings.warn(
+                f"CheckpointManager.save_agent ignores metadata keys {ignored}, as #2366 did "
+                "(it kept agent_step, total_time and score); put values to keep in "
+                "metadata['extra'] (a dict of primitives)",
+                UserWarning,
+                stacklevel=2,
+            )
+            given = {k: v for k, v in given.items() if k not in ignored}
         if "total_time" in given:
             if "total_time_s" in given:
                 raise InvalidArgumentError(
@@ -139,9 +173,40 @@ class CheckpointManager(SimpleCheckpointManager):
         Raises:
             CheckpointError: non-primitive state; and as SimpleCheckpointManager.
         """
+        _deprecated(
+            "CheckpointManager.save_trainer_state",
+            "SimpleCheckpointManager.save_trainer_state(..., extra={'stopwatch_state': ...})",
+        )
         merged = dict(extra or {})
         if stopwatch_state is not None:
             merged["stopwatch_state"] = stopwatch_state
         return super().save_trainer_state(
             optimizer, epoch, agent_step, scheduler=scheduler, extra=merged or None
+        )
+
+    def load_trainer_state(
+        self,
+        epoch: int | None = None,
+        *,
+        optimizer: torch.optim.Optimizer | None = None,
+        scheduler: Any = None,
+        restore_rng: bool = True,
+        verify: VerifyMode = DEFAULT_VERIFY,
+    ) -> TrainerState | None:
+        """As :meth:`SimpleCheckpointManager.load_trainer_state`: a TrainerState that reads
+        as #2366's dict (``state["optimizer_state"]``, ``state["stopwatch_state"]``).
+
+        With ``restore_rng`` (the default) it also restores torch's, numpy's and python's
+        global RNGs, which #2366 never saved; pass ``restore_rng=False`` to leave them.
+        """
+        _deprecated(
+            "CheckpointManager.load_trainer_state",
+            "SimpleCheckpointManager.load_trainer_state() and its TrainerState attributes",
+        )
+        return super().load_trainer_state(
+            epoch,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            restore_rng=restore_rng,
+            verify=verify,
         )

@@ -207,3 +207,33 @@ def test_keys_2366_ignored_are_ignored_with_a_warning(tmp_path: Path) -> None:
     assert "['avg_reward', 'category_scores', 'is_final', 'total_train_time', 'upload" in message
     entry = manager.list_checkpoints()[0]
     assert (entry.agent_step, entry.total_time_s, entry.score) == (5, 2.0, 0.5)
+
+
+def test_normalize_uri_and_get_policy_metadata(tmp_path: Path) -> None:
+    """Guards issue 15b's missing rows: #2366's static CheckpointManager.normalize_uri and
+    get_policy_metadata raised AttributeError."""
+    manager = _manager("r", tmp_path)
+    uri = manager.save_agent(MockAgent(), 3, {"agent_step": 30, "total_time": 7.9})
+    path = uri.removeprefix("file://")
+    with pytest.deprecated_call():
+        assert CheckpointManager.normalize_uri(path) == uri
+        assert CheckpointManager.normalize_uri("mock://k") == "mock://k"
+        metadata = CheckpointManager.get_policy_metadata(path)
+    assert metadata == {
+        "run_name": "r",
+        "epoch": 3,
+        "uri": uri,
+        "original_uri": path,
+        "agent_step": 30,
+        "total_time": 7,
+        "score": 0.0,
+    }
+    old = legacy.write_g2(MockAgent(), tmp_path / "old__e2__s64__t5__sc5000.pt")
+    with pytest.deprecated_call():
+        facts = CheckpointManager.get_policy_metadata(f"file://{old}")
+    assert (facts["run_name"], facts["epoch"], facts["agent_step"], facts["score"]) == (
+        "old",
+        2,
+        64,
+        0.5,
+    )

@@ -24,14 +24,22 @@ from torch import nn
 
 from ckptcompat.checkpoint.loading import DEFAULT_VERIFY, VerifyMode
 from ckptcompat.checkpoint.manager import SimpleCheckpointManager, check_selection
+from ckptcompat.checkpoint.layout import parse_filename
 from ckptcompat.checkpoint.saving import METADATA_KEYS
 from ckptcompat.checkpoint.trainer_state import TrainerState
+from ckptcompat.checkpoint.uri import file_uri, key_and_version, resolve
 from ckptcompat.errors import InvalidArgumentError
 
 __all__ = ["CheckpointManager"]
 
 #: save_agent metadata keys #2366 read into the file name; others it ignored.
 _KEYS_2366 = ("agent_step", "total_time", "score")
+
+
+def _normalize(uri: str) -> str:
+    if "://" in uri and not uri.startswith("file://"):
+        return uri
+    return file_uri(uri.removeprefix("file://"))
 
 
 def _deprecated(old: str, replacement: str) -> None:
@@ -138,6 +146,48 @@ class CheckpointManager(SimpleCheckpointManager):
                 stacklevel=2,
             )
         return super().save_agent(agent, epoch, given)
+
+    @staticmethod
+    def normalize_uri(uri: str) -> str:
+        """#2366's URI spelling: a path becomes ``file://<absolute path>``; ``file://``,
+        ``mock://`` and remote URIs are kept (remote ones are refused when loaded)."""
+        _deprecated("CheckpointManager.normalize_uri", "ckptcompat.checkpoint.uri.file_uri")
+        return _normalize(uri)
+
+    @staticmethod
+    def get_policy_metadata(uri: str) -> dict[str, Any]:
+        """#2366's metadata of a policy URI: ``run_name``, ``epoch``, ``uri`` (normalized),
+        ``original_uri``; for a checkpoint file, also ``agent_step``, ``total_time``
+        (whole seconds) and ``score`` (0.0 when none was saved, as #2366's names had
+        ``sc0``), read from index.json or a #2366 file name.
+
+        Raises:
+            InvalidArgumentError: a remote URI (wandb://, s3:// ...).
+            CheckpointError: as :func:`ckptcompat.checkpoint.uri.key_and_version`.
+        """
+        _deprecated(
+            "CheckpointManager.get_policy_metadata",
+            "ckptcompat.checkpoint.uri.key_and_version(uri) and manager.list_checkpoints()",
+        )
+        normalized = _normalize(uri)
+        run, epoch = key_and_version(normalized)
+        metadata: dict[str, Any] = {
+            "run_name": run,
+            "epoch": epoch,
+            "uri": normalized,
+            "original_uri": uri,
+        }
+        resolved = resolve(normalized)
+        name = None if resolved.path is None else parse_filename(resolved.path.name)
+        if resolved.entry is not None:
+            facts = (resolved.entry.agent_step, resolved.entry.total_time_s, resolved.entry.score)
+        elif name is not None and name.kind == "g2_dunder":
+            facts = (name.agent_step, name.total_time_s, name.score)
+        else:
+            return metadata
+        step, seconds, score = facts
+        metadata.update(agent_step=step, total_time=int(seconds or 0), score=score or 0.0)
+        return metadata
 
     def select_checkpoints(
         self, strategy: Literal["latest", "all"] = "latest", count: int = 1, metric: str = "epoch"

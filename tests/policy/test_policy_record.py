@@ -222,3 +222,15 @@ def test_malformed_wandb_uri_says_the_expected_format(uri: str) -> None:
     assert "wandb://<entity>/<project>/<name>" in str(caught.value)
     ok = _quiet(PolicyRecord, None, "x", "wandb://ent/proj/name", None)
     assert ok.extract_wandb_run_info() == ("ent", "proj", "name", None)
+
+
+def test_record_without_uri_says_how_to_get_a_key(tmp_path: Path) -> None:
+    """Guards issue 15b's doc finding on R6/A1: policy_record_or_mock(None).key_and_version()
+    raised ValueError "needs a uri; this record has none" with no advice."""
+    from ckptcompat.errors import InvalidArgumentError
+
+    store = _quiet(PolicyStore, data_dir=tmp_path)
+    mock = _quiet(store.policy_record_or_mock, None)
+    with pytest.raises(InvalidArgumentError, match="from_key_and_version") as caught:
+        mock.key_and_version()
+    assert isinstance(caught.value, ValueError)

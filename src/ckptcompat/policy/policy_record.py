@@ -173,11 +173,18 @@ class PolicyRecord:
         and directories go through :func:`ckptcompat.checkpoint.uri.key_and_version`.
 
         Raises:
-            ValueError: no URI; a bare key whose metadata epoch is not an int >= 0.
+            InvalidArgumentError: no URI (a ValueError too; the message says what to do).
+            ValueError: a bare key whose metadata epoch is not an int >= 0.
             CheckpointError: as :func:`ckptcompat.checkpoint.uri.key_and_version`.
         """
         if self.uri is None:
-            raise ValueError("PolicyRecord.key_and_version needs a uri; this record has none")
+            raise InvalidArgumentError(
+                "PolicyRecord.key_and_version needs a uri; this record has none",
+                expected="a file:// URI, a path, or mock://KEY[:vN]",
+                found=f"uri=None (run_name={self.run_name!r})",
+                fix="build a mock with MockPolicyRecord.from_key_and_version(key, version) "
+                "(policy_record_or_mock(None) has no key), or set record.uri",
+            )
         bare = self._bare_key()
         if bare is not None:
             return bare, self._epoch()

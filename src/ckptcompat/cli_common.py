@@ -175,21 +175,6 @@ def on_disk(uri: str) -> str:
     match = _RUN_VERSION.match(uri)
     if match is None or "://" in uri or os.path.exists(uri):
         return uri
-    from ckptcompat.checkpoint.layout import agent_filename, parse_filename
     from ckptcompat.checkpoint.uri import parse_uri
 
-    run, epoch = match["run"], int(match["epoch"])
-    folder = parse_uri(os.path.join(match["dir"] or ".", f"{run}:latest")).path
-    assert folder is not None
-    path = folder / agent_filename(run, epoch)
-    if path.is_file():
-        return str(path)
-    names = [parse_filename(p.name) for p in folder.glob("*.pt")]
-    epochs = sorted(n.epoch for n in names if n is not None and n.kind == "agent" and n.run == run)
-    raise CheckpointNotFoundError(
-        f"run {run!r} has no checkpoint at epoch {epoch}",
-        path=folder,
-        expected=f"{path.name} (URI {uri!r})",
-        found=f"epochs {', '.join(map(str, epochs))}" if epochs else "no checkpoints",
-        fix=f"pick one of those epochs, or use {run}:latest",
-    )
+    return str(parse_uri(uri).path)

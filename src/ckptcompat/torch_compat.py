@@ -36,6 +36,8 @@ from ckptcompat.errors import (
     CheckpointError,
     CheckpointNotFoundError,
     IncompatibleCheckpointError,
+    InvalidArgumentError,
+    MissingDependencyError,
     TrustedLoadWarning,
 )
 from ckptcompat.load_errors import translate
@@ -55,6 +57,8 @@ __all__ = [
     "TORCH_VERSION",
     "WEIGHTS_ONLY_IS_DEFAULT",
     "SafeGlobal",
+    "check_device",
+    "check_path",
     "load",
     "naive_load",
     "save",
@@ -170,8 +174,50 @@ def _describe(f: FileLike) -> str | None:
     return getattr(f, "name", None) if isinstance(getattr(f, "name", None), str) else None
 
 
-def _check_path(f: FileLike) -> None:
-    """Refuse missing, directory and unreadable paths before torch sees them."""
+def check_device(device: Any) -> None:
+    """Refuse a device this machine lacks before any load uses it.
+
+    Without it a ``cuda`` map_location fails inside torch, differently per version (2.4:
+    "Attempting to deserialize object on a CUDA device" inside the weights-only unpickler,
+    read as an unsafe file; 2.6: "weights_only=True failed"). Callables and None pass.
+
+    Raises:
+        InvalidArgumentError: an unknown device string, or a CUDA/MPS device that is not
+            available here (a ValueError too).
+    """
+    if device is None or callable(device) or isinstance(device, dict):
+        return
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise InvalidArgumentError(
+            "unknown device", expected="'cpu', 'cuda', 'cuda:N' or 'mps'", found=repr(device)
+        ) from exc
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (dev.index is not None and dev.index >= count):
+            raise InvalidArgumentError(
+                f"device {str(dev)!r} is not available on this machine",
+                expected="a device this machine has",
+                found=f"{count} CUDA device(s)",
+                fix="load with device='cpu' (PolicyStore(device='cpu'), load_agent(device='cpu'))",
+            )
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise InvalidArgumentError(
+            "device 'mps' is not available on this machine",
+            expected="a device this machine has",
+            found="no MPS backend",
+            fix="load with device='cpu'",
+        )
+
+
+def check_path(f: FileLike) -> None:
+    """Refuse missing, directory and unreadable paths before torch (or a scan) sees them.
+
+    Raises:
+        CheckpointNotFoundError: nothing at the path, or a directory.
+        CheckpointError: an unreadable file.
+    """
     if not isinstance(f, (str, os.PathLike)):
         return
     path = os.fspath(f)
@@ -267,7 +313,8 @@ def load(
             static scan) refuses; ``.globals`` lists the offenders.
         IncompatibleCheckpointError: TorchScript archive, alias needing 2.6+, unknown dtype.
     """
-    _check_path(f)
+    check_path(f)
+    check_device(map_location)
     _normalise_entries(safe_globals)  # an alias torch lacks is refused before any read
     kind = _prescan(f, safe_globals, mmap=mmap)
     # torch refuses mmap for legacy (non-zip) files before judging their contents; load
@@ -296,8 +343,9 @@ def trusted_load(
 
     Raises:
         CheckpointNotFoundError, CorruptCheckpointError, CheckpointError.
+        MissingDependencyError: the file names a module that is not installed here.
     """
-    _check_path(f)
+    check_path(f)
     warnings.warn(
         f"trusted_load: unpickling {_describe(f) or 'a file object'} with weights_only=False "
         "can execute arbitrary code; do this only for files from a trusted source",
@@ -306,6 +354,17 @@ def trusted_load(
     )
     try:
         return torch.load(f, map_location=map_location, weights_only=False)
+    except ModuleNotFoundError as exc:
+        module = exc.name or str(exc)
+        raise MissingDependencyError(
+            f"the checkpoint's classes live in module {module!r}, which is not installed here",
+            path=_describe(f),
+            expected=f"module {module!r} importable (a trusted load rebuilds the saved objects)",
+            found=f"ModuleNotFoundError: {exc}",
+            fix=f"install the package that provides {module.split('.')[0]!r} (for Metta's "
+            "files, the metta repository) in this environment and run the trusted migration "
+            "again",
+        ) from exc
     except Exception as exc:
         raise _translated(exc, f, weights_only=False) from exc
 
@@ -321,7 +380,7 @@ def naive_load(
     weights-only. Harness and ``repro`` only, always in a subprocess, never on the
     malicious corpus. Failures are translated like :func:`load`'s.
     """
-    _check_path(f)
+    check_path(f)
     try:
         return torch.load(f, map_location=map_location)
     except Exception as exc:

@@ -34,7 +34,7 @@ pytestmark = pytest.mark.one_cell
         ("r_v12.trainer.pt", CheckpointName("trainer", "r", 12)),
         ("model_0007.pt", CheckpointName("g1", None, 7)),
         ("run:v5.pt", CheckpointName("g2_colon", "run", 5)),
-        ("run__e3__s100__t5__sc12500.pt", CheckpointName("g2_dunder", "run", 3)),
+        ("run__e3__s100__t5__sc12500.pt", CheckpointName("g2_dunder", "run", 3, 100, 5.0, 1.25)),
         (".r_v1.pt.tmp-123", None),
         ("index.json", None),
         (".lock", None),

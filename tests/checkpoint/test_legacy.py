@@ -120,3 +120,77 @@ def test_g2_file_names_follow_both_old_schemes() -> None:
     )
     assert legacy.g2_filename("r", 3, scheme="colon") == "r:v3.pt"
     assert legacy.g1_filename(12) == "model_0012.pt"
+
+
+def _metta_g1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A G1 file as Metta wrote it: metta.agent.policy_record.PolicyRecord holding a
+    metta.agent.policy_metadata.PolicyMetadata and a metta.agent.metta_agent.MettaAgent.
+    The metta modules exist only while saving, so metta is not importable when reading."""
+    import importlib.util
+    import sys
+    import types
+
+    assert importlib.util.find_spec("metta") is None  # the premise: no metta installed
+
+    class MettaAgent(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = torch.nn.Linear(4, 2)
+
+    class PolicyMetadata(dict):  # Metta's was a dict subclass
+        pass
+
+    class PolicyRecord:
+        pass
+
+    path = tmp_path / "oldrun" / "checkpoints" / "model_0004.pt"
+    path.parent.mkdir(parents=True)
+    with monkeypatch.context() as patch:
+        for package in ("metta", "metta.agent"):
+            patch.setitem(sys.modules, package, types.ModuleType(package))
+        for module_name, cls in (
+            ("metta.agent.metta_agent", MettaAgent),
+            ("metta.agent.policy_metadata", PolicyMetadata),
+            ("metta.agent.policy_record", PolicyRecord),
+        ):
+            module = types.ModuleType(module_name)
+            cls.__module__, cls.__qualname__ = module_name, cls.__name__
+            setattr(module, cls.__name__, cls)
+            patch.setitem(sys.modules, module_name, module)
+        record = PolicyRecord()
+        record.__dict__.update(
+            _policy_store=None,
+            run_name="oldrun",
+            uri=f"file://{path}",
+            _metadata=PolicyMetadata(agent_step=10, epoch=4, generation=0, train_time=0.0),
+            _cached_policy=MettaAgent(),
+        )
+        torch.save(record, path)
+    return path
+
+
+def test_metta_g1_is_refused_saying_install_metta_and_trust(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Guards issue 15b bug 3: Metta's own G1 pickles (metta.agent.* globals) were refused
+    with advice that cannot work without metta, and `migrate --trust` then died of an
+    untyped ModuleNotFoundError: the refusal names every metta class and says to install
+    the package providing 'metta' and migrate with --trust; the trusted migration without
+    metta is MissingDependencyError naming the module."""
+    from ckptcompat.checkpoint.migrate import migrate
+    from ckptcompat.errors import MissingDependencyError
+
+    path = _metta_g1(tmp_path, monkeypatch)
+    with pytest.raises(UnsafeCheckpointError) as caught:
+        legacy.read_checkpoint(path)
+    assert set(caught.value.globals) >= {
+        "metta.agent.policy_record.PolicyRecord",
+        "metta.agent.policy_metadata.PolicyMetadata",
+        "metta.agent.metta_agent.MettaAgent",
+    }
+    assert "install the package that provides 'metta'" in str(caught.value)
+    assert "--trust" in str(caught.value)
+    with pytest.raises(MissingDependencyError, match="module 'metta'") as missing:
+        with pytest.warns(torch_compat.TrustedLoadWarning):
+            migrate(path, tmp_path / "out", trust=True)
+    assert "the package that provides 'metta'" in str(missing.value)

@@ -170,3 +170,18 @@ def test_uri_atomic_and_index_import_neither_torch_nor_numpy() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_run_version_uri_names_that_epoch(tmp_path: Path) -> None:
+    """Guards issue 15b bug 15: SimpleCheckpointManager.load_from_uri("DIR/r:v1") (and the
+    deprecated CheckpointManager's) raised CheckpointNotFoundError while
+    `ckptcompat run evaluate --uri DIR/r:v1` accepted it: one parser for both now."""
+    manager = SimpleCheckpointManager("r", tmp_path)
+    manager.save_agent(MockAgent(), 1)
+    manager.save_agent(MockAgent(), 2)
+    for uri in (f"{tmp_path}/r:v1", f"file://{tmp_path}/r:v1", f"{tmp_path}/r/checkpoints/r:v1"):
+        assert parse_uri(uri).path == tmp_path / "r" / "checkpoints" / "r_v1.pt"
+        assert isinstance(SimpleCheckpointManager.load_from_uri(uri), MockAgent)
+        assert key_and_version(uri) == ("r", 1)
+    with pytest.raises(CheckpointNotFoundError, match="epochs 1, 2"):
+        SimpleCheckpointManager.load_from_uri(f"{tmp_path}/r:v7")

@@ -815,3 +815,22 @@ def test_from_shards_and_context_old_positional_call(tmp_path: Path) -> None:
     ).close()
     with pytest.raises(StatsDBError, match="exactly once"):
         SimulationStatsDB.from_shards_and_context("s3", shards, {}, "n", "e")
+
+
+def test_new_db_creates_its_directories(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Guards issue 15b bug 10: EpisodeStatsDB(Path('.../newdir/a/b/x.duckdb')) raised
+    StatsDBError "cannot open the stats DB ... IO Error" where Metta's class made the parent
+    directories; from_shards_and_context over a missing shard directory failed the same
+    way, where Metta answered an empty DB and a warning."""
+    with EpisodeStatsDB(tmp_path / "newdir" / "a" / "b" / "x.duckdb") as db:
+        assert "episodes" in db.tables()
+    with caplog.at_level(logging.WARNING):
+        merged = SimulationStatsDB.from_shards_and_context(
+            "sim", tmp_path / "no_shards_here", {}, "n", "e", POLICY
+        )
+    with merged:
+        assert merged.query("SELECT COUNT(*) AS n FROM episodes") == [{"n": 0}]
+    assert "did not exist" in caplog.text
+    with pytest.raises(StatsDBError, match="does not exist"):
+        EpisodeStatsDB(tmp_path / "elsewhere" / "y.duckdb", read_only=True)
+    assert not (tmp_path / "elsewhere").exists()

@@ -188,3 +188,49 @@ def test_bare_and_mock_uris_key_by_metadata_epoch(tmp_path: Path) -> None:
     assert by_path.key_and_version() == ("run", 2)  # data_dir/run is a run directory
     with pytest.raises(ValueError, match="epoch"):
         _quiet(PolicyRecord, None, "r", "k", {"epoch": None}).key_and_version()
+
+
+def test_unsaved_file_record_keys_by_run_and_epoch(tmp_path: Path) -> None:
+    """Guards issue 15b bug 12: PolicyRecord(ps, "myrun", "file:///.../not_saved_yet.pt",
+    PolicyMetadata(epoch=3)).key_and_version() (and SimulationStatsDB.key_and_version(pr))
+    raised CheckpointNotFoundError although run and epoch are on the record; the key is the
+    one PolicyStore.save then writes."""
+    from ckptcompat.evaluation.stats_db import SimulationStatsDB
+
+    store = _quiet(PolicyStore, data_dir=tmp_path)
+    meta = _quiet(PolicyMetadata, epoch=3)
+    for uri in (f"{tmp_path}/not_saved_yet.pt", f"file://{tmp_path}/not_saved_yet.pt"):
+        record = _quiet(PolicyRecord, store, "myrun", uri, meta)
+        assert record.key_and_version() == ("myrun", 3)
+        assert SimulationStatsDB.key_and_version(record) == ("myrun", 3)
+    record.policy = MockAgent()
+    _quiet(store.save, record)
+    assert record.key_and_version() == ("myrun", 3)
+
+
+@pytest.mark.parametrize("uri", ["wandb://run/my_run:v3", "wandb://a/b/c/d", "wandb://a//n"])
+def test_malformed_wandb_uri_says_the_expected_format(uri: str) -> None:
+    """Guards issue 15b bug 14: PolicyRecord(None, 'x', 'wandb://run/my_run:v3', md)
+    .extract_wandb_run_info() raised a raw "not enough values to unpack" ValueError; Metta
+    said "Failed to parse wandb URI ... Expected format: wandb://<entity>/<project>/<name>"."""
+    from ckptcompat.errors import InvalidArgumentError
+
+    record = _quiet(PolicyRecord, None, "x", uri, None)
+    with pytest.raises(InvalidArgumentError, match="Failed to parse wandb URI") as caught:
+        record.extract_wandb_run_info()
+    assert isinstance(caught.value, ValueError)
+    assert "wandb://<entity>/<project>/<name>" in str(caught.value)
+    ok = _quiet(PolicyRecord, None, "x", "wandb://ent/proj/name", None)
+    assert ok.extract_wandb_run_info() == ("ent", "proj", "name", None)
+
+
+def test_record_without_uri_says_how_to_get_a_key(tmp_path: Path) -> None:
+    """Guards issue 15b's doc finding on R6/A1: policy_record_or_mock(None).key_and_version()
+    raised ValueError "needs a uri; this record has none" with no advice."""
+    from ckptcompat.errors import InvalidArgumentError
+
+    store = _quiet(PolicyStore, data_dir=tmp_path)
+    mock = _quiet(store.policy_record_or_mock, None)
+    with pytest.raises(InvalidArgumentError, match="from_key_and_version") as caught:
+        mock.key_and_version()
+    assert isinstance(caught.value, ValueError)

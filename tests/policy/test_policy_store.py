@@ -359,3 +359,122 @@ def test_pre_august_config_constructor_and_mock_policy(tmp_path: Path) -> None:
     assert type(loaded.policy).__name__ == "MockPolicy"
     assert torch.equal(loaded.policy(x), policy(x)) and loaded.policy(x).shape == (1, 10)
     assert loaded.metadata["action_names"] == ["move"] and loaded.metadata == pr.metadata
+
+
+def test_2366_file_name_facts_reach_the_metadata(tmp_path: Path) -> None:
+    """Guards issue 15b bug 2: PolicyStore().load_from_uri('run__e1__s128__t0__sc130000.pt')
+    answered agent_step 0 and no score although the name (and migrate) say 128 and 13.0, so
+    policy_record(dir, "top") over #2366 files fell back to latest."""
+    directory = tmp_path / "run" / "checkpoints"
+    for epoch, score in ((1, 13.0), (2, 0.5), (3, 0.25)):
+        name = legacy.g2_filename("run", epoch, agent_step=epoch * 64, total_time_s=7, score=score)
+        legacy.write_g2(MockAgent(), directory / name)
+    store = _store(tmp_path)
+    with pytest.deprecated_call():
+        record = store.load_from_uri(str(directory / "run__e1__s64__t7__sc130000.pt"))
+    meta = record.metadata
+    assert (meta.epoch, meta.agent_step, meta.train_time, meta["score"]) == (1, 64, 7.0, 13.0)
+    with pytest.deprecated_call():
+        best = store.policy_record(str(directory), "top")
+    assert best.metadata.epoch == 1
+
+
+def test_save_of_a_plain_module_is_agent_mismatch(tmp_path: Path) -> None:
+    """Guards issue 15b bug 7: pr.policy = torch.nn.Linear(2, 2); ps.save(pr, '.../r_v1.pt')
+    raised a raw AttributeError ('Linear' object has no attribute 'config') from format.py,
+    where row P14 promises AgentMismatchError; nothing is written."""
+    from ckptcompat.errors import AgentMismatchError
+
+    store = _store(tmp_path)
+    with pytest.deprecated_call():
+        record = store.create_empty_policy_record("r", tmp_path)
+        record.metadata = PolicyMetadata(epoch=1)
+    record.policy = torch.nn.Linear(2, 2)
+    with pytest.raises(AgentMismatchError, match="config") as caught, pytest.deprecated_call():
+        store.save(record, tmp_path / "r_v1.pt")
+    assert "torch.nn.modules.linear.Linear" in str(caught.value)
+    assert not (tmp_path / "r_v1.pt").exists()
+
+
+@pytest.mark.parametrize("spelling", ["{d}/missing.pt", "file://{d}/missing.pt", "{d}/nodir/"])
+def test_missing_checkpoint_is_checkpoint_not_found(tmp_path: Path, spelling: str) -> None:
+    """Guards issue 15b bug 8: ps.load_from_uri('/tmp/definitely_missing.pt') (also file://
+    and a missing directory) raised the builtin FileNotFoundError from the scan's
+    archive reader instead of CheckpointNotFoundError (still a FileNotFoundError)."""
+    from ckptcompat.errors import CheckpointNotFoundError
+
+    store = _store(tmp_path)
+    with pytest.deprecated_call(), pytest.raises(CheckpointNotFoundError, match="no checkpoint"):
+        store.load_from_uri(spelling.format(d=tmp_path))
+
+
+def test_save_to_model_name_keys_by_the_saved_run(tmp_path: Path) -> None:
+    """Guards issue 15b bug 11: a record run_name="my_run" saved to
+    .../myrun/checkpoints/model_0005.pt reloaded with run_name 'my_run' but keyed as
+    ('myrun', 5), and in a flat directory as the directory's name: the saved payload is
+    the key, so key_and_version agrees with run_name."""
+    store = _store(tmp_path)
+    nested = tmp_path / "myrun" / "checkpoints" / "model_0005.pt"
+    for target in (nested, tmp_path / "model_0005.pt"):
+        with pytest.deprecated_call():
+            record = PolicyRecord(store, "my_run", f"file://{target}", PolicyMetadata(epoch=5))
+        record.policy = MockAgent()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with pytest.deprecated_call():
+            store.save(record)
+            loaded = store.load_from_uri(str(target))
+        assert loaded.run_name == "my_run"
+        assert loaded.key_and_version() == record.key_and_version() == ("my_run", 5)
+    # A real G1 pickle still keys by its run directory.
+    directory = _g1_dir(tmp_path, [3], [None])
+    with pytest.deprecated_call():
+        assert store.load_from_uri(str(directory / "model_0003.pt")).key_and_version() == (
+            "oldrun",
+            3,
+        )
+
+
+def test_saved_run_name_of_an_invalid_run_name(tmp_path: Path) -> None:
+    """Guards issue 15b bug 13: row P13 said an invalid run name falls back to the file
+    stem ('zz') while save wrote 'bad_run_'; the rule (run name made valid, a path-named
+    record's file stem, else the file stem) is now the row's and the code's."""
+    store = _store(tmp_path)
+    cases = (("bad run!", "zz.pt", "bad_run_"), (f"{tmp_path}/old name.pt", "zz2.pt", "old_name"))
+    for run_name, file_name, expected in cases:
+        with pytest.deprecated_call():
+            record = PolicyRecord(store, run_name, None, PolicyMetadata(epoch=1))
+        record.policy = MockAgent()
+        with pytest.deprecated_call():
+            store.save(record, tmp_path / file_name)
+            loaded = store.load_from_uri(str(tmp_path / file_name))
+        assert loaded.run_name == expected and loaded.key_and_version() == (expected, 1)
+    with pytest.deprecated_call():
+        record = PolicyRecord(store, None, None, PolicyMetadata(epoch=2))
+    record.policy = MockAgent()
+    with pytest.deprecated_call():
+        store.save(record, tmp_path / "zz3.pt")
+        assert store.load_from_uri(str(tmp_path / "zz3.pt")).run_name == "zz3"
+
+
+def test_cuda_store_on_a_cpu_machine_says_use_cpu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Guards issue 15b bug 9: PolicyStore(device="cuda").load_from_uri(p) on a CPU-only
+    machine raised UnsafeCheckpointError ("Attempting to deserialize object on a CUDA
+    device", torch 2.4) or CheckpointError ("weights_only=True failed", 2.6): one typed
+    error on every torch, saying there is no CUDA device and to use device="cpu"."""
+    from ckptcompat.errors import InvalidArgumentError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    safe = SimpleCheckpointManager("r", tmp_path).save_agent(MockAgent(), 1)
+    g2 = legacy.write_g2(MockAgent(), tmp_path / "r__e2__s1__t0__sc0.pt")
+    with pytest.deprecated_call():
+        store = PolicyStore(device="cuda", data_dir=tmp_path)
+    for uri in (safe, str(g2)):
+        with pytest.raises(InvalidArgumentError, match="device='cpu'") as caught:
+            with pytest.deprecated_call():
+                store.load_from_uri(uri)
+        assert "'cuda' is not available" in str(caught.value)
+        assert isinstance(caught.value, ValueError)
+    with pytest.raises(InvalidArgumentError, match="not available"):
+        SimpleCheckpointManager("r", tmp_path).load_agent(1, device="cuda:0")

@@ -41,6 +41,7 @@ from ckptcompat.agents.registry import class_path_of, validate_config
 from ckptcompat.checkpoint.layout import validate_run_name
 from ckptcompat.checkpoint.rng import capture_rng_state, validate_rng_state
 from ckptcompat.errors import (
+    AgentMismatchError,
     CheckpointError,
     CorruptCheckpointError,
     IncompatibleCheckpointError,
@@ -134,7 +135,7 @@ def _check_count(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
         raise CheckpointError(
             f"{name} must be a non-negative int",
-            expected="an int >= 0 (0 is a valid epoch)",
+            expected="an int >= 0" + (" (0 is a valid epoch)" if name == "epoch" else ""),
             found=repr(value),
             fix=f"pass {name} as a Python int",
         )
@@ -144,7 +145,8 @@ def _check_count(name: str, value: Any) -> int:
 def _check_score(score: Any) -> float | None:
     if score is None:
         return None
-    if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+    # numbers.Real: numpy scalars (np.float32(0.5)) too, as agent_step takes np.int64.
+    if isinstance(score, bool) or not isinstance(score, numbers.Real) or not math.isfinite(score):
         raise CheckpointError(
             "score must be a finite number or None",
             expected="a finite float, or None when no score exists yet",
@@ -155,7 +157,7 @@ def _check_score(score: Any) -> float | None:
 
 
 def _check_seconds(total_time_s: Any) -> float:
-    if isinstance(total_time_s, bool) or not isinstance(total_time_s, (int, float)):
+    if isinstance(total_time_s, bool) or not isinstance(total_time_s, numbers.Real):
         raise CheckpointError(
             "total_time_s must be a number of seconds",
             expected="an int or float >= 0",
@@ -210,6 +212,15 @@ def build_agent_payload(
             non-tensor state_dict entry that is not primitives.
     """
     class_path = class_path_of(agent)
+    if not hasattr(agent, "config"):
+        raise AgentMismatchError(
+            "this policy cannot be saved in the safe format: it has no config",
+            expected="an agent whose class has a `config` dict of its constructor arguments "
+            "and a `from_config` (the safe format rebuilds it from class_path + config)",
+            found=f"a {class_path} without a `config` attribute",
+            fix="give the class a config dict and a from_config, or save an agent from "
+            "ckptcompat.agents",
+        )
     config = agent.config
     validate_config(config)
     extra = _check_extra(extra)

@@ -61,7 +61,9 @@ AGENT_FILE_RE = re.compile(r"^(?P<run>[^/:]+)_v(?P<epoch>\d+)\.pt$")
 TRAINER_FILE_RE = re.compile(r"^(?P<run>[^/:]+)_v(?P<epoch>\d+)\.trainer\.pt$")
 _G1_RE = re.compile(r"^model_(?P<epoch>\d+)\.pt$")
 _G2_COLON_RE = re.compile(r"^(?P<run>[^/:]+):v(?P<epoch>\d+)\.pt$")
-_G2_DUNDER_RE = re.compile(r"^(?P<run>(?:(?!__)[^/:])+)__e(?P<epoch>\d+)__s\d+__t\d+__sc-?\d+\.pt$")
+_G2_DUNDER_RE = re.compile(
+    r"^(?P<run>(?:(?!__)[^/:])+)__e(?P<epoch>\d+)__s(?P<s>\d+)__t(?P<t>\d+)__sc(?P<sc>-?\d+)\.pt$"
+)
 _TEMP_RE = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<pid>\d+)$")
 
 NameKind = Literal["agent", "trainer", "g1", "g2_colon", "g2_dunder"]
@@ -129,11 +131,19 @@ def is_temp_name(name: str) -> bool:
 
 @dataclass(frozen=True)
 class CheckpointName:
-    """What a file name says. ``run`` is None for G1 (its run is the directory's name)."""
+    """What a file name says. ``run`` is None for G1 (its run is the directory's name).
+
+    Only #2366's ``<run>__e<E>__s<S>__t<T>__sc<SC>.pt`` names carry training facts:
+    ``agent_step`` S, ``total_time_s`` T and ``score`` SC / 10000 (#2366 wrote
+    ``int(score * 10000)``); other names leave them None.
+    """
 
     kind: NameKind
     run: str | None
     epoch: int
+    agent_step: int | None = None
+    total_time_s: float | None = None
+    score: float | None = None
 
 
 def parse_filename(name: str) -> CheckpointName | None:
@@ -150,5 +160,10 @@ def parse_filename(name: str) -> CheckpointName | None:
         match = pattern.match(name)
         if match is not None:
             run = match.groupdict().get("run")
-            return CheckpointName(kind, run, int(match.group("epoch")))  # type: ignore[arg-type]
+            epoch = int(match.group("epoch"))
+            if kind == "g2_dunder":
+                return CheckpointName(
+                    kind, run, epoch, int(match["s"]), float(match["t"]), int(match["sc"]) / 10000
+                )
+            return CheckpointName(kind, run, epoch)  # type: ignore[arg-type]
     return None

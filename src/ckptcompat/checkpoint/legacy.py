@@ -16,6 +16,7 @@ generation into the safe format.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -128,8 +129,10 @@ def required_allowlist(path: str | os.PathLike[str]) -> tuple[list[str], list[st
     stay in (torch 2.4/2.5 refuse them by default) and are curated.
 
     Raises:
+        CheckpointNotFoundError: no file at ``path`` (a FileNotFoundError too).
         CorruptCheckpointError: the file is not a torch checkpoint (see ``scan.precheck``).
     """
+    torch_compat.check_path(path)
     scan.precheck(path, full=False)
     curated, rest = allowlist.partition(scan.scan(path).globals)
     # Curated names are passed even when some torch accepts them by default: adding a
@@ -165,6 +168,14 @@ def interpret(obj: Any, path: Path, names: list[str] | tuple[str, ...] = ()) -> 
     if isinstance(obj, nn.Module):
         return _from_agent("g2", obj, path, {}, names)
     policy = getattr(obj, "_cached_policy", None)
+    if policy is None and "_cached_policy" in getattr(obj, "__dict__", {}):
+        raise IncompatibleCheckpointError(
+            "this PolicyRecord was saved without its policy",
+            path=path,
+            expected="a PolicyRecord (G1) whose _cached_policy holds the agent",
+            found=f"{type(obj).__module__}.{type(obj).__qualname__} with _cached_policy None",
+            fix="load the checkpoint the record was made from instead",
+        )
     if isinstance(policy, nn.Module):
         meta = obj.__dict__.get("_metadata", obj.__dict__.get("checkpoint", {}))
         metadata = dict(meta) if isinstance(meta, Mapping) else {}
@@ -201,6 +212,22 @@ def _from_agent(
     )
 
 
+def _install_hint(offenders: list[str]) -> str:
+    """"install ... and " for offenders whose top-level package is not importable here.
+
+    ``find_spec`` of a top-level name only searches ``sys.path``; it runs no code of the
+    package (a trusted migration needs the classes importable, e.g. ``metta`` for Metta's
+    own ``MettaAgent``).
+    """
+    missing = sorted(
+        {n.split(".")[0] for n in offenders if importlib.util.find_spec(n.split(".")[0]) is None}
+    )
+    if not missing:
+        return ""
+    modules = ", ".join(repr(m) for m in missing)
+    return f"install the package that provides {modules} (not importable here), then "
+
+
 def read_checkpoint(
     path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu"
 ) -> LegacyCheckpoint:
@@ -232,7 +259,8 @@ def read_checkpoint(
             )
             if dangerous
             else "run `ckptcompat doctor FILE`; if you trust the file, "
-            "`ckptcompat migrate FILE DST --trust` converts it to the safe format",
+            + _install_hint(offenders)
+            + "`ckptcompat migrate FILE DST --trust` converts it to the safe format",
         )
     obj = torch_compat.load(
         path, safe_globals=allowlist.resolve(curated), map_location=map_location

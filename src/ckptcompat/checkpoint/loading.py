@@ -26,12 +26,14 @@ from typing import Any, Literal
 from torch import nn
 
 from ckptcompat import torch_compat
+from ckptcompat.checkpoint import legacy
 from ckptcompat.checkpoint.digest_reader import DigestingReader
 from ckptcompat.checkpoint.format import validate_agent_payload
 from ckptcompat.checkpoint.index import CheckpointEntry, TrainerEntry
 from ckptcompat.checkpoint.rebuild import Device, rebuild_agent
 from ckptcompat.checkpoint.uri import check_name_agrees
 from ckptcompat.errors import (
+    AgentMismatchError,
     CheckpointError,
     CheckpointNotFoundError,
     CorruptCheckpointError,
@@ -44,6 +46,7 @@ __all__ = [
     "VerifyMode",
     "check_verify",
     "load_agent_file",
+    "load_legacy_agent",
     "load_verified",
 ]
 
@@ -160,8 +163,37 @@ def load_agent_file(
         CheckpointNotFoundError, CorruptCheckpointError, IncompatibleCheckpointError,
         UnsafeCheckpointError, AgentMismatchError: see ``SimpleCheckpointManager.load_agent``.
         CheckpointError: the file name disagrees with the payload's run or epoch.
+        InvalidArgumentError: ``device`` is not available here (``cuda`` on a CPU machine).
     """
+    torch_compat.check_device(device)  # before reading: the rebuild would fail only at the end
     payload = validate_agent_payload(load_verified(path, entry, verify), path)
     meta = payload["metadata"]
     check_name_agrees(path, meta["run"], meta["epoch"])
     return rebuild_agent(payload, path, device)
+
+
+def load_legacy_agent(path: Path, device: Device = "cpu") -> nn.Module:
+    """Load the agent of a legacy file (G1 record, G2 whole agent) with the legacy reader.
+
+    ``weights_only=True`` plus the curated allowlist (never ``weights_only=False``); a
+    safe-format file that merely carries a legacy name is loaded as one.
+
+    Raises:
+        UnsafeCheckpointError: globals outside the allowlist (``.globals`` lists them).
+        AgentMismatchError: the file holds weights (a state_dict) but no agent.
+        CorruptCheckpointError, CheckpointNotFoundError, IncompatibleCheckpointError:
+            as :func:`ckptcompat.checkpoint.legacy.read_checkpoint`.
+    """
+    torch_compat.check_device(device)
+    ckpt = legacy.read_checkpoint(path, map_location="cpu")
+    if ckpt.generation == "safe_v1":
+        return load_agent_file(path, device, "none")
+    if ckpt.agent is None:
+        raise AgentMismatchError(
+            "this file holds weights but no agent to load them into",
+            path=path,
+            expected="an agent checkpoint",
+            found=f"a {ckpt.generation}",
+            fix="migrate it with `ckptcompat migrate FILE DST --class-path ... --config ...`",
+        )
+    return ckpt.agent.to(device)

@@ -29,6 +29,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from ckptcompat import torch_compat
 from ckptcompat.checkpoint.cache import AgentCache, cache_key
 from ckptcompat.checkpoint.format import (
     build_agent_payload,
@@ -39,6 +40,7 @@ from ckptcompat.checkpoint.index import RANK_METRICS, CheckpointEntry, TrainerEn
 from ckptcompat.checkpoint.layout import (
     agent_filename,
     checkpoints_dir,
+    parse_filename,
     run_dir,
     trainer_filename,
     validate_run_name,
@@ -49,6 +51,7 @@ from ckptcompat.checkpoint.loading import (
     VerifyMode,
     check_verify,
     load_agent_file,
+    load_legacy_agent,
     load_verified,
 )
 from ckptcompat.checkpoint.run_store import RunStore
@@ -57,9 +60,25 @@ from ckptcompat.checkpoint.trainer_state import TrainerState, apply_trainer_stat
 from ckptcompat.checkpoint.uri import file_uri, resolve
 from ckptcompat.errors import CheckpointNotFoundError
 
-__all__ = ["SimpleCheckpointManager"]
+__all__ = ["SimpleCheckpointManager", "check_selection"]
 
 _STRATEGIES = ("latest", "all")
+#: File names of the generations before the safe format (read by the legacy reader).
+_LEGACY_KINDS = ("g1", "g2_colon", "g2_dunder")
+
+
+def check_selection(strategy: str, count: int, metric: str) -> None:
+    """Check :meth:`SimpleCheckpointManager.select_checkpoints`' arguments.
+
+    Raises:
+        ValueError: unknown strategy or metric, count < 1.
+    """
+    if strategy not in _STRATEGIES:
+        raise ValueError(f"strategy must be one of {_STRATEGIES}, not {strategy!r}")
+    if metric not in RANK_METRICS:
+        raise ValueError(f"metric must be one of {RANK_METRICS}, not {metric!r}")
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"count must be an int >= 1, not {count!r}")
 
 
 class SimpleCheckpointManager:
@@ -193,19 +212,27 @@ class SimpleCheckpointManager:
         """Load an agent from ``file://PATH``, a bare path, a run directory,
         ``DIR/<run>:latest`` or ``mock://KEY[:vN]`` (a fresh ``MockAgent``).
 
-        A file listed in its directory's index.json is verified against it; a file
-        outside a managed run has no recorded size or digest and is loaded unverified.
+        Legacy names (G1 ``model_<NNNN>.pt``, #2366's ``<run>__e<E>__s<S>__t<T>__sc<SC>.pt``,
+        ``<run>:v<E>.pt``) are read by the legacy reader: ``weights_only=True`` plus the
+        curated allowlist, as ``migrate`` reads them. A file listed in its directory's
+        index.json is verified against it; a file outside a managed run has no recorded
+        size or digest and is loaded unverified.
 
         Raises:
             CheckpointError: an unsupported URI scheme (wandb, s3, gs, http(s)); and
             everything :meth:`load_agent` raises.
+            UnsafeCheckpointError: a legacy file naming globals outside the allowlist.
         """
         check_verify(verify)
         resolved = resolve(uri)
         if resolved.path is None:
             from ckptcompat.agents.mock import MockAgent
 
+            torch_compat.check_device(device)
             return MockAgent().to(device)
+        name = parse_filename(resolved.path.name)
+        if resolved.entry is None and name is not None and name.kind in _LEGACY_KINDS:
+            return load_legacy_agent(resolved.path, device)
         return load_agent_file(resolved.path, device, verify, resolved.entry)
 
     # ------------------------------------------------------------------ selection
@@ -224,15 +251,11 @@ class SimpleCheckpointManager:
             ValueError: unknown strategy or metric, count < 1.
             CorruptCheckpointError: a malformed index.json.
         """
-        if strategy not in _STRATEGIES:
-            raise ValueError(f"strategy must be one of {_STRATEGIES}, not {strategy!r}")
-        if metric not in RANK_METRICS:
-            raise ValueError(f"metric must be one of {RANK_METRICS}, not {metric!r}")
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise ValueError(f"count must be an int >= 1, not {count!r}")
+        check_selection(strategy, count, metric)
         entries = self._store.index().ranked(metric)
-        if strategy == "latest":
-            entries = entries[:count]
+        return self._uris(entries[:count] if strategy == "latest" else entries)
+
+    def _uris(self, entries: list[CheckpointEntry]) -> list[str]:
         return [file_uri(self._store.entry_path(e)) for e in entries]
 
     def find_best_checkpoint(self, metric: str = "score") -> str:

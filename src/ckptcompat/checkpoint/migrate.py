@@ -12,7 +12,6 @@ bitwise with the source's; a mismatch removes the new file and raises.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -36,8 +35,6 @@ from ckptcompat.errors import (
 from ckptcompat.scan.torch_names import WEIGHTS_ONLY_GLOBALS
 
 __all__ = ["MigrationReport", "migrate"]
-
-_DUNDER = re.compile(r"__e(?P<e>\d+)__s(?P<s>\d+)__t(?P<t>\d+)__sc(?P<sc>-?\d+)\.pt$")
 
 
 @dataclass(frozen=True)
@@ -106,11 +103,11 @@ def _training_facts(ckpt: legacy.LegacyCheckpoint) -> dict[str, Any]:
         "total_time_s": float(meta.get("total_time_s", meta.get("train_time", 0.0)) or 0.0),
         "score": meta.get("score"),
     }
-    dunder = _DUNDER.search(ckpt.path.name)
-    if dunder is not None and ckpt.generation == "g2":
-        facts["agent_step"] = int(dunder["s"])
-        facts["total_time_s"] = float(dunder["t"])
-        facts["score"] = int(dunder["sc"]) / 10000
+    name = parse_filename(ckpt.path.name)
+    if name is not None and name.kind == "g2_dunder" and ckpt.generation == "g2":
+        facts["agent_step"] = name.agent_step
+        facts["total_time_s"] = name.total_time_s
+        facts["score"] = name.score
     if facts["score"] is not None:
         facts["score"] = float(facts["score"])
     return facts

@@ -4,7 +4,8 @@ File and directory names are :mod:`ckptcompat.checkpoint.layout`'s.
 
 URIs understood by :func:`parse_uri`: ``file://PATH`` (the rest taken verbatim, not
 percent-decoded), a bare path, a run directory (``data_dir/<run>`` or its
-``checkpoints/``: its latest checkpoint), ``DIR/<run>:latest``, and ``mock://KEY`` or
+``checkpoints/``: its latest checkpoint), ``DIR/<run>:latest``, ``DIR/<run>:vN`` (epoch N
+of that run, as ``ckptcompat run --uri`` takes it), and ``mock://KEY`` or
 ``mock://KEY:vN``. ``wandb://``, ``s3://``, ``gs://`` and ``http(s)://`` are refused with a
 :class:`~ckptcompat.errors.CheckpointError` naming what is supported.
 
@@ -49,9 +50,12 @@ __all__ = [
 _MOCK_RE = re.compile(r"^mock://(?P<key>[^:/]+)(?::v(?P<version>\d+))?$")
 _SCHEME_RE = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://")
 _LATEST = ":latest"
+_RUN_VERSION_RE = re.compile(r"^(?P<run>[^/:]+):v(?P<epoch>\d+)$")
 
 #: What :func:`parse_uri` accepts, for error messages.
-SUPPORTED_URIS = "file://PATH, a bare PATH, a run directory, DIR/<run>:latest, mock://KEY[:vN]"
+SUPPORTED_URIS = (
+    "file://PATH, a bare PATH, a run directory, DIR/<run>:latest, DIR/<run>:vN, mock://KEY[:vN]"
+)
 
 
 def file_uri(path: str | os.PathLike[str]) -> str:
@@ -126,13 +130,30 @@ def _latest_dir(parent: Path, run: str, uri: str) -> Path:
     )
 
 
+def _epoch_file(parent: Path, run: str, epoch: int, uri: str) -> Path:
+    """The file that ``<parent>/<run>:v<epoch>`` refers to: ``<run>_v<epoch>.pt`` of the run."""
+    folder = _latest_dir(parent, run, uri)
+    path = folder / agent_filename(run, epoch)
+    if path.is_file():
+        return path
+    names = [parse_filename(p.name) for p in folder.glob("*.pt")]
+    epochs = sorted(n.epoch for n in names if n is not None and n.kind == "agent" and n.run == run)
+    raise CheckpointNotFoundError(
+        f"run {run!r} has no checkpoint at epoch {epoch}",
+        path=folder,
+        expected=f"{path.name} (URI {uri!r})",
+        found=f"epochs {', '.join(map(str, epochs))}" if epochs else "no checkpoints",
+        fix=f"pick one of those epochs, or use {run}:latest",
+    )
+
+
 def parse_uri(uri: str | os.PathLike[str]) -> CheckpointURI:
     """Classify ``uri`` (looks at the file system only to tell directories from files).
 
     Raises:
         InvalidArgumentError: an empty URI or an unsupported scheme (a ValueError too).
         CheckpointNotFoundError: a directory that is not a run directory; a ``:latest``
-            whose run has no ``checkpoints/`` directory.
+            whose run has no ``checkpoints/`` directory; a ``:vN`` with no such epoch.
     """
     text = os.fspath(uri)
     if not text:
@@ -157,6 +178,10 @@ def parse_uri(uri: str | os.PathLike[str]) -> CheckpointURI:
         if not text:
             raise _unsupported(os.fspath(uri), "file:// without a path")
     path = Path(text)
+    versioned = _RUN_VERSION_RE.match(path.name)
+    if versioned is not None and not path.exists():
+        run, epoch = versioned["run"], int(versioned["epoch"])
+        return CheckpointURI(os.fspath(uri), "file", _epoch_file(path.parent, run, epoch, text))
     if path.name.endswith(_LATEST) and len(path.name) > len(_LATEST):
         run = path.name[: -len(_LATEST)]
         return CheckpointURI(os.fspath(uri), "latest", _latest_dir(path.parent, run, text), run)
@@ -259,7 +284,8 @@ def key_and_version(uri: str | os.PathLike[str]) -> tuple[str, int]:
 
     * safe format: from the payload's metadata (read with ``mmap``, tensors untouched),
       which must agree with a ``<run>_v<epoch>.pt`` name (other names: the payload alone);
-    * G1 ``model_NNNN.pt``: (the run directory's name, NNNN);
+    * G1 ``model_NNNN.pt``: (the run directory's name, NNNN), unless it is a safe-format
+      file (``PolicyStore.save`` to that name): then its payload's (run, epoch);
     * G2 ``<run>:v<E>.pt`` / ``<run>__e<E>__...pt``: (run, E), from the name alone;
     * a run directory or ``:latest``: resolved to its latest epoch first;
     * ``mock://KEY[:vN]``: (KEY, N), N = 0 when absent.
@@ -296,5 +322,26 @@ def key_and_version(uri: str | os.PathLike[str]) -> tuple[str, int]:
         check_name_agrees(path, meta["run"], meta["epoch"])
         return meta["run"], meta["epoch"]
     if name.kind == "g1":
-        return run_dir_of(path.absolute()).name, name.epoch
+        saved = _safe_format_key(path)
+        return saved if saved is not None else (run_dir_of(path.absolute()).name, name.epoch)
     return name.run or "", name.epoch
+
+
+def _safe_format_key(path: Path) -> tuple[str, int] | None:
+    """(run, epoch) of a safe-format agent saved under a G1 name, else None.
+
+    ``PolicyStore.save(pr, ".../model_0005.pt")`` writes the safe format under the old
+    name; its payload (``pr.run_name``, the record's epoch) is the key, not the directory.
+    A real G1 pickle is refused by the weights-only load and keys by the name.
+    """
+    from ckptcompat import torch_compat
+    from ckptcompat.checkpoint.format import AGENT_FORMAT, validate_agent_payload
+
+    try:
+        loaded = torch_compat.load(path, map_location="cpu", mmap=True)
+    except CheckpointError:
+        return None
+    if not (isinstance(loaded, dict) and loaded.get("format") == AGENT_FORMAT):
+        return None
+    meta = validate_agent_payload(loaded, path)["metadata"]
+    return meta["run"], meta["epoch"]

@@ -343,6 +343,7 @@ class SimulationStatsDB(ShardMergeMixin, EpisodeStatsDB):
         primary = PolicyKey.of(policy if policy is not None else policy_record, policy_uri)
         agents = [(check_int(a, what="agent id"), PolicyKey.of(p)) for a, p in agent_map.items()]
         directory = Path(dir_with_shards)
+        existed = directory.is_dir()
         dest = directory / merged_name
         for stale in (dest, dest.with_name(dest.name + ".wal")):
             stale.unlink(missing_ok=True)
@@ -358,7 +359,11 @@ class SimulationStatsDB(ShardMergeMixin, EpisodeStatsDB):
                 policy_uri=primary.policy_uri,
             )
             if not shards:
-                logger.warning("no stats shards in %s; the merged DB is empty", directory)
+                logger.warning(
+                    "no stats shards in %s%s; the merged DB is empty",
+                    directory,
+                    "" if existed else " (the directory did not exist and was created)",
+                )
             for shard in shards:
                 db.merge_in(shard)
             with db._transaction():

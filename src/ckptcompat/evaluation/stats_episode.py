@@ -35,6 +35,18 @@ def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
             path=str(path),
             fix="check the path, or open it without read_only to create it",
         )
+    if not read_only:
+        # Metta's EpisodeStatsDB made the parent directories; callers rely on it.
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StatsDBError(
+                "cannot create the stats DB's directory",
+                expected="a writable parent directory",
+                found=f"{type(exc).__name__}: {exc.strerror or exc}",
+                fix="pick a path in a directory you can write",
+                path=str(path),
+            ) from exc
     try:
         return duckdb.connect(str(path), read_only=read_only)
     except duckdb.IOException as exc:
@@ -66,7 +78,8 @@ class EpisodeStatsDB:
     """Per-episode stats in one DuckDB file.
 
     Args:
-        path: the DB file; created (with its tables) unless ``read_only``.
+        path: the DB file; created (with its tables and parent directories) unless
+            ``read_only``.
         read_only: open an existing file without write access (several readers may share it).
 
     Raises:

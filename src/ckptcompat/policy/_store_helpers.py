@@ -45,6 +45,8 @@ def run_for(pr: PolicyRecord, target: Path, epoch: int) -> str:
     for candidate in (pr.run_name, pr.metadata.get("run")):
         if isinstance(candidate, str) and RUN_NAME_RE.match(candidate):
             return candidate
+    # The run name made valid keeps what the caller meant; a path-named record (old
+    # create_empty_policy_record(name=path)) gives its file's stem.
     stem = Path(pr.run_name or target.name).name.removesuffix(".pt")
     return re.sub(r"[^A-Za-z0-9._-]", "_", stem).lstrip("._-") or "policy"
 

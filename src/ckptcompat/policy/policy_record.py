@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 from ckptcompat.checkpoint import uri as uri_mod
 from ckptcompat.checkpoint.layout import RUN_NAME_RE
+from ckptcompat.errors import InvalidArgumentError
 from ckptcompat.policy._deprecation import warn_deprecated
+from ckptcompat.policy._store_helpers import run_for
 from ckptcompat.policy.policy_metadata import PolicyMetadata
 
 if TYPE_CHECKING:
@@ -166,25 +168,42 @@ class PolicyRecord:
         A record that names no file keys as ``(key, metadata.epoch)``: a ``mock://KEY``
         URI without ``:vN``, or a bare key such as ``"test_policy"`` (the old
         MockPolicyRecord set ``uri=policy_key``) that is not an existing path. A
-        ``mock://KEY:vN`` URI keys as ``(KEY, N)``; files and directories go through
-        :func:`ckptcompat.checkpoint.uri.key_and_version`.
+        ``mock://KEY:vN`` URI keys as ``(KEY, N)``. A file not saved yet keys as
+        ``PolicyStore.save`` will write it: ``(run name, metadata.epoch)``. Existing files
+        and directories go through :func:`ckptcompat.checkpoint.uri.key_and_version`.
 
         Raises:
-            ValueError: no URI; a bare key whose metadata epoch is not an int >= 0.
+            InvalidArgumentError: no URI (a ValueError too; the message says what to do).
+            ValueError: a bare key whose metadata epoch is not an int >= 0.
             CheckpointError: as :func:`ckptcompat.checkpoint.uri.key_and_version`.
         """
         if self.uri is None:
-            raise ValueError("PolicyRecord.key_and_version needs a uri; this record has none")
+            raise InvalidArgumentError(
+                "PolicyRecord.key_and_version needs a uri; this record has none",
+                expected="a file:// URI, a path, or mock://KEY[:vN]",
+                found=f"uri=None (run_name={self.run_name!r})",
+                fix="build a mock with MockPolicyRecord.from_key_and_version(key, version) "
+                "(policy_record_or_mock(None) has no key), or set record.uri",
+            )
         bare = self._bare_key()
-        if bare is None:
-            return uri_mod.key_and_version(self._where())
+        if bare is not None:
+            return bare, self._epoch()
+        where = self._where()
+        parsed = uri_mod.parse_uri(where)
+        if parsed.kind == "file" and parsed.path is not None and not parsed.path.exists():
+            # Not saved yet: the key its PolicyStore.save will write (run and epoch).
+            epoch = self._epoch()
+            return run_for(self, parsed.path, epoch), epoch
+        return uri_mod.key_and_version(where)
+
+    def _epoch(self) -> int:
         epoch = self.metadata.get("epoch")
         if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
             raise ValueError(
                 f"PolicyRecord {self.uri!r} keys by metadata['epoch'], which must be an "
                 f"int >= 0 (epoch 0 is a version); found {epoch!r}"
             )
-        return bare, epoch
+        return epoch
 
     def _bare_key(self) -> str | None:
         """The key of a URI that names no file (see :meth:`key_and_version`), else None."""
@@ -209,12 +228,21 @@ class PolicyRecord:
 
         Raises:
             ValueError: not a wandb URI (ckptcompat cannot load them, but can still parse).
+            InvalidArgumentError: a wandb URI without entity, project and name (a
+                ValueError, with Metta's "Failed to parse wandb URI" wording).
         """
         if self.uri is None or not self.uri.startswith("wandb://"):
             raise ValueError(f"not a wandb:// uri: {self.uri!r}")
-        entity, project, rest = self.uri[len("wandb://") :].split("/", 2)
-        name, _, version = rest.rpartition(":") if ":" in rest else (rest, "", "")
-        return entity, project, name, version or None
+        parts = self.uri[len("wandb://") :].split("/")
+        name, _, version = parts[-1].partition(":")
+        if len(parts) != 3 or not all(parts[:2]) or not name or ":" in version:
+            raise InvalidArgumentError(
+                f"Failed to parse wandb URI: {self.uri}",
+                expected="wandb://<entity>/<project>/<name>[:<version>]",
+                found=f"{len(parts)} '/'-separated parts",
+                fix="name the entity and project, e.g. wandb://my-team/my-project/my_run:v3",
+            )
+        return parts[0], parts[1], name, version or None
 
     def __getstate__(self) -> dict[str, Any]:
         # The store is never pickled with the record (as the old PolicyStore.save did).

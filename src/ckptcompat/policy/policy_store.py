@@ -176,6 +176,11 @@ class PolicyStore:
         metadata = dict(ckpt.metadata)
         if name is not None and name.kind != "trainer":
             metadata.setdefault("epoch", name.epoch)
+        if name is not None and name.kind == "g2_dunder":
+            # #2366 kept the training facts in the name only (the file is a bare agent).
+            metadata.update(
+                agent_step=name.agent_step, train_time=name.total_time_s, score=name.score
+            )
         run, _ = uri_mod.key_and_version(path) if name is not None else (path.stem, 0)
         record = PolicyRecord._quiet(self, run, uri_mod.file_uri(path), metadata)
         if ckpt.agent is not None:
@@ -355,8 +360,9 @@ class PolicyStore:
         file), as the old store replaced it. Every key of ``pr.metadata`` is kept in the
         file and comes back from :meth:`load_from_uri`. The file's run name is, in order:
         the ``<run>`` of a ``<run>_v<epoch>.pt`` file name, ``pr.run_name`` or
-        ``metadata["run"]`` if it is a valid run name, else the file name's stem made
-        valid (old records were often named by their path). The record's ``uri``
+        ``metadata["run"]`` if it is a valid run name, else the last path component of
+        ``pr.run_name`` made valid (``"bad run!"`` -> ``bad_run_``; a record named by its
+        path gives the file's stem), else the file's stem made valid. The record's ``uri``
         becomes the written file's ``file://`` URI.
 
         Raises:

@@ -115,7 +115,16 @@ class ArchiveReader:
         self.size: int = self._fh.seek(0, io.SEEK_END) - self._base
 
     def read_at(self, offset: int, n: int) -> bytes:
-        """Up to ``n`` bytes from ``offset``; fewer only at end of file."""
+        """Up to ``n`` bytes from ``offset`` (bytes); fewer only at end of file.
+
+        Offsets and lengths come from the file itself (zip fields, legacy size headers),
+        so both are checked against :attr:`size` before any seek or allocation: an
+        offset outside the file (negative, past its end, past what a seek takes) gives
+        ``b""``, a length is cut to the bytes present. Raises only OSError of the file.
+        """
+        if offset < 0 or n <= 0 or offset >= self.size:
+            return b""
+        n = min(n, self.size - offset)
         self._fh.seek(self._base + offset)
         chunks, left = [], n
         while left > 0:

@@ -365,6 +365,23 @@ def gate(session: nox.Session) -> None:
     )
 
 
+@nox.session(python=False, default=False)
+@nox.parametrize("cell", [nox.param(c, id=c) for c in ("t24", "t215")])
+def fuzz(session: nox.Session, cell: str) -> None:
+    """Hostile files: 5,000 seeded cases through every entry point, each in a forked child.
+
+    t24 takes the full static scan before torch reads a file, t215 the light checks;
+    ``-- --cases N --seed S`` overrides. Fails on any crash, untyped exception, timeout or
+    silent wrong load, with the files saved under reports/fuzz/<cell>/failures/.
+    """
+    python = _cell_python(session, cell)
+    session.run(
+        python, "-m", "ckptcompat.harness.fuzz", "--cases", "5000",
+        "--out", str(REPORTS / "fuzz" / cell), *session.posargs,
+        external=True, env={"OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+
+
 @nox.session(python=PYTHON, default=False)
 def bench(session: nox.Session) -> None:
     """Benchmark manager, doctor and PPO as ratios to baselines in the t215 cell (BENCHMARKS.md)."""

@@ -170,7 +170,7 @@ def _add_doctor(sub: Any) -> None:
         "--verify-data",
         action="store_true",
         help="also read every record and check the zip's CRC-32s (reads the whole file; "
-        "without it the doctor says the tensor bytes were not checked)",
+        "default: off, and the report says the tensor bytes were not checked)",
     )
     doctor.set_defaults(func=_doctor)
 

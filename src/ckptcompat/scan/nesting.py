@@ -108,7 +108,8 @@ for _op in pickletools.opcodes:
     else:
         _size = _ARG_KIND[_arg.n]
     _TABLE[ord(_op.code)] = (_CLASS[_op.name], _size)
-_INDEX_OPS = {ord("h"): 1, ord("j"): 4, ord("q"): 1, ord("r"): 4}  # BIN/LONG_BIN GET/PUT
+_KINDS = [-1 if entry is None else entry[0] for entry in _TABLE]
+_SIZES = [0 if entry is None else entry[1] for entry in _TABLE]
 
 
 def too_deep(
@@ -136,33 +137,38 @@ def too_deep(
 
 def _past(data: bytes, start: int, limit: int, max_unfolded: int) -> str | None:
     """The machine: each stack value is ``unfolded items << 8 | depth`` (items of tuples
-    only; depth is at most ``limit + 1 < 256`` before it stops)."""
+    only; depth is at most ``limit + 1 < 256`` before it stops). The memo keeps only
+    values that are not atoms (a GET of any other index pushes 0: a PUT of an atom over a
+    deeper entry leaves the deeper one, which can only overcount)."""
     stack: list[int] = []
     marks: list[int] = []
     memo: dict[int, int] = {}
-    pos, end, table = start, len(data), _TABLE
-    push, pop = stack.append, stack.pop
+    pos, end, kinds, sizes = start, len(data), _KINDS, _SIZES
+    push, pop, get, u32 = stack.append, stack.pop, memo.get, _U32
     try:
         while pos < end:
             op = data[pos]
-            kind, size = table[op]  # TypeError for a byte that is no opcode
+            kind = kinds[op]
+            size = sizes[op]
             arg_at = pos + 1
             if size >= 0:
                 pos = arg_at + size
             elif size == _LEN4U:  # BINUNICODE, BINBYTES: the most frequent variable size
-                pos = arg_at + 4 + _U32(data, arg_at)[0]
+                pos = arg_at + 4 + u32(data, arg_at)[0]
             else:
                 pos = _skip(data, arg_at, size)
             if pos > end:
                 break
             if kind == _PUT:
-                memo[data[arg_at] if op == 0x71 else _index(data, op, arg_at, pos)] = stack[-1]
+                top = stack[-1]
+                if top:
+                    memo[_index(data, op, arg_at, pos)] = top
                 continue
             if kind == _ATOM:
                 push(0)
                 continue
             if kind == _GET:
-                push(memo[data[arg_at] if op == 0x68 else _index(data, op, arg_at, pos)])
+                push(get(_index(data, op, arg_at, pos), 0))
                 continue
             if kind == _MARK:
                 marks.append(len(stack))
@@ -172,39 +178,57 @@ def _past(data: bytes, start: int, limit: int, max_unfolded: int) -> str | None:
                 func = stack[-1] & 255
                 stack[-1] = args if args > func else func
                 continue
-            if kind == _NOTHING:
-                continue
-            if kind == _EMPTY:
-                push(_TUPLE_ONE if op == 0x29 else 1)  # EMPTY_TUPLE ")"
-                continue
             if kind == _FROM_MARK:
-                value = _container(_pop_mark(stack, marks), op == 0x74)  # TUPLE "t"
+                at = marks.pop()
+                items = stack[at:]
+                del stack[at:]
+                value = _container(items, op == 0x74)  # TUPLE "t"
             elif kind == _TUPLE_N:
                 n = op - 0x84  # TUPLE1 0x85, TUPLE2 0x86, TUPLE3 0x87
+                if n == 1:
+                    item = stack[-1]
+                    value = ((item >> 8) + 2) << 8 | ((item & 255) + 1)
+                    stack[-1] = value
+                    if value & 255 > limit or value >> 8 > max_unfolded:
+                        break
+                    continue
                 if len(stack) < n:
                     break
                 value = _container(stack[-n:], True)
                 del stack[-n:]
+            elif kind == _EMPTY:
+                push(_TUPLE_ONE if op == 0x29 else 1)  # EMPTY_TUPLE ")"
+                continue
+            elif kind == _NOTHING:
+                continue
+            elif kind == _POP_ONE:
+                stack[-1] = 0
+                continue
             elif kind == _ADD_ONE:
                 value = _add(pop(), pop())
             elif kind == _ADD_TWO:
                 value_, key = pop(), pop()
                 value = _add(max(value_ & 255, key & 255), pop())
             elif kind == _ADD_MARK:
-                items = _pop_mark(stack, marks)
+                at = marks.pop()
+                items = stack[at:]
+                del stack[at:]
                 value = _add(max((v & 255 for v in items), default=0), pop())
             else:
-                if kind == _STOP:
+                if kind == _STOP or kind < 0:  # the end, or a byte that is no opcode
                     break
                 _other(kind, stack, marks, memo)
                 continue
             push(value)
-            if value & 255 > limit:
-                return "max_nesting_depth"
-            if value >> 8 > max_unfolded:
-                return "max_unfolded_tuple_items"
+            if value & 255 > limit or value >> 8 > max_unfolded:
+                break
     except (IndexError, KeyError, ValueError, TypeError, struct.error):
-        pass  # malformed or truncated: the walk and the unpickler report it
+        return None  # malformed or truncated: the walk and the unpickler report it
+    for value in stack[-1:]:
+        if value & 255 > limit:
+            return "max_nesting_depth"
+        if value >> 8 > max_unfolded:
+            return "max_unfolded_tuple_items"
     return None
 
 
@@ -257,10 +281,11 @@ def _pop_mark(stack: list[int], marks: list[int]) -> list[int]:
 
 
 def _index(data: bytes, op: int, arg_at: int, end: int) -> int:
-    width = _INDEX_OPS.get(op)
-    if width is None:  # PUT/GET: a decimal line
-        return int(data[arg_at : end - 1])
-    return int.from_bytes(data[arg_at : arg_at + width], "little")
+    if op == 0x72 or op == 0x6A:  # LONG_BINPUT, LONG_BINGET
+        return _U32(data, arg_at)[0]  # type: ignore[no-any-return]
+    if op == 0x71 or op == 0x68:  # BINPUT, BINGET
+        return data[arg_at]
+    return int(data[arg_at : end - 1])  # PUT/GET: a decimal line
 
 
 def _skip(data: bytes, at: int, kind: int) -> int:

@@ -227,7 +227,7 @@ def render(report: dict[str, Any]) -> str:
             "## 5. CRC-32 check on load",
             "",
             "torch never checks the CRC-32s its zip files store; `torch_compat.load` checks "
-            "every record torch reads, in the same pass (the indexed `verify=\"full\"` load "
+            'every record torch reads, in the same pass (the indexed `verify="full"` load '
             "checks its digest instead). Ratio = load with the check / the same load with "
             "`check_crc=False` (lower is better). The check costs what zlib's CRC-32 "
             "costs per byte read (~4 GB/s on these cores, against ~30 GB/s for the "

@@ -5,7 +5,8 @@ Subcommands import what they need when they run: ``ckptcompat --help``, ``--vers
 installed without its dependencies (the matrix's report venv); a command that needs torch
 says so there and exits 2.
 
-* ``doctor FILE [--json] [--verify-data]`` -- why FILE loads or fails on each torch version, statically;
+* ``doctor FILE [--json] [--verify-data]`` -- why FILE loads or fails on each torch
+  version, statically;
 * ``migrate SRC DST [--trust]`` -- any generation to the safe format, verified equal;
 * ``run train|resume|evaluate`` -- steps the harness chains across venvs
   (:mod:`ckptcompat.cli_run`); each prints one result record (docs/design.md section 8) as its last

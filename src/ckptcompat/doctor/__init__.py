@@ -19,7 +19,7 @@ import functools
 import json
 import os
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from typing import Any
 
@@ -122,7 +122,7 @@ class Diagnosis:
     numpy_major: int
     migration: Migration
     versions: tuple[VersionReport, ...]
-    data: DataCheck = DataCheck(False)
+    data: DataCheck = field(default_factory=DataCheck)
 
     def for_torch(self, torch_version: str) -> VersionReport:
         """The report for the minor of ``torch_version`` (``"2.6.0+cu124"`` -> 2.6).

@@ -35,7 +35,7 @@ class DataCheck:
         note: one sentence for people: what was (not) checked.
     """
 
-    verified: bool
+    verified: bool = False
     problems: tuple[str, ...] = ()
     note: str = ""
 

@@ -24,7 +24,7 @@ import os
 import pickletools
 from typing import TYPE_CHECKING
 
-from ckptcompat.doctor.pickle_walk import BoundedFile
+from ckptcompat.doctor.bounded_file import BoundedFile
 from ckptcompat.scan.danger import is_dangerous
 from ckptcompat.scan.limits import MAX_PICKLE_BYTES
 

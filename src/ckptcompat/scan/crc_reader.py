@@ -156,9 +156,7 @@ class CrcCheckingReader(io.RawIOBase):
 
     def _open(self, index: int, head: bytes) -> None:
         entry = self._directory[index]
-        (_, _, _, flags, method, _, _, crc, csize, usize, name_len, extra_len) = _LOCAL.unpack(
-            head
-        )
+        (_, _, _, flags, method, _, _, crc, csize, usize, name_len, extra_len) = _LOCAL.unpack(head)
         problem = None
         if method != entry.method:
             problem = f"local header says method {method}, the directory {entry.method}"

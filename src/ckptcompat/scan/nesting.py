@@ -54,17 +54,16 @@ _U64 = struct.Struct("<Q").unpack_from
     _STOP,
 ) = range(21)
 
+# fmt: off
+_ATOMS = (
+    "INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4", "FLOAT", "BINFLOAT",
+    "STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "BINUNICODE", "SHORT_BINUNICODE",
+    "BINUNICODE8", "BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "BYTEARRAY8", "NONE",
+    "NEWTRUE", "NEWFALSE", "GLOBAL", "PERSID", "NEXT_BUFFER", "EXT1", "EXT2", "EXT4",
+)
+# fmt: on
 _CLASS: dict[str, int] = {
-    **dict.fromkeys(
-        (
-            "INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4", "FLOAT",
-            "BINFLOAT", "STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "BINUNICODE",
-            "SHORT_BINUNICODE", "BINUNICODE8", "BINBYTES", "SHORT_BINBYTES", "BINBYTES8",
-            "BYTEARRAY8", "NONE", "NEWTRUE", "NEWFALSE", "GLOBAL", "PERSID", "NEXT_BUFFER",
-            "EXT1", "EXT2", "EXT4",
-        ),
-        _ATOM,
-    ),  # fmt: skip
+    **dict.fromkeys(_ATOMS, _ATOM),
     **dict.fromkeys(("PROTO", "FRAME", "READONLY_BUFFER"), _NOTHING),
     **dict.fromkeys(("EMPTY_TUPLE", "EMPTY_LIST", "EMPTY_DICT", "EMPTY_SET"), _EMPTY),
     **dict.fromkeys(("TUPLE", "LIST", "DICT", "FROZENSET"), _FROM_MARK),
@@ -135,7 +134,7 @@ def too_deep(
     return _past(data, start, limit, max_unfolded)
 
 
-def _past(data: bytes, start: int, limit: int, max_unfolded: int) -> str | None:
+def _past(data: bytes, start: int, limit: int, max_unfolded: int) -> str | None:  # noqa: PLR0915 - one opcode table, inlined for speed
     """The machine: each stack value is ``unfolded items << 8 | depth`` (items of tuples
     only; depth is at most ``limit + 1 < 256`` before it stops). The memo keeps only
     values that are not atoms (a GET of any other index pushes 0: a PUT of an atom over a
@@ -281,9 +280,9 @@ def _pop_mark(stack: list[int], marks: list[int]) -> list[int]:
 
 
 def _index(data: bytes, op: int, arg_at: int, end: int) -> int:
-    if op == 0x72 or op == 0x6A:  # LONG_BINPUT, LONG_BINGET
+    if op in (0x72, 0x6A):  # LONG_BINPUT, LONG_BINGET
         return _U32(data, arg_at)[0]  # type: ignore[no-any-return]
-    if op == 0x71 or op == 0x68:  # BINPUT, BINGET
+    if op in (0x71, 0x68):  # BINPUT, BINGET
         return data[arg_at]
     return int(data[arg_at : end - 1])  # PUT/GET: a decimal line
 

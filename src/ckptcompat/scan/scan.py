@@ -53,7 +53,7 @@ from ckptcompat.scan.archive_scan import scan_legacy, scan_zip, zip_limit
 from ckptcompat.scan.limits import limit_error
 from ckptcompat.scan.pickle_scan import Finding
 from ckptcompat.scan.scan_result import ScanResult
-from ckptcompat.scan.sniff import Sniff, classify, sniff
+from ckptcompat.scan.sniff import Sniff, classify
 from ckptcompat.scan.torch_names import SETITEM_TARGETS, WEIGHTS_ONLY_GLOBALS
 
 __all__ = ["precheck", "scan"]

@@ -28,7 +28,9 @@ def summary(report: dict) -> str:  # type: ignore[type-arg]
     lines.append("")
     lines.append(
         "peak ru_maxrss of a child per entry point (MiB; grown during the case): "
-        + ", ".join(f"{e} {kb / 1024:.0f} (+{grown[e] / 1024:.0f})" for e, kb in sorted(peak.items()))
+        + ", ".join(
+            f"{e} {kb / 1024:.0f} (+{grown[e] / 1024:.0f})" for e, kb in sorted(peak.items())
+        )
         + f"; the runner held {report['parent_rss_kb'] / 1024:.0f} MiB when it forked"
     )
     lines.append(
@@ -60,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)  # before any fork: children inherit no thread pool
-    import ckptcompat.checkpoint.manager  # noqa: F401 - imported once, before forking
+    import ckptcompat.checkpoint.manager  # imported once, before forking
     import ckptcompat.doctor  # noqa: F401
     from ckptcompat.harness.fuzz.runner import run
 

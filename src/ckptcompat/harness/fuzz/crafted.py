@@ -75,9 +75,7 @@ def deflated_opcode_bomb(inflated_bytes: int = 80 << 20) -> bytes:
 
 
 def _legacy(object_pickle: bytes, keys_pickle: bytes, tail: bytes) -> bytes:
-    head = b"".join(
-        pickle.dumps(x, protocol=2) for x in (_LEGACY_MAGIC, 1001, _SYS_INFO)
-    )
+    head = b"".join(pickle.dumps(x, protocol=2) for x in (_LEGACY_MAGIC, 1001, _SYS_INFO))
     return head + object_pickle + keys_pickle + tail
 
 
@@ -123,9 +121,7 @@ def surrogate_global() -> bytes:
     """Fault 3: a global whose name holds a lone surrogate (STACK_GLOBAL of UTF-8 with
     surrogatepass); printing it raised UnicodeEncodeError in the doctor's text output."""
     name = "\ud800evil".encode("utf-8", "surrogatepass")
-    pkl = (
-        b"\x80\x04\x8c\x05torch\x8c" + bytes([len(name)]) + name + b"\x93)R."
-    )
+    pkl = b"\x80\x04\x8c\x05torch\x8c" + bytes([len(name)]) + name + b"\x93)R."
     return torch_like_zip(pkl)
 
 
@@ -169,15 +165,42 @@ def _replace_record(zip_bytes: bytes, name: str, payload: bytes, usize: int, crc
         rcrc = crc if info.filename == name else zlib.crc32(raw)
         fname = info.filename.encode()
         offset = out.tell()
-        out.write(struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, 0, method, 0, 0, rcrc, len(raw),
-                              size, len(fname), 0) + fname + raw)
-        central.append(struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 20, 20, 0, method, 0, 0, rcrc,
-                                   len(raw), size, len(fname), 0, 0, 0, 0, 0, offset) + fname)
+        out.write(
+            struct.pack(
+                "<4s5H3L2H", b"PK\x03\x04", 20, 0, method, 0, 0, rcrc, len(raw), size, len(fname), 0
+            )
+            + fname
+            + raw
+        )
+        central.append(
+            struct.pack(
+                "<4s6H3L5H2L",
+                b"PK\x01\x02",
+                20,
+                20,
+                0,
+                method,
+                0,
+                0,
+                rcrc,
+                len(raw),
+                size,
+                len(fname),
+                0,
+                0,
+                0,
+                0,
+                0,
+                offset,
+            )
+            + fname
+        )
     cd_at = out.tell()
     cd = b"".join(central)
     out.write(cd)
-    out.write(struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, len(central), len(central), len(cd),
-                          cd_at, 0))
+    out.write(
+        struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, len(central), len(central), len(cd), cd_at, 0)
+    )
     return out.getvalue()
 
 

@@ -209,7 +209,6 @@ def mutate(data: bytes, kind: str, rng: random.Random) -> bytes:
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w") as z:
         for name, payload in records:
-            if name.endswith("data.pkl"):
-                payload = change(payload, rng)
-            z.writestr(zipfile.ZipInfo(name), payload)
+            changed = change(payload, rng) if name.endswith("data.pkl") else payload
+            z.writestr(zipfile.ZipInfo(name), changed)
     return out.getvalue()

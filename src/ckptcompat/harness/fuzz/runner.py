@@ -121,7 +121,8 @@ def build_bases(work: Path) -> list[_Base]:
         buf = io.BytesIO()
         torch.save(obj, buf, pickle_protocol=2)
         (work / f"{name}.pt").write_bytes(buf.getvalue())
-        bases.append(_Base(name, buf.getvalue(), fingerprint(torch_compat.load(work / f"{name}.pt"))))
+        digest = fingerprint(torch_compat.load(work / f"{name}.pt"))
+        bases.append(_Base(name, buf.getvalue(), digest))
     buf = io.BytesIO()
     torch.save(sd, buf, pickle_protocol=2, _use_new_zipfile_serialization=False)
     bases.append(_Base("legacy", buf.getvalue(), None))
@@ -156,7 +157,7 @@ def _entry(entry: str, path: Path, case_dir: Path) -> dict[str, Any]:
         return {"result": "loaded", "digest": fingerprint(manager.load_agent(0))}
     except CheckpointError as exc:
         return {"result": "typed", "detail": f"{type(exc).__name__}: {str(exc)[:200]}"}
-    except BaseException as exc:  # noqa: BLE001 - what the fuzz run exists to find
+    except BaseException as exc:  # what the fuzz run exists to find
         return {
             "result": "untyped",
             "detail": f"{type(exc).__name__}: {str(exc)[:300]}\n{traceback.format_exc()[-1500:]}",
@@ -174,7 +175,7 @@ def _fork(entry: str, path: Path, case_dir: Path) -> tuple[int, int]:
             start_kb = _rss_kb()
             out = _entry(entry, path, case_dir) | {"start_kb": start_kb}
             os.write(write, json.dumps(out, default=str).encode()[:60_000])
-        except BaseException:  # noqa: BLE001
+        except BaseException:
             code = 3
         finally:
             os._exit(code)
@@ -217,7 +218,8 @@ def _finish(job: _Running, status: int, usage: Any, timed_out: bool) -> Outcome:
     out.result, out.detail = got["result"], got.get("detail", "")
     out.grown_kb = max(out.maxrss_kb - int(got.get("start_kb", 0)), 0)
     if out.result == "loaded":
-        want = job.expect[1] if out.entry in ("load_from_uri", "load_agent indexed") else job.expect[0]
+        agent = out.entry in ("load_from_uri", "load_agent indexed")
+        want = job.expect[1] if agent else job.expect[0]
         if want is None:
             out.result = "loaded" if out.kind not in BYTE_KINDS else "unverifiable"
         elif got["digest"] == want:

@@ -383,6 +383,22 @@ def fuzz(session: nox.Session, cell: str) -> None:
 
 
 @nox.session(python=PYTHON, default=False)
+def fuzz_coverage(session: nox.Session) -> None:
+    """Coverage-guided fuzzing of the static scanner with atheris (standard library only:
+    no torch). Ten minutes by default; libFuzzer flags after ``--``; findings are written
+    to reports/fuzz/ as crash-* files."""
+    session.install("atheris<3.1")  # the last release with CPython 3.11 wheels
+    session.install("--no-deps", "-e", ".")
+    out = REPORTS / "fuzz"
+    out.mkdir(parents=True, exist_ok=True)
+    session.run(
+        "python", "-m", "ckptcompat.harness.fuzz.coverage", "-max_total_time=600",
+        "-timeout=20", "-rss_limit_mb=2048", "-max_len=300000", f"-artifact_prefix={out}/",
+        *session.posargs, str(out / "coverage-corpus"),
+    )  # fmt: skip
+
+
+@nox.session(python=PYTHON, default=False)
 def bench(session: nox.Session) -> None:
     """Benchmark manager, doctor and PPO as ratios to baselines in the t215 cell (BENCHMARKS.md)."""
     _install_cell(session, "t215")

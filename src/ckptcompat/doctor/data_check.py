@@ -71,7 +71,7 @@ def verify_data(path: str, kind: str) -> DataCheck:
             directory = reader.zip_directory()
         except BadZip as exc:
             return DataCheck(True, (f"zip directory: {exc}",), "the zip directory is unreadable")
-        problems = []
+        problems = reader.silent_skips()
         for entry in directory:
             why = _check(reader, entry)
             if why:

@@ -16,7 +16,9 @@ where the local header says the data starts. So the bytes checked are exactly th
 torch used, wherever an edited header sent it. :meth:`CrcCheckingReader.mismatches` then
 completes records torch read out of order or in part (reading what it skipped) and
 returns every record whose bytes differ from the directory. Records torch never opened
-are not read. Standard library only.
+are not read; but records miniz would skip without reading (a DOS directory attribute, no
+stored bytes: torch then hands out an uninitialised buffer) are refused up front.
+Standard library only.
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ class CrcCheckingReader(io.RawIOBase):
         self._size = self._archive.size
         try:
             self._directory = directory or self._archive.zip_directory()
+            self._skipped = self._archive.silent_skips()
         except BaseException:
             self._archive.close()
             raise
@@ -194,7 +197,7 @@ class CrcCheckingReader(io.RawIOBase):
         Raises:
             OSError: the file cannot be read.
         """
-        out = []
+        out = list(self._skipped)
         for record in self._opened.values():
             why = record.problem or self._complete(record)
             if why:

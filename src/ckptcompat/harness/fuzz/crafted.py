@@ -22,6 +22,7 @@ __all__ = [
     "legacy_binbytes8_huge",
     "legacy_huge_storage_header",
     "legacy_key_list_holds_list",
+    "mark_directory",
     "shift_local_header",
     "surrogate_global",
     "torch_like_zip",
@@ -151,6 +152,27 @@ def shift_local_header(zip_bytes: bytes, record_suffix: str = "/data/0", by: int
     (extra_len,) = struct.unpack_from("<H", out, info.header_offset + 28)
     struct.pack_into("<H", out, info.header_offset + 28, extra_len + by)
     return bytes(out)
+
+
+def mark_directory(zip_bytes: bytes, record_suffix: str = "/data/0") -> bytes:
+    """Fault 4 (found by the fuzz run): the DOS directory bit set in a tensor record's
+    central external attributes; miniz then "extracts" nothing, without an error, and
+    torch hands out an uninitialised buffer as the tensor (no CRC check sees it: torch
+    reads no byte of the record)."""
+    info = next(i for n, i in _records(zip_bytes).items() if n.endswith(record_suffix))
+    name = info.filename.encode()
+    at = next(i for i in _find_central(zip_bytes) if zip_bytes[i + 46 : i + 46 + len(name)] == name)
+    out = bytearray(zip_bytes)
+    out[at + 38] |= 0x10
+    return bytes(out)
+
+
+def _find_central(zip_bytes: bytes) -> list[int]:
+    out, at = [], zip_bytes.find(b"PK\x01\x02")
+    while at >= 0:
+        out.append(at)
+        at = zip_bytes.find(b"PK\x01\x02", at + 1)
+    return out
 
 
 def _replace_record(zip_bytes: bytes, name: str, payload: bytes, usize: int, crc: int) -> bytes:

@@ -207,3 +207,21 @@ def test_limits_are_refused_before_the_work(tmp_path: Path) -> None:
     with pytest.raises(LimitExceededError) as caught:
         scan.precheck(path, full=False)
     assert caught.value.limit == "max_compression_ratio"
+
+
+@pytest.mark.one_cell
+def test_record_count_limit_names_itself(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Guards a directory of millions of records scanned record by record: past
+    ``max_records`` the scan stops after parsing the directory and the load is refused
+    naming the limit (the limit lowered to 3 here: a real one would be a 50 MB file).
+    One cell: the scan imports no torch."""
+    from ckptcompat.scan import archive_scan
+
+    monkeypatch.setattr(archive_scan, "MAX_RECORDS", 3)
+    path = tmp_path / "many.pt"
+    path.write_bytes(crafted.torch_like_zip(b"\x80\x02}.", tensor=b"\0" * 8))
+    assert "limit_exceeded" in scan.scan(path).codes()
+    for full in (True, False):
+        with pytest.raises(LimitExceededError) as caught:
+            scan.precheck(path, full=full)
+        assert caught.value.limit == "max_records"

@@ -17,6 +17,7 @@ from ckptcompat.scan.limits import (
     MAX_COMPRESSION_RATIO,
     MAX_INFLATED_BYTES,
     MAX_PICKLE_BYTES,
+    MAX_RECORDS,
     MAX_SCAN_BYTES,
 )
 from ckptcompat.scan.nesting import too_deep
@@ -128,6 +129,8 @@ def zip_limit(reader: ArchiveReader, directory: ZipDirectory) -> tuple[str, str]
     (torch then fails on its own, and :func:`scan_zip` explains why).
     """
     names = directory.names
+    if len(names) > MAX_RECORDS:
+        return "max_records", f"{len(names)} records"
     first = names[0].split("/", 1)[0] if names and "/" in names[0] else ""
     wanted = f"{first}/data.pkl"
     if wanted not in names:
@@ -153,6 +156,9 @@ def scan_zip(
     acc = ScanAcc()
     directory = entries if isinstance(entries, ZipDirectory) else ZipDirectory.of(entries)
     names = directory.names
+    if len(names) > MAX_RECORDS:  # the directory is parsed; nothing more is done
+        acc.note("limit_exceeded", f"{len(names)} zip records", ["max_records"])
+        return assemble(acc, sn, None, ())
     # Distinct record names and their directory indices (the first record of a name wins,
     # as in torch); no dict for torch's thousands of distinct names (a few look-ups scan).
     distinct: Sequence[str] = names

@@ -373,6 +373,39 @@ def gate(session: nox.Session) -> None:
     )
 
 
+@nox.session(python=False, default=False)
+@nox.parametrize("cell", [nox.param(c, id=c) for c in ("t24", "t215")])
+def fuzz(session: nox.Session, cell: str) -> None:
+    """Hostile files: 5,000 seeded cases through every entry point, each in a forked child.
+
+    t24 takes the full static scan before torch reads a file, t215 the light checks;
+    ``-- --cases N --seed S`` overrides. Fails on any crash, untyped exception, timeout or
+    silent wrong load, with the files saved under reports/fuzz/<cell>/failures/.
+    """
+    python = _cell_python(session, cell)
+    session.run(
+        python, "-m", "ckptcompat.harness.fuzz", "--cases", "5000",
+        "--out", str(REPORTS / "fuzz" / cell), *session.posargs,
+        external=True, env={"OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+
+
+@nox.session(python=PYTHON, default=False)
+def fuzz_coverage(session: nox.Session) -> None:
+    """Coverage-guided fuzzing of the static scanner with atheris (standard library only:
+    no torch). Ten minutes by default; libFuzzer flags after ``--``; findings are written
+    to reports/fuzz/ as crash-* files."""
+    session.install("atheris<3.1")  # the last release with CPython 3.11 wheels
+    session.install("--no-deps", "-e", ".")
+    out = REPORTS / "fuzz"
+    out.mkdir(parents=True, exist_ok=True)
+    session.run(
+        "python", "-m", "ckptcompat.harness.fuzz.coverage", "-max_total_time=600",
+        "-timeout=20", "-rss_limit_mb=2048", "-max_len=300000", f"-artifact_prefix={out}/",
+        *session.posargs, str(out / "coverage-corpus"),
+    )  # fmt: skip
+
+
 @nox.session(python=PYTHON, default=False)
 def bench(session: nox.Session) -> None:
     """Benchmark manager, doctor and PPO as ratios to baselines in the t215 cell (BENCHMARKS.md)."""

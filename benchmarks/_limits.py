@@ -77,6 +77,8 @@ LIMITS = {
 
 
 def _key(row: dict[str, Any]) -> str:
+    if row["section"].startswith("5"):
+        return "crc"
     if row["section"].startswith("1"):
         return "manager load" if "load" in row["figure"] else "manager save"
     return "doctor picklescan" if "picklescan" in row["baseline"] else "doctor torch_load"
@@ -84,7 +86,7 @@ def _key(row: dict[str, Any]) -> str:
 
 def missed_notes(report: dict[str, Any]) -> list[str]:
     """The LIMITS entries for the goals this report missed (in LIMITS order)."""
-    rows = report.get("manager", []) + report.get("doctor", [])
+    rows = report.get("manager", []) + report.get("doctor", []) + report.get("crc", [])
     missed = {_key(r) for r in rows if r.get("met") is False}
     if any(r["met"] is False for r in report.get("ppo", {}).get("rows", [])):
         missed.add("ppo")

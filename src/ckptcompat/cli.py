@@ -5,7 +5,8 @@ Subcommands import what they need when they run: ``ckptcompat --help``, ``--vers
 installed without its dependencies (the matrix's report venv); a command that needs torch
 says so there and exits 2.
 
-* ``doctor FILE [--json]`` -- why FILE loads or fails on each torch version, statically;
+* ``doctor FILE [--json] [--verify-data]`` -- why FILE loads or fails on each torch
+  version, statically;
 * ``migrate SRC DST [--trust]`` -- any generation to the safe format, verified equal;
 * ``run train|resume|evaluate`` -- steps the harness chains across venvs
   (:mod:`ckptcompat.cli_run`); each prints one result record (docs/design.md section 8) as its last
@@ -93,7 +94,8 @@ class _Version(argparse.Action):
 def _doctor(args: argparse.Namespace) -> int:
     from ckptcompat import doctor
 
-    return doctor.main([args.file, *(["--json"] if args.json else [])])
+    flags = [*(["--json"] if args.json else []), *(["--verify-data"] if args.verify_data else [])]
+    return doctor.main([args.file, *flags])
 
 
 # ---------------------------------------------------------------------------- migrate
@@ -164,6 +166,12 @@ def _add_doctor(sub: Any) -> None:
         "--json",
         action="store_true",
         help="print the diagnosis, or the error, as JSON on stdout (default: text)",
+    )
+    doctor.add_argument(
+        "--verify-data",
+        action="store_true",
+        help="also read every record and check the zip's CRC-32s (reads the whole file; "
+        "default: off, and the report says the tensor bytes were not checked)",
     )
     doctor.set_defaults(func=_doctor)
 

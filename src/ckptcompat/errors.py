@@ -20,6 +20,7 @@ __all__ = [
     "InjectedFault",
     "InputError",
     "InvalidArgumentError",
+    "LimitExceededError",
     "MissingDependencyError",
     "PolicyMissingError",
     "RunLockedError",
@@ -92,6 +93,19 @@ class UnsafeCheckpointError(CheckpointError):
 
     def __init__(self, problem: str, *, globals: Iterable[str] = (), **kwargs: object) -> None:
         self.globals: tuple[str, ...] = tuple(dict.fromkeys(globals))
+        super().__init__(problem, **kwargs)  # type: ignore[arg-type]
+
+
+class LimitExceededError(CorruptCheckpointError):
+    """A file goes past one of :mod:`ckptcompat.scan.limits` (nesting depth, a declared
+    length, a compressed record ...); ``.limit`` names the limit, e.g. ``"max_nesting_depth"``.
+
+    Raised before the work the limit bounds is done: a hostile or damaged file gets this
+    instead of a crash, a MemoryError or a hang.
+    """
+
+    def __init__(self, problem: str, *, limit: str, **kwargs: object) -> None:
+        self.limit = limit
         super().__init__(problem, **kwargs)  # type: ignore[arg-type]
 
 

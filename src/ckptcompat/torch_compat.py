@@ -35,12 +35,15 @@ from ckptcompat import numerics, versions_facts
 from ckptcompat.errors import (
     CheckpointError,
     CheckpointNotFoundError,
+    CorruptCheckpointError,
     IncompatibleCheckpointError,
     InvalidArgumentError,
     MissingDependencyError,
     TrustedLoadWarning,
 )
 from ckptcompat.load_errors import translate
+from ckptcompat.scan.archive_reader import BadZip
+from ckptcompat.scan.crc_reader import CrcCheckingReader
 from ckptcompat.scan.scan import precheck
 
 if TYPE_CHECKING:
@@ -296,6 +299,7 @@ def load(
     safe_globals: Sequence[SafeGlobal] = (),
     map_location: str | torch.device | Callable[..., Any] | None = None,
     mmap: bool = False,
+    check_crc: bool = True,
 ) -> Any:
     """``torch.load(f, weights_only=True)`` with ``safe_globals`` allowlisted for this call.
 
@@ -304,11 +308,18 @@ def load(
         safe_globals: classes/functions (or ``(obj, "dotted.name")`` aliases on 2.6+)
             allowed for this call only; the global allowlist is restored afterwards.
         map_location: as for ``torch.load``.
-        mmap: memory-map storages (paths to zip checkpoints only).
+        mmap: memory-map storages (paths to zip checkpoints only). Memory-mapped bytes
+            are read when first touched, so no CRC is checked.
+        check_crc: check the zip CRC-32 of every record torch reads, in the same pass
+            (torch checks none: a flipped bit loads as a wrong weight). Pass False only
+            when the caller verifies the bytes itself (the manager's indexed digest).
 
     Raises:
         CheckpointNotFoundError: no file, or a directory.
-        CorruptCheckpointError: truncated zip, zero bytes, Git-LFS pointer, HTML page.
+        LimitExceededError: the file goes past a limit of :mod:`ckptcompat.scan.limits`
+            (``.limit`` names it), checked before torch reads it.
+        CorruptCheckpointError: truncated zip, zero bytes, Git-LFS pointer, HTML page; a
+            record whose bytes differ from its zip CRC-32 (payload discarded).
         UnsafeCheckpointError: globals or opcodes the unpickler (or, on < 2.10, our
             static scan) refuses; ``.globals`` lists the offenders.
         IncompatibleCheckpointError: TorchScript archive, alias needing 2.6+, unknown dtype.
@@ -321,13 +332,55 @@ def load(
     # those without mmap so the weights-only verdict, not the mmap limitation, decides.
     mmap = mmap and kind == "zip"
     _rewind(f)
+    crc = _crc_reader(f) if check_crc and kind == "zip" and not mmap else None
     try:
-        with scoped_safe_globals(safe_globals), _quiet_protocol_warning():
-            return torch.load(f, map_location=map_location, weights_only=True, mmap=mmap)
-    except CheckpointError:
-        raise
-    except Exception as exc:
-        raise _translated(exc, f, weights_only=True) from exc
+        try:
+            with scoped_safe_globals(safe_globals), _quiet_protocol_warning():
+                payload = torch.load(
+                    f if crc is None else crc,
+                    map_location=map_location,
+                    weights_only=True,
+                    mmap=mmap,
+                )
+        except CheckpointError:
+            _check_crc(crc, f)  # a damaged record explains the failure
+            raise
+        except Exception as exc:
+            _check_crc(crc, f)
+            raise _translated(exc, f, weights_only=True) from exc
+        _check_crc(crc, f)
+    finally:
+        if crc is not None:
+            crc.close()
+    return payload
+
+
+def _crc_reader(f: FileLike) -> CrcCheckingReader | None:
+    """The CRC-checking view torch reads instead of ``f`` (None: the directory cannot be
+    read, which torch then reports in its own words)."""
+    try:
+        return CrcCheckingReader(f)
+    except (BadZip, OSError):
+        return None
+
+
+def _check_crc(crc: CrcCheckingReader | None, f: FileLike) -> None:
+    """Raise CorruptCheckpointError when a record torch read differs from its CRC-32."""
+    if crc is None:
+        return
+    try:
+        bad = crc.mismatches()
+    except OSError as exc:
+        bad = [f"cannot be read again: {exc}"]
+    if bad:
+        raise CorruptCheckpointError(
+            "the checkpoint's bytes differ from the CRC-32s its zip directory stores",
+            path=_describe(f),
+            expected="every record torch read to match its CRC-32 and its local header",
+            found="; ".join(bad[:8]) + (f" and {len(bad) - 8} more" if len(bad) > 8 else ""),
+            fix="restore the file from its source or pick an earlier checkpoint; "
+            "the loaded weights were discarded",
+        )
 
 
 def trusted_load(

@@ -14,14 +14,16 @@ numpy (a test checks ``sys.modules``): the doctor runs on machines without them.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import os
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from typing import Any
 
+from ckptcompat.doctor.data_check import DataCheck, not_checked, verify_data
 from ckptcompat.doctor.migration import Generation, Migration, generation, migration
 from ckptcompat.doctor.pickle_walk import pickle_facts
 from ckptcompat.doctor.predict import predict
@@ -97,6 +99,8 @@ class Diagnosis:
         numpy_major: the numpy major the predictions assume for the loading side.
         migration: the ``ckptcompat migrate`` suggestion.
         versions: one report per torch minor, 2.4 first.
+        data: what is known of the bytes the scan does not read (the zip CRC-32s,
+            checked only when asked: ``--verify-data``).
     """
 
     path: str
@@ -118,6 +122,7 @@ class Diagnosis:
     numpy_major: int
     migration: Migration
     versions: tuple[VersionReport, ...]
+    data: DataCheck = field(default_factory=DataCheck)
 
     def for_torch(self, torch_version: str) -> VersionReport:
         """The report for the minor of ``torch_version`` (``"2.6.0+cu124"`` -> 2.6).
@@ -146,6 +151,7 @@ def diagnose(
     *,
     snapshot_dir: str | os.PathLike[str] | None = None,
     numpy_major: int | None = None,
+    read_data: bool = False,
 ) -> Diagnosis:
     """Diagnose ``path`` for every torch minor 2.4 ... 2.15 without loading it.
 
@@ -155,6 +161,9 @@ def diagnose(
             ``fixtures/torch_allowlists``); a missing folder means rules everywhere.
         numpy_major: numpy major of the loading side; default the installed numpy's
             (read from metadata), else 2.
+        read_data: also read every record and check the zip's CRC-32s and local headers
+            (a mismatch is a ``crc_mismatch`` finding: the file is corrupt); without it
+            the storage bytes are never read, and ``data`` says so.
 
     Raises:
         CheckpointNotFoundError: no file (or a directory) at ``path``.
@@ -174,6 +183,10 @@ def diagnose(
         numpy_major = int(installed["numpy"].split(".")[0]) if installed["numpy"] else 2
     try:
         result = scan.scan(name)
+        data = verify_data(name, result.kind) if read_data else not_checked(result.kind)
+        if data.problems:
+            found = Finding("crc_mismatch", "records differ from their zip CRC-32", data.problems)
+            result = dataclasses.replace(result, findings=(*result.findings, found))
         facts = pickle_facts(name, result)
         kind, detail = generation(result, facts)
         risks = code_risks(name, result)
@@ -210,6 +223,7 @@ def diagnose(
         numpy_major=numpy_major,
         migration=migrate,
         versions=tuple(reports),
+        data=data,
     )
 
 
@@ -229,7 +243,8 @@ def to_json(diag: Diagnosis) -> dict[str, Any]:
     globals, nondefault_globals, tensor_dtypes, storages, storage_bytes, numpy_dtypes``
     (each ``{code, class}``), ``writer_hint, findings, risks`` (why loading could run
     code; empty when none), ``installed, numpy_major, migration`` (``{command,
-    needs_trust, note, agent_from}``), ``versions``; each version ``{torch, release,
+    needs_trust, note, agent_from}``), ``data`` (``{verified, problems, note}``: the zip
+    CRC-32 check of ``--verify-data``), ``versions``; each version ``{torch, release,
     basis, plain, weights_only, advisories}``; each verdict ``{outcome, basis, why,
     refused_globals, first_error, allowlist: [{name, target, reason, dangerous, curated,
     alias}], blockers, notes}`` (``basis``: ``"snapshot"`` or ``"rules"``, as for its
@@ -258,6 +273,11 @@ def to_json(diag: Diagnosis) -> dict[str, Any]:
         "installed": dict(diag.installed),
         "numpy_major": diag.numpy_major,
         "migration": asdict(diag.migration),
+        "data": {
+            "verified": diag.data.verified,
+            "problems": list(diag.data.problems),
+            "note": diag.data.note,
+        },
         "versions": [
             {
                 "torch": v.torch,
@@ -281,8 +301,9 @@ def _error_json(path: str, exc: CheckpointError) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``ckptcompat doctor FILE [--json]``: print the diagnosis.
+    """``ckptcompat doctor FILE [--json] [--verify-data]``: print the diagnosis.
 
+    Text output escapes what the terminal's encoding cannot print; JSON is ASCII.
     Returns 0 whatever the verdicts, 2 when FILE is missing or unreadable: the message on
     stderr and, with ``--json``, ``{schema_version, file, error: {type, message}}`` on
     stdout.
@@ -293,19 +314,31 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("file", metavar="FILE", help="the checkpoint to examine")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser.add_argument(
+        "--verify-data",
+        action="store_true",
+        help="also read every record and check the zip's CRC-32s (reads the whole file)",
+    )
     args = parser.parse_args(argv)
     try:
-        diag = diagnose(args.file)
+        diag = diagnose(args.file, read_data=args.verify_data)
     except CheckpointError as exc:
-        print(f"ckptcompat doctor: {type(exc).__name__}: {exc}", file=sys.stderr)
+        _write(f"ckptcompat doctor: {type(exc).__name__}: {exc}\n", sys.stderr)
         if args.json:
             print(json.dumps(_error_json(args.file, exc), indent=1))
         return 2
     if args.json:
-        print(json.dumps(to_json(diag), indent=1))
+        print(json.dumps(to_json(diag), indent=1))  # ensure_ascii: always printable
     else:
-        print(render_text(diag), end="")
+        _write(render_text(diag), sys.stdout)
     return 0
+
+
+def _write(text: str, stream: Any) -> None:
+    """Write ``text`` escaping what ``stream``'s encoding cannot hold (a global named
+    with a lone surrogate, any non-ASCII name on an ASCII terminal): ``\\udc80``."""
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    stream.write(text.encode(encoding, "backslashreplace").decode(encoding, "replace"))
 
 
 if __name__ == "__main__":

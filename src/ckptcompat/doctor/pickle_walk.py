@@ -28,7 +28,13 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from ckptcompat.doctor.bounded_file import BoundedFile
 from ckptcompat.scan.archive_reader import ArchiveReader, BadZip
+from ckptcompat.scan.limits import (
+    MAX_NESTING_DEPTH,
+    MAX_PICKLE_BYTES,
+    MAX_UNFOLDED_TUPLE_ITEMS,
+)
 from ckptcompat.scan.scan_result import ScanResult
 from ckptcompat.scan.torch_names import TENSOR_REBUILDS, qualify
 
@@ -75,6 +81,22 @@ class _Sym:
         self.kind = kind  # global | call | new | persistent | other
         self.items: list[Any] = []  # values given by SETITEM(S) (for state_dict detection)
         self.keys: list[Any] = []  # their keys, in order (a state_dict's parameter names)
+
+
+def _too_deep(key: tuple[Any, ...]) -> bool:
+    """True when hashing ``key`` would go past a limit: tuples nested deeper than
+    ``max_nesting_depth`` (the hash recurses in C, unguarded) or holding more than
+    ``max_unfolded_tuple_items`` items through nested tuples (the hash visits each, once
+    per use). Iterative; its work stops at the limit."""
+    todo: list[tuple[tuple[Any, ...], int]] = [(key, 1)]
+    visited = 0
+    while todo:
+        item, depth = todo.pop()
+        visited += len(item)
+        if depth > MAX_NESTING_DEPTH or visited > MAX_UNFOLDED_TUPLE_ITEMS:
+            return True
+        todo.extend((t, depth + 1) for t in item if type(t) is tuple)
+    return False
 
 
 class _Mark:
@@ -126,6 +148,8 @@ class _Machine:
     def setitems(self, target: Any, pairs: list[tuple[Any, Any]]) -> None:
         if isinstance(target, dict):
             for key, value in pairs:
+                if type(key) is tuple and _too_deep(key):
+                    raise ValueError("a dict key nested past max_nesting_depth")
                 try:
                     target[key] = value
                 except TypeError:  # an unhashable key: keep the value, lose the key
@@ -276,7 +300,7 @@ def _walk(ops: _Ops) -> tuple[_Machine, bool]:
                 break
             if not machine.step(op.name, arg, pos or 0):
                 return machine, True
-    except (ValueError, IndexError, KeyError, TypeError, EOFError):
+    except (ValueError, IndexError, KeyError, TypeError, EOFError, OverflowError):
         pass  # malformed or unmodelled: report what was seen so far
     return machine, False
 
@@ -322,10 +346,11 @@ def _object_pickle(path: str, result: ScanResult) -> Iterator[tuple[_Ops, int] |
             reader.close()
         yield (None if data is None else (pickletools.genops(io.BytesIO(data)), 0))
     elif result.kind == "legacy_pickle":
-        with open(path, "rb") as fh:
+        with open(path, "rb") as raw:
+            fh = BoundedFile(raw, MAX_PICKLE_BYTES)
             try:
                 # Legacy layout: magic number, protocol version, sys_info, then the object.
-                _skip_pickles(fh, 3)
+                _skip_pickles(fh, 3)  # type: ignore[arg-type]
             except (ValueError, EOFError):
                 yield None
             else:
@@ -356,6 +381,8 @@ def pickle_facts(path: str, result: ScanResult) -> PickleFacts:
             global_pos=result.facts.global_pos,
             opcode_pos=result.facts.opcode_pos,
         )
+    if "limit_exceeded" in result.codes():
+        return PickleFacts(complete=False)  # walking it is the work the limit forbids
     with _object_pickle(path, result) as found:
         if found is None:
             return PickleFacts(complete=False)
@@ -384,6 +411,8 @@ def root_object(path: str, result: ScanResult) -> object | None:
     when the pickle cannot be walked to its STOP. Nothing is imported or called.
     OSError for the path itself propagates.
     """
+    if "limit_exceeded" in result.codes():
+        return None
     with _object_pickle(path, result) as found:
         if found is None:
             return None

@@ -53,6 +53,9 @@ _CORRUPT_CODES = frozenset(
         "legacy_bad_header",
         "storage_size_mismatch",
         "inconsistent_storage",
+        "limit_exceeded",
+        "pickle_too_large",
+        "crc_mismatch",
     }
 )
 _UNMODELLED_CODES = frozenset({"call_on_result", "non_storage_persistent_id", "unpickle_failed"})

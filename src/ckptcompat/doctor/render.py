@@ -70,6 +70,8 @@ def _summary(diag: Diagnosis) -> list[str]:
     serious = [f for f in diag.findings if f.code not in ("setitem_non_dict",)]
     for finding in serious[:5]:
         lines.append(f"  finding      {finding.code}: {finding.message}")
+    lines.append(f"  data         {diag.data.note}")
+    lines += [f"  crc mismatch {problem}" for problem in diag.data.problems[:5]]
     here = ", ".join(f"{k} {v or 'absent'}" for k, v in diag.installed.items())
     lines.append(f"  this machine {here}; predictions assume numpy {diag.numpy_major} when loading")
     return lines

@@ -24,7 +24,9 @@ import os
 import pickletools
 from typing import TYPE_CHECKING
 
+from ckptcompat.doctor.bounded_file import BoundedFile
 from ckptcompat.scan.danger import is_dangerous
+from ckptcompat.scan.limits import MAX_PICKLE_BYTES
 
 if TYPE_CHECKING:
     from ckptcompat.scan.scan_result import ScanResult
@@ -61,8 +63,9 @@ def _raw_pickle_names(path: str) -> list[str] | None:
     names: list[str] = []
     calls = False
     try:
-        with open(path, "rb") as fh:
-            for count, (op, arg, _pos) in enumerate(pickletools.genops(fh)):
+        with open(path, "rb") as raw:
+            fh = BoundedFile(raw, MAX_PICKLE_BYTES)
+            for count, (op, arg, _pos) in enumerate(pickletools.genops(fh)):  # type: ignore[arg-type]
                 if count > _MAX_RAW_OPS:
                     return None
                 if op.name in _NAMING_OPS:
@@ -73,7 +76,7 @@ def _raw_pickle_names(path: str) -> list[str] | None:
                     break
             else:
                 return None
-    except (ValueError, EOFError, UnicodeDecodeError):
+    except (ValueError, EOFError, OverflowError):
         return None  # not a pickle: text, or bytes of another format
     if names:
         return list(dict.fromkeys(names))

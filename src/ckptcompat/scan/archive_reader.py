@@ -29,6 +29,7 @@ _CENTRAL = struct.Struct("<4s4B4HL2L5H2L")  # 46 bytes
 _LOCAL = struct.Struct("<4s2B4HL2L2H")  # 30 bytes
 _MAX_COMMENT = 65535
 _FLAG_ENCRYPTED, _FLAG_UTF8 = 0x1, 0x800
+_DOS_DIRECTORY = 0x10  # in a central record's external attributes
 
 
 class BadZip(Exception):
@@ -115,7 +116,16 @@ class ArchiveReader:
         self.size: int = self._fh.seek(0, io.SEEK_END) - self._base
 
     def read_at(self, offset: int, n: int) -> bytes:
-        """Up to ``n`` bytes from ``offset``; fewer only at end of file."""
+        """Up to ``n`` bytes from ``offset`` (bytes); fewer only at end of file.
+
+        Offsets and lengths come from the file itself (zip fields, legacy size headers),
+        so both are checked against :attr:`size` before any seek or allocation: an
+        offset outside the file (negative, past its end, past what a seek takes) gives
+        ``b""``, a length is cut to the bytes present. Raises only OSError of the file.
+        """
+        if offset < 0 or n <= 0 or offset >= self.size:
+            return b""
+        n = min(n, self.size - offset)
         self._fh.seek(self._base + offset)
         chunks, left = [], n
         while left > 0:
@@ -201,6 +211,38 @@ class ArchiveReader:
             raise BadZip(f"the directory lists {len(entries)} records, its end record {count}")
         return ZipDirectory.of(entries)
 
+    def silent_skips(self) -> list[str]:
+        """Records torch's zip reader (miniz) would skip without an error, as
+        ``"<name>: <why>"``: a name without a trailing ``/`` whose DOS attributes mark a
+        directory, or a record with no compressed bytes but an uncompressed size. miniz
+        "extracts" those by writing nothing, and torch then hands out the uninitialised
+        buffer as a tensor (a silent wrong weight no CRC check sees: nothing is read).
+        torch.save writes neither. Raises BadZip when the directory cannot be read.
+        """
+        count, cd_size, cd_offset, _ = self._end_record()
+        cd = self.read_at(cd_offset, cd_size)
+        pieces = cd.split(_CENTRAL_SIGNATURE)
+        if not pieces[0] and len(pieces) == count + 1 and not _odd_pieces(pieces[1:]):
+            return []  # every record is one piece (see _plain_entries), none odd
+        out, pos = [], 0
+        try:
+            for _ in range(count):
+                rec = _CENTRAL.unpack_from(cd, pos)
+                if rec[0] != _CENTRAL_SIGNATURE:
+                    raise BadZip(f"bad central-directory record at {cd_offset + pos}")
+                name_len, extra_len, comment_len = rec[12], rec[13], rec[14]
+                raw = cd[pos + 46 : pos + 46 + name_len]
+                csize, usize, attributes = rec[10], rec[11], rec[17]
+                name = raw.decode("utf-8" if rec[5] & _FLAG_UTF8 else "cp437", "replace")
+                if attributes & _DOS_DIRECTORY and not raw.endswith(b"/"):
+                    out.append(f"{name}: marked as a directory, so torch would read nothing")
+                elif csize == 0 and usize not in (0, _MAX32):
+                    out.append(f"{name}: no stored bytes for {usize} bytes of data")
+                pos += 46 + name_len + extra_len + comment_len
+        except struct.error as exc:
+            raise BadZip(f"unreadable central directory: {exc}") from None
+        return out
+
     def read_entry(self, entry: ZipEntry) -> bytes:
         """The record's bytes, CRC-checked. Raises BadZip."""
         if entry.flags & _FLAG_ENCRYPTED or entry.method not in (0, 8):
@@ -272,6 +314,16 @@ def _plain_entries(cd: bytes, count: int) -> ZipDirectory | None:
         return None
     names = list(map(bytes.decode, raw_names))  # ASCII: the same in UTF-8 and cp437
     return ZipDirectory(names, usize, pieces)
+
+
+def _odd_pieces(pieces: list[bytes]) -> bool:
+    """True when a central record (after its signature) may be one miniz skips: its DOS
+    directory bit set, or no compressed bytes (or when one is too short to tell)."""
+    if min(map(len, pieces), default=42) < 42:
+        return True
+    if any(p[34] & _DOS_DIRECTORY for p in pieces):  # external attributes, low byte
+        return True
+    return any(p[16:20] == b"\0\0\0\0" for p in pieces)  # compressed size 0
 
 
 def _zip64_sizes(extra: bytes, usize: int, csize: int, offset: int) -> tuple[int, int, int]:

@@ -13,7 +13,15 @@ from operator import itemgetter, not_
 from typing import TYPE_CHECKING
 
 from ckptcompat.scan.archive_reader import ArchiveReader, BadZip, ZipDirectory, ZipEntry
-from ckptcompat.scan.pickle_scan import PickleScan, scan_pickle
+from ckptcompat.scan.limits import (
+    MAX_COMPRESSION_RATIO,
+    MAX_INFLATED_BYTES,
+    MAX_PICKLE_BYTES,
+    MAX_RECORDS,
+    MAX_SCAN_BYTES,
+)
+from ckptcompat.scan.nesting import too_deep
+from ckptcompat.scan.pickle_scan import PAST, PickleScan, scan_pickle
 from ckptcompat.scan.scan_result import (
     ScanAcc,
     ScanResult,
@@ -28,10 +36,9 @@ from ckptcompat.scan.torch_names import STORAGE_TYPES
 if TYPE_CHECKING:
     from ckptcompat.scan.sniff import Sniff
 
-__all__ = ["scan_legacy", "scan_zip"]
+__all__ = ["scan_legacy", "scan_zip", "zip_limit"]
 
 
-_MAX_PICKLE_BYTES = 1 << 30  # refuse to scan a larger pickle record (bytes)
 _SMALL_RECORD = 64  # bytes; version/byteorder/.format_version records are a few bytes
 _FIRST_LEGACY_READ = 64 * 1024  # bytes
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # torch.serialization.MAGIC_NUMBER
@@ -68,15 +75,21 @@ def _scan_pickles(
 ) -> PickleScan | None:
     """Scan the pickle records at ``order`` (data.pkl first); return data.pkl's scan."""
     main_scan = None
+    budget = MAX_SCAN_BYTES
     for at in order:
         record = directory[at]
-        if record.file_size > _MAX_PICKLE_BYTES:
+        if record.file_size > MAX_PICKLE_BYTES:
             acc.note(
                 "pickle_too_large",
-                f"{record.name} is over {_MAX_PICKLE_BYTES} bytes",
+                f"{record.name} is over {MAX_PICKLE_BYTES} bytes (max_pickle_bytes)",
                 [record.name],
             )
             continue
+        over = _past_limit(record, budget)
+        if over is not None:
+            acc.note("limit_exceeded", f"{record.name}: {over[1]}", [over[0], record.name])
+            continue
+        budget -= record.file_size
         try:
             data = reader.read_entry(record)
         except BadZip as exc:
@@ -93,6 +106,49 @@ def _scan_pickles(
     return main_scan
 
 
+def _past_limit(record: ZipEntry, budget: int) -> tuple[str, str] | None:
+    """(limit, what) when reading ``record`` would go past a limit, checked before the
+    read: its declared sizes bound the work (the reader never inflates past them)."""
+    if record.file_size > budget:
+        return "max_scan_bytes", f"the scan has read {MAX_SCAN_BYTES - budget} bytes already"
+    if record.method == 0:
+        return None
+    if record.file_size > MAX_INFLATED_BYTES:
+        return "max_inflated_bytes", f"inflates to {record.file_size} bytes"
+    if record.file_size > MAX_COMPRESSION_RATIO * max(record.compress_size, 1):
+        ratio = record.file_size // max(record.compress_size, 1)
+        return "max_compression_ratio", f"inflates {ratio} times its stored size (a zip bomb)"
+    return None
+
+
+def zip_limit(reader: ArchiveReader, directory: ZipDirectory) -> tuple[str, str] | None:
+    """``(limit, what)`` when the record torch unpickles (``<first folder>/data.pkl``) goes
+    past a limit of :mod:`.limits`, checked before torch reads it: its sizes and
+    compression, then the nesting its opcodes build (torch's unpickler hashes dict keys
+    too). None when within every limit, or when the record is missing or unreadable
+    (torch then fails on its own, and :func:`scan_zip` explains why).
+    """
+    names = directory.names
+    if len(names) > MAX_RECORDS:
+        return "max_records", f"{len(names)} records"
+    first = names[0].split("/", 1)[0] if names and "/" in names[0] else ""
+    wanted = f"{first}/data.pkl"
+    if wanted not in names:
+        return None
+    record = directory[names.index(wanted)]
+    if record.file_size > MAX_PICKLE_BYTES:
+        return "max_pickle_bytes", f"{wanted} is {record.file_size} bytes"
+    over = _past_limit(record, MAX_SCAN_BYTES)
+    if over is not None:
+        return over[0], f"{wanted}: {over[1]}"
+    try:
+        data = reader.read_entry(record)
+    except BadZip:
+        return None
+    limit = too_deep(data)
+    return None if limit is None else (limit, f"{wanted}: {PAST[limit]}")
+
+
 def scan_zip(
     reader: ArchiveReader, entries: ZipDirectory | list[ZipEntry], sn: Sniff
 ) -> ScanResult:
@@ -100,6 +156,9 @@ def scan_zip(
     acc = ScanAcc()
     directory = entries if isinstance(entries, ZipDirectory) else ZipDirectory.of(entries)
     names = directory.names
+    if len(names) > MAX_RECORDS:  # the directory is parsed; nothing more is done
+        acc.note("limit_exceeded", f"{len(names)} zip records", ["max_records"])
+        return assemble(acc, sn, None, ())
     # Distinct record names and their directory indices (the first record of a name wins,
     # as in torch); no dict for torch's thousands of distinct names (a few look-ups scan).
     distinct: Sequence[str] = names
@@ -202,10 +261,11 @@ def scan_legacy(reader: ArchiveReader, sn: Sniff) -> ScanResult:
     buf = reader.read_at(0, min(_FIRST_LEGACY_READ, reader.size))
     scans: list[PickleScan] = []
     pos = 0
+    cap = min(reader.size, MAX_PICKLE_BYTES)  # the leading pickles, bytes
     for _ in range(5):
         ps = scan_pickle(buf, pos, keep_root=True)
-        while ps.needed_bytes and len(buf) < reader.size:
-            buf = reader.read_at(0, min(max(2 * len(buf), len(buf) + ps.needed_bytes), reader.size))
+        while ps.needed_bytes and len(buf) < cap:
+            buf = reader.read_at(0, min(max(2 * len(buf), len(buf) + ps.needed_bytes), cap))
             ps = scan_pickle(buf, pos, keep_root=True)
         acc.add(ps)
         scans.append(ps)
@@ -221,6 +281,9 @@ def scan_legacy(reader: ArchiveReader, sn: Sniff) -> ScanResult:
     claims = _claims(acc)
     record_bytes: dict[str, int] = {}
     offset, truncated = pos, False
+    if not all(type(key) is str for key in keys):
+        acc.note("legacy_bad_header", "the storage key list holds something other than str")
+        keys = []
     for key in keys:
         spec = STORAGE_TYPES.get(claims[key][0]) if key in claims else None  # type: ignore[arg-type]
         if spec is None:

@@ -24,11 +24,14 @@ from typing import Any
 
 from ckptcompat.scan.inert_placeholders import InertRecord, RootShape, describe_root
 from ckptcompat.scan.inert_unpickler import inert_load
+from ckptcompat.scan.limits import MAX_NESTING_DEPTH, MAX_UNFOLDED_TUPLE_ITEMS
+from ckptcompat.scan.nesting import too_deep
 from ckptcompat.scan.opcode_walk import OPCODE_NAMES, PROTOCOL_OF, WEIGHTS_ONLY_OPCODES, Walk
 from ckptcompat.scan.opcode_walk import walk as _walk_opcodes
 from ckptcompat.scan.persistent_ids import PersistentRef
 
 __all__ = [
+    "PAST",
     "Finding",
     "PickleScan",
     "StreamFacts",
@@ -146,9 +149,23 @@ def _is_plain(obj: object, budget: int) -> bool:
     return True
 
 
-def _vet(walk: Walk, findings: list[Finding]) -> bool:
+#: limit name -> what a pickle past it holds (the message of its finding).
+PAST = {
+    "max_nesting_depth": f"containers nested over {MAX_NESTING_DEPTH} levels deep (hashing "
+    "such a tuple overflows the C stack)",
+    "max_unfolded_tuple_items": f"a tuple holding over {MAX_UNFOLDED_TUPLE_ITEMS} items "
+    "through shared nested tuples (hashing it would take hours)",
+}
+
+
+def _vet(walk: Walk, data: bytes, start: int, findings: list[Finding]) -> bool:
     """Note what the walk found wrong; True when the inert pass may run."""
     ok = walk.end is not None
+    # Before any unpickler: a deep tuple used as a key overflows the C stack when hashed.
+    limit = too_deep(data, start)
+    if limit is not None:
+        findings.append(Finding("limit_exceeded", PAST[limit], (limit,)))
+        ok = False
     if walk.truncated:
         findings.append(Finding("truncated_pickle", "the pickle ends before its STOP opcode"))
     if walk.error is not None:
@@ -184,9 +201,11 @@ def scan_pickle(data: bytes, start: int = 0, *, keep_root: bool = False) -> Pick
     Returns the scan. Problems are ``findings``, never exceptions; codes:
     ``unsupported_opcode`` (outside :data:`WEIGHTS_ONLY_OPCODES`), ``truncated_pickle``,
     ``malformed_pickle``, ``extension_opcode``, ``memo_index_out_of_range``,
-    ``unpickle_failed``, ``call_on_result`` (a call's result called: getattr chains),
+    ``limit_exceeded`` (names the limit: ``max_nesting_depth``), ``unpickle_failed``,
+    ``call_on_result`` (a call's result called: getattr chains),
     ``non_storage_persistent_id``. The inert pass is skipped when the walk finds the
-    stream truncated, malformed, using EXT opcodes or oversized memo indices; ``globals``
+    stream truncated, malformed, using EXT opcodes or oversized memo indices, or finds
+    containers nested past :data:`~ckptcompat.scan.limits.MAX_NESTING_DEPTH`; ``globals``
     then holds the GLOBAL/INST names read inline.
     """
     walk = _walk_opcodes(data, start)
@@ -204,7 +223,7 @@ def scan_pickle(data: bytes, start: int = 0, *, keep_root: bool = False) -> Pick
                 tuple(unsupported),
             )
         )
-    if not _vet(walk, findings):
+    if not _vet(walk, data, start, findings):
         return PickleScan(
             start=start,
             end=walk.end,

@@ -25,8 +25,10 @@ Finding codes (:class:`Finding`), and what ``precheck(full=True)`` does with the
   ``dangerous_global``; ``setitem_non_dict`` and ``append_non_list`` unless the target's
   class was allowlisted by the caller (SETITEM only); globals outside the defaults and
   ``allowed`` (no finding: the allowlist is the caller's).
+* refused past a limit (:class:`~ckptcompat.errors.LimitExceededError`, ``.limit`` the
+  name of :mod:`.limits`): ``limit_exceeded``, ``pickle_too_large``.
 * refused as corrupt: ``truncated_pickle``, ``malformed_pickle``, ``unpickle_failed``,
-  ``missing_pickle``, ``prefix_mismatch``, ``pickle_too_large``, ``unreadable_record``,
+  ``missing_pickle``, ``prefix_mismatch``, ``unreadable_record``,
   ``inconsistent_storage``, ``missing_storage_record``, ``storage_size_mismatch``,
   ``truncated_storage``, ``legacy_bad_header``.
 * reported only: ``unexpected_record``, ``unreferenced_record``, ``trailing_bytes``,
@@ -47,10 +49,11 @@ from ckptcompat.errors import (
     UnsafeCheckpointError,
 )
 from ckptcompat.scan.archive_reader import ArchiveReader, ZipDirectory
-from ckptcompat.scan.archive_scan import scan_legacy, scan_zip
+from ckptcompat.scan.archive_scan import scan_legacy, scan_zip, zip_limit
+from ckptcompat.scan.limits import limit_error
 from ckptcompat.scan.pickle_scan import Finding
 from ckptcompat.scan.scan_result import ScanResult
-from ckptcompat.scan.sniff import Sniff, classify, sniff
+from ckptcompat.scan.sniff import Sniff, classify
 from ckptcompat.scan.torch_names import SETITEM_TARGETS, WEIGHTS_ONLY_GLOBALS
 
 __all__ = ["precheck", "scan"]
@@ -140,7 +143,6 @@ _CORRUPT_CODES = frozenset(
         "unpickle_failed",
         "missing_pickle",
         "prefix_mismatch",
-        "pickle_too_large",
         "unreadable_record",
         "inconsistent_storage",
         "missing_storage_record",
@@ -226,6 +228,11 @@ def _refuse_content(result: ScanResult, allowed: frozenset[str], name: str | Non
             else "run `ckptcompat doctor FILE`; allowlist trusted classes for this load, or "
             "`ckptcompat migrate --trust` it only if you trust its source",
         )
+    for f in result.findings:
+        if f.code == "limit_exceeded":
+            raise limit_error(f.names[0], f.message, path=name)
+        if f.code == "pickle_too_large":
+            raise limit_error("max_pickle_bytes", f.message, path=name)
     corrupt = [f for f in result.findings if f.code in _CORRUPT_CODES]
     if corrupt:
         raise CorruptCheckpointError(
@@ -237,6 +244,24 @@ def _refuse_content(result: ScanResult, allowed: frozenset[str], name: str | Non
             ),
             fix="restore the file from its source or pick an earlier checkpoint",
         )
+
+
+def _refuse_limits(
+    reader: ArchiveReader, sn: Sniff, entries: ZipDirectory | None, name: str | None
+) -> None:
+    """Refuse a file whose object pickle goes past a limit any unpickler would meet (torch's
+    own hashes dict keys too: a deep tuple key overflows its C stack). The only content
+    check without ``full``: the pickle record's sizes, compression and nesting."""
+    if sn.kind == "zip" and entries is not None:
+        past = zip_limit(reader, entries)
+        if past is not None:
+            raise limit_error(past[0], past[1], path=name)
+    elif sn.kind == "legacy_pickle":
+        with _gc_paused():
+            result = scan_legacy(reader, sn)
+        for f in result.findings:
+            if f.code == "limit_exceeded":
+                raise limit_error(f.names[0], f.message, path=name)
 
 
 def precheck(
@@ -256,6 +281,9 @@ def precheck(
     Returns the :class:`Sniff` of the file.
 
     Raises:
+        LimitExceededError: a file past a limit of :mod:`.limits` (a
+            CorruptCheckpointError; ``.limit`` names the limit): without ``full``, the
+            object pickle's size, compression and nesting; with it, every limit.
         CorruptCheckpointError: empty, truncated zip, Git-LFS pointer, HTML, unknown bytes;
             with ``full``: truncated or malformed pickle, storage records whose sizes
             disagree with the pickle (bytes), missing records.
@@ -268,11 +296,15 @@ def precheck(
             weights-only set, SETITEM on non-dicts, more than one pickle record.
     """
     name = os.fspath(f) if isinstance(f, (str, os.PathLike)) else None
-    if not full:
-        result = sniff(f)
-        _refuse_kind(result, name)
-        return result
     reader = ArchiveReader(f)
+    if not full:
+        try:
+            result, entries = classify(reader)
+            _refuse_kind(result, name)
+            _refuse_limits(reader, result, entries, name)
+        finally:
+            reader.close()
+        return result
     try:
         result, entries = classify(reader)
         _refuse_kind(result, name)

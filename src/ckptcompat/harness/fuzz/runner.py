@@ -1,0 +1,398 @@
+"""Run mutated and crafted files through every entry point, one forked child each.
+
+The runner imports torch and ckptcompat once, builds the base files, then forks a child
+per (case, entry point): a crash is the child's signal, a hang its timeout (then
+SIGKILL), its peak memory the ``ru_maxrss`` that :func:`os.wait4` reports. A case fails
+on a crash, a timeout, an exception that is not a ckptcompat error (the doctor: any
+exception but "file missing"), a doctor exit code other than 0/2, or a silent wrong load:
+a byte-level mutation of a zip whose load returns anything but the base's payload.
+Failing files are saved with their description as reproducers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import random
+import shutil
+import signal
+import time
+import traceback
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ckptcompat.harness.fuzz import crafted
+from ckptcompat.harness.fuzz.mutate import BYTE_KINDS, KINDS, mutate
+
+__all__ = ["ENTRY_POINTS", "Outcome", "run"]
+
+ENTRY_POINTS = ("doctor", "doctor --json --verify-data", "doctor text", "load",
+                "load_from_uri", "load_agent indexed")  # fmt: skip
+FAILURES = ("crash", "timeout", "untyped", "silent_wrong", "bad_exit")
+
+
+@dataclass
+class Outcome:
+    """One (case, entry point) run: what happened and what it cost."""
+
+    case: int
+    kind: str
+    base: str
+    entry: str
+    result: str  # ok | typed | loaded_same | loaded_changed | unverifiable | a FAILURES
+    detail: str = ""
+    maxrss_kb: int = 0  # the child's peak resident memory
+    grown_kb: int = 0  # maxrss_kb less what the child held when it started the case
+    seconds: float = 0.0
+
+
+@dataclass
+class _Base:
+    name: str
+    data: bytes
+    digest: str | None  # the payload torch_compat.load returns; None for a legacy file
+    agent_digest: str | None = None  # load_from_uri's agent, for a safe-format file
+    run_dir: Path | None = None  # a managed run holding it (the indexed load)
+
+
+def fingerprint(obj: Any) -> str:
+    """A digest of a loaded payload: structure, dtypes, shapes and tensor bytes."""
+    import torch
+
+    h = hashlib.sha256()
+    todo = [obj]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, torch.nn.Module):
+            todo.append(dict(item.state_dict()))
+        elif isinstance(item, torch.Tensor):
+            flat = item.detach().cpu().reshape(-1).contiguous()
+            h.update(f"T{item.dtype}{tuple(item.shape)}".encode())
+            h.update(flat.view(torch.uint8).numpy().tobytes())
+        elif isinstance(item, dict):
+            h.update(f"D{len(item)}".encode())
+            for key, value in item.items():
+                h.update(repr(key).encode("utf-8", "backslashreplace"))
+                todo.append(value)
+        elif isinstance(item, (list, tuple)):
+            h.update(f"L{type(item).__name__}{len(item)}".encode())
+            todo.extend(reversed(item))
+        else:
+            h.update(repr(item).encode("utf-8", "backslashreplace")[:10_000])
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------ the bases
+def build_bases(work: Path) -> list[_Base]:
+    """Base files written by torch here: a safe-format agent (in a managed run), a
+    state_dict, an optimizer-style nested dict, a legacy non-zip file."""
+    import torch
+
+    from ckptcompat import torch_compat
+    from ckptcompat.agents.mock import MockAgent
+    from ckptcompat.checkpoint.manager import SimpleCheckpointManager
+
+    torch.manual_seed(0)
+    bases = []
+    run_dir = work / "base_run"
+    manager = SimpleCheckpointManager("fz", run_dir)
+    manager.save_agent(MockAgent(), epoch=0, metadata={"agent_step": 0, "score": None})
+    path = manager.checkpoint_dir / "fz_v0.pt"
+    agent = SimpleCheckpointManager.load_from_uri(path)
+    bases.append(
+        _Base(
+            "agent_v1",
+            path.read_bytes(),
+            fingerprint(torch_compat.load(path)),
+            fingerprint(agent),
+            run_dir,
+        )
+    )
+    sd = {f"layer{i}.weight": torch.randn(4, 3) for i in range(6)}
+    state = {"state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.randn(5)}},
+             "param_groups": [{"lr": 1e-3, "betas": (0.9, 0.999), "params": [0]}]}  # fmt: skip
+    for name, obj in (("state_dict", sd), ("optimizer", state)):
+        buf = io.BytesIO()
+        torch.save(obj, buf, pickle_protocol=2)
+        (work / f"{name}.pt").write_bytes(buf.getvalue())
+        digest = fingerprint(torch_compat.load(work / f"{name}.pt"))
+        bases.append(_Base(name, buf.getvalue(), digest))
+    buf = io.BytesIO()
+    torch.save(sd, buf, pickle_protocol=2, _use_new_zipfile_serialization=False)
+    bases.append(_Base("legacy", buf.getvalue(), None))
+    return bases
+
+
+# ------------------------------------------------------------------ one child
+def _entry(entry: str, path: Path, case_dir: Path) -> dict[str, Any]:
+    """Run one entry point on ``path``; the child's result (never raises)."""
+    from ckptcompat import doctor, torch_compat
+    from ckptcompat.checkpoint.manager import SimpleCheckpointManager
+    from ckptcompat.errors import CheckpointError
+
+    try:
+        if entry == "doctor":
+            doctor.diagnose(path)
+            return {"result": "ok"}
+        if entry.startswith("doctor "):
+            out, err = io.StringIO(), io.StringIO()
+            args = [str(path), *(["--json", "--verify-data"] if "--json" in entry else [])]
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                code = doctor.main(args)
+            if code not in (0, 2):
+                return {"result": "bad_exit", "detail": f"exit {code}"}
+            return {"result": "ok"}
+        if entry == "load":
+            return {"result": "loaded", "digest": fingerprint(torch_compat.load(path))}
+        if entry == "load_from_uri":
+            agent = SimpleCheckpointManager.load_from_uri(path)
+            return {"result": "loaded", "digest": fingerprint(agent)}
+        manager = SimpleCheckpointManager("fz", case_dir / "run")
+        return {"result": "loaded", "digest": fingerprint(manager.load_agent(0))}
+    except CheckpointError as exc:
+        return {"result": "typed", "detail": f"{type(exc).__name__}: {str(exc)[:200]}"}
+    except BaseException as exc:  # what the fuzz run exists to find
+        return {
+            "result": "untyped",
+            "detail": f"{type(exc).__name__}: {str(exc)[:300]}\n{traceback.format_exc()[-1500:]}",
+        }
+
+
+def _fork(entry: str, path: Path, case_dir: Path) -> tuple[int, int]:
+    """Start a child; return (pid, read end of its result pipe)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        os.close(read)
+        code = 0
+        try:
+            start_kb = _rss_kb()
+            out = _entry(entry, path, case_dir) | {"start_kb": start_kb}
+            os.write(write, json.dumps(out, default=str).encode()[:60_000])
+        except BaseException:
+            code = 3
+        finally:
+            os._exit(code)
+    os.close(write)
+    return pid, read
+
+
+@dataclass
+class _Running:
+    pid: int
+    pipe: int
+    started: float
+    outcome: Outcome
+    path: Path
+    expect: tuple[str | None, str | None]  # (payload digest, agent digest) of a wrong load
+    chunks: list[bytes] = field(default_factory=list)
+
+
+def _finish(job: _Running, status: int, usage: Any, timed_out: bool) -> Outcome:
+    out = job.outcome
+    out.seconds = time.monotonic() - job.started
+    out.maxrss_kb = usage.ru_maxrss if usage is not None else 0
+    with contextlib.suppress(OSError):
+        while chunk := os.read(job.pipe, 65536):
+            job.chunks.append(chunk)
+    os.close(job.pipe)
+    if timed_out:
+        out.result, out.detail = "timeout", f"killed after {out.seconds:.1f} s"
+        return out
+    if os.WIFSIGNALED(status):
+        out.result, out.detail = "crash", f"signal {signal.Signals(os.WTERMSIG(status)).name}"
+        return out
+    try:
+        got = json.loads(b"".join(job.chunks) or b"{}")
+    except json.JSONDecodeError:
+        got = {}
+    if not got:
+        out.result, out.detail = "crash", f"exit {os.waitstatus_to_exitcode(status)}, no result"
+        return out
+    out.result, out.detail = got["result"], got.get("detail", "")
+    out.grown_kb = max(out.maxrss_kb - int(got.get("start_kb", 0)), 0)
+    if out.result == "loaded":
+        agent = out.entry in ("load_from_uri", "load_agent indexed")
+        want = job.expect[1] if agent else job.expect[0]
+        if want is None:
+            out.result = "loaded" if out.kind not in BYTE_KINDS else "unverifiable"
+        elif got["digest"] == want:
+            out.result = "loaded_same"
+        elif out.kind in BYTE_KINDS:
+            out.result, out.detail = "silent_wrong", "the load returned other data than saved"
+        else:
+            out.result = "loaded_changed"  # the rewritten pickle says so, with a valid CRC
+    return out
+
+
+# ------------------------------------------------------------------ the run
+def _case(bases: list[_Base], i: int, seed: int) -> tuple[str, _Base, bytes]:
+    """Case ``i``: the crafted files first, then mutations round-robin over the kinds,
+    each from its own generator seeded by (seed, i), so cases are made one at a time."""
+    crafted_files = list(crafted.BUILDERS.items())
+    if i < len(crafted_files):
+        name, build = crafted_files[i]
+        return "crafted", _Base(name, b"", None), build()
+    rng = random.Random(f"{seed}-{i}")
+    kind = KINDS[i % len(KINDS)]
+    base = rng.choice(bases)
+    return kind, base, mutate(base.data, kind, rng)
+
+
+def _entries_for(base: _Base, entries: tuple[str, ...]) -> list[str]:
+    return [e for e in entries if e != "load_agent indexed" or base.run_dir is not None]
+
+
+def run(
+    out_dir: Path,
+    *,
+    cases: int,
+    seed: int,
+    jobs: int = 2,
+    timeout_s: float = 30.0,
+    entries: tuple[str, ...] = ENTRY_POINTS,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run ``cases`` cases (the crafted files first, then mutations round-robin over the
+    kinds) through ``entries``, ``jobs`` children at a time; write ``report.json`` and
+    the failing files under ``out_dir``; return the report.
+
+    Args:
+        out_dir: created if missing; ``work/`` holds case files, ``failures/`` the saved
+            reproducers (file + JSON).
+        cases: how many cases; seed: the random seed (same seed, same files).
+        jobs: children at a time. timeout_s: per child, seconds.
+        entries: the entry points (see :data:`ENTRY_POINTS`).
+        progress: called with a line now and then.
+    """
+    work = out_dir / "work"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    failures_dir = out_dir / "failures"
+    bases = build_bases(work)
+    baseline_kb = _rss_kb()
+    pending: list[tuple[int, str, _Base, bytes, str]] = []
+    next_case = 0
+    running: dict[int, _Running] = {}
+    outcomes: list[Outcome] = []
+    started = time.monotonic()
+    reported = 0
+    while next_case < cases or pending or running:
+        while len(running) < jobs and (pending or next_case < cases):
+            if not pending:
+                kind, base, data = _case(bases, next_case, seed)
+                pending = [(next_case, kind, base, data, e) for e in _entries_for(base, entries)]
+                pending.reverse()
+                next_case += 1
+            i, kind, base, data, entry = pending.pop()
+            case_dir = work / f"{i}-{entry.split()[0]}-{len(pending)}"
+            case_dir.mkdir()
+            path = _place(case_dir, base, data, entry)
+            pid, pipe = _fork(entry, path, case_dir)
+            running[pid] = _Running(
+                pid, pipe, time.monotonic(), Outcome(i, kind, base.name, entry, ""),
+                path, (base.digest, base.agent_digest),
+            )  # fmt: skip
+        _reap(running, outcomes, timeout_s, failures_dir)
+        if progress and len(outcomes) >= reported + 1000:
+            reported = len(outcomes)
+            progress(f"{reported} runs, {time.monotonic() - started:.0f} s")
+    shutil.rmtree(work, ignore_errors=True)
+    report = _report(outcomes, baseline_kb, time.monotonic() - started, cases, seed)
+    (out_dir / "report.json").write_text(json.dumps(report, indent=1))
+    return report
+
+
+def _place(case_dir: Path, base: _Base, data: bytes, entry: str) -> Path:
+    """Write the case file where ``entry`` reads it (the indexed load: in a copy of the
+    base's managed run, over the indexed file)."""
+    if entry == "load_agent indexed" and base.run_dir is not None:
+        shutil.copytree(base.run_dir, case_dir / "run")
+        path = case_dir / "run" / "fz" / "checkpoints" / "fz_v0.pt"
+    else:
+        path = case_dir / "fz_v0.pt"
+    path.write_bytes(data)
+    return path
+
+
+def _reap(
+    running: dict[int, _Running], outcomes: list[Outcome], timeout_s: float, failures: Path
+) -> None:
+    done_any = False
+    for pid, job in list(running.items()):
+        got, status, usage = os.wait4(pid, os.WNOHANG)
+        timed_out = False
+        if got == 0:
+            if time.monotonic() - job.started < timeout_s:
+                continue
+            os.kill(pid, signal.SIGKILL)
+            _, status, usage = os.wait4(pid, 0)
+            timed_out = True
+        del running[pid]
+        done_any = True
+        out = _finish(job, status, usage, timed_out)
+        outcomes.append(out)
+        if out.result in FAILURES:
+            _save(failures, out, job.path)
+        shutil.rmtree(job.path.parent if job.path.parent.name != "checkpoints"
+                      else job.path.parents[3], ignore_errors=True)  # fmt: skip
+    if not done_any:
+        time.sleep(0.002)
+
+
+def _save(failures: Path, out: Outcome, path: Path) -> None:
+    failures.mkdir(parents=True, exist_ok=True)
+    stem = f"case{out.case}-{out.kind}-{out.base}-{out.entry.split()[0]}-{out.result}"
+    with contextlib.suppress(OSError):
+        shutil.copy(path, failures / f"{stem}.pt")
+    (failures / f"{stem}.json").write_text(json.dumps(asdict(out), indent=1))
+
+
+def _rss_kb() -> int:
+    with contextlib.suppress(OSError), open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def _report(
+    outcomes: list[Outcome], baseline_kb: int, seconds: float, cases: int, seed: int
+) -> dict[str, Any]:
+    per_kind: dict[str, Counter[str]] = defaultdict(Counter)
+    per_entry: dict[str, Counter[str]] = defaultdict(Counter)
+    cases_per: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    peak: dict[str, int] = defaultdict(int)
+    grown: dict[str, int] = defaultdict(int)
+    slowest: dict[str, float] = defaultdict(float)
+    for o in outcomes:
+        per_kind[o.kind][o.result] += 1
+        per_entry[o.entry][o.result] += 1
+        cases_per[o.kind][o.entry] += 1
+        peak[o.entry] = max(peak[o.entry], o.maxrss_kb)
+        grown[o.entry] = max(grown[o.entry], o.grown_kb)
+        slowest[o.entry] = max(slowest[o.entry], o.seconds)
+    failures = [asdict(o) for o in outcomes if o.result in FAILURES]
+    return {
+        "cases": cases,
+        "seed": seed,
+        "runs": len(outcomes),
+        "seconds": round(seconds, 1),
+        "failures": {f: sum(1 for o in outcomes if o.result == f) for f in FAILURES},
+        "failed": failures[:200],
+        "cases_per_kind_and_entry": {k: dict(v) for k, v in cases_per.items()},
+        "results_per_kind": {k: dict(v) for k, v in per_kind.items()},
+        "results_per_entry": {k: dict(v) for k, v in per_entry.items()},
+        "parent_rss_kb": baseline_kb,
+        "peak_maxrss_kb_per_entry": dict(peak),
+        "peak_grown_kb_per_entry": dict(grown),
+        "peak_maxrss_kb": max(peak.values(), default=0),
+        "peak_grown_kb": max(grown.values(), default=0),
+        "slowest_s_per_entry": {k: round(v, 2) for k, v in slowest.items()},
+    }

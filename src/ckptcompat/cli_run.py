@@ -6,12 +6,18 @@ stdout line, usage errors and bad input included, and one line for a human on st
 codes: ``pass`` 0; ``fail`` 1 (a typed ckptcompat error: the check failed); ``error`` 2
 (bad input or usage: nothing was checked). ``--uri`` takes ``DIR/<run>:vN`` (epoch N of a
 run on disk) as it takes ``mock://KEY:vN``.
+
+``train`` and ``resume`` take ``--nproc N``: with ``N > 1`` they start torchrun themselves
+(:mod:`ckptcompat.cli_launch`); each of its processes runs the same step as one rank, and
+only rank 0 prints the record, which then also says ``world_size`` (and, for a resume, the
+resume contract that applied).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import textwrap
 import time
@@ -33,6 +39,7 @@ from ckptcompat.cli_common import (
     on_disk,
     typed,
 )
+from ckptcompat.cli_launch import launch, launched_world_size, record_outcome
 from ckptcompat.errors import InputError
 
 __all__ = ["STEPS", "add_parser", "env_ids", "usage_record"]
@@ -69,6 +76,8 @@ def _finish(step: str, class_path: str | None, code: int, detail: str, started: 
             outputs: dict[str, Any] | None = None, *, summary: bool = True) -> int:  # fmt: skip
     """Print the record (stdout, last line) and the summary (stderr); return ``code``."""
     outcome = _OUTCOMES[code]
+    if os.environ.get("RANK", "0") != "0" and launched_world_size() is not None:
+        return code  # rank 0 speaks for the run: one record per step
     try:
         from ckptcompat.harness.verdict.records import make_record
 
@@ -129,12 +138,48 @@ def _outputs(uri: str | None, epoch: int, agent_step: int, agent: Any) -> dict[s
     return {"uri": uri, "epoch": epoch, "agent_step": agent_step, "params_digest": digest}
 
 
+def _world_size(args: argparse.Namespace) -> int:
+    """``--nproc``, checked against torchrun's ``WORLD_SIZE`` when a launcher started us."""
+    launched = launched_world_size()
+    if launched is not None and args.nproc is not None and launched != args.nproc:
+        raise InputError(
+            "--nproc does not match the launcher's world size",
+            expected=f"--nproc {launched} (torchrun's WORLD_SIZE), or no --nproc",
+            found=f"--nproc {args.nproc}",
+            fix="drop --nproc under your own torchrun, or let ckptcompat start torchrun",
+        )
+    return args.nproc or launched or 1
+
+
+def _relaunch(step: str, args: argparse.Namespace, argv: list[str]) -> int:
+    """Run this step under torchrun with ``--nproc`` processes; pass rank 0's record on."""
+    started = time.perf_counter()
+    code, stdout = launch(step, [*argv, "--nproc", str(args.nproc)], args.nproc)
+    found = record_outcome(stdout)
+    if found is None:
+        detail = f"torchrun exited {code} with no result record from rank 0 (see stderr)"
+        return _finish(step, None, EXIT_FAILED, detail, started)
+    return found[1]
+
+
 def _train(args: argparse.Namespace) -> int:
+    if (args.nproc or 1) > 1 and launched_world_size() is None:
+        argv = [
+            *("--run", args.run, "--dir", args.dir, "--epochs", str(args.epochs)),
+            *("--agent", args.agent, "--agent-kwargs", json.dumps(args.agent_kwargs)),
+            *("--env", args.env, "--seed", str(args.seed)),
+            *("--checkpoint-every", str(args.checkpoint_every)),
+            *("--checkpoint-format", args.checkpoint_format),
+        ]
+        return _relaunch("train", args, argv)
+
     def body() -> tuple[str | None, dict[str, Any], str]:
         check_run_name(args.run)
+        _world_size(args)
         from ckptcompat.agents.registry import resolve_agent_class
         from ckptcompat.checkpoint.manager import SimpleCheckpointManager
         from ckptcompat.errors import AgentMismatchError
+        from ckptcompat.rl.distributed import session
         from ckptcompat.rl.trainer import train
         from ckptcompat.rl.trainer_config import TrainerConfig
 
@@ -149,21 +194,50 @@ def _train(args: argparse.Namespace) -> int:
             )
         except (AgentMismatchError, ValueError) as exc:  # --agent, --agent-kwargs
             raise as_input(exc) from exc
-        result = train(config, args.run, args.dir, args.epochs, progress=False)
+        with session() as dist:
+            result = train(
+                config,
+                args.run,
+                args.dir,
+                args.epochs,
+                progress=False,
+                dist=dist,
+                checkpoint_format=args.checkpoint_format,
+            )
+        if not dist.is_main:
+            return args.agent, {}, ""
         agent = SimpleCheckpointManager(args.run, args.dir).load_agent(result.epoch)
         detail = f"trained run {args.run!r} to epoch {result.epoch} in {result.total_time_s:.1f} s"
-        return args.agent, _outputs(result.uri, result.epoch, result.agent_step, agent), detail
+        if dist.distributed:
+            detail += f" on {dist.world_size} processes"
+        outputs = _outputs(result.uri, result.epoch, result.agent_step, agent)
+        outputs |= {"world_size": dist.world_size, "checkpoint_format": args.checkpoint_format}
+        return args.agent, outputs, detail
 
     return _step("train", body)
 
 
 def _resume(args: argparse.Namespace) -> int:
+    if (args.nproc or 1) > 1 and launched_world_size() is None:
+        argv = [
+            *("--run", args.run, "--dir", args.dir, "--epochs", str(args.epochs)),
+            *("--from", args.source),
+        ]
+        return _relaunch("resume", args, argv)
+
     def body() -> tuple[str | None, dict[str, Any], str]:
         check_run_name(args.run)
+        _world_size(args)
         from ckptcompat.checkpoint.manager import SimpleCheckpointManager
+        from ckptcompat.rl.distributed import session
         from ckptcompat.rl.trainer import resume
 
-        result = resume(args.run, args.dir, args.epochs, progress=False)
+        with session() as dist:
+            result = resume(
+                args.run, args.dir, args.epochs, progress=False, dist=dist, source=args.source
+            )
+        if not dist.is_main:
+            return None, {}, ""
         if result.uri is None:
             raise InputError(
                 "nothing to resume: no epoch was trained",
@@ -173,8 +247,18 @@ def _resume(args: argparse.Namespace) -> int:
             )
         agent = SimpleCheckpointManager(args.run, args.dir).load_agent(result.epoch)
         class_path = f"{type(agent).__module__}.{type(agent).__qualname__}"
+        contract = result.contract
         detail = f"resumed run {args.run!r} to epoch {result.epoch}"
-        return class_path, _outputs(result.uri, result.epoch, result.agent_step, agent), detail
+        detail += f" on {dist.world_size} process{'es' if dist.distributed else ''}"
+        if contract is not None:
+            detail += f", contract {contract.kind}"
+            detail += f" ({contract.reason})" if contract.reason else ""
+        outputs = _outputs(result.uri, result.epoch, result.agent_step, agent)
+        outputs |= {
+            "world_size": dist.world_size,
+            "contract": None if contract is None else contract.to_json(),
+        }
+        return class_path, outputs, detail
 
     return _step("resume", body)
 
@@ -253,6 +337,17 @@ def _run_dir_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _nproc_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--nproc",
+        type=int_at_least(1),
+        default=None,
+        metavar="N",
+        help="processes (DDP ranks, gloo on CPU); N > 1 starts torchrun with this python "
+        "(default: 1, or WORLD_SIZE under your own torchrun)",
+    )
+
+
 def add_parser(sub: Any, ids: Sequence[str] | None, *, epilog: str) -> None:
     """Add ``run`` and its steps to the subparsers ``sub`` (``ids``: :func:`env_ids`)."""
     formatter = HelpFormatter
@@ -312,12 +407,30 @@ def add_parser(sub: Any, ids: Sequence[str] | None, *, epilog: str) -> None:
         metavar="N",
         help="save agent and trainer state every N epochs, >= 1 (default: %(default)s)",
     )
+    train.add_argument(
+        "--checkpoint-format",
+        choices=("safe", "dcp"),
+        default="safe",
+        help="safe: rank 0 writes the safe format; dcp: that, and every rank writes a "
+        "torch.distributed.checkpoint directory beside it (default: %(default)s)",
+    )
+    _nproc_arg(train)
     train.set_defaults(func=_train)
 
     res = steps.add_parser(
         "resume", help="resume a run to --epochs in total", epilog=epilog, formatter_class=formatter
     )
     _run_dir_args(res)
+    res.add_argument(
+        "--from",
+        dest="source",
+        choices=("safe", "dcp"),
+        default="safe",
+        help="take the agent and optimizer state from the safe files or from the epoch's "
+        "DCP directory (RNG streams and counters come from the safe trainer state) "
+        "(default: %(default)s)",
+    )
+    _nproc_arg(res)
     res.set_defaults(func=_resume)
 
     ev = steps.add_parser(

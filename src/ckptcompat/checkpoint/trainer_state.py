@@ -29,6 +29,8 @@ class TrainerState:
         scheduler_state: the scheduler's state_dict, or None when none was saved.
         extra: the primitives passed as ``extra`` when saving.
         uri: ``file://`` URI of the trainer file.
+        rng_ranks: every rank's RNG streams (rank order) when a distributed run saved it,
+            None when one process did (its streams are the one ``rng``).
     """
 
     epoch: int
@@ -37,6 +39,7 @@ class TrainerState:
     scheduler_state: dict[str, Any] | None
     extra: dict[str, Any]
     uri: str
+    rng_ranks: tuple[dict[str, Any], ...] | None = None
 
 
 def restore_state_dict(target: Any, state: dict[str, Any], what: str, path: Path) -> None:
@@ -90,4 +93,5 @@ def apply_trainer_state(
         scheduler_state=payload["scheduler"],
         extra=payload["extra"],
         uri=file_uri(path),
+        rng_ranks=tuple(payload["rng_ranks"]) if "rng_ranks" in payload else None,
     )

@@ -75,7 +75,9 @@ class TrainResult:
         uri: ``file://`` URI of the last agent checkpoint, None if none was saved yet.
         stats: loss stats of the last PPO update (:func:`~ckptcompat.rl.ppo.ppo_update`).
         episode_returns: returns of the episodes finished in this call, in order.
-        total_time_s: wall time of the run, all processes together, seconds.
+        total_time_s: wall time of the run, seconds (rank 0's in a distributed run).
+        contract: the resume contract of a resumed run
+            (:class:`~ckptcompat.rl.resume_contract.ResumeContract`), None otherwise.
     """
 
     run: str
@@ -85,3 +87,4 @@ class TrainResult:
     stats: dict[str, float]
     episode_returns: list[float]
     total_time_s: float
+    contract: Any = None

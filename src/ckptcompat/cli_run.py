@@ -257,6 +257,7 @@ def _resume(args: argparse.Namespace) -> int:
         outputs |= {
             "world_size": dist.world_size,
             "contract": None if contract is None else contract.to_json(),
+            "losses": result.stats,
         }
         return class_path, outputs, detail
 

@@ -165,7 +165,9 @@ def load_dcp(
             model_state_dict=state["model"],
             optim_state_dict=state["optim"],
         )
-    except (RuntimeError, KeyError, ValueError) as exc:
+    # dcp.load reports a rank's failure as a CheckpointException, a BaseException (all
+    # cells), holding each rank's traceback; set_state_dict raises plain errors.
+    except (dcp.CheckpointException, RuntimeError, KeyError, ValueError) as exc:
         raise AgentMismatchError(
             "the DCP checkpoint does not fit the agent and optimizer",
             path=directory,

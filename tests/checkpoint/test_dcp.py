@@ -95,7 +95,7 @@ def test_missing_data_file_is_refused_before_torch_reads(dcp_run: Path, tmp_path
     manager = SimpleCheckpointManager("d", tmp_path)
     (manager.checkpoint_dir / dcp_dirname("d", 2) / "__0_0.distcp").unlink()
     agent = manager.load_agent(2)
-    with pytest.raises(CorruptCheckpointError, match="not a finished|not what index.json"):
+    with pytest.raises(CorruptCheckpointError, match=r"not a finished|not what index\.json"):
         manager.load_dcp(agent, torch.optim.Adam(agent.parameters()), 2)
 
 

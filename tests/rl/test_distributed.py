@@ -31,7 +31,6 @@ import torch
 
 from ckptcompat.checkpoint.manager import SimpleCheckpointManager
 from ckptcompat.rl.distributed import SINGLE, DistContext, rank_seed
-from ckptcompat.rl.ppo import PPOConfig
 from ckptcompat.rl.resume_contract import state_digest
 from ckptcompat.rl.trainer import resume, train
 from ckptcompat.rl.trainer_config import TrainerConfig

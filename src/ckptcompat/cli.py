@@ -218,7 +218,7 @@ def _add_migrate(sub: Any) -> None:
 
 
 def _parser(env_ids: Sequence[str] | None) -> argparse.ArgumentParser:
-    from ckptcompat import cli_run
+    from ckptcompat import cli_run_parser
 
     parser = _Parser(
         prog="ckptcompat",
@@ -230,7 +230,7 @@ def _parser(env_ids: Sequence[str] | None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_doctor(sub)
     _add_migrate(sub)
-    cli_run.add_parser(sub, env_ids, epilog=EXIT_CODES_HELP)
+    cli_run_parser.add_run_parser(sub, env_ids, epilog=EXIT_CODES_HELP)
     return parser
 
 

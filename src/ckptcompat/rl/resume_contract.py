@@ -20,16 +20,15 @@ The trainer state's ``extra`` records what the decision needs: ``world_size`` an
 from __future__ import annotations
 
 import hashlib
-import random
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
 import torch
 
 from ckptcompat import numerics
 from ckptcompat.checkpoint.rng import restore_rng_state
 from ckptcompat.rl.distributed import rank_seed
+from ckptcompat.rl.trainer_setup import seed_everything
 
 if TYPE_CHECKING:
     from torch import nn
@@ -143,7 +142,4 @@ def restore_rank_streams(state: TrainerState, dist: DistContext, seed: int) -> N
     if state.rng_ranks is not None and dist.rank < len(state.rng_ranks):
         restore_rng_state(state.rng_ranks[dist.rank])
         return
-    derived = rank_seed(seed, dist.rank, state.epoch)
-    torch.manual_seed(derived)
-    np.random.seed(derived)
-    random.seed(derived)
+    seed_everything(rank_seed(seed, dist.rank, state.epoch))

@@ -37,17 +37,12 @@ With CartPole's 500-step episodes and a period of 320 steps (10 x 32), one bench
 three was still below 475 after 102k env steps (its greedy cart drifted off the track after
 ~100 steps); with the default period of 1,600 steps (50 x 32) all three reached 500.
 
-Several processes (``torchrun --nproc-per-node N``; :mod:`ckptcompat.rl.distributed`). Every
-rank runs its own ``num_envs`` sub-envs (rank ``r``'s sub-env ``i`` reset with ``seed + epoch +
-r * num_envs + i``) and its own rollout; the PPO update runs through
-``DistributedDataParallel``, which all-reduces (averages) the gradients, so every rank takes
-the same optimizer step and the ranks' parameters stay identical. One epoch counter:
-``agent_step`` grows by ``N * batch_size`` per epoch. The observation normaliser is updated
-with every rank's rollout (gathered in rank order), so its buffers stay identical too. Rank 0
-writes the safe files from the unwrapped agent (never ``module.`` keys), with every rank's RNG
-streams in the trainer state; with ``checkpoint_format="dcp"`` every rank also writes a DCP
-directory. ``N = 1`` is the single process above, untouched: no DDP, no collective. Resume
-contracts on another world size: :mod:`ckptcompat.rl.resume_contract`.
+Several processes (``torchrun --nproc-per-node N``): each rank runs its own sub-envs (rank
+``r``'s sub-env ``i`` reset with ``seed + epoch + r * num_envs + i``) and rollout; the update runs
+through ``DistributedDataParallel`` (gradients averaged), so the ranks' parameters stay identical;
+one epoch counter, ``agent_step`` grows by ``N * batch_size``. Rank 0 writes the safe files from
+the unwrapped agent with every rank's RNG streams; ``N = 1`` is untouched (no DDP, no
+collective). See :mod:`ckptcompat.rl.distributed` and :mod:`ckptcompat.rl.resume_contract`.
 
 Observation normalisation. An agent with ``update_obs_normalizer(obs)`` (RecurrentAgent,
 MLPAgent) has it called with each rollout's observations *after* that rollout's update, so the
@@ -56,7 +51,6 @@ rollout and the update see the same normalisation (the PPO ratio starts at exact
 
 from __future__ import annotations
 
-import random
 import time
 from contextlib import nullcontext
 from typing import TYPE_CHECKING
@@ -67,13 +61,11 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ckptcompat import numerics
 from ckptcompat.agents.registry import build_agent
-from ckptcompat.agents.spaces import space_to_config
 from ckptcompat.checkpoint.manager import SimpleCheckpointManager
 from ckptcompat.checkpoint.rng import capture_rng_state
-from ckptcompat.errors import CheckpointError, CheckpointNotFoundError, InputError
 from ckptcompat.rl.distributed import SINGLE, DistContext, rank_seed
-from ckptcompat.rl.envs import make_env, make_vector_env, reset_all
-from ckptcompat.rl.greedy import VectorEnvSteps, greedy_episodes
+from ckptcompat.rl.envs import make_vector_env, reset_all
+from ckptcompat.rl.greedy import evaluate_greedy
 from ckptcompat.rl.ppo import RolloutBatch, RolloutStorage, ppo_update
 from ckptcompat.rl.progress import make_progress
 from ckptcompat.rl.resume_contract import (
@@ -82,7 +74,19 @@ from ckptcompat.rl.resume_contract import (
     restore_rank_streams,
     state_digest,
 )
-from ckptcompat.rl.trainer_config import TrainerConfig, TrainResult
+from ckptcompat.rl.trainer_config import (
+    CHECKPOINT_FORMATS,
+    RESUME_SOURCES,
+    TrainerConfig,
+    TrainResult,
+    check_choice,
+)
+from ckptcompat.rl.trainer_setup import (
+    agent_config_for,
+    check_fresh,
+    latest_trainer_state,
+    seed_everything,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -90,28 +94,6 @@ if TYPE_CHECKING:
     from ckptcompat.agents.base import Agent
 
 __all__ = ["CHECKPOINT_FORMATS", "RESUME_SOURCES", "Trainer", "evaluate_greedy", "resume", "train"]
-
-#: ``safe``: rank 0's safe files only; ``dcp``: those plus a DCP directory from every rank.
-CHECKPOINT_FORMATS = ("safe", "dcp")
-#: Where a resume takes the agent's and optimizer's state from (RNG and counters always
-#: come from the safe trainer state).
-RESUME_SOURCES = ("safe", "dcp")
-
-
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise InputError(
-            f"unknown {name} {value!r}",
-            expected=f"one of {list(choices)}",
-            found=repr(value),
-        )
-    return value
-
-
-def _seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    random.seed(seed)
 
 
 class Trainer:
@@ -147,7 +129,7 @@ class Trainer:
     ) -> None:
         torch.set_num_threads(1)
         self.dist = dist
-        self.checkpoint_format = _check_choice(
+        self.checkpoint_format = check_choice(
             "checkpoint format", checkpoint_format, CHECKPOINT_FORMATS
         )
         self.contract: ResumeContract | None = None
@@ -199,26 +181,12 @@ class Trainer:
         """
         torch.set_num_threads(1)  # before the agent's init, which runs kernels too
         manager = SimpleCheckpointManager(run, data_dir)
-        existing = manager.list_checkpoints()
-        if existing:
-            raise CheckpointError(
-                f"run {run!r} already has checkpoints",
-                path=manager.checkpoint_dir,
-                expected="a run name with no checkpoints, for a fresh run",
-                found=f"checkpoints at epochs {[e.epoch for e in existing]}",
-                fix="resume the run (Trainer.resume / `ckptcompat run resume`), or pick a new name",
-            )
-        env = make_env(config.env_id)
-        agent_config = {
-            **config.agent_kwargs,
-            "observation_space": space_to_config(env.observation_space),
-            "action_space": space_to_config(env.action_space),
-        }
-        env.close()
-        _seed_everything(config.seed)
+        check_fresh(manager)
+        agent_config = agent_config_for(config)
+        seed_everything(config.seed)
         agent = build_agent(config.agent_class_path, agent_config)
         if dist.rank > 0:
-            _seed_everything(rank_seed(config.seed, dist.rank))
+            seed_everything(rank_seed(config.seed, dist.rank))
         return cls(
             config,
             manager,
@@ -256,24 +224,8 @@ class Trainer:
         """
         torch.set_num_threads(1)
         manager = SimpleCheckpointManager(run, data_dir)
-        saved = manager.load_trainer_state(restore_rng=False)
-        if saved is None:
-            raise CheckpointNotFoundError(
-                f"run {run!r} has no trainer state to resume from",
-                path=manager.checkpoint_dir,
-                expected="a <run>_v<epoch>.trainer.pt listed in index.json",
-                found="none",
-                fix="start the run with `ckptcompat run train`, or check run and data_dir",
-            )
-        if "trainer_config" not in saved.extra:
-            raise CheckpointError(
-                f"the trainer state of run {run!r} has no trainer_config",
-                path=manager.checkpoint_dir,
-                expected="extra['trainer_config'], as ckptcompat.rl.trainer saves it",
-                found=f"extra keys {sorted(saved.extra)}",
-                fix="resume runs with the trainer that wrote them",
-            )
-        _check_choice("resume source", source, RESUME_SOURCES)
+        saved = latest_trainer_state(manager)
+        check_choice("resume source", source, RESUME_SOURCES)
         config = TrainerConfig.from_json(saved.extra["trainer_config"])
         agent = manager.load_agent(epoch=saved.epoch)
         trainer = cls(
@@ -496,23 +448,3 @@ def resume(
     result = trainer.train(epochs)
     result.contract = trainer.contract
     return result
-
-
-@torch.inference_mode()
-def evaluate_greedy(agent: Agent, env_id: str, seeds: list[int]) -> list[float]:
-    """Return of one greedy (argmax) episode per seed, in ``seeds`` order.
-
-    Runs all seeds at once, one sub-env each (sub-env ``i`` reset with ``seeds[i]``, recurrent
-    state zeroed), until every sub-env has finished its first episode
-    (:func:`~ckptcompat.rl.greedy.greedy_episodes`). Draws nothing from torch's generator.
-    """
-    envs = make_vector_env(env_id, len(seeds), 0)
-    obs, _ = envs.reset(seed=list(seeds))
-    was_training = agent.training
-    agent.eval()
-    try:
-        episodes = greedy_episodes(agent, VectorEnvSteps(envs), obs)
-    finally:
-        agent.train(was_training)
-        envs.close()
-    return episodes.returns

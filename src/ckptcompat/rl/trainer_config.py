@@ -11,15 +11,45 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ckptcompat.agents.registry import validate_config
+from ckptcompat.errors import InputError
 from ckptcompat.rl.ppo import PPOConfig
 
-__all__ = ["DEFAULT_AGENT", "MLP_AGENT", "TrainResult", "TrainerConfig"]
+__all__ = [
+    "CHECKPOINT_FORMATS",
+    "DEFAULT_AGENT",
+    "MLP_AGENT",
+    "RESUME_SOURCES",
+    "TrainResult",
+    "TrainerConfig",
+    "check_choice",
+]
 
 #: Default agent: the LSTM actor-critic (an MLP encoder on vector observations, a CNN on images).
 DEFAULT_AGENT = "ckptcompat.agents.recurrent.RecurrentAgent"
 #: The feed-forward actor-critic (CleanRL ppo.py's, sb3's MlpPolicy): select it with
 #: ``TrainerConfig(agent_class_path=MLP_AGENT)``; PPO trains it on flat minibatches.
 MLP_AGENT = "ckptcompat.agents.mlp.MLPAgent"
+
+#: ``safe``: rank 0's safe files only; ``dcp``: those plus a DCP directory from every rank.
+CHECKPOINT_FORMATS = ("safe", "dcp")
+#: Where a resume takes the agent's and optimizer's state from (RNG and counters always
+#: come from the safe trainer state).
+RESUME_SOURCES = ("safe", "dcp")
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
+    """Return ``value`` if it is one of ``choices``.
+
+    Raises:
+        InputError: otherwise (naming ``name`` and the choices).
+    """
+    if value not in choices:
+        raise InputError(
+            f"unknown {name} {value!r}",
+            expected=f"one of {list(choices)}",
+            found=repr(value),
+        )
+    return value
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ does not exist, a missing dependency). A bug still ends in a traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import textwrap
@@ -90,7 +91,19 @@ class _Version(argparse.Action):
 
 
 # ---------------------------------------------------------------------------- doctor
+def _is_dcp_dir(path: str) -> bool:
+    from ckptcompat.checkpoint.layout import DCP_METADATA_NAME
+
+    return os.path.isdir(path) and os.path.isfile(os.path.join(path, DCP_METADATA_NAME))
+
+
 def _doctor(args: argparse.Namespace) -> int:
+    if _is_dcp_dir(args.file):  # a torch.distributed.checkpoint directory (issue 18)
+        from ckptcompat.doctor.dcp import explain_dcp, render_dcp, to_json
+
+        explanation = explain_dcp(args.file)
+        print(json.dumps(to_json(explanation)) if args.json else render_dcp(explanation))
+        return EXIT_OK
     from ckptcompat import doctor
 
     return doctor.main([args.file, *(["--json"] if args.json else [])])
@@ -98,7 +111,7 @@ def _doctor(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- migrate
 def _check_source(src: str) -> None:
-    if os.path.isfile(src):
+    if os.path.isfile(src) or _is_dcp_dir(src):
         return
     if os.path.isdir(src):
         raise InputError(
@@ -123,15 +136,27 @@ def _migrate(args: argparse.Namespace) -> int:
 
     if args.run is not None:
         check_run_name(args.run)
-    report = migrate(
-        args.src,
-        args.dst,
-        trust=args.trust,
-        run=args.run,
-        epoch=args.epoch,
-        class_path=args.class_path,
-        config=args.config,
-    )
+    if _is_dcp_dir(args.src):  # a DCP directory needs no trust: dcp_to_torch_save + weights-only
+        from ckptcompat.checkpoint.dcp_migrate import migrate_dcp
+
+        report = migrate_dcp(
+            args.src,
+            args.dst,
+            run=args.run,
+            epoch=args.epoch,
+            class_path=args.class_path,
+            config=args.config,
+        )
+    else:
+        report = migrate(
+            args.src,
+            args.dst,
+            trust=args.trust,
+            run=args.run,
+            epoch=args.epoch,
+            class_path=args.class_path,
+            config=args.config,
+        )
     print(f"migrated {report.source} ({report.generation}, loader={report.loader})")
     print(f"  -> {report.destination}  run={report.run} epoch={report.epoch}")
     print(f"  outputs equal on the probe batch: {report.outputs_equal}")

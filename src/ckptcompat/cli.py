@@ -182,9 +182,15 @@ def _add_doctor(sub: Any) -> None:
         "explain, without unpickling, where FILE loads",
         "Predict how a plain torch.load and torch.load(weights_only=True) of FILE fare on each "
         "torch 2.4-2.15, without loading it: a one-line verdict, a table per version, the "
-        "allowlist or migrate command that fixes it, or why it must not be loaded.",
+        "allowlist or migrate command that fixes it, or why it must not be loaded. A "
+        "torch.distributed.checkpoint directory gets its keys, shapes, dtypes, files and a "
+        "prediction per torch version instead.",
     )
-    doctor.add_argument("file", metavar="FILE", help="the checkpoint to examine (never unpickled)")
+    doctor.add_argument(
+        "file",
+        metavar="FILE",
+        help="the checkpoint to examine, or a DCP directory (never unpickled)",
+    )
     doctor.add_argument(
         "--json",
         action="store_true",
@@ -202,7 +208,9 @@ def _add_migrate(sub: Any) -> None:
         "it in the safe format and check its outputs equal SRC's on a probe batch.",
     )
     migrate.add_argument(
-        "src", metavar="SRC", help="a G1 model_NNNN.pt, a G2 whole-agent pickle or a state_dict"
+        "src",
+        metavar="SRC",
+        help="a G1 model_NNNN.pt, a G2 whole-agent pickle, a state_dict, or a DCP directory",
     )
     migrate.add_argument(
         "dst", metavar="DST", help="a .pt file, or a data_dir (then DST/RUN/checkpoints/)"

@@ -30,7 +30,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
@@ -38,10 +38,21 @@ import torch.distributed.checkpoint as dcp
 from torch import nn
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-from ckptcompat.checkpoint.layout import DCP_DATA_RE, DCP_METADATA_NAME
+from ckptcompat.checkpoint.index import DcpEntry
+from ckptcompat.checkpoint.layout import DCP_DATA_RE, DCP_METADATA_NAME, dcp_dirname
 from ckptcompat.errors import AgentMismatchError, CheckpointNotFoundError, CorruptCheckpointError
 
-__all__ = ["dcp_files", "load_dcp", "process_rank", "save_dcp"]
+if TYPE_CHECKING:
+    from ckptcompat.checkpoint.run_store import RunStore
+
+__all__ = [
+    "dcp_files",
+    "load_dcp",
+    "load_indexed",
+    "process_rank",
+    "save_dcp",
+    "write_indexed",
+]
 
 _SINGLE_PROCESS_WARNING = r"torch\.distributed is .*assuming the intent is to (save|load)"
 
@@ -211,3 +222,59 @@ def load_dcp(
             found=f"{type(exc).__name__}: {str(exc)[:300]}",
             fix="resume with the trainer config the run was saved with",
         ) from exc
+
+
+def write_indexed(
+    store: RunStore,
+    module: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    epoch: int,
+    agent_step: int,
+) -> Path:
+    """:meth:`SimpleCheckpointManager.save_dcp`'s flow (a collective; see there).
+
+    Rank 0 unlists and clears the directory; every rank writes; rank 0 indexes it once
+    DCP's ``.metadata`` and every rank's file exist. Returns the directory.
+    """
+    rank, world_size = process_rank()
+    path = store.checkpoint_dir / dcp_dirname(store.run, epoch)
+    if rank == 0:
+        store.clear_dcp(epoch)
+    barrier()
+    save_dcp(module, optimizer, path)
+    barrier()
+    if rank == 0:
+        files = dcp_files(path)
+        entry = DcpEntry(
+            epoch=epoch,
+            agent_step=int(agent_step),
+            dir=path.name,
+            world_size=world_size,
+            files=tuple(name for name, _ in files),
+            size_bytes=sum(size for _, size in files),
+        )
+        store.index_dcp(entry)
+    return path
+
+
+def load_indexed(
+    store: RunStore, module: nn.Module, optimizer: torch.optim.Optimizer, epoch: int
+) -> DcpEntry:
+    """:meth:`SimpleCheckpointManager.load_dcp`'s flow: the indexed entry, then :func:`load_dcp`.
+
+    Raises:
+        CheckpointNotFoundError: no DCP directory is indexed at ``epoch``.
+    """
+    index = store.index()
+    entry = index.dcp_checkpoint(epoch)
+    if entry is None:
+        raise CheckpointNotFoundError(
+            f"run {store.run!r} has no DCP checkpoint at epoch {epoch}",
+            path=store.checkpoint_dir,
+            expected="an epoch listed in index.json dcp_checkpoints",
+            found=f"DCP epochs {[e.epoch for e in index.dcp_checkpoints]}",
+            fix="train with --checkpoint-format dcp, or resume from the safe files",
+        )
+    expected = {"files": entry.files, "size_bytes": entry.size_bytes}
+    load_dcp(module, optimizer, store.dcp_path(entry), expected)
+    return entry

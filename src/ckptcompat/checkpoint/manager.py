@@ -45,7 +45,6 @@ from ckptcompat.checkpoint.index import RANK_METRICS, CheckpointEntry, DcpEntry,
 from ckptcompat.checkpoint.layout import (
     agent_filename,
     checkpoints_dir,
-    dcp_dirname,
     run_dir,
     trainer_filename,
     validate_run_name,
@@ -383,26 +382,7 @@ class SimpleCheckpointManager:
         """
         from ckptcompat.checkpoint import dcp
 
-        epoch = check_epoch(epoch)
-        rank, world_size = dcp.process_rank()
-        path = self.checkpoint_dir / dcp_dirname(self.run, epoch)
-        if rank == 0:
-            self._store.clear_dcp(epoch)
-        dcp.barrier()
-        dcp.save_dcp(module, optimizer, path)
-        dcp.barrier()
-        if rank == 0:
-            files = dcp.dcp_files(path)
-            entry = DcpEntry(
-                epoch=epoch,
-                agent_step=int(agent_step),
-                dir=path.name,
-                world_size=world_size,
-                files=tuple(name for name, _ in files),
-                size_bytes=sum(size for _, size in files),
-            )
-            self._store.index_dcp(entry)
-        return path
+        return dcp.write_indexed(self._store, module, optimizer, check_epoch(epoch), agent_step)
 
     def load_dcp(self, module: nn.Module, optimizer: torch.optim.Optimizer, epoch: int) -> DcpEntry:
         """Fill ``module`` and ``optimizer`` from epoch ``epoch``'s indexed DCP directory.
@@ -416,15 +396,4 @@ class SimpleCheckpointManager:
         """
         from ckptcompat.checkpoint import dcp
 
-        entry = self._store.index().dcp_checkpoint(check_epoch(epoch))
-        if entry is None:
-            raise CheckpointNotFoundError(
-                f"run {self.run!r} has no DCP checkpoint at epoch {epoch}",
-                path=self.checkpoint_dir,
-                expected="an epoch listed in index.json dcp_checkpoints",
-                found=f"DCP epochs {[e.epoch for e in self.list_dcp_checkpoints()]}",
-                fix="train with --checkpoint-format dcp, or resume from the safe files",
-            )
-        expected = {"files": entry.files, "size_bytes": entry.size_bytes}
-        dcp.load_dcp(module, optimizer, self._store.dcp_path(entry), expected)
-        return entry
+        return dcp.load_indexed(self._store, module, optimizer, check_epoch(epoch))

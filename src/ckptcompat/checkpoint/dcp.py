@@ -123,6 +123,14 @@ def dcp_files(directory: Path) -> list[tuple[str, int]]:
     return [(name, (directory / name).stat().st_size) for name in names]
 
 
+def _cause(exc: BaseException) -> str:
+    """One line for a refusal: a CheckpointException's text is every rank's traceback, whose
+    last line says what failed (e.g. "RuntimeError: Missing key in checkpoint state_dict:
+    optim.param_groups.0.decoupled_weight_decay", 2.15 reading a 2.4-2.6 Adam)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return (lines[-1].rstrip(".") if lines else type(exc).__name__)[:300]
+
+
 def _flatten(value: Any, prefix: str, out: dict[str, torch.Tensor]) -> None:
     """Tensors of a nested state dict under DCP's flattened keys (``a.b.0.c``)."""
     if isinstance(value, torch.Tensor):
@@ -219,7 +227,7 @@ def load_dcp(
             "the DCP checkpoint does not fit the agent and optimizer",
             path=directory,
             expected="the keys and shapes of the agent class and config that saved it",
-            found=f"{type(exc).__name__}: {str(exc)[:300]}",
+            found=_cause(exc),
             fix="resume with the trainer config the run was saved with",
         ) from exc
 

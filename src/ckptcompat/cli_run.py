@@ -79,8 +79,13 @@ def _finish(step: str, class_path: str | None, code: int, detail: str, started: 
             outputs: dict[str, Any] | None = None, *, summary: bool = True) -> int:  # fmt: skip
     """Print the record (stdout, last line) and the summary (stderr); return ``code``."""
     outcome = _OUTCOMES[code]
-    if os.environ.get("RANK", "0") != "0" and launched_world_size() is not None:
-        return code  # rank 0 speaks for the run: one record per step
+    rank = os.environ.get("RANK", "0")
+    if rank != "0" and launched_world_size() is not None:
+        # Rank 0 speaks for the run (one record per step); another rank only says why it
+        # failed, on stderr, since rank 0 may then die in a collective without a record.
+        if code != EXIT_OK:
+            print(f"ckptcompat run {step}: rank {rank}: {outcome}: {detail}", file=sys.stderr)
+        return code
     try:
         from ckptcompat.harness.verdict.records import make_record
 

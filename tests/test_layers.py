@@ -28,7 +28,8 @@ LAYERS: dict[str, int] = {
     "rl": 6,
     "evaluation": 7,
     "harness": 8,
-    "cli": 9, "cli_common": 9, "cli_run": 9,
+    "cli": 9, "cli_common": 9, "cli_launch": 9, "cli_rank": 9, "cli_run": 9,
+    "cli_run_parser": 9,
     "__main__": 10,
 }  # fmt: skip
 

@@ -21,6 +21,7 @@ does not exist, a missing dependency). A bug still ends in a traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import textwrap
@@ -91,7 +92,19 @@ class _Version(argparse.Action):
 
 
 # ---------------------------------------------------------------------------- doctor
+def _is_dcp_dir(path: str) -> bool:
+    from ckptcompat.checkpoint.layout import DCP_METADATA_NAME
+
+    return os.path.isdir(path) and os.path.isfile(os.path.join(path, DCP_METADATA_NAME))
+
+
 def _doctor(args: argparse.Namespace) -> int:
+    if _is_dcp_dir(args.file):  # a torch.distributed.checkpoint directory (issue 18)
+        from ckptcompat.doctor.dcp import explain_dcp, render_dcp, to_json
+
+        explanation = explain_dcp(args.file)
+        print(json.dumps(to_json(explanation)) if args.json else render_dcp(explanation))
+        return EXIT_OK
     from ckptcompat import doctor
 
     flags = [*(["--json"] if args.json else []), *(["--verify-data"] if args.verify_data else [])]
@@ -100,7 +113,7 @@ def _doctor(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- migrate
 def _check_source(src: str) -> None:
-    if os.path.isfile(src):
+    if os.path.isfile(src) or _is_dcp_dir(src):
         return
     if os.path.isdir(src):
         raise InputError(
@@ -125,15 +138,27 @@ def _migrate(args: argparse.Namespace) -> int:
 
     if args.run is not None:
         check_run_name(args.run)
-    report = migrate(
-        args.src,
-        args.dst,
-        trust=args.trust,
-        run=args.run,
-        epoch=args.epoch,
-        class_path=args.class_path,
-        config=args.config,
-    )
+    if _is_dcp_dir(args.src):  # a DCP directory needs no trust: dcp_to_torch_save + weights-only
+        from ckptcompat.checkpoint.dcp_migrate import migrate_dcp
+
+        report = migrate_dcp(
+            args.src,
+            args.dst,
+            run=args.run,
+            epoch=args.epoch,
+            class_path=args.class_path,
+            config=args.config,
+        )
+    else:
+        report = migrate(
+            args.src,
+            args.dst,
+            trust=args.trust,
+            run=args.run,
+            epoch=args.epoch,
+            class_path=args.class_path,
+            config=args.config,
+        )
     print(f"migrated {report.source} ({report.generation}, loader={report.loader})")
     print(f"  -> {report.destination}  run={report.run} epoch={report.epoch}")
     print(f"  outputs equal on the probe batch: {report.outputs_equal}")
@@ -159,9 +184,15 @@ def _add_doctor(sub: Any) -> None:
         "explain, without unpickling, where FILE loads",
         "Predict how a plain torch.load and torch.load(weights_only=True) of FILE fare on each "
         "torch 2.4-2.15, without loading it: a one-line verdict, a table per version, the "
-        "allowlist or migrate command that fixes it, or why it must not be loaded.",
+        "allowlist or migrate command that fixes it, or why it must not be loaded. A "
+        "torch.distributed.checkpoint directory gets its keys, shapes, dtypes, files and a "
+        "prediction per torch version instead.",
     )
-    doctor.add_argument("file", metavar="FILE", help="the checkpoint to examine (never unpickled)")
+    doctor.add_argument(
+        "file",
+        metavar="FILE",
+        help="the checkpoint to examine, or a DCP directory (never unpickled)",
+    )
     doctor.add_argument(
         "--json",
         action="store_true",
@@ -185,7 +216,9 @@ def _add_migrate(sub: Any) -> None:
         "it in the safe format and check its outputs equal SRC's on a probe batch.",
     )
     migrate.add_argument(
-        "src", metavar="SRC", help="a G1 model_NNNN.pt, a G2 whole-agent pickle or a state_dict"
+        "src",
+        metavar="SRC",
+        help="a G1 model_NNNN.pt, a G2 whole-agent pickle, a state_dict, or a DCP directory",
     )
     migrate.add_argument(
         "dst", metavar="DST", help="a .pt file, or a data_dir (then DST/RUN/checkpoints/)"
@@ -226,7 +259,7 @@ def _add_migrate(sub: Any) -> None:
 
 
 def _parser(env_ids: Sequence[str] | None) -> argparse.ArgumentParser:
-    from ckptcompat import cli_run
+    from ckptcompat import cli_run_parser
 
     parser = _Parser(
         prog="ckptcompat",
@@ -238,7 +271,7 @@ def _parser(env_ids: Sequence[str] | None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_doctor(sub)
     _add_migrate(sub)
-    cli_run.add_parser(sub, env_ids, epilog=EXIT_CODES_HELP)
+    cli_run_parser.add_run_parser(sub, env_ids, epilog=EXIT_CODES_HELP)
     return parser
 
 

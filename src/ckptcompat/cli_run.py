@@ -6,14 +6,19 @@ stdout line, usage errors and bad input included, and one line for a human on st
 codes: ``pass`` 0; ``fail`` 1 (a typed ckptcompat error: the check failed); ``error`` 2
 (bad input or usage: nothing was checked). ``--uri`` takes ``DIR/<run>:vN`` (epoch N of a
 run on disk) as it takes ``mock://KEY:vN``.
+
+``train`` and ``resume`` take ``--nproc N``: with ``N > 1`` they start torchrun themselves
+(:mod:`ckptcompat.cli_launch`); each of its processes runs the same step as one rank, and
+only rank 0 prints the record, which then also says ``world_size`` (and, for a resume, the
+resume contract that applied).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-import textwrap
 import time
 from collections.abc import Callable, Sequence
 from importlib import metadata
@@ -23,19 +28,24 @@ from ckptcompat.cli_common import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
-    HelpFormatter,
     as_input,
     check_db,
     check_run_name,
     exit_code,
-    int_at_least,
-    json_object,
     on_disk,
     typed,
 )
+from ckptcompat.cli_launch import launch, launched_world_size, record_outcome
 from ckptcompat.errors import InputError
 
-__all__ = ["STEPS", "add_parser", "env_ids", "usage_record"]
+__all__ = [
+    "STEPS",
+    "env_ids",
+    "evaluate_step",
+    "resume_step",
+    "train_step",
+    "usage_record",
+]
 
 STEPS = ("train", "resume", "evaluate")
 _DEFAULT_AGENT = "ckptcompat.agents.recurrent.RecurrentAgent"  # = rl.trainer_config.DEFAULT_AGENT
@@ -69,6 +79,13 @@ def _finish(step: str, class_path: str | None, code: int, detail: str, started: 
             outputs: dict[str, Any] | None = None, *, summary: bool = True) -> int:  # fmt: skip
     """Print the record (stdout, last line) and the summary (stderr); return ``code``."""
     outcome = _OUTCOMES[code]
+    rank = os.environ.get("RANK", "0")
+    if rank != "0" and launched_world_size() is not None:
+        # Rank 0 speaks for the run (one record per step); another rank only says why it
+        # failed, on stderr, since rank 0 may then die in a collective without a record.
+        if code != EXIT_OK:
+            print(f"ckptcompat run {step}: rank {rank}: {outcome}: {detail}", file=sys.stderr)
+        return code
     try:
         from ckptcompat.harness.verdict.records import make_record
 
@@ -129,12 +146,48 @@ def _outputs(uri: str | None, epoch: int, agent_step: int, agent: Any) -> dict[s
     return {"uri": uri, "epoch": epoch, "agent_step": agent_step, "params_digest": digest}
 
 
-def _train(args: argparse.Namespace) -> int:
+def _world_size(args: argparse.Namespace) -> int:
+    """``--nproc``, checked against torchrun's ``WORLD_SIZE`` when a launcher started us."""
+    launched = launched_world_size()
+    if launched is not None and args.nproc is not None and launched != args.nproc:
+        raise InputError(
+            "--nproc does not match the launcher's world size",
+            expected=f"--nproc {launched} (torchrun's WORLD_SIZE), or no --nproc",
+            found=f"--nproc {args.nproc}",
+            fix="drop --nproc under your own torchrun, or let ckptcompat start torchrun",
+        )
+    return args.nproc or launched or 1
+
+
+def _relaunch(step: str, args: argparse.Namespace, argv: list[str]) -> int:
+    """Run this step under torchrun with ``--nproc`` processes; pass rank 0's record on."""
+    started = time.perf_counter()
+    code, stdout = launch(step, [*argv, "--nproc", str(args.nproc)], args.nproc)
+    found = record_outcome(stdout)
+    if found is None:
+        detail = f"torchrun exited {code} with no result record from rank 0 (see stderr)"
+        return _finish(step, None, EXIT_FAILED, detail, started)
+    return found[1]
+
+
+def train_step(args: argparse.Namespace) -> int:
+    if (args.nproc or 1) > 1 and launched_world_size() is None:
+        argv = [
+            *("--run", args.run, "--dir", args.dir, "--epochs", str(args.epochs)),
+            *("--agent", args.agent, "--agent-kwargs", json.dumps(args.agent_kwargs)),
+            *("--env", args.env, "--seed", str(args.seed)),
+            *("--checkpoint-every", str(args.checkpoint_every)),
+            *("--checkpoint-format", args.checkpoint_format),
+        ]
+        return _relaunch("train", args, argv)
+
     def body() -> tuple[str | None, dict[str, Any], str]:
         check_run_name(args.run)
+        _world_size(args)
         from ckptcompat.agents.registry import resolve_agent_class
         from ckptcompat.checkpoint.manager import SimpleCheckpointManager
         from ckptcompat.errors import AgentMismatchError
+        from ckptcompat.rl.distributed import session
         from ckptcompat.rl.trainer import train
         from ckptcompat.rl.trainer_config import TrainerConfig
 
@@ -149,21 +202,50 @@ def _train(args: argparse.Namespace) -> int:
             )
         except (AgentMismatchError, ValueError) as exc:  # --agent, --agent-kwargs
             raise as_input(exc) from exc
-        result = train(config, args.run, args.dir, args.epochs, progress=False)
+        with session() as dist:
+            result = train(
+                config,
+                args.run,
+                args.dir,
+                args.epochs,
+                progress=False,
+                dist=dist,
+                checkpoint_format=args.checkpoint_format,
+            )
+        if not dist.is_main:
+            return args.agent, {}, ""
         agent = SimpleCheckpointManager(args.run, args.dir).load_agent(result.epoch)
         detail = f"trained run {args.run!r} to epoch {result.epoch} in {result.total_time_s:.1f} s"
-        return args.agent, _outputs(result.uri, result.epoch, result.agent_step, agent), detail
+        if dist.distributed:
+            detail += f" on {dist.world_size} processes"
+        outputs = _outputs(result.uri, result.epoch, result.agent_step, agent)
+        outputs |= {"world_size": dist.world_size, "checkpoint_format": args.checkpoint_format}
+        return args.agent, outputs, detail
 
     return _step("train", body)
 
 
-def _resume(args: argparse.Namespace) -> int:
+def resume_step(args: argparse.Namespace) -> int:
+    if (args.nproc or 1) > 1 and launched_world_size() is None:
+        argv = [
+            *("--run", args.run, "--dir", args.dir, "--epochs", str(args.epochs)),
+            *("--from", args.source),
+        ]
+        return _relaunch("resume", args, argv)
+
     def body() -> tuple[str | None, dict[str, Any], str]:
         check_run_name(args.run)
+        _world_size(args)
         from ckptcompat.checkpoint.manager import SimpleCheckpointManager
+        from ckptcompat.rl.distributed import session
         from ckptcompat.rl.trainer import resume
 
-        result = resume(args.run, args.dir, args.epochs, progress=False)
+        with session() as dist:
+            result = resume(
+                args.run, args.dir, args.epochs, progress=False, dist=dist, source=args.source
+            )
+        if not dist.is_main:
+            return None, {}, ""
         if result.uri is None:
             raise InputError(
                 "nothing to resume: no epoch was trained",
@@ -173,8 +255,19 @@ def _resume(args: argparse.Namespace) -> int:
             )
         agent = SimpleCheckpointManager(args.run, args.dir).load_agent(result.epoch)
         class_path = f"{type(agent).__module__}.{type(agent).__qualname__}"
+        contract = result.contract
         detail = f"resumed run {args.run!r} to epoch {result.epoch}"
-        return class_path, _outputs(result.uri, result.epoch, result.agent_step, agent), detail
+        detail += f" on {dist.world_size} process{'es' if dist.distributed else ''}"
+        if contract is not None:
+            detail += f", contract {contract.kind}"
+            detail += f" ({contract.reason})" if contract.reason else ""
+        outputs = _outputs(result.uri, result.epoch, result.agent_step, agent)
+        outputs |= {
+            "world_size": dist.world_size,
+            "contract": None if contract is None else contract.to_json(),
+            "losses": result.stats,
+        }
+        return class_path, outputs, detail
 
     return _step("resume", body)
 
@@ -195,7 +288,7 @@ def _env_of(uri: str) -> str:
     return str(config.get("env_id", _DEFAULT_ENV))
 
 
-def _evaluate(args: argparse.Namespace) -> int:
+def evaluate_step(args: argparse.Namespace) -> int:
     def body() -> tuple[str | None, dict[str, Any], str]:
         check_db(args.db)
         from ckptcompat.checkpoint.manager import SimpleCheckpointManager
@@ -226,137 +319,3 @@ def _evaluate(args: argparse.Namespace) -> int:
         return class_path, outputs, detail
 
     return _step("evaluate", body)
-
-
-# --------------------------------------------------------------------------- parser
-def _env_help(ids: Sequence[str] | None, default: str) -> str:
-    listed = ", ".join(ids) if ids else "(listing them needs gymnasium, not installed here)"
-    return f"gymnasium env id, one of: {listed} ({default})"
-
-
-def _run_dir_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--run",
-        required=True,
-        metavar="RUN",
-        help="run name: letters, digits, '.', '_', '-' (required)",
-    )
-    parser.add_argument(
-        "--dir", required=True, metavar="DIR", help="data_dir: the run is DIR/RUN/ (required)"
-    )
-    parser.add_argument(
-        "--epochs",
-        required=True,
-        metavar="N",
-        type=int_at_least(1),
-        help="target total epochs, >= 1, not a count of new ones (required)",
-    )
-
-
-def add_parser(sub: Any, ids: Sequence[str] | None, *, epilog: str) -> None:
-    """Add ``run`` and its steps to the subparsers ``sub`` (``ids``: :func:`env_ids`)."""
-    formatter = HelpFormatter
-    run = sub.add_parser(
-        "run",
-        help="one harness step: train, resume or evaluate",
-        description=textwrap.fill(
-            "One harness step per process. Each prints one JSON result record as its last "
-            "stdout line and a one-line summary on stderr.",
-            80,
-        ),
-        epilog=epilog,
-        formatter_class=formatter,
-    )
-    steps = run.add_subparsers(dest="step", required=True, metavar="STEP")
-    train = steps.add_parser(
-        "train",
-        help="start a run and train it to --epochs",
-        epilog=epilog,
-        formatter_class=formatter,
-    )
-    _run_dir_args(train)
-    train.add_argument(
-        "--agent",
-        default=_DEFAULT_AGENT,
-        metavar="CLASS_PATH",
-        help="agent class, package.module.Class, e.g. ckptcompat.agents.mlp.MLPAgent "
-        "(default: %(default)s)",
-    )
-    train.add_argument(
-        "--agent-kwargs",
-        default={},
-        type=json_object,
-        metavar="JSON",
-        help='constructor arguments besides the spaces, a JSON object, e.g. {"hidden_size": 32} '
-        "(default: {})",
-    )
-    train.add_argument(
-        "--env",
-        default=_DEFAULT_ENV,
-        choices=ids,
-        metavar="ENV_ID",
-        help=_env_help(ids, "default: %(default)s"),
-    )
-    train.add_argument(
-        "--seed",
-        type=int_at_least(0),
-        default=0,
-        metavar="N",
-        help="seeds torch, numpy and python once, and (plus the epoch) the env resets; >= 0 "
-        "(default: %(default)s)",
-    )
-    train.add_argument(
-        "--checkpoint-every",
-        type=int_at_least(1),
-        default=1,
-        metavar="N",
-        help="save agent and trainer state every N epochs, >= 1 (default: %(default)s)",
-    )
-    train.set_defaults(func=_train)
-
-    res = steps.add_parser(
-        "resume", help="resume a run to --epochs in total", epilog=epilog, formatter_class=formatter
-    )
-    _run_dir_args(res)
-    res.set_defaults(func=_resume)
-
-    ev = steps.add_parser(
-        "evaluate",
-        help="evaluate a checkpoint into a stats DB",
-        epilog=epilog,
-        formatter_class=formatter,
-    )
-    ev.add_argument(
-        "--uri",
-        required=True,
-        metavar="URI",
-        help="the checkpoint: a .pt path, DIR/RUN:latest, DIR/RUN:vN, a run directory, or "
-        "mock://KEY[:vN] (required)",
-    )
-    ev.add_argument(
-        "--db",
-        required=True,
-        metavar="FILE",
-        help="DuckDB file to write, created if missing; its directory must exist (required)",
-    )
-    ev.add_argument(
-        "--episodes",
-        type=int_at_least(1),
-        default=5,
-        metavar="N",
-        help="episodes to run, >= 1 (default: %(default)s)",
-    )
-    ev.add_argument(
-        "--seed",
-        type=int_at_least(0),
-        default=0,
-        metavar="N",
-        help="episode i resets its env with SEED + i; >= 0 (default: %(default)s)",
-    )
-    ev.add_argument(
-        "--env",
-        choices=ids,
-        metavar="ENV_ID",
-        help=_env_help(ids, "default: the run's trainer config, else CartPole-v1"),
-    )
-    ev.set_defaults(func=_evaluate)

@@ -18,7 +18,11 @@ Trainer payload (``<run>_v<epoch>.trainer.pt``)::
     {"format": "ckptcompat.trainer_state", "format_version": 1, "run", "epoch",
      "agent_step", "optimizer": state_dict, "scheduler": state_dict | None,
      "rng": {"torch": uint8 tensor, "numpy": {...}, "python": [...]}, "extra": {...},
-     "saved_by": {...}, "created_at": str}
+     "saved_by": {...}, "created_at": str,
+     "rng_ranks": [rng of rank 0, rng of rank 1, ...]}     # only from a distributed run
+
+``rng_ranks`` holds every rank's streams (rank 0's equal ``rng``); a single process writes
+no such key, so its files are byte for byte what they were before ranks existed.
 
 ``created_at`` is ISO 8601 UTC (``2025-01-31T12:00:00Z``), taken from ``SOURCE_DATE_EPOCH``
 when set so that regenerated goldens are byte-identical.
@@ -262,11 +266,14 @@ def build_trainer_payload(
     scheduler: Any = None,
     extra: dict[str, Any] | None = None,
     created_at: str | None = None,
+    rng_ranks: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The safe-format v1 trainer payload: optimizer, scheduler, RNG streams, extra.
 
     The RNG states are captured now: torch's global CPU generator, numpy's global
-    ``np.random`` and Python's ``random``.
+    ``np.random`` and Python's ``random``. ``rng_ranks`` (a distributed run's rank 0 passes
+    every rank's :func:`~ckptcompat.checkpoint.rng.capture_rng_state`, in rank order) is
+    validated and stored under ``"rng_ranks"``; None stores no such key.
 
     Raises:
         CheckpointError: optimizer/scheduler state or ``extra`` holds a non-primitive,
@@ -291,8 +298,18 @@ def build_trainer_payload(
         "saved_by": saved_by(),
         "created_at": created_at or created_at_now(),
     }
+    if rng_ranks is not None:
+        _check_rng_ranks(rng_ranks, None)
+        payload["rng_ranks"] = list(rng_ranks)
     _check_saveable(payload, "payload")
     return payload
+
+
+def _check_rng_ranks(rng_ranks: Any, path: str | os.PathLike[str] | None) -> None:
+    if type(rng_ranks) is not list or not rng_ranks:
+        raise _corrupt(path, "rng_ranks", f"a {type(rng_ranks).__qualname__}: {rng_ranks!r:.60}")
+    for rng in rng_ranks:
+        validate_rng_state(rng, path)
 
 
 # --------------------------------------------------------------------------- load side
@@ -393,4 +410,6 @@ def validate_trainer_payload(obj: Any, path: str | os.PathLike[str] | None) -> d
     _field(payload, "scheduler", (dict, type(None)), path, "")
     _field(payload, "extra", (dict,), path, "")
     validate_rng_state(_field(payload, "rng", (dict,), path, ""), path)
+    if "rng_ranks" in payload:
+        _check_rng_ranks(payload["rng_ranks"], path)
     return payload

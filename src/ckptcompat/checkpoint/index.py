@@ -13,7 +13,13 @@ Schema (``format_version`` 1)::
     {"format": "ckptcompat.index", "format_version": 1, "run": "<run>",
      "checkpoints":    [{"epoch", "agent_step", "score", "total_time_s", "created_at",
                          "file", "size_bytes", "digest"}, ...],   # ascending epoch
-     "trainer_states": [{"epoch", "agent_step", "file", "size_bytes", "digest"}, ...]}
+     "trainer_states": [{"epoch", "agent_step", "file", "size_bytes", "digest"}, ...],
+     "dcp_checkpoints": [{"epoch", "agent_step", "dir", "world_size", "files",
+                          "size_bytes"}, ...]}                  # only when a run wrote DCP
+
+``dcp_checkpoints`` lists the ``torch.distributed.checkpoint`` directories of a distributed
+run (``--checkpoint-format dcp``), each after every rank finished it; a run without DCP
+writes no such key, so its index is byte for byte what it was before DCP existed.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ __all__ = [
     "RANK_METRICS",
     "CheckpointEntry",
     "CleanupPlan",
+    "DcpEntry",
     "RunIndex",
     "TrainerEntry",
     "read_index",
@@ -75,6 +82,27 @@ class TrainerEntry:
     digest: str
 
 
+@dataclass(frozen=True)
+class DcpEntry:
+    """One complete DCP directory (all ranks' files and its ``.metadata``).
+
+    Attributes:
+        epoch, agent_step: as for :class:`CheckpointEntry`.
+        dir: the directory's name inside ``checkpoints/`` (``<run>_v<epoch>.dcp``).
+        world_size: how many ranks wrote it.
+        files: the names of its files, sorted (``.metadata`` and ``__<rank>_<n>.distcp``).
+        size_bytes: their total size in bytes (DCP's metadata locates every tensor; a
+            digest of the whole directory would cost a second read of every rank's data).
+    """
+
+    epoch: int
+    agent_step: int
+    dir: str
+    world_size: int
+    files: tuple[str, ...]
+    size_bytes: int
+
+
 class CleanupPlan(NamedTuple):
     """What a cleanup deletes: agent checkpoints and trainer states, ascending by epoch."""
 
@@ -89,6 +117,22 @@ class RunIndex:
     run: str
     checkpoints: tuple[CheckpointEntry, ...] = field(default=())
     trainer_states: tuple[TrainerEntry, ...] = field(default=())
+    dcp_checkpoints: tuple[DcpEntry, ...] = field(default=())
+
+    def dcp_checkpoint(self, epoch: int) -> DcpEntry | None:
+        """The DCP entry of ``epoch``, or None when not indexed."""
+        return next((e for e in self.dcp_checkpoints if e.epoch == epoch), None)
+
+    def with_dcp_checkpoint(self, entry: DcpEntry) -> RunIndex:
+        """A copy listing DCP ``entry`` (replacing any entry of the same epoch)."""
+        kept = [e for e in self.dcp_checkpoints if e.epoch != entry.epoch]
+        return replace(self, dcp_checkpoints=tuple(sorted([*kept, entry], key=_epoch)))
+
+    def without_dcp(self, epochs: set[int] | frozenset[int]) -> RunIndex:
+        """A copy without the DCP entries of ``epochs``."""
+        return replace(
+            self, dcp_checkpoints=tuple(e for e in self.dcp_checkpoints if e.epoch not in epochs)
+        )
 
     def checkpoint(self, epoch: int) -> CheckpointEntry | None:
         """The entry of ``epoch`` (0 included), or None when not indexed."""
@@ -163,10 +207,14 @@ class RunIndex:
             "checkpoints": [asdict(e) for e in self.checkpoints],
             "trainer_states": [asdict(e) for e in self.trainer_states],
         }
+        if self.dcp_checkpoints:
+            document["dcp_checkpoints"] = [
+                {**asdict(e), "files": list(e.files)} for e in self.dcp_checkpoints
+            ]
         return (json.dumps(document, indent=1, sort_keys=True, allow_nan=False) + "\n").encode()
 
 
-def _epoch(entry: CheckpointEntry | TrainerEntry) -> int:
+def _epoch(entry: CheckpointEntry | TrainerEntry | DcpEntry) -> int:
     return entry.epoch
 
 
@@ -179,6 +227,14 @@ _CHECKPOINT_TYPES: dict[str, tuple[type, ...]] = {
     "file": (str,),
     "size_bytes": (int,),
     "digest": (str,),
+}
+_DCP_TYPES: dict[str, tuple[type, ...]] = {
+    "epoch": (int,),
+    "agent_step": (int,),
+    "dir": (str,),
+    "world_size": (int,),
+    "files": (list,),
+    "size_bytes": (int,),
 }
 _TRAINER_TYPES = {
     k: _CHECKPOINT_TYPES[k] for k in ("epoch", "agent_step", "file", "size_bytes", "digest")
@@ -255,8 +311,15 @@ def read_index(checkpoints_dir: str | os.PathLike[str], run: str | None) -> RunI
         raise _corrupt(path, f"run={found_run!r} where run={run!r} was expected")
     checkpoints = _entries(document.get("checkpoints"), _CHECKPOINT_TYPES, path, "checkpoints")
     trainers = _entries(document.get("trainer_states"), _TRAINER_TYPES, path, "trainer_states")
+    dcps = _entries(document.get("dcp_checkpoints", []), _DCP_TYPES, path, "dcp_checkpoints")
+    for item in dcps:
+        if item["world_size"] < 1 or any(type(name) is not str for name in item["files"]):
+            raise _corrupt(path, f"a dcp_checkpoints entry {item!r:.120}")
     return RunIndex(
         run=found_run,
         checkpoints=tuple(sorted((CheckpointEntry(**e) for e in checkpoints), key=_epoch)),
         trainer_states=tuple(sorted((TrainerEntry(**e) for e in trainers), key=_epoch)),
+        dcp_checkpoints=tuple(
+            sorted((DcpEntry(**{**e, "files": tuple(e["files"])}) for e in dcps), key=_epoch)
+        ),
     )

@@ -6,6 +6,9 @@
         checkpoints/                     CHECKPOINTS_DIR (checkpoints_dir)
             <run>_v<epoch>.pt            agent, safe format v1 (agent_filename)
             <run>_v<epoch>.trainer.pt    trainer state (trainer_filename)
+            <run>_v<epoch>.dcp/          a torch.distributed.checkpoint directory (dcp_dirname)
+                .metadata                DCP_METADATA_NAME: DCP's pickled Metadata
+                __<rank>_<n>.distcp      each rank's data file (DCP_DATA_RE)
             index.json                   INDEX_NAME: the committed checkpoints
             .lock                        LOCK_NAME: the writer lock (flock)
             .<name>.tmp-<pid>            temp file of an atomic write (temp_path)
@@ -29,6 +32,9 @@ from ckptcompat.errors import InvalidArgumentError
 __all__ = [
     "AGENT_FILE_RE",
     "CHECKPOINTS_DIR",
+    "DCP_DATA_RE",
+    "DCP_DIR_RE",
+    "DCP_METADATA_NAME",
     "INDEX_NAME",
     "LOCK_NAME",
     "RUN_NAME_RE",
@@ -37,6 +43,7 @@ __all__ = [
     "NameKind",
     "agent_filename",
     "checkpoints_dir",
+    "dcp_dirname",
     "is_temp_name",
     "parse_filename",
     "run_dir",
@@ -59,6 +66,12 @@ RUN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 AGENT_FILE_RE = re.compile(r"^(?P<run>[^/:]+)_v(?P<epoch>\d+)\.pt$")
 #: Grammar of a trainer-state file name.
 TRAINER_FILE_RE = re.compile(r"^(?P<run>[^/:]+)_v(?P<epoch>\d+)\.trainer\.pt$")
+#: Grammar of a DCP checkpoint directory's name (written by a distributed run).
+DCP_DIR_RE = re.compile(r"^(?P<run>[^/:]+)_v(?P<epoch>\d+)\.dcp$")
+#: The file torch.distributed.checkpoint writes last, naming every tensor and its storage.
+DCP_METADATA_NAME = ".metadata"
+#: DCP's data files, one or more per rank (FileSystemWriter's ``__<rank>_<n>.distcp``).
+DCP_DATA_RE = re.compile(r"^__(?P<rank>\d+)_(?P<n>\d+)\.distcp$")
 _G1_RE = re.compile(r"^model_(?P<epoch>\d+)\.pt$")
 _G2_COLON_RE = re.compile(r"^(?P<run>[^/:]+):v(?P<epoch>\d+)\.pt$")
 _G2_DUNDER_RE = re.compile(
@@ -116,6 +129,11 @@ def agent_filename(run: str, epoch: int) -> str:
 def trainer_filename(run: str, epoch: int) -> str:
     """``<run>_v<epoch>.trainer.pt`` (no padding)."""
     return f"{run}_v{epoch}.trainer.pt"
+
+
+def dcp_dirname(run: str, epoch: int) -> str:
+    """``<run>_v<epoch>.dcp`` (no padding): the DCP directory of a distributed run's epoch."""
+    return f"{run}_v{epoch}.dcp"
 
 
 def temp_path(path: str | os.PathLike[str]) -> Path:

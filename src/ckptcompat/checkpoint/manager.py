@@ -17,6 +17,12 @@ on the meta device and adopts the loaded tensors when that is safe
 ``verify=`` on loads: ``"full"`` (default; the digest of the whole file against the
 index), ``"size"`` or ``"none"``; :mod:`ckptcompat.checkpoint.loading` says why.
 
+A distributed run's rank 0 writes the safe files (agent from the unwrapped module, trainer
+state with every rank's RNG streams); with ``--checkpoint-format dcp`` every rank also
+calls :meth:`SimpleCheckpointManager.save_dcp`, a collective that writes a
+``torch.distributed.checkpoint`` directory which rank 0 then indexes
+(:mod:`ckptcompat.checkpoint.dcp`).
+
 Not thread-safe: use one manager per thread.
 """
 
@@ -36,7 +42,7 @@ from ckptcompat.checkpoint.format import (
     build_trainer_payload,
     validate_trainer_payload,
 )
-from ckptcompat.checkpoint.index import RANK_METRICS, CheckpointEntry, TrainerEntry
+from ckptcompat.checkpoint.index import RANK_METRICS, CheckpointEntry, DcpEntry, TrainerEntry
 from ckptcompat.checkpoint.layout import (
     agent_filename,
     checkpoints_dir,
@@ -299,10 +305,13 @@ class SimpleCheckpointManager:
         agent_step: int,
         scheduler: Any = None,
         extra: dict[str, Any] | None = None,
+        rng_ranks: list[dict[str, Any]] | None = None,
     ) -> str:
         """Save optimizer, scheduler, the three global RNG states and ``extra``.
 
         Writes ``<run>_v<epoch>.trainer.pt`` and indexes it; returns its ``file://`` URI.
+        ``rng_ranks``: a distributed run's every-rank streams (see
+        :func:`~ckptcompat.checkpoint.format.build_trainer_payload`).
 
         Raises:
             RunLockedError, CheckpointError (non-primitive state or extra), InjectedFault.
@@ -315,6 +324,7 @@ class SimpleCheckpointManager:
             agent_step=agent_step,
             scheduler=scheduler,
             extra=extra,
+            rng_ranks=rng_ranks,
         )
         path = self.checkpoint_dir / trainer_filename(self.run, epoch)
         self._store.save_then_index(
@@ -370,3 +380,43 @@ class SimpleCheckpointManager:
         return apply_trainer_state(
             payload, path, optimizer=optimizer, scheduler=scheduler, restore_rng=restore_rng
         )
+
+    # ------------------------------------------------------------------ DCP
+    def list_dcp_checkpoints(self) -> tuple[DcpEntry, ...]:
+        """The indexed DCP directories, ascending by epoch."""
+        return self._store.index().dcp_checkpoints
+
+    def save_dcp(
+        self, module: nn.Module, optimizer: torch.optim.Optimizer, epoch: int, agent_step: int
+    ) -> Path:
+        """Write epoch ``epoch`` as a DCP directory from every rank; rank 0 indexes it.
+
+        A collective: every rank of the default process group calls it (a process with no
+        group writes alone, as world size 1). Rank 0 unlists and clears the directory
+        first; the index lists it only after every rank's files and the ``.metadata``
+        exist. ``module`` may be DDP-wrapped (the keys are the inner module's).
+
+        Returns:
+            The directory, ``checkpoints/<run>_v<epoch>.dcp``.
+
+        Raises:
+            RunLockedError: another process holds the run's lock (rank 0).
+            CheckpointError: a bad epoch. OSError: from torch's writer.
+        """
+        from ckptcompat.checkpoint import dcp
+
+        return dcp.write_indexed(self._store, module, optimizer, check_epoch(epoch), agent_step)
+
+    def load_dcp(self, module: nn.Module, optimizer: torch.optim.Optimizer, epoch: int) -> DcpEntry:
+        """Fill ``module`` and ``optimizer`` from epoch ``epoch``'s indexed DCP directory.
+
+        A collective on any world size (resharding is DCP's); see
+        :func:`ckptcompat.checkpoint.dcp.load_dcp` for what ``optimizer`` may be.
+
+        Raises:
+            CheckpointNotFoundError: no DCP directory is indexed at ``epoch``.
+            CorruptCheckpointError, AgentMismatchError: see ``dcp.load_dcp``.
+        """
+        from ckptcompat.checkpoint import dcp
+
+        return dcp.load_indexed(self._store, module, optimizer, check_epoch(epoch))

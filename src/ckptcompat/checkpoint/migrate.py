@@ -44,7 +44,8 @@ class MigrationReport:
     Attributes:
         source: the file read.
         destination: ``file://`` URI of the safe-format file written.
-        generation: the source's generation (``g1``, ``g2``, ``state_dict``, ``safe_v1``).
+        generation: the source's generation (``g1``, ``g2``, ``state_dict``, ``safe_v1``;
+            ``dcp`` for a DCP directory, :mod:`.dcp_migrate`).
         loader: ``allowlist`` (weights_only + curated entries), ``safe`` (no allowlist)
             or ``trusted`` (``weights_only=False``, only with ``trust=True``).
         allowlist: the curated names the read needed.

@@ -10,6 +10,7 @@ take the run's lock for their duration (``RunLockedError`` when another process 
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,8 +22,19 @@ from ckptcompat.checkpoint.atomic import (
     remove_stale_temp_files,
     write_bytes_atomic,
 )
-from ckptcompat.checkpoint.index import CheckpointEntry, RunIndex, TrainerEntry, read_index
-from ckptcompat.checkpoint.layout import INDEX_NAME, agent_filename, trainer_filename
+from ckptcompat.checkpoint.index import (
+    CheckpointEntry,
+    DcpEntry,
+    RunIndex,
+    TrainerEntry,
+    read_index,
+)
+from ckptcompat.checkpoint.layout import (
+    INDEX_NAME,
+    agent_filename,
+    dcp_dirname,
+    trainer_filename,
+)
 from ckptcompat.checkpoint.saving import write_payload
 from ckptcompat.errors import CorruptCheckpointError
 
@@ -120,6 +132,38 @@ class RunStore:
             else:
                 self._write_index(index.with_checkpoint(entry))
 
+    def dcp_path(self, entry: DcpEntry) -> Path:
+        """The directory of an indexed DCP ``entry``, refusing names outside the key scheme."""
+        expected = dcp_dirname(self.run, entry.epoch)
+        if entry.dir != expected:
+            raise CorruptCheckpointError(
+                "index.json names a DCP directory outside the key scheme",
+                path=self.checkpoint_dir / INDEX_NAME,
+                expected=expected,
+                found=entry.dir,
+                fix="restore index.json from a backup",
+            )
+        return self.checkpoint_dir / entry.dir
+
+    def clear_dcp(self, epoch: int) -> Path:
+        """Unlist and delete epoch ``epoch``'s DCP directory (if any); return its path, created.
+
+        Rank 0 calls it before every rank writes the directory again.
+        """
+        path = self.checkpoint_dir / dcp_dirname(self.run, epoch)
+        with self._writing():
+            index = self.index()
+            if index.dcp_checkpoint(epoch) is not None:
+                self._write_index(index.without_dcp({epoch}))
+            shutil.rmtree(path, ignore_errors=True)
+            path.mkdir(parents=True)
+        return path
+
+    def index_dcp(self, entry: DcpEntry) -> None:
+        """List a finished DCP directory (after every rank wrote it)."""
+        with self._writing():
+            self._write_index(self.index().with_dcp_checkpoint(entry))
+
     def cleanup(self, keep_last_n: int) -> list[CheckpointEntry]:
         """Carry out :meth:`RunIndex.cleanup_plan`; return the agent entries deleted.
 
@@ -128,14 +172,19 @@ class RunStore:
         with self._writing():
             index = self.index()
             gone, gone_trainer = index.cleanup_plan(keep_last_n)
+            # A DCP directory goes with its epoch's agent checkpoint.
+            gone_epochs = {e.epoch for e in gone}
+            gone_dcp = [e for e in index.dcp_checkpoints if e.epoch in gone_epochs]
             if not gone and not gone_trainer:
                 return []
             self._write_index(
                 index.without(
-                    checkpoints={e.epoch for e in gone},
+                    checkpoints=gone_epochs,
                     trainer_states={e.epoch for e in gone_trainer},
-                )
+                ).without_dcp({e.epoch for e in gone_dcp})
             )
             for entry in [*gone, *gone_trainer]:
                 self.entry_path(entry).unlink(missing_ok=True)
+            for dcp_entry in gone_dcp:
+                shutil.rmtree(self.dcp_path(dcp_entry), ignore_errors=True)
         return gone

@@ -37,6 +37,8 @@ class TrainerState:
         scheduler_state: the scheduler's state_dict, or None when none was saved.
         extra: the primitives passed as ``extra`` when saving.
         uri: ``file://`` URI of the trainer file.
+        rng_ranks: every rank's RNG streams (rank order) when a distributed run saved it,
+            None when one process did (its streams are the one ``rng``).
     """
 
     epoch: int
@@ -45,6 +47,7 @@ class TrainerState:
     scheduler_state: dict[str, Any] | None
     extra: dict[str, Any]
     uri: str
+    rng_ranks: tuple[dict[str, Any], ...] | None = None
 
     def keys(self) -> list[str]:
         """The dict-style keys: the fields, then the keys of ``extra``."""
@@ -124,4 +127,5 @@ def apply_trainer_state(
         scheduler_state=payload["scheduler"],
         extra=payload["extra"],
         uri=file_uri(path),
+        rng_ranks=tuple(payload["rng_ranks"]) if "rng_ranks" in payload else None,
     )

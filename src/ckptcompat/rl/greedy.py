@@ -29,12 +29,15 @@ if TYPE_CHECKING:
     from gymnasium.vector import VectorEnv
     from torch import nn
 
+    from ckptcompat.agents.base import Agent
+
 __all__ = [
     "GreedyEnvs",
     "GreedyEpisodes",
     "StepResult",
     "VectorEnvSteps",
     "device_of",
+    "evaluate_greedy",
     "greedy_episodes",
 ]
 
@@ -130,3 +133,26 @@ def greedy_episodes(
         terminated=[bool(t) for t in ended_terminated],
         truncated=[bool(t) for t in ended_truncated],
     )
+
+
+@torch.inference_mode()
+def evaluate_greedy(agent: Agent, env_id: str, seeds: list[int]) -> list[float]:
+    """Return of one greedy (argmax) episode per seed, in ``seeds`` order.
+
+    (Imported by :mod:`ckptcompat.rl.trainer` too, where it lived first.) Runs all seeds at
+    once, one sub-env each (sub-env ``i`` reset with ``seeds[i]``, recurrent
+    state zeroed), until every sub-env has finished its first episode
+    (:func:`~ckptcompat.rl.greedy.greedy_episodes`). Draws nothing from torch's generator.
+    """
+    from ckptcompat.rl.envs import make_vector_env  # gymnasium: only for this function
+
+    envs = make_vector_env(env_id, len(seeds), 0)
+    obs, _ = envs.reset(seed=list(seeds))
+    was_training = agent.training
+    agent.eval()
+    try:
+        episodes = greedy_episodes(agent, VectorEnvSteps(envs), obs)
+    finally:
+        agent.train(was_training)
+        envs.close()
+    return episodes.returns

@@ -21,6 +21,7 @@ parameters and optimizer state.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -287,6 +288,7 @@ def ppo_update(
     batch: RolloutBatch,
     config: PPOConfig,
     generator: torch.Generator,
+    reduce_kl: Callable[[float], float] | None = None,
 ) -> dict[str, float]:
     """Run ``config.update_epochs`` passes of clipped-PPO minibatch SGD on ``batch``.
 
@@ -294,11 +296,16 @@ def ppo_update(
     epoch). ``agent`` is left in train mode.
 
     Args:
-        agent: the policy; re-run on each minibatch with ``action=`` the rollout's actions.
+        agent: the policy, or its DDP wrapper (which all-reduces the gradients in
+            ``backward``); re-run on each minibatch with ``action=`` the rollout's actions.
         optimizer: steps ``agent``'s parameters.
         batch: one rollout with advantages and returns.
         config: loss coefficients, minibatch count, passes, grad clipping.
         generator: CPU generator for the minibatch permutations (the only randomness).
+        reduce_kl: under DDP, the mean over the ranks of a pass's approximate KL, so
+            that every rank stops at the same pass with ``target_kl`` (a rank that stopped
+            alone would leave the others waiting in the gradient all-reduce); None for
+            one process.
 
     Returns:
         Means over all minibatches run: ``policy_loss``, ``value_loss``, ``entropy``,
@@ -355,8 +362,12 @@ def ppo_update(
                 sums[key] += float(value.detach())
             pass_kl.append(float(approx_kl))
             steps += 1
-        if config.target_kl is not None and sum(pass_kl) / len(pass_kl) > config.target_kl:
-            break
+        if config.target_kl is not None:
+            mean_kl = sum(pass_kl) / len(pass_kl)
+            if reduce_kl is not None:
+                mean_kl = reduce_kl(mean_kl)
+            if mean_kl > config.target_kl:
+                break
 
     stats = {key: total / steps for key, total in sums.items()}
     returns_var = batch.returns.var()

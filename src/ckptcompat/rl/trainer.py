@@ -37,6 +37,13 @@ With CartPole's 500-step episodes and a period of 320 steps (10 x 32), one bench
 three was still below 475 after 102k env steps (its greedy cart drifted off the track after
 ~100 steps); with the default period of 1,600 steps (50 x 32) all three reached 500.
 
+Several processes (``torchrun --nproc-per-node N``): each rank runs its own sub-envs (rank
+``r``'s sub-env ``i`` reset with ``seed + epoch + r * num_envs + i``) and rollout; the update runs
+through ``DistributedDataParallel`` (gradients averaged), so the ranks' parameters stay identical;
+one epoch counter, ``agent_step`` grows by ``N * batch_size``. Rank 0 writes the safe files from
+the unwrapped agent with every rank's RNG streams; ``N = 1`` is untouched (no DDP, no
+collective). See :mod:`ckptcompat.rl.distributed` and :mod:`ckptcompat.rl.resume_contract`.
+
 Observation normalisation. An agent with ``update_obs_normalizer(obs)`` (RecurrentAgent,
 MLPAgent) has it called with each rollout's observations *after* that rollout's update, so the
 rollout and the update see the same normalisation (the PPO ratio starts at exactly 1).
@@ -44,36 +51,49 @@ rollout and the update see the same normalisation (the PPO ratio starts at exact
 
 from __future__ import annotations
 
-import random
 import time
 from contextlib import nullcontext
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
+from ckptcompat import numerics
 from ckptcompat.agents.registry import build_agent
-from ckptcompat.agents.spaces import space_to_config
 from ckptcompat.checkpoint.manager import SimpleCheckpointManager
-from ckptcompat.errors import CheckpointError, CheckpointNotFoundError
-from ckptcompat.rl.envs import make_env, make_vector_env, reset_all
-from ckptcompat.rl.greedy import VectorEnvSteps, greedy_episodes
+from ckptcompat.checkpoint.rng import capture_rng_state
+from ckptcompat.rl.distributed import SINGLE, DistContext, rank_seed
+from ckptcompat.rl.envs import make_vector_env, reset_all
+from ckptcompat.rl.greedy import evaluate_greedy
 from ckptcompat.rl.ppo import RolloutBatch, RolloutStorage, ppo_update
 from ckptcompat.rl.progress import make_progress
-from ckptcompat.rl.trainer_config import TrainerConfig, TrainResult
+from ckptcompat.rl.resume_contract import (
+    ResumeContract,
+    decide,
+    restore_rank_streams,
+    state_digest,
+)
+from ckptcompat.rl.trainer_config import (
+    CHECKPOINT_FORMATS,
+    RESUME_SOURCES,
+    TrainerConfig,
+    TrainResult,
+    check_choice,
+)
+from ckptcompat.rl.trainer_setup import (
+    agent_config_for,
+    check_fresh,
+    latest_trainer_state,
+    seed_everything,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from ckptcompat.agents.base import Agent
 
-__all__ = ["Trainer", "evaluate_greedy", "resume", "train"]
-
-
-def _seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    random.seed(seed)
+__all__ = ["CHECKPOINT_FORMATS", "RESUME_SOURCES", "Trainer", "evaluate_greedy", "resume", "train"]
 
 
 class Trainer:
@@ -86,8 +106,12 @@ class Trainer:
     Attributes:
         config: the run's settings. manager: its checkpoint manager.
         agent, optimizer: what is being trained (Adam, ``eps=config.ppo.adam_eps``).
-        envs: the ``num_envs`` sub-envs (same-step autoreset).
-        epoch, agent_step, total_time_s: progress of the run so far.
+        envs: this rank's ``num_envs`` sub-envs (same-step autoreset).
+        epoch, agent_step, total_time_s: progress of the run so far (``agent_step``
+            counts every rank's env steps).
+        dist: this process's rank and the world size (:data:`SINGLE` alone).
+        checkpoint_format: one of :data:`CHECKPOINT_FORMATS`.
+        contract: the resume contract (:meth:`resume` only; None for a fresh run).
     """
 
     def __init__(
@@ -100,8 +124,15 @@ class Trainer:
         agent_step: int = 0,
         total_time_s: float = 0.0,
         progress: bool | None = None,
+        dist: DistContext = SINGLE,
+        checkpoint_format: str = "safe",
     ) -> None:
         torch.set_num_threads(1)
+        self.dist = dist
+        self.checkpoint_format = check_choice(
+            "checkpoint format", checkpoint_format, CHECKPOINT_FORMATS
+        )
+        self.contract: ResumeContract | None = None
         self.config = config
         self.manager = manager
         self.agent = agent
@@ -109,6 +140,11 @@ class Trainer:
             agent.parameters(), lr=config.ppo.learning_rate, eps=config.ppo.adam_eps
         )
         self.envs = make_vector_env(config.env_id, config.ppo.num_envs, config.seed)
+        # The module the update runs through: DDP all-reduces its gradients. The rollout
+        # and every save use the unwrapped agent.
+        self._module: torch.nn.Module = agent  # type: ignore[assignment]
+        if dist.distributed:
+            self._module = DistributedDataParallel(agent, broadcast_buffers=False)
         self.epoch = epoch
         self.agent_step = agent_step
         self.total_time_s = total_time_s
@@ -124,67 +160,72 @@ class Trainer:
 
     @classmethod
     def start(
-        cls, config: TrainerConfig, run: str, data_dir: str | Path, *, progress: bool | None = None
+        cls,
+        config: TrainerConfig,
+        run: str,
+        data_dir: str | Path,
+        *,
+        progress: bool | None = None,
+        dist: DistContext = SINGLE,
+        checkpoint_format: str = "safe",
     ) -> Trainer:
         """A fresh run: seed torch/numpy/python with ``config.seed``, then build the agent.
 
+        Every rank builds the same initial agent; then rank ``r > 0`` reseeds its global
+        generators with :func:`~ckptcompat.rl.distributed.rank_seed` ``(seed, r)``.
+
         Raises:
+            InputError: an unknown ``checkpoint_format``.
             CheckpointError: the run already has checkpoints (resume it, or pick a new name).
             AgentMismatchError: the agent class or kwargs do not fit the env.
         """
         torch.set_num_threads(1)  # before the agent's init, which runs kernels too
         manager = SimpleCheckpointManager(run, data_dir)
-        existing = manager.list_checkpoints()
-        if existing:
-            raise CheckpointError(
-                f"run {run!r} already has checkpoints",
-                path=manager.checkpoint_dir,
-                expected="a run name with no checkpoints, for a fresh run",
-                found=f"checkpoints at epochs {[e.epoch for e in existing]}",
-                fix="resume the run (Trainer.resume / `ckptcompat run resume`), or pick a new name",
-            )
-        env = make_env(config.env_id)
-        agent_config = {
-            **config.agent_kwargs,
-            "observation_space": space_to_config(env.observation_space),
-            "action_space": space_to_config(env.action_space),
-        }
-        env.close()
-        _seed_everything(config.seed)
+        check_fresh(manager)
+        agent_config = agent_config_for(config)
+        seed_everything(config.seed)
         agent = build_agent(config.agent_class_path, agent_config)
-        return cls(config, manager, agent, progress=progress)  # type: ignore[arg-type]
+        if dist.rank > 0:
+            seed_everything(rank_seed(config.seed, dist.rank))
+        return cls(
+            config,
+            manager,
+            agent,  # type: ignore[arg-type]
+            progress=progress,
+            dist=dist,
+            checkpoint_format=checkpoint_format,
+        )
 
     @classmethod
-    def resume(cls, run: str, data_dir: str | Path, *, progress: bool | None = None) -> Trainer:
+    def resume(
+        cls,
+        run: str,
+        data_dir: str | Path,
+        *,
+        progress: bool | None = None,
+        dist: DistContext = SINGLE,
+        source: str = "safe",
+    ) -> Trainer:
         """Continue a run from its latest trainer state and the agent of the same epoch.
 
         The optimizer state and the torch/numpy/python RNG states are restored by the
         manager *after* the agent is rebuilt (rebuilding draws from torch's generator for
-        the initial weights, which the restore then overwrites).
+        the initial weights, which the restore then overwrites). Every rank reads the
+        files; each takes its own saved RNG streams (:mod:`.resume_contract`), on any
+        world size. ``source="dcp"`` takes the agent's and optimizer's state from the
+        epoch's DCP directory instead of the safe files (a collective). The run keeps the
+        checkpoint format it was started with. :attr:`contract` says which resume
+        contract applies.
 
         Raises:
+            InputError: an unknown ``source``.
             CheckpointNotFoundError: the run has no trainer state, or no agent at its epoch.
             CheckpointError: the trainer state was not written by this trainer.
         """
         torch.set_num_threads(1)
         manager = SimpleCheckpointManager(run, data_dir)
-        saved = manager.load_trainer_state(restore_rng=False)
-        if saved is None:
-            raise CheckpointNotFoundError(
-                f"run {run!r} has no trainer state to resume from",
-                path=manager.checkpoint_dir,
-                expected="a <run>_v<epoch>.trainer.pt listed in index.json",
-                found="none",
-                fix="start the run with `ckptcompat run train`, or check run and data_dir",
-            )
-        if "trainer_config" not in saved.extra:
-            raise CheckpointError(
-                f"the trainer state of run {run!r} has no trainer_config",
-                path=manager.checkpoint_dir,
-                expected="extra['trainer_config'], as ckptcompat.rl.trainer saves it",
-                found=f"extra keys {sorted(saved.extra)}",
-                fix="resume runs with the trainer that wrote them",
-            )
+        saved = latest_trainer_state(manager)
+        check_choice("resume source", source, RESUME_SOURCES)
         config = TrainerConfig.from_json(saved.extra["trainer_config"])
         agent = manager.load_agent(epoch=saved.epoch)
         trainer = cls(
@@ -195,8 +236,17 @@ class Trainer:
             agent_step=saved.agent_step,
             total_time_s=float(saved.extra.get("total_time_s", 0.0)),
             progress=progress,
+            dist=dist,
+            checkpoint_format=str(saved.extra.get("checkpoint_format", "safe")),
         )
-        manager.load_trainer_state(saved.epoch, optimizer=trainer.optimizer)
+        optimizer = trainer.optimizer if source == "safe" else None
+        state = manager.load_trainer_state(saved.epoch, optimizer=optimizer)
+        if source == "dcp":
+            manager.load_dcp(trainer._module, trainer.optimizer, saved.epoch)
+        assert state is not None  # the epoch was just read
+        restore_rank_streams(state, dist, config.seed)
+        digest = state_digest(agent, trainer.optimizer)
+        trainer.contract = decide(saved.extra, dist, source, digest)
         return trainer
 
     def train(self, epochs: int) -> TrainResult:
@@ -208,8 +258,11 @@ class Trainer:
         returns: list[float] = []
         stats: dict[str, float] = {}
         since_save: list[float] = []
-        progress = make_progress(self.progress)
-        with self.manager, progress if progress is not None else nullcontext():
+        progress = make_progress(self.progress) if self.dist.is_main else None
+        # Rank 0 holds the run's writer lock for every rank: only it writes the safe files
+        # and the index; the others write only their own DCP files, inside the lock's time.
+        lock = self.manager if self.dist.is_main else nullcontext()
+        with lock, progress if progress is not None else nullcontext():
             task = None
             if progress is not None:
                 task = progress.add_task(
@@ -223,13 +276,19 @@ class Trainer:
                 for group in self.optimizer.param_groups:
                     group["lr"] = self.config.ppo.learning_rate_at(self.epoch)
                 stats = ppo_update(
-                    self.agent, self.optimizer, batch, self.config.ppo, torch.default_generator
+                    self._module,  # type: ignore[arg-type]
+                    self.optimizer,
+                    batch,
+                    self.config.ppo,
+                    torch.default_generator,
+                    self.dist.mean if self.dist.distributed else None,
                 )
                 normalizer = getattr(self.agent, "update_obs_normalizer", None)
                 if normalizer is not None:
-                    normalizer(batch.obs)
+                    normalizer(self.dist.gather_envs(batch.obs))
+                finished = self.dist.gather_list(finished)
                 self.epoch += 1
-                self.agent_step += self.config.ppo.batch_size
+                self.agent_step += self.config.ppo.batch_size * self.dist.world_size
                 returns += finished
                 since_save += finished
                 self.total_time_s += time.perf_counter() - started
@@ -243,6 +302,8 @@ class Trainer:
                         completed=self.epoch,
                         info=f"step {self.agent_step}  return(20) {mean}",
                     )
+            stats = self.dist.mean_stats(stats)
+            self.dist.barrier()  # every rank returns once the last checkpoint is complete
         return TrainResult(
             run=self.manager.run,
             epoch=self.epoch,
@@ -254,9 +315,10 @@ class Trainer:
         )
 
     def _reset(self) -> None:
-        """Reset sub-env ``i`` with ``seed + epoch + i``; zero recurrent state and dones."""
+        """Reset sub-env ``i`` with ``seed + epoch + rank * num_envs + i``; zero state, dones."""
         num_envs = self.config.ppo.num_envs
-        self._obs = torch.as_tensor(reset_all(self.envs, self.config.seed + self.epoch))
+        first = self.config.seed + self.epoch + self.dist.rank * num_envs
+        self._obs = torch.as_tensor(reset_all(self.envs, first))
         self._done = torch.zeros(num_envs)
         self._state = self.agent.initial_state(num_envs)
         self._episode_return = np.zeros(num_envs)
@@ -315,7 +377,18 @@ class Trainer:
         return batch, finished
 
     def _save(self, finished: list[float]) -> None:
-        """Save the agent (score: mean return of episodes since the last save) and trainer state."""
+        """Save the agent (score: mean return of episodes since the last save) and trainer state.
+
+        Every rank: the DCP directory (``checkpoint_format="dcp"``, a collective) and its
+        RNG streams, gathered to rank 0. Rank 0 alone: the safe agent file from the
+        unwrapped agent and the trainer state, whose ``extra`` records the world size, the
+        checkpoint format and the numerics fingerprint (the resume contract reads them).
+        """
+        if self.checkpoint_format == "dcp":
+            self.manager.save_dcp(self._module, self.optimizer, self.epoch, self.agent_step)
+        rng_ranks = self.dist.gather_object(capture_rng_state()) if self.dist.distributed else None
+        if not self.dist.is_main:
+            return
         score = float(np.mean(finished)) if finished else None
         self.uri = self.manager.save_agent(
             self.agent,
@@ -330,7 +403,14 @@ class Trainer:
             self.optimizer,
             self.epoch,
             self.agent_step,
-            extra={"trainer_config": self.config.to_json(), "total_time_s": self.total_time_s},
+            extra={
+                "trainer_config": self.config.to_json(),
+                "total_time_s": self.total_time_s,
+                "world_size": self.dist.world_size,
+                "checkpoint_format": self.checkpoint_format,
+                "numerics": numerics.fingerprint(),
+            },
+            rng_ranks=rng_ranks,
         )
 
 
@@ -341,33 +421,30 @@ def train(
     epochs: int,
     *,
     progress: bool | None = None,
+    dist: DistContext = SINGLE,
+    checkpoint_format: str = "safe",
 ) -> TrainResult:
     """Start run ``run`` with ``config``; train it to ``epochs`` epochs (see :class:`Trainer`)."""
-    return Trainer.start(config, run, data_dir, progress=progress).train(epochs)
+    trainer = Trainer.start(
+        config, run, data_dir, progress=progress, dist=dist, checkpoint_format=checkpoint_format
+    )
+    return trainer.train(epochs)
 
 
 def resume(
-    run: str, data_dir: str | Path, epochs: int, *, progress: bool | None = None
+    run: str,
+    data_dir: str | Path,
+    epochs: int,
+    *,
+    progress: bool | None = None,
+    dist: DistContext = SINGLE,
+    source: str = "safe",
 ) -> TrainResult:
-    """Resume run ``run`` from its latest trainer state and train to ``epochs`` in total."""
-    return Trainer.resume(run, data_dir, progress=progress).train(epochs)
+    """Resume run ``run`` from its latest trainer state and train to ``epochs`` in total.
 
-
-@torch.inference_mode()
-def evaluate_greedy(agent: Agent, env_id: str, seeds: list[int]) -> list[float]:
-    """Return of one greedy (argmax) episode per seed, in ``seeds`` order.
-
-    Runs all seeds at once, one sub-env each (sub-env ``i`` reset with ``seeds[i]``, recurrent
-    state zeroed), until every sub-env has finished its first episode
-    (:func:`~ckptcompat.rl.greedy.greedy_episodes`). Draws nothing from torch's generator.
+    The result's ``contract`` says which resume contract applied.
     """
-    envs = make_vector_env(env_id, len(seeds), 0)
-    obs, _ = envs.reset(seed=list(seeds))
-    was_training = agent.training
-    agent.eval()
-    try:
-        episodes = greedy_episodes(agent, VectorEnvSteps(envs), obs)
-    finally:
-        agent.train(was_training)
-        envs.close()
-    return episodes.returns
+    trainer = Trainer.resume(run, data_dir, progress=progress, dist=dist, source=source)
+    result = trainer.train(epochs)
+    result.contract = trainer.contract
+    return result

@@ -11,15 +11,45 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ckptcompat.agents.registry import validate_config
+from ckptcompat.errors import InputError
 from ckptcompat.rl.ppo import PPOConfig
 
-__all__ = ["DEFAULT_AGENT", "MLP_AGENT", "TrainResult", "TrainerConfig"]
+__all__ = [
+    "CHECKPOINT_FORMATS",
+    "DEFAULT_AGENT",
+    "MLP_AGENT",
+    "RESUME_SOURCES",
+    "TrainResult",
+    "TrainerConfig",
+    "check_choice",
+]
 
 #: Default agent: the LSTM actor-critic (an MLP encoder on vector observations, a CNN on images).
 DEFAULT_AGENT = "ckptcompat.agents.recurrent.RecurrentAgent"
 #: The feed-forward actor-critic (CleanRL ppo.py's, sb3's MlpPolicy): select it with
 #: ``TrainerConfig(agent_class_path=MLP_AGENT)``; PPO trains it on flat minibatches.
 MLP_AGENT = "ckptcompat.agents.mlp.MLPAgent"
+
+#: ``safe``: rank 0's safe files only; ``dcp``: those plus a DCP directory from every rank.
+CHECKPOINT_FORMATS = ("safe", "dcp")
+#: Where a resume takes the agent's and optimizer's state from (RNG and counters always
+#: come from the safe trainer state).
+RESUME_SOURCES = ("safe", "dcp")
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
+    """Return ``value`` if it is one of ``choices``.
+
+    Raises:
+        InputError: otherwise (naming ``name`` and the choices).
+    """
+    if value not in choices:
+        raise InputError(
+            f"unknown {name} {value!r}",
+            expected=f"one of {list(choices)}",
+            found=repr(value),
+        )
+    return value
 
 
 @dataclass(frozen=True)
@@ -75,7 +105,9 @@ class TrainResult:
         uri: ``file://`` URI of the last agent checkpoint, None if none was saved yet.
         stats: loss stats of the last PPO update (:func:`~ckptcompat.rl.ppo.ppo_update`).
         episode_returns: returns of the episodes finished in this call, in order.
-        total_time_s: wall time of the run, all processes together, seconds.
+        total_time_s: wall time of the run, seconds (rank 0's in a distributed run).
+        contract: the resume contract of a resumed run
+            (:class:`~ckptcompat.rl.resume_contract.ResumeContract`), None otherwise.
     """
 
     run: str
@@ -85,3 +117,4 @@ class TrainResult:
     stats: dict[str, float]
     episode_returns: list[float]
     total_time_s: float
+    contract: Any = None

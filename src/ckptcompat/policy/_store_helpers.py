@@ -5,13 +5,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ckptcompat.checkpoint.layout import RUN_NAME_RE, parse_filename
 from ckptcompat.errors import InvalidArgumentError
-
-if TYPE_CHECKING:
-    from ckptcompat.policy.policy_record import PolicyRecord
 
 __all__ = ["cfg_get", "plain", "run_for"]
 
@@ -29,8 +26,18 @@ def cfg_get(cfg: Any, *path: str) -> Any:
     return node
 
 
-def run_for(pr: PolicyRecord, target: Path, epoch: int) -> str:
-    """The run name a file saved by :meth:`PolicyStore.save` records (see there)."""
+def run_for(run_name: str | None, metadata_run: Any, target: Path, epoch: int) -> str:
+    """The run name a file saved by :meth:`PolicyStore.save` records (see there).
+
+    Args:
+        run_name: the record's ``run_name`` (may be a path or None).
+        metadata_run: the record's ``metadata.get("run")`` (any type; used if a valid name).
+        target: the file saved to; a ``<run>_v<epoch>.pt`` name wins.
+        epoch: the record's epoch.
+
+    Raises:
+        InvalidArgumentError: the file name names another epoch than ``epoch``.
+    """
     name = parse_filename(target.name)
     if name is not None and name.kind == "agent":
         if name.epoch != epoch:
@@ -42,12 +49,12 @@ def run_for(pr: PolicyRecord, target: Path, epoch: int) -> str:
                 fix="save to another file name, or set pr.metadata.epoch",
             )
         return str(name.run)
-    for candidate in (pr.run_name, pr.metadata.get("run")):
+    for candidate in (run_name, metadata_run):
         if isinstance(candidate, str) and RUN_NAME_RE.match(candidate):
             return candidate
     # The run name made valid keeps what the caller meant; a path-named record (old
     # create_empty_policy_record(name=path)) gives its file's stem.
-    stem = Path(pr.run_name or target.name).name.removesuffix(".pt")
+    stem = Path(run_name or target.name).name.removesuffix(".pt")
     return re.sub(r"[^A-Za-z0-9._-]", "_", stem).lstrip("._-") or "policy"
 
 

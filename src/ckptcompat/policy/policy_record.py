@@ -193,7 +193,7 @@ class PolicyRecord:
         if parsed.kind == "file" and parsed.path is not None and not parsed.path.exists():
             # Not saved yet: the key its PolicyStore.save will write (run and epoch).
             epoch = self._epoch()
-            return run_for(self, parsed.path, epoch), epoch
+            return run_for(self.run_name, self.metadata.get("run"), parsed.path, epoch), epoch
         return uri_mod.key_and_version(where)
 
     def _epoch(self) -> int:

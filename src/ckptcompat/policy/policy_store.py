@@ -383,7 +383,7 @@ class PolicyStore:
         save_agent_file(
             pr.policy,
             target,
-            run=run_for(pr, target, epoch),
+            run=run_for(pr.run_name, pr.metadata.get("run"), target, epoch),
             epoch=epoch,
             metadata={
                 "agent_step": int(meta["agent_step"]),

@@ -176,7 +176,10 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON, default=False)
 @nox.parametrize("cell", [nox.param(c.id, id=c.id) for c in versions.GOLDEN_PRODUCERS])
 def golden(session: nox.Session, cell: str) -> None:
-    """Write one cell's goldens to fixtures/golden/gen2 (or verify them unchanged).
+    """Write one cell's goldens to fixtures/golden/gen2 and dcp (or verify them unchanged).
+
+    A default cell also writes (or verifies by meaning) its DCP goldens in
+    fixtures/golden/dcp/<cell> (:mod:`ckptcompat.harness.golden.dcp`).
 
     With ``-- --config PATH``: the team's agents, into the team's golden directory. With
     ``-- --out DIR``: into DIR/gen2/<cell> instead (a byte-for-byte reproduction check).
@@ -204,6 +207,15 @@ def golden(session: nox.Session, cell: str) -> None:
         cell,
         env={"CKPTCOMPAT_CELL": cell},
     )
+    if versions.by_id(cell).is_default:  # DCP goldens: one and two ranks (issue 18)
+        session.run(
+            "python",
+            "-m",
+            "ckptcompat.harness.golden.dcp",
+            str(out),
+            cell,
+            env={"CKPTCOMPAT_CELL": cell},
+        )
 
 
 @nox.session(python=PYTHON, default=False)

@@ -344,6 +344,22 @@ def phase(session: nox.Session, phase: str, cell: str) -> None:
     )
 
 
+# = ckptcompat.harness.run.driver.DCP_WORLD_SIZES (tests/harness/test_workflow.py checks it)
+DCP_WORLD_SIZES = (1, 2)
+
+
+@nox.session(python=False, default=False)
+@nox.parametrize("cell", [nox.param(c.id, id=c.id) for c in versions.DEFAULT])
+def dcp(session: nox.Session, cell: str) -> None:
+    """Resume every DCP golden in one cell on 1 and 2 ranks (CI: the matrix's DCP phase)."""
+    python = _cell_python(session, cell)
+    phase = ["-m", "ckptcompat.harness.run.dcp_phase", cell, str(WORK), str(RECORDS)]
+    for world_size in DCP_WORLD_SIZES:
+        launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node"]
+        command = phase if world_size == 1 else [*launcher, str(world_size), *phase]
+        session.run(python, *command, external=True, env={"CKPTCOMPAT_CELL": cell})
+
+
 @nox.session(python=PYTHON, default=False)
 def report(session: nox.Session) -> None:
     """Merge reports/records into reports/matrix.{json,md,html,png} and JUnit XML."""

@@ -242,6 +242,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         usage = "usage: python -m ckptcompat.harness.run.dcp_phase CELL WORK RECORDS [PRODUCERS]"
         print(usage, file=sys.stderr)
         return 2
+    if argv is None and not numerics.requested():
+        # Started by hand or by nox: the harness's processes run in the reproducible-numerics
+        # mode, whose variables must be set before torch starts (each rank re-executes).
+        os.execve(
+            sys.executable,
+            [sys.executable, "-m", "ckptcompat.harness.run.dcp_phase", *args],
+            numerics.reproducible_env(),
+        )
     cell, work, records = args[0], Path(args[1]), Path(args[2])
     producers = args[3].split(",") if len(args) == 4 else None
     here = versions.cell_for_torch(str(torch.__version__), int(np.__version__.split(".")[0]))
@@ -256,6 +264,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         work = work / f"dcp-{cell}-ws{ctx.world_size}"
         records_file = records / f"dcp-{cell}-ws{ctx.world_size}-{os.getpid()}.jsonl"
+        if ctx.is_main:  # a rerun replaces its records: stale ones would merge in
+            for stale in records.glob(f"dcp-{cell}-ws{ctx.world_size}-*.jsonl"):
+                stale.unlink()
         count = run_checks(work, records_file, ctx, producers)
         if ctx.is_main:
             print(f"dcp phase {cell} on {ctx.world_size} rank(s): {count} checks", flush=True)

@@ -53,8 +53,8 @@ from ckptcompat.checkpoint.layout import DCP_METADATA_NAME
 from ckptcompat.harness import versions
 from ckptcompat.harness.golden.generate import (
     SOURCE_DATE_EPOCH,
-    _check_cell,
-    _check_numerics,
+    check_cell,
+    check_numerics,
     write_or_verify,
 )
 from ckptcompat.harness.golden.read import (
@@ -280,8 +280,8 @@ def generate_dcp(out_dir: str | os.PathLike[str], cell_id: str) -> tuple[Path, s
     cell = versions.by_id(cell_id)
     if not cell.is_default:
         raise GoldenError(f"DCP goldens are made in the default cells, not in {cell.id}")
-    _check_cell(cell)
-    _check_numerics()
+    check_cell(cell)
+    check_numerics()
     target = dcp_golden_dir(out_dir, cell.id)
     with tempfile.TemporaryDirectory(prefix="ckptcompat-dcp-golden-") as tmp:
         files = _produce(Path(tmp), cell.id)

@@ -28,6 +28,7 @@ from ckptcompat.checkpoint.atomic import LOCK_NAME
 from ckptcompat.doctor.dcp import explain_dcp
 from ckptcompat.harness import versions
 from ckptcompat.harness.golden import dcp as dcp_golden
+from ckptcompat.harness.golden.generate import SIZE_BUDGET_BYTES
 from ckptcompat.harness.golden.read import (
     CONFIRMED_CODE_NAME,
     GOLDEN_ROOT,
@@ -65,7 +66,8 @@ def test_every_default_cell_has_dcp_goldens() -> None:
 @pytest.mark.parametrize("cell", DEFAULT)
 def test_dcp_manifest_matches_files(cell: str) -> None:
     """Guards a committed DCP golden changing or rotting (edited bytes, a stray or missing
-    file, an LFS pointer) against its MANIFEST's sha256 and sizes; a golden produced in
+    file, an LFS pointer) against its MANIFEST's sha256 and sizes, or bloating past the
+    goldens' 1 MB budget; a golden produced in
     the wrong venv or outside the reproducible-numerics mode; and the semantic digest the
     regeneration check relies on no longer describing the committed files (recomputed
     here, in this torch)."""
@@ -80,6 +82,8 @@ def test_dcp_manifest_matches_files(cell: str) -> None:
             entry["size_bytes"],
         ), rel
         assert dcp_golden.semantic_digest(root / rel) == entry["semantic_sha256"], rel
+    total = sum((root / rel).stat().st_size for rel in listed) + len(json.dumps(manifest))
+    assert total < SIZE_BUDGET_BYTES, f"{cell}: {total} bytes"
     assert Version(manifest["producer"]["torch"]).base_version == versions.by_id(cell).torch
     assert manifest["producer"]["numerics"]["reproducible"]
     for run, world_size in dcp_golden.RUNS.items():

@@ -32,6 +32,7 @@ Exit status: 0 when every check ran (whatever the outcomes), 2 on bad usage or t
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -155,13 +156,20 @@ def check(
         return Outcome.FAIL, f"check failed: {exc}"[:400], {}
     except Exception as exc:  # recorded as the outcome
         return Outcome.ERROR, _one_line(exc), {}
+    finally:
+        # The trainer's DDP wrapper (its reducer holds the process group) goes now, while
+        # the group lives: DDP objects collected after destroy_process_group aborted a
+        # rank at exit on 2.15.0 ("terminate called without an active exception").
+        gc.collect()
 
 
-def _doctor(golden: Path, artifact: DcpArtifact) -> tuple[str, str] | None:
+def _doctor(
+    golden: Path, artifact: DcpArtifact, manifest: dict[str, Any]
+) -> tuple[str, str] | None:
     """The doctor's prediction for this torch on the artifact's DCP directory."""
     if artifact.source != "dcp":
         return None
-    directory = golden / artifact.run / "checkpoints" / f"{artifact.run}_v1.dcp"
+    directory = golden / manifest["runs"][artifact.run]["dcp_dir"]
     here = _minor(str(torch.__version__))
     for prediction in explain_dcp(directory).predictions:
         if prediction.torch == here:
@@ -193,7 +201,7 @@ def run_checks(
             if failed and outcome == Outcome.PASS:  # another rank failed: the run failed
                 rank, worst, detail = failed[0]
                 outcome, detail = Outcome(worst), f"rank {rank}: {detail}"
-            predicted = _doctor(golden, artifact)
+            predicted = _doctor(golden, artifact, manifest)
             if predicted is not None:
                 outputs["doctor"] = {"outcome": predicted[0], "reason": predicted[1]}
                 expects_pass = predicted[0] in _PASSING_PREDICTIONS
@@ -272,6 +280,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"dcp phase {cell} on {ctx.world_size} rank(s): {count} checks", flush=True)
     finally:
         if ctx.distributed and torch_dist.is_initialized():
+            # Both ranks leave the group together: a rank destroying its gloo group while
+            # the other still writes records aborted ("terminate called without an active
+            # exception", SIGABRT; 2 of 5 two-rank runs on 2.15.0).
+            ctx.barrier()
             torch_dist.destroy_process_group()
     return 0
 

@@ -84,7 +84,9 @@ def test_cross_era_dcp_fails_with_its_reason(tmp_path: Path) -> None:
 def test_two_ranks_reshard_every_artifact(tmp_path: Path) -> None:
     """Guards the two-rank DCP checks (torchrun, gloo): a one-rank DCP resharded to two
     ranks, a two-rank one resumed on two, rank 0's safe files resumed on two; each rank's
-    outcome gathered, one record per check written by rank 0 only, and no hang."""
+    outcome gathered, one record per check written by rank 0 only, no hang, and no rank
+    aborting at exit (seen on 2.15.0 in about 1 run of 10: SIGABRT in the interpreter's
+    teardown after every record was written, which torchrun reports as the run failing)."""
     cell = _this_cell()
     command = driver.dcp_command(sys.executable, cell, tmp_path / "w", tmp_path / "r", 2)
     proc = subprocess.run(

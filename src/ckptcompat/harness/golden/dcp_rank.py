@@ -37,6 +37,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             trainer_config(), run, out, dist=ctx, checkpoint_format="dcp", progress=False
         )
         trainer.train(EPOCHS)
+    if ctx.distributed:  # the run's files are complete (train() ends with a barrier)
+        distributed.exit_without_teardown(0)
     return 0
 
 

@@ -176,7 +176,10 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON, default=False)
 @nox.parametrize("cell", [nox.param(c.id, id=c.id) for c in versions.GOLDEN_PRODUCERS])
 def golden(session: nox.Session, cell: str) -> None:
-    """Write one cell's goldens to fixtures/golden/gen2 (or verify them unchanged).
+    """Write one cell's goldens to fixtures/golden/gen2 and dcp (or verify them unchanged).
+
+    A default cell also writes (or verifies by meaning) its DCP goldens in
+    fixtures/golden/dcp/<cell> (:mod:`ckptcompat.harness.golden.dcp`).
 
     With ``-- --config PATH``: the team's agents, into the team's golden directory. With
     ``-- --out DIR``: into DIR/gen2/<cell> instead (a byte-for-byte reproduction check).
@@ -204,6 +207,15 @@ def golden(session: nox.Session, cell: str) -> None:
         cell,
         env={"CKPTCOMPAT_CELL": cell},
     )
+    if versions.by_id(cell).is_default:  # DCP goldens: one and two ranks (issue 18)
+        session.run(
+            "python",
+            "-m",
+            "ckptcompat.harness.golden.dcp",
+            str(out),
+            cell,
+            env={"CKPTCOMPAT_CELL": cell},
+        )
 
 
 @nox.session(python=PYTHON, default=False)
@@ -330,6 +342,22 @@ def phase(session: nox.Session, phase: str, cell: str) -> None:
         external=True,
         env={"CKPTCOMPAT_CELL": cell},
     )
+
+
+# = ckptcompat.harness.run.driver.DCP_WORLD_SIZES (tests/harness/test_workflow.py checks it)
+DCP_WORLD_SIZES = (1, 2)
+
+
+@nox.session(python=False, default=False)
+@nox.parametrize("cell", [nox.param(c.id, id=c.id) for c in versions.DEFAULT])
+def dcp(session: nox.Session, cell: str) -> None:
+    """Resume every DCP golden in one cell on 1 and 2 ranks (CI: the matrix's DCP phase)."""
+    python = _cell_python(session, cell)
+    phase = ["-m", "ckptcompat.harness.run.dcp_phase", cell, str(WORK), str(RECORDS)]
+    for world_size in DCP_WORLD_SIZES:
+        launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node"]
+        command = phase if world_size == 1 else [*launcher, str(world_size), *phase]
+        session.run(python, *command, external=True, env={"CKPTCOMPAT_CELL": cell})
 
 
 @nox.session(python=PYTHON, default=False)

@@ -30,7 +30,7 @@ import nox.registry
 import pytest
 
 from ckptcompat.harness import versions
-from ckptcompat.harness.run import scenarios
+from ckptcompat.harness.run import driver, scenarios
 from ckptcompat.harness.run.scenarios import PHASES, Layout
 from ckptcompat.harness.verdict import ci
 
@@ -114,7 +114,7 @@ def workflow() -> dict[str, Any]:
 def nox_jobs() -> dict[str, list[dict[str, str]]]:
     """The job lists the workflow's ``sessions`` job computes, from the real noxfile."""
     proc = subprocess.run(
-        [sys.executable, "-m", "nox", "-l", "--json", "-s", "tests", "phase"],
+        [sys.executable, "-m", "nox", "-l", "--json", "-s", "tests", "phase", "dcp"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -152,23 +152,26 @@ def test_yaml_subset_reader_reads_what_it_claims() -> None:
 
 def test_job_lists_from_nox_match_the_cell_table(nox_jobs: dict[str, list[dict[str, str]]]) -> None:
     """Guards CI drifting from versions.py: ``nox -l --json`` through harness/verdict/ci.py gives a
-    tests job per default cell and a job per default cell for every scenario phase, and the
-    noxfile's phases are scenarios.PHASES."""
+    tests job per default cell, a job per default cell for every scenario phase and for the
+    DCP phase, and the noxfile's phases are scenarios.PHASES."""
     cells = [c.id for c in versions.DEFAULT]
     assert nox_jobs["tests"] == [{"session": f"tests({c})", "cell": c} for c in cells]
     for phase in PHASES:
         assert nox_jobs[phase] == [{"session": f"phase({phase}, {c})", "cell": c} for c in cells]
-    assert list(ci.JOBS) == ["tests", *PHASES]
+    assert nox_jobs["dcp"] == [{"session": f"dcp({c})", "cell": c} for c in cells]
+    assert list(ci.JOBS) == ["tests", *PHASES, "dcp"]
 
 
 def test_workflow_jobs_and_their_order(workflow: dict[str, Any]) -> None:
-    """Guards the job graph: sessions -> tests and train -> resume -> evaluate, each phase
-    job fed by the sessions job's list for it; report runs always, after every phase."""
+    """Guards the job graph: sessions -> tests, train -> resume -> evaluate, and dcp (it
+    needs only the committed DCP goldens), each fed by the sessions job's list for it and
+    uploading its records; report runs always, after every phase and dcp (a gate without
+    the DCP records would report 96 missing cells)."""
     jobs = workflow["jobs"]
-    assert list(jobs) == ["sessions", "tests", *PHASES, "report"]
+    assert list(jobs) == ["sessions", "tests", *PHASES, "dcp", "report"]
     sessions = jobs["sessions"]
     assert set(sessions["outputs"]) == set(ci.JOBS)
-    assert "nox -l --json -s tests phase > sessions.json" in _runs(sessions)
+    assert "nox -l --json -s tests phase dcp > sessions.json" in _runs(sessions)
     assert "python src/ckptcompat/harness/verdict/ci.py sessions.json" in _runs(sessions)
     previous = None
     for name in ["tests", *PHASES]:
@@ -182,8 +185,14 @@ def test_workflow_jobs_and_their_order(workflow: dict[str, Any]) -> None:
         assert _needs(job) == expected_needs, name
         if name != "tests":
             previous = name
+    dcp = jobs["dcp"]
+    assert dcp["strategy"]["matrix"]["include"] == "${{ fromJSON(needs.sessions.outputs.dcp) }}"
+    assert 'nox -s "${{ matrix.session }}"' in _runs(dcp) and _needs(dcp) == ["sessions"]
+    (records,) = _artifacts(dcp, "actions/upload-artifact")
+    assert records["name"] == "records-dcp-${{ matrix.cell }}"
+    assert records["path"] == "reports/records"
     report = jobs["report"]
-    assert report["if"] == "always()" and _needs(report) == list(PHASES)
+    assert report["if"] == "always()" and _needs(report) == [*PHASES, "dcp"]
     assert "nox -s report gate" in _runs(report)
 
 
@@ -210,11 +219,14 @@ def test_phase_artifacts_carry_the_work_layout(workflow: dict[str, Any]) -> None
 
 def test_noxfile_paths_agree_with_the_workflow() -> None:
     """Guards the phase sessions writing where the workflow does not look: the noxfile's
-    work and records folders are the ones the artifacts name."""
+    work and records folders are the ones the artifacts name; and the noxfile's DCP
+    session resuming on other world sizes than the driver's."""
     noxfile = (ROOT / "noxfile.py").read_text(encoding="utf-8")
     assert 'RECORDS = REPORTS / "records"' in noxfile and 'WORK = REPORTS / "work"' in noxfile
     match = re.search(r"^PHASES = (\(.*\))$", noxfile, flags=re.MULTILINE)
     assert match is not None and ast.literal_eval(match.group(1)) == scenarios.PHASES
+    match = re.search(r"^DCP_WORLD_SIZES = (\(.*\))$", noxfile, flags=re.MULTILINE)
+    assert match is not None and ast.literal_eval(match.group(1)) == driver.DCP_WORLD_SIZES
 
 
 # --------------------------------------------------------------------------- nox -s tests

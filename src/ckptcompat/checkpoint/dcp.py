@@ -26,6 +26,7 @@ section 10); the doctor reads it through the inert unpickler, never through this
 from __future__ import annotations
 
 import os
+import pickle
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,7 +41,12 @@ from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_di
 
 from ckptcompat.checkpoint.index import DcpEntry
 from ckptcompat.checkpoint.layout import DCP_DATA_RE, DCP_METADATA_NAME, dcp_dirname
-from ckptcompat.errors import AgentMismatchError, CheckpointNotFoundError, CorruptCheckpointError
+from ckptcompat.errors import (
+    AgentMismatchError,
+    CheckpointNotFoundError,
+    CorruptCheckpointError,
+    IncompatibleCheckpointError,
+)
 
 if TYPE_CHECKING:
     from ckptcompat.checkpoint.run_store import RunStore
@@ -151,7 +157,21 @@ def _check_shapes(state: dict[str, Any], directory: Path) -> None:
     "Size mismatch between saved ... and current". Checked here on every version from
     DCP's own metadata reader, so the answer does not depend on the torch.
     """
-    stored = dcp.FileSystemReader(os.fspath(directory)).read_metadata().state_dict_metadata
+    try:
+        stored = dcp.FileSystemReader(os.fspath(directory)).read_metadata().state_dict_metadata
+    # DCP unpickles .metadata into this torch's classes: a newer torch's fields do not fit
+    # (measured: 2.15's TensorProperties carries strides, and 2.4-2.6 raise "ValueError: too
+    # many values to unpack (expected 5)" from its __setstate__).
+    except (ValueError, TypeError, AttributeError, EOFError, pickle.UnpicklingError) as exc:
+        raise IncompatibleCheckpointError(
+            "this torch cannot read the DCP checkpoint's .metadata",
+            path=directory,
+            expected=f".metadata in the layout torch {torch.__version__}'s DCP reads",
+            found=f"{type(exc).__name__}: {_cause(exc)} (written by another torch version; "
+            "`ckptcompat doctor DIR` says which)",
+            fix="resume it with the torch that wrote it, or migrate it there to one safe file "
+            "(`ckptcompat migrate DIR`) and resume from the safe files",
+        ) from exc
     targets: dict[str, torch.Tensor] = {}
     _flatten(state, "", targets)
     for key, tensor in targets.items():
@@ -185,6 +205,8 @@ def load_dcp(
     Raises:
         CheckpointNotFoundError: no such directory.
         CorruptCheckpointError: files missing, foreign or of another total size.
+        IncompatibleCheckpointError: this torch cannot read the ``.metadata`` (a newer
+            torch's, e.g. 2.15's read by 2.4-2.6).
         AgentMismatchError: the stored keys/shapes do not fit ``module``/``optimizer``
             (torch's planner or ``load_state_dict`` refused them).
     """

@@ -84,6 +84,8 @@ __all__ = [
     "TOLERANCES",
     "UPDATE_SEED",
     "GoldenAgent",
+    "check_cell",
+    "check_numerics",
     "confirm_code",
     "generate",
     "main",
@@ -160,9 +162,13 @@ def _reproducible() -> Iterator[None]:
             os.environ["SOURCE_DATE_EPOCH"] = before_env
 
 
-def _check_numerics() -> None:
+def check_numerics() -> None:
     """Refuse to produce goldens outside the reproducible-numerics mode (their bytes would
-    reproduce only on this CPU)."""
+    reproduce only on this CPU).
+
+    Raises:
+        GoldenError: this process is not in the mode (the message says how to start it).
+    """
     numerics.apply()
     fp = numerics.fingerprint()
     if not fp["reproducible"]:
@@ -176,7 +182,12 @@ def _check_numerics() -> None:
         )
 
 
-def _check_cell(cell: versions.Cell) -> None:
+def check_cell(cell: versions.Cell) -> None:
+    """Refuse to produce ``cell``'s goldens in another cell's venv.
+
+    Raises:
+        GoldenError: this process's torch (and numpy major) is not ``cell``'s.
+    """
     numpy_major = int(np.__version__.split(".")[0])
     here = versions.cell_for_torch(str(torch.__version__), numpy_major)
     if here is None or here.id != cell.id:
@@ -246,8 +257,8 @@ def generate(
             bytes (append-only).
     """
     cell = versions.by_id(cell_id)
-    _check_cell(cell)
-    _check_numerics()
+    check_cell(cell)
+    check_numerics()
     target = generation_dir(out_dir, cell.id)
     with _reproducible(), tempfile.TemporaryDirectory(prefix="ckptcompat-golden-") as tmp:
         files = _produce(Path(tmp), cell.id, agents)

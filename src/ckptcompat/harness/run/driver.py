@@ -28,7 +28,10 @@ from ckptcompat.harness.verdict import gate
 from ckptcompat.harness.verdict import records as results
 from ckptcompat.harness.verdict.matrix import BaselineError
 
-__all__ = ["PhaseProcess", "main", "phase_command", "run_matrix"]
+__all__ = ["DCP_WORLD_SIZES", "PhaseProcess", "dcp_command", "main", "phase_command", "run_matrix"]
+
+#: World sizes the DCP phase resumes each DCP golden on, per consumer cell.
+DCP_WORLD_SIZES: tuple[int, ...] = (1, 2)
 
 
 def phase_command(
@@ -61,12 +64,27 @@ def phase_command(
     return command if golden else [*command, "--no-golden"]
 
 
+def dcp_command(
+    python: str | os.PathLike[str], cell: str, work: Path, records: Path, world_size: int
+) -> list[str]:
+    """The command line of the DCP phase in ``cell`` on ``world_size`` ranks
+    (:mod:`ckptcompat.harness.run.dcp_phase`; torchrun's ``--standalone`` launcher for
+    more than one rank, so each run picks its own free port)."""
+    phase = ["-m", "ckptcompat.harness.run.dcp_phase", cell, str(work), str(records)]
+    if world_size == 1:
+        return [os.fspath(python), *phase]
+    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node"]
+    return [os.fspath(python), *launcher, str(world_size), *phase]
+
+
 @dataclass
 class PhaseProcess:
     """One finished phase process: what ran, its exit code, wall and CPU seconds.
 
-    CPU seconds (user + system, from ``wait4``) do not grow when other work shares the
-    cores, so they compare runs on a busy machine; wall seconds are what a user waits.
+    CPU seconds (user + system, from ``wait4``, children included: a torchrun launcher's
+    ranks count) do not grow when other work shares the cores, so they compare runs on a
+    busy machine; wall seconds are what a user waits. ``world_size``: ranks under a
+    torchrun launcher (the DCP phase), 1 for a plain process.
     """
 
     phase: str
@@ -75,6 +93,12 @@ class PhaseProcess:
     duration_s: float
     cpu_s: float
     log: Path
+    world_size: int = 1
+
+    @property
+    def torch_processes(self) -> int:
+        """Processes that imported torch: the process itself, plus its ranks under torchrun."""
+        return 1 if self.world_size == 1 else 1 + self.world_size
 
 
 def _run_one(command: list[str], env: Mapping[str, str], log: Path) -> tuple[int, float, float]:
@@ -114,6 +138,10 @@ def run_matrix(
     per process and the wall time of each phase, and writes them (with CPU seconds and
     processes per cell) to ``<work>/timing.json``.
 
+    With ``golden`` and no team ``config``, a last phase ``dcp`` resumes every DCP golden
+    in every cell on each of :data:`DCP_WORLD_SIZES` (one process, or a torchrun launcher
+    and its ranks), recorded as ``dcp(<cell>, ws<N>)``.
+
     Returns:
         Every phase process, in start order. A non-zero ``returncode`` means the harness
         itself broke (the checks' outcomes are in the records, not in exit codes).
@@ -133,12 +161,13 @@ def run_matrix(
     workers = max(1, jobs or os.cpu_count() or 1)
     done: list[PhaseProcess] = []
     walls: dict[str, float] = {}
-    for phase in PHASES:
-        started = time.perf_counter()
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = {
-                cell: pool.submit(
-                    _run_one,
+    plan: list[tuple[str, dict[str, tuple[str, int, list[str]]]]] = [
+        (
+            phase,
+            {
+                cell: (
+                    cell,
+                    1,
                     phase_command(
                         pythons[cell],
                         phase,
@@ -149,19 +178,40 @@ def run_matrix(
                         golden=golden,
                         config=config,
                     ),
-                    {**env, "CKPTCOMPAT_CELL": cell},
-                    log_dir / f"{phase}-{cell}.log",
                 )
                 for cell in cells
+            },
+        )
+        for phase in PHASES
+    ]
+    if golden and config is None:
+        jobs_dcp = {
+            f"{cell}-ws{n}": (cell, n, dcp_command(pythons[cell], cell, work, records, n))
+            for cell in cells
+            for n in DCP_WORLD_SIZES
+        }
+        plan.append(("dcp", jobs_dcp))
+    for phase, commands in plan:
+        started = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = {
+                label: pool.submit(
+                    _run_one,
+                    command,
+                    {**env, "CKPTCOMPAT_CELL": cell},
+                    log_dir / f"{phase}-{label}.log",
+                )
+                for label, (cell, _, command) in commands.items()
             }
-            for cell, future in futures.items():
+            for label, future in futures.items():
                 code, duration, cpu = future.result()
-                log = log_dir / f"{phase}-{cell}.log"
-                proc = PhaseProcess(phase, cell, code, duration, cpu, log)
+                log = log_dir / f"{phase}-{label}.log"
+                cell, world_size, _ = commands[label]
+                proc = PhaseProcess(phase, cell, code, duration, cpu, log, world_size)
                 done.append(proc)
                 status = "ok" if code == 0 else f"exit {code}"
                 times = f"{duration:6.1f} s wall, {cpu:5.1f} s CPU"
-                print(f"matrix: {phase:<8} {cell:<6} {times}  {status}", flush=True)
+                print(f"matrix: {phase:<8} {label:<9} {times}  {status}", flush=True)
                 if code != 0:
                     print(_tail(proc.log), flush=True)
         walls[phase] = time.perf_counter() - started
@@ -175,11 +225,15 @@ def _write_timing(
 ) -> None:
     data: dict[str, Any] = {
         "processes_per_cell": {cell: sum(1 for p in done if p.cell == cell) for cell in cells},
+        "torch_processes_per_cell": {
+            cell: sum(p.torch_processes for p in done if p.cell == cell) for cell in cells
+        },
         "phase_wall_s": {phase: round(s, 2) for phase, s in walls.items()},
         "processes": [
             {
                 "phase": p.phase,
                 "cell": p.cell,
+                "world_size": p.world_size,
                 "wall_s": round(p.duration_s, 2),
                 "cpu_s": round(p.cpu_s, 2),
                 "returncode": p.returncode,

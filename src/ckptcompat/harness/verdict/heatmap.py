@@ -83,8 +83,8 @@ LEGEND_ORDER: tuple[str, ...] = (
 EMPTY_COLOUR = "#f4f4f4"
 #: Producer label of checks on a file no cell produced (a team's own checkpoints).
 NO_PRODUCER = "file"
-_SCENARIOS = ("train", "resume", "evaluate", "golden", "checkpoints", "doctor")
-_LOADERS = ("safe", "allowlist", "naive", "trusted")
+_SCENARIOS = ("train", "resume", "evaluate", "golden", "checkpoints", "doctor", "dcp")
+_LOADERS = ("safe", "allowlist", "naive", "trusted", "dcp")
 _KINDS = (
     "safe_v1",
     "trainer_state",

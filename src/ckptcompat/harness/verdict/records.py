@@ -54,7 +54,7 @@ class Outcome(StrEnum):
 
 
 OUTCOMES = tuple(o.value for o in Outcome)
-LOADERS = ("safe", "allowlist", "naive", "trusted")
+LOADERS = ("safe", "allowlist", "naive", "trusted", "dcp")
 
 _VERSION = {"type": ["string", "null"], "pattern": r"^\d+\.\d+\.\d+$"}
 SCHEMA: dict[str, Any] = {

@@ -157,13 +157,25 @@ def _timing_lines(timing: dict[str, Any]) -> list[str]:
         "|---|---|" + "---|" * len(cells),
     ]
     for phase, wall in timing["phase_wall_s"].items():
-        per = {p["cell"]: p for p in timing["processes"] if p["phase"] == phase}
-        row = [
-            f"{per[c]['wall_s']:.1f} / {per[c]['cpu_s']:.1f}" if c in per else "-" for c in cells
-        ]
+        per: dict[str, list[dict[str, Any]]] = {}
+        for p in timing["processes"]:
+            if p["phase"] == phase:
+                per.setdefault(p["cell"], []).append(p)
+        row = [", ".join(_process_times(p) for p in per[c]) if c in per else "-" for c in cells]
         lines.append(f"| {phase} | {wall:.1f} | " + " | ".join(row) + " |")
     counts = ", ".join(f"{c} {n}" for c, n in timing["processes_per_cell"].items())
-    return [*lines, "", f"Processes per cell: {counts}", ""]
+    out = [*lines, "", f"Processes per cell: {counts}"]
+    if "torch_processes_per_cell" in timing:
+        ranks = ", ".join(f"{c} {n}" for c, n in timing["torch_processes_per_cell"].items())
+        out.append(f"Torch processes per cell (torchrun launchers and their ranks): {ranks}")
+    return [*out, ""]
+
+
+def _process_times(process: dict[str, Any]) -> str:
+    """``wall / CPU`` of one phase process, prefixed ``wsN:`` for a torchrun of N ranks."""
+    times = f"{process['wall_s']:.1f} / {process['cpu_s']:.1f}"
+    world_size = process.get("world_size", 1)
+    return f"ws{world_size}: {times}" if process["phase"] == "dcp" else times
 
 
 def _html(cells: Sequence[MatrixCell], md_title: str, png: Path | None) -> str:

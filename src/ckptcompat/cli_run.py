@@ -159,6 +159,24 @@ def _world_size(args: argparse.Namespace) -> int:
     return args.nproc or launched or 1
 
 
+def _rank_exit(code: int) -> int:
+    """``code``; but a torchrun rank (``WORLD_SIZE`` > 1) ends here, without teardown.
+
+    A rank has left its process group (:func:`ckptcompat.rl.distributed.session`) and
+    written every file by now. Its interpreter's teardown sometimes aborts it
+    ("terminate called without an active exception", SIGABRT) -- seen on 2.5.1 in CI (7
+    tests of one cell) and on 2.15.0 in the matrix -- and torchrun then stops rank 0 before
+    it prints its record, failing the whole run. So the rank leaves through
+    :func:`ckptcompat.rl.distributed.exit_without_teardown`, as the matrix's DCP phase and
+    the DCP golden runs do.
+    """
+    if (launched_world_size() or 1) > 1:
+        from ckptcompat.rl.distributed import exit_without_teardown
+
+        exit_without_teardown(code)
+    return code
+
+
 def _relaunch(step: str, args: argparse.Namespace, argv: list[str]) -> int:
     """Run this step under torchrun with ``--nproc`` processes; pass rank 0's record on."""
     started = time.perf_counter()
@@ -222,7 +240,7 @@ def train_step(args: argparse.Namespace) -> int:
         outputs |= {"world_size": dist.world_size, "checkpoint_format": args.checkpoint_format}
         return args.agent, outputs, detail
 
-    return _step("train", body)
+    return _rank_exit(_step("train", body))
 
 
 def resume_step(args: argparse.Namespace) -> int:
@@ -269,7 +287,7 @@ def resume_step(args: argparse.Namespace) -> int:
         }
         return class_path, outputs, detail
 
-    return _step("resume", body)
+    return _rank_exit(_step("resume", body))
 
 
 def _env_of(uri: str) -> str:

@@ -11,7 +11,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["machine_facts", "render"]
+__all__ = ["goal_rows", "machine_facts", "render"]
 
 _TOOLS = ("torch", "numpy", "gymnasium", "stable-baselines3", "sb3-contrib", "picklescan")
 
@@ -24,7 +24,12 @@ def _version(name: str) -> str | None:
 
 
 def machine_facts() -> dict[str, Any]:
-    """Cores, memory, CPU model, load average now, and the versions that matter."""
+    """Cores, memory, CPU model, load average now, the versions that matter, and the
+    numerics fingerprint (:func:`ckptcompat.numerics.fingerprint`: kernel path, BLAS,
+    oneDNN, threads) of this process. Call it after ``torch.set_num_threads``: the
+    fingerprint records the thread count in effect."""
+    from ckptcompat import numerics
+
     cpu = next(
         (
             line.split(":", 1)[1].strip()
@@ -47,6 +52,7 @@ def machine_facts() -> dict[str, Any]:
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "versions": {name: _version(name) for name in _TOOLS},
+        "numerics": numerics.fingerprint(),
     }
 
 
@@ -136,6 +142,133 @@ def _matrix_lines(t: dict[str, Any] | None) -> list[str]:
     return [*lines, ""]
 
 
+def _numerics(machine: dict[str, Any]) -> str:
+    from ckptcompat import numerics
+
+    fp = machine.get("numerics")
+    return (
+        "not recorded (a report from before the fingerprint)"
+        if fp is None
+        else numerics.describe(fp)
+    )
+
+
+#: Goals of issue 21 that no section of bench.py measures, and where their figure lives.
+_UNMEASURED = (
+    ("`doctor DIR` over 1,000 small checkpoints", ">= 1,000 files/s", "no section measures it yet"),
+    (
+        "`nox -s tests`, four cells, warm cache, 2 cores",
+        "<= 12 min",
+        "not a bench.py figure: the tests summary of `.ci/run` gives each cell's pytest time",
+    ),
+)
+
+
+def _ratio(q: dict[str, float]) -> str:
+    return f"{q['median']:.2f} [{q['min']:.2f}, {q['max']:.2f}]"
+
+
+def goal_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every goal this report can judge, one row each: ``figure``, ``goal``, ``measured``
+    (a ratio median [min, max], seconds or a count, as text) and ``met`` (True, False, or
+    None when the section did not run). Sections not run give one row each saying so, so
+    the table never silently drops a goal."""
+    rows: list[dict[str, Any]] = []
+    for section in ("manager", "doctor", "crc"):
+        for r in report.get(section, []):
+            if r.get("goal") is None:
+                continue
+            # Doctor rows are tool / doctor (higher is better); the others ours / baseline.
+            what = (
+                f"{r['baseline']} / doctor"
+                if section == "doctor"
+                else f"{r['figure']} / {r['baseline']}"
+            )
+            rows.append(
+                {
+                    "figure": f"{r['file']}: {what}",
+                    "goal": r["goal"],
+                    "measured": _ratio(r["ratio"]),
+                    "met": r["met"],
+                }
+            )
+    if "doctor_flat" in report:
+        flat = report["doctor_flat"]
+        rows.append(
+            {
+                "figure": "doctor flat in tensor bytes (largest / smallest median)",
+                "goal": "<= 2",
+                "measured": flat.split(" = ", 1)[-1].split(" ", 1)[0],
+                "met": "yes)" in flat,
+            }
+        )
+    matrix = report.get("matrix")
+    if matrix:
+        warm = matrix["warm"]
+        rows.append(
+            {
+                "figure": "`nox -s matrix`, warm, whole command (s)",
+                "goal": "< 240 s",
+                "measured": _mmm(warm["wall_s"]),
+                "met": warm["wall_s"]["median"] < 240,
+            }
+        )
+        most = max(warm["processes_per_cell"].values())
+        rows.append(
+            {
+                "figure": "matrix: torch processes per cell",
+                "goal": "<= 3",
+                "measured": str(most),
+                "met": most <= 3,
+            }
+        )
+    for r in report.get("ppo", {}).get("rows", []):
+        rows.append(
+            {
+                "figure": f"PPO {r.get('ours_name', 'ours')} vs {r['theirs_name']}, "
+                f"{r['num_envs']} env(s): steps/s ratio; return ours / theirs",
+                "goal": "ratio >= 1.0 and return >=",
+                "measured": f"{_ratio(r['ratio'])}; {r['return_ours']:.1f} / "
+                f"{r['return_theirs']:.1f}",
+                "met": r["met"],
+            }
+        )
+    for section in ("manager", "doctor", "matrix", "ppo"):
+        if section not in report:
+            rows.append(
+                {
+                    "figure": f"section `{section}`",
+                    "goal": "its goals",
+                    "measured": "not run (`--sections`)",
+                    "met": None,
+                }
+            )
+    for figure, goal, why in _UNMEASURED:
+        rows.append({"figure": figure, "goal": goal, "measured": why, "met": None})
+    return rows
+
+
+def _goal_table(report: dict[str, Any]) -> list[str]:
+    rows = goal_rows(report)
+    met = sum(r["met"] is True for r in rows)
+    missed = sum(r["met"] is False for r in rows)
+    lines = [
+        "## Goals",
+        "",
+        f"{met} met, {missed} missed, {len(rows) - met - missed} not judged in this run "
+        "(the sections below give every figure; 'Goals missed' says what limits each miss).",
+        "",
+        "| figure | goal | measured | met? |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['figure']} | {r['goal']} | {r['measured']} | "
+        f"{'not judged' if r['met'] is None else _met(r['met'])} |"
+        for r in rows
+    ]
+    return [*lines, ""]
+
+
 def render(report: dict[str, Any]) -> str:
     """BENCHMARKS.md from the bench report."""
     m = report["machine"]
@@ -146,6 +279,9 @@ def render(report: dict[str, Any]) -> str:
         f"{report['runs']} interleaved runs (A, B, A, B, ...) after one discarded warm-up round, "
         "with min and max; ratios are per-round ratios to the baseline of the same round.",
         "",
+        f"**CPU:** {m['cpu_model']}. **Numerics fingerprint:** {_numerics(m)}.",
+        "",
+        *_goal_table(report),
         "## Machine",
         "",
         f"- {m['cores']} cores, {m['memory_bytes'] / 2**30:.1f} GiB memory, {m['cpu_model']}",

@@ -5,8 +5,8 @@ Subcommands import what they need when they run: ``ckptcompat --help``, ``--vers
 installed without its dependencies (the matrix's report venv); a command that needs torch
 says so there and exits 2.
 
-* ``doctor FILE [--json] [--verify-data]`` -- why FILE loads or fails on each torch
-  version, statically;
+* ``doctor PATH... [--json] [--verify-data]`` -- why a file loads or fails on each
+  torch version, statically; several paths or a directory: one line per file;
 * ``migrate SRC DST [--trust]`` -- any generation to the safe format, verified equal;
 * ``run train|resume|evaluate`` -- steps the harness chains across venvs
   (:mod:`ckptcompat.cli_run`); each prints one result record (docs/design.md section 8) as its last
@@ -99,16 +99,21 @@ def _is_dcp_dir(path: str) -> bool:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    if _is_dcp_dir(args.file):  # a torch.distributed.checkpoint directory (issue 18)
+    paths: list[str] = args.paths
+    if len(paths) > 1 or (os.path.isdir(paths[0]) and not _is_dcp_dir(paths[0])):
+        from ckptcompat.doctor import batch  # several paths or a tree: one line per file
+
+        return batch.run(paths, as_json=args.json, read_data=args.verify_data)
+    if _is_dcp_dir(paths[0]):  # a torch.distributed.checkpoint directory (issue 18)
         from ckptcompat.doctor.dcp import explain_dcp, render_dcp, to_json
 
-        explanation = explain_dcp(args.file)
+        explanation = explain_dcp(paths[0])
         print(json.dumps(to_json(explanation)) if args.json else render_dcp(explanation))
         return EXIT_OK
     from ckptcompat import doctor
 
     flags = [*(["--json"] if args.json else []), *(["--verify-data"] if args.verify_data else [])]
-    return doctor.main([args.file, *flags])
+    return doctor.main([paths[0], *flags])
 
 
 # ---------------------------------------------------------------------------- migrate
@@ -181,22 +186,27 @@ def _add_doctor(sub: Any) -> None:
     doctor = _subparser(
         sub,
         "doctor",
-        "explain, without unpickling, where FILE loads",
+        "explain, without unpickling, where PATH loads",
         "Predict how a plain torch.load and torch.load(weights_only=True) of FILE fare on each "
         "torch 2.4-2.15, without loading it: a one-line verdict, a table per version, the "
         "allowlist or migrate command that fixes it, or why it must not be loaded. A "
         "torch.distributed.checkpoint directory gets its keys, shapes, dtypes, files and a "
-        "prediction per torch version instead.",
+        "prediction per torch version instead. Several paths, or a directory (searched "
+        "recursively), give one summary line per file (with --json, one JSON object per line).",
     )
     doctor.add_argument(
-        "file",
-        metavar="FILE",
-        help="the checkpoint to examine, or a DCP directory (never unpickled)",
+        "paths",
+        metavar="PATH",
+        nargs="+",
+        help="the checkpoint to examine, or a DCP directory (never unpickled); several "
+        "paths or a directory of checkpoints (searched recursively) give one summary line "
+        "per file, and exit 2 when any could not be read",
     )
     doctor.add_argument(
         "--json",
         action="store_true",
-        help="print the diagnosis, or the error, as JSON on stdout (default: text)",
+        help="print the diagnosis, or the error, as JSON on stdout (default: text); for "
+        "several files, one JSON object per line",
     )
     doctor.add_argument(
         "--verify-data",

@@ -43,10 +43,12 @@ __all__ = [
     "Migration",
     "VersionReport",
     "diagnose",
+    "error_json",
     "main",
     "render_text",
     "to_json",
     "verdict_line",
+    "write_escaped",
 ]
 
 JSON_SCHEMA_VERSION = 1
@@ -292,7 +294,9 @@ def to_json(diag: Diagnosis) -> dict[str, Any]:
     }
 
 
-def _error_json(path: str, exc: CheckpointError) -> dict[str, Any]:
+def error_json(path: str, exc: CheckpointError) -> dict[str, Any]:
+    """The ``--json`` document for a file the doctor could not read:
+    ``{schema_version, file, error: {type, message}}``."""
     return {
         "schema_version": JSON_SCHEMA_VERSION,
         "file": path,
@@ -323,18 +327,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         diag = diagnose(args.file, read_data=args.verify_data)
     except CheckpointError as exc:
-        _write(f"ckptcompat doctor: {type(exc).__name__}: {exc}\n", sys.stderr)
+        write_escaped(f"ckptcompat doctor: {type(exc).__name__}: {exc}\n", sys.stderr)
         if args.json:
-            print(json.dumps(_error_json(args.file, exc), indent=1))
+            print(json.dumps(error_json(args.file, exc), indent=1))
         return 2
     if args.json:
         print(json.dumps(to_json(diag), indent=1))  # ensure_ascii: always printable
     else:
-        _write(render_text(diag), sys.stdout)
+        write_escaped(render_text(diag), sys.stdout)
     return 0
 
 
-def _write(text: str, stream: Any) -> None:
+def write_escaped(text: str, stream: Any) -> None:
     """Write ``text`` escaping what ``stream``'s encoding cannot hold (a global named
     with a lone surrogate, any non-ASCII name on an ASCII terminal): ``\\udc80``."""
     encoding = getattr(stream, "encoding", None) or "utf-8"

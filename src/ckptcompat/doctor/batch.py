@@ -1,0 +1,169 @@
+"""``ckptcompat doctor PATH...``: one summary line per checkpoint under several paths.
+
+A team's store is a tree of runs, not one file. Each path is a checkpoint file, a
+torch.distributed.checkpoint directory (a folder holding ``.metadata``, examined as one
+checkpoint), or a directory searched recursively for both. Every regular file found is
+diagnosed (:func:`ckptcompat.doctor.diagnose`), so a stray ``index.json`` or a web page
+saved as ``.pt`` gets its one-line answer too; symbolic links inside directories are not
+followed (a link loop or a link to ``/dev/zero`` must not hang the walk), and FIFOs,
+sockets and devices are skipped because opening them can block.
+
+Output, in path order (sorted within each directory):
+
+* text: ``PATH: <verdict line>`` (:func:`ckptcompat.doctor.summary.verdict_line`), or
+  ``PATH: error: <Type>: <message>`` for a file that could not be read;
+* ``--json``: one JSON object per line, the single-file document with its ``file``, or
+  ``{schema_version, file, error: {type, message}}``.
+
+A closing count goes to stderr. Exit 0 when every file was read (whatever the verdicts),
+2 when any could not be (docs/design.md section 8, exit codes). Standard library only,
+like the rest of the doctor: nothing here imports torch or numpy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ckptcompat.checkpoint.layout import DCP_METADATA_NAME
+from ckptcompat.errors import CheckpointError, CheckpointNotFoundError
+
+__all__ = ["BatchLine", "checkpoint_paths", "examine", "run"]
+
+
+def _is_dcp_dir(path: Path) -> bool:
+    return path.is_dir() and (path / DCP_METADATA_NAME).is_file()
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    """Regular files and DCP directories under ``root``, sorted, links not followed."""
+    try:
+        entries = sorted(os.scandir(root), key=lambda e: e.name)
+    except OSError:
+        yield root  # examine() reports why it cannot be read
+        return
+    for entry in entries:
+        path = Path(entry.path)
+        try:
+            mode = entry.stat(follow_symlinks=False).st_mode
+        except OSError:
+            yield path
+            continue
+        if stat.S_ISDIR(mode):
+            if _is_dcp_dir(path):
+                yield path
+            else:
+                yield from _walk(path)
+        elif stat.S_ISREG(mode):
+            yield path
+
+
+def checkpoint_paths(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
+    """Every checkpoint named by ``paths``, in order: files and DCP directories as given,
+    other directories searched recursively (sorted by name; symlinks inside them, FIFOs,
+    sockets and devices skipped). A path that does not exist is yielded as it is, so that
+    :func:`examine` reports it."""
+    for given in paths:
+        path = Path(given)
+        if path.is_dir() and not _is_dcp_dir(path):
+            yield from _walk(path)
+        else:
+            yield path
+
+
+@dataclass(frozen=True)
+class BatchLine:
+    """The doctor's answer for one path.
+
+    Attributes:
+        path: the file or DCP directory.
+        summary: the one-line verdict; None when the path could not be read.
+        document: the ``--json`` document (the single-file JSON, or the error JSON).
+        error: the typed error when the path could not be read, else None.
+    """
+
+    path: Path
+    summary: str | None
+    document: dict[str, Any]
+    error: CheckpointError | None
+
+
+def _dcp_summary(explanation: Any) -> str:
+    by_outcome: dict[str, list[str]] = {}
+    for prediction in explanation.predictions:
+        by_outcome.setdefault(prediction.outcome, []).append(prediction.torch)
+    spans = [
+        f"{outcome} on {v[0] if len(v) == 1 else f'{v[0]}-{v[-1]}'}"
+        for outcome, v in by_outcome.items()
+    ]
+    return f"DCP directory written by {explanation.written_by}; " + "; ".join(spans)
+
+
+def examine(path: Path, *, read_data: bool = False) -> BatchLine:
+    """Diagnose one file or DCP directory; a typed error becomes a line, never a raise.
+
+    Raises nothing for unreadable input: :class:`~ckptcompat.errors.CheckpointError` (and
+    its subclasses, which every entry point of the doctor raises for bad files) is
+    returned in :attr:`BatchLine.error`.
+    """
+    from ckptcompat import doctor
+
+    try:
+        if _is_dcp_dir(path):
+            from ckptcompat.doctor.dcp import explain_dcp, to_json
+
+            explanation = explain_dcp(path)
+            document = to_json(explanation)
+            return BatchLine(path, _dcp_summary(explanation), document, None)
+        if not path.is_file():
+            raise CheckpointNotFoundError(
+                "no checkpoint file here",
+                path=path,
+                expected="a checkpoint file, a DCP directory or a directory of them",
+                found="nothing" if not path.exists() else "not a regular file",
+                fix="check the path",
+            )
+        diag = doctor.diagnose(path, read_data=read_data)
+    except CheckpointError as exc:
+        return BatchLine(path, None, doctor.error_json(str(path), exc), exc)
+    return BatchLine(path, doctor.verdict_line(diag), doctor.to_json(diag), None)
+
+
+def run(
+    paths: Iterable[str | os.PathLike[str]],
+    *,
+    as_json: bool = False,
+    read_data: bool = False,
+    out: Any = None,
+    err: Any = None,
+) -> int:
+    """Print one line per checkpoint under ``paths`` (module docstring) and return the
+    exit code: 0 when every path was read, 2 when any could not be (or none was found)."""
+    out = sys.stdout if out is None else out
+    err = sys.stderr if err is None else err
+    from ckptcompat.doctor import write_escaped
+
+    read = failed = 0
+    for path in checkpoint_paths(paths):
+        line = examine(path, read_data=read_data)
+        if line.error is None:
+            read += 1
+        else:
+            failed += 1
+        if as_json:
+            out.write(json.dumps(line.document) + "\n")  # ensure_ascii: always printable
+        elif line.error is None:
+            write_escaped(f"{path}: {line.summary}\n", out)
+        else:
+            write_escaped(f"{path}: error: {type(line.error).__name__}: {line.error}\n", out)
+    write_escaped(
+        f"ckptcompat doctor: {read + failed} paths: {read} read, {failed} could not be read\n",
+        err,
+    )
+    return 0 if failed == 0 and read > 0 else 2

@@ -1,0 +1,134 @@
+"""Tests of ``ckptcompat doctor PATH...`` over several files and directory trees
+(ckptcompat.doctor.batch, issue 16's last deliverable, the file count of issue 21 item 3).
+
+One cell: the doctor is standard library only and reads no file through torch, so its
+answers do not depend on the cell's torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ckptcompat.doctor import batch, diagnose, verdict_line
+from ckptcompat.harness import corpus
+from ckptcompat.harness.fuzz import crafted
+from ckptcompat.locator import GOLDEN_ROOT
+from tests.faults import SRC
+
+pytestmark = pytest.mark.one_cell
+
+DCP_GOLDEN = GOLDEN_ROOT / "dcp" / "t26" / "ws1" / "checkpoints"
+
+
+def _doctor(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    return subprocess.run(
+        [sys.executable, "-m", "ckptcompat", "doctor", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    """A store: corpus files at the top, a run folder with our index and a DCP directory,
+    a crafted hostile file, and things a walk must not open (a FIFO, links)."""
+    root = tmp_path / "store"
+    (root / "runs" / "a").mkdir(parents=True)
+    for name in ("state_dict.pt", "namespace_dict.pt", "html_page.pt"):
+        shutil.copy(corpus.CORPUS_DIR / name, root / name)
+    shutil.copytree(DCP_GOLDEN / "ws1_v1.dcp", root / "runs" / "a" / "ws1_v1.dcp")
+    shutil.copy(DCP_GOLDEN / "ws1_v1.pt", root / "runs" / "a" / "ws1_v1.pt")
+    shutil.copy(DCP_GOLDEN / "index.json", root / "runs" / "a" / "index.json")
+    (root / "runs" / "deep_tuple_key.pt").write_bytes(crafted.BUILDERS["deep_tuple_key"]())
+    os.mkfifo(root / "runs" / "a" / "fifo.pt")
+    (root / "runs" / "zero.pt").symlink_to("/dev/zero")
+    (root / "runs" / "a" / "loop").symlink_to(root / "runs")
+    return root
+
+
+def test_directory_gives_one_line_per_file_in_order(tree: Path) -> None:
+    """Guards the doctor taking one FILE only: a store of runs needed one command per file.
+    Every regular file gets the single-file verdict line, DCP directories count as one
+    checkpoint, and a FIFO, a link to /dev/zero and a link loop are not opened (opening a
+    FIFO blocks forever; following the loop never ends)."""
+    proc = _doctor(tree)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    paths = [line.split(": ", 1)[0] for line in lines]
+    expected = [
+        tree / "html_page.pt",
+        tree / "namespace_dict.pt",
+        tree / "runs" / "a" / "index.json",
+        tree / "runs" / "a" / "ws1_v1.dcp",
+        tree / "runs" / "a" / "ws1_v1.pt",
+        tree / "runs" / "deep_tuple_key.pt",
+        tree / "state_dict.pt",
+    ]
+    assert paths == [str(p) for p in expected]
+    by_path = dict(line.split(": ", 1) for line in lines)
+    for path in (tree / "namespace_dict.pt", tree / "runs" / "a" / "ws1_v1.pt"):
+        assert by_path[str(path)] == verdict_line(diagnose(path))
+    assert by_path[str(tree / "runs" / "a" / "ws1_v1.dcp")].startswith("DCP directory written by")
+    assert "7 paths: 7 read, 0 could not be read" in proc.stderr
+
+
+def test_json_is_one_record_per_line(tree: Path) -> None:
+    """Guards ``--json`` over several files printing one indented document (unparseable as
+    a stream): each line is one JSON object naming its file."""
+    proc = _doctor(tree / "state_dict.pt", tree / "runs", "--json")
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(records) == 5
+    assert records[0]["file"] == str(tree / "state_dict.pt")
+    assert records[0]["summary"] == verdict_line(diagnose(tree / "state_dict.pt"))
+    dcp = [r for r in records if r.get("kind") == "dcp_directory"]
+    assert len(dcp) == 1 and dcp[0]["directory"] == str(tree / "runs" / "a" / "ws1_v1.dcp")
+
+
+def test_unreadable_path_is_a_line_and_exit_2(tree: Path) -> None:
+    """Guards one bad path hiding the others or exiting 0: a missing path is reported on
+    its own line (text and JSON) and the others are still examined; exit 2."""
+    missing = tree / "gone.pt"
+    proc = _doctor(tree / "state_dict.pt", missing)
+    assert proc.returncode == 2
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith(f"{tree / 'state_dict.pt'}: loads with weights_only")
+    assert lines[1].startswith(f"{missing}: error: CheckpointNotFoundError")
+    assert "2 paths: 1 read, 1 could not be read" in proc.stderr
+    proc = _doctor(missing, tree / "state_dict.pt", "--json")
+    first = json.loads(proc.stdout.splitlines()[0])
+    assert proc.returncode == 2 and first["error"]["type"] == "CheckpointNotFoundError"
+
+
+def test_empty_directory_exits_2(tmp_path: Path) -> None:
+    """Guards a check of an empty (or mistyped) store passing silently: no checkpoint
+    found is exit 2, with the count on stderr."""
+    proc = _doctor(tmp_path)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert "0 paths" in proc.stderr
+
+
+def test_single_file_keeps_the_full_report(tree: Path) -> None:
+    """Guards the one-file command changing shape: one file still gets the full report
+    (a table per version), not the summary line."""
+    proc = _doctor(tree / "namespace_dict.pt")
+    assert proc.returncode == 0
+    assert len(proc.stdout.splitlines()) > 3 and "2.15" in proc.stdout
+
+
+def test_checkpoint_paths_does_not_follow_links(tree: Path) -> None:
+    """Guards a walk that follows a link to its own parent forever (the API, no CLI)."""
+    found = list(batch.checkpoint_paths([tree]))
+    assert all("loop" not in p.parts for p in found)
+    assert tree / "runs" / "zero.pt" not in found

@@ -1,5 +1,5 @@
 """ckptcompat benchmarks: manager overhead, doctor speed, matrix wall time, PPO throughput,
-the cost of checking zip CRC-32s on load.
+the cost of checking zip CRC-32s on load, the doctor over a directory of 1,000 checkpoints.
 
 Run in the t215 cell by ``nox -s bench`` (which installs stable-baselines3, sb3-contrib and
 picklescan there only): ``python benchmarks/bench.py --out reports/bench.json --md
@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from _bench_crc import bench_crc
 from _bench_doctor import bench_doctor, corpus_table
+from _bench_doctor_dir import bench_doctor_dir
 from _bench_io import MB, CheckpointFile, bench_manager, make_agent
 from _limits import missed_notes
 from _matrix import bench_matrix
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--runs", type=int, help="interleaved runs per figure (default 5; quick 2)")
     parser.add_argument("--matrix-runs", type=int, help="cold+warm matrix rounds (default --runs)")
     parser.add_argument("--ppo-steps", type=int, help=f"env steps per PPO run ({ENV_STEPS})")
-    parser.add_argument("--sections", default="manager,doctor,matrix,ppo,crc")
+    parser.add_argument("--sections", default="manager,doctor,doctor_dir,matrix,ppo,crc")
     parser.add_argument("--work", type=Path, help="where the big files go (default: a temp dir)")
     parser.add_argument(
         "--render",
@@ -177,6 +178,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if "crc" in sections:
             print("crc", flush=True)
             report["crc"] = bench_crc(_sizes(args.quick), work, runs)
+            write()
+        if "doctor_dir" in sections:
+            print("doctor_dir", flush=True)
+            report["doctor_dir"] = bench_doctor_dir(work, runs, 200 if args.quick else 1000)
             write()
     finally:
         shutil.rmtree(work, ignore_errors=True)

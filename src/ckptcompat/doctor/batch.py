@@ -84,13 +84,14 @@ class BatchLine:
     Attributes:
         path: the file or DCP directory.
         summary: the one-line verdict; None when the path could not be read.
-        document: the ``--json`` document (the single-file JSON, or the error JSON).
+        document: the ``--json`` document (the single-file JSON, or the error JSON); None
+            unless :func:`examine` was asked for it (building it is a third of the time).
         error: the typed error when the path could not be read, else None.
     """
 
     path: Path
     summary: str | None
-    document: dict[str, Any]
+    document: dict[str, Any] | None
     error: CheckpointError | None
 
 
@@ -105,7 +106,7 @@ def _dcp_summary(explanation: Any) -> str:
     return f"DCP directory written by {explanation.written_by}; " + "; ".join(spans)
 
 
-def examine(path: Path, *, read_data: bool = False) -> BatchLine:
+def examine(path: Path, *, read_data: bool = False, as_json: bool = False) -> BatchLine:
     """Diagnose one file or DCP directory; a typed error becomes a line, never a raise.
 
     Raises nothing for unreadable input: :class:`~ckptcompat.errors.CheckpointError` (and
@@ -119,7 +120,7 @@ def examine(path: Path, *, read_data: bool = False) -> BatchLine:
             from ckptcompat.doctor.dcp import explain_dcp, to_json
 
             explanation = explain_dcp(path)
-            document = to_json(explanation)
+            document = to_json(explanation) if as_json else None
             return BatchLine(path, _dcp_summary(explanation), document, None)
         if not path.is_file():
             raise CheckpointNotFoundError(
@@ -132,7 +133,8 @@ def examine(path: Path, *, read_data: bool = False) -> BatchLine:
         diag = doctor.diagnose(path, read_data=read_data)
     except CheckpointError as exc:
         return BatchLine(path, None, doctor.error_json(str(path), exc), exc)
-    return BatchLine(path, doctor.verdict_line(diag), doctor.to_json(diag), None)
+    document = doctor.to_json(diag) if as_json else None
+    return BatchLine(path, doctor.verdict_line(diag), document, None)
 
 
 def run(
@@ -151,7 +153,7 @@ def run(
 
     read = failed = 0
     for path in checkpoint_paths(paths):
-        line = examine(path, read_data=read_data)
+        line = examine(path, read_data=read_data, as_json=as_json)
         if line.error is None:
             read += 1
         else:

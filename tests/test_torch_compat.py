@@ -357,3 +357,25 @@ def test_bytes_load_by_default_from_2_5(tmp_path: Path) -> None:
         with pytest.raises(UnsafeCheckpointError) as info:
             tc.load(path)
         assert info.value.globals == ("_codecs.encode",)
+
+
+def test_storage_on_a_missing_device_is_incompatible_not_unsafe(tmp_path: Path) -> None:
+    """Guards the translation of a cuda:0 file's load on a CPU-only machine: 2.4-2.5 wrap
+    torch's "Attempting to deserialize object on a CUDA device" in a weights-only
+    UnpicklingError, which torch_compat.load called UnsafeCheckpointError ("the weights-only
+    unpickler refused this checkpoint"); 2.6+ gave an untyped CheckpointError. Both are
+    IncompatibleCheckpointError naming map_location, and map_location="cpu" loads."""
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is visible: a cuda:0 file loads here")
+    path = tmp_path / "on_cuda.pt"
+    real = torch.serialization.location_tag
+    torch.serialization.location_tag = lambda storage: "cuda:0"  # what a GPU save writes
+    try:
+        torch.save({"w": torch.ones(3)}, path)
+    finally:
+        torch.serialization.location_tag = real
+    with pytest.raises(IncompatibleCheckpointError) as caught:
+        tc.load(path)
+    assert type(caught.value) is IncompatibleCheckpointError
+    assert "map_location" in str(caught.value) and "CUDA device" in str(caught.value)
+    assert torch.equal(tc.load(path, map_location="cpu")["w"], torch.ones(3))

@@ -119,6 +119,19 @@ def translate(
         return exc
     if isinstance(exc, FileNotFoundError):
         return CheckpointNotFoundError("no checkpoint file here", path=path, found=text)
+    if "Attempting to deserialize object on" in text:
+        # A storage saved on a device this machine lacks ("cuda:0" on a CPU-only machine):
+        # a RuntimeError from torch's restore_location on 2.6+, wrapped as a weights-only
+        # UnpicklingError by 2.4-2.5. Not unsafe: map_location="cpu" loads the same tensors.
+        inner = _WRAPPER_SPLIT.split(text, maxsplit=1)[-1].strip()
+        return IncompatibleCheckpointError(
+            "the checkpoint's tensors were saved on a device this machine lacks",
+            path=path,
+            expected="storage locations this machine can restore (the CPU, or a visible GPU)",
+            found=inner.split(". ", 1)[0],
+            fix='load with map_location="cpu" (torch_compat.load(path, map_location="cpu")); '
+            "`ckptcompat doctor FILE` lists the devices it was saved on",
+        )
     if isinstance(exc, pickle.UnpicklingError) and "Weights only load failed" in text:
         failure = parse_weights_only_error(exc)
         return _from_failure(failure, path)

@@ -24,6 +24,7 @@ from importlib import metadata
 from typing import Any
 
 from ckptcompat.doctor.data_check import DataCheck, not_checked, verify_data
+from ckptcompat.doctor.location import DeviceCheck, check_devices, visible_cuda_devices
 from ckptcompat.doctor.migration import Generation, Migration, generation, migration
 from ckptcompat.doctor.pickle_walk import pickle_facts
 from ckptcompat.doctor.predict import predict
@@ -103,6 +104,9 @@ class Diagnosis:
         versions: one report per torch minor, 2.4 first.
         data: what is known of the bytes the scan does not read (the zip CRC-32s,
             checked only when asked: ``--verify-data``).
+        devices: the storages' location tags and whether this machine can restore them
+            without ``map_location`` (:mod:`ckptcompat.doctor.location`); the
+            per-version predictions assume it can.
     """
 
     path: str
@@ -125,6 +129,7 @@ class Diagnosis:
     migration: Migration
     versions: tuple[VersionReport, ...]
     data: DataCheck = field(default_factory=DataCheck)
+    devices: DeviceCheck = field(default_factory=lambda: check_devices((), 0))
 
     def for_torch(self, torch_version: str) -> VersionReport:
         """The report for the minor of ``torch_version`` (``"2.6.0+cu124"`` -> 2.6).
@@ -154,6 +159,7 @@ def diagnose(
     snapshot_dir: str | os.PathLike[str] | None = None,
     numpy_major: int | None = None,
     read_data: bool = False,
+    cuda_devices: int | None = None,
 ) -> Diagnosis:
     """Diagnose ``path`` for every torch minor 2.4 ... 2.15 without loading it.
 
@@ -166,6 +172,9 @@ def diagnose(
         read_data: also read every record and check the zip's CRC-32s and local headers
             (a mismatch is a ``crc_mismatch`` finding: the file is corrupt); without it
             the storage bytes are never read, and ``data`` says so.
+        cuda_devices: CUDA devices on the loading side, for the storages' location tags;
+            default the devices visible here (:func:`~ckptcompat.doctor.location.
+            visible_cuda_devices`, read without torch).
 
     Raises:
         CheckpointNotFoundError: no file (or a directory) at ``path``.
@@ -226,6 +235,10 @@ def diagnose(
         migration=migrate,
         versions=tuple(reports),
         data=data,
+        devices=check_devices(
+            (s.location for s in result.storages),
+            visible_cuda_devices() if cuda_devices is None else cuda_devices,
+        ),
     )
 
 
@@ -275,6 +288,13 @@ def to_json(diag: Diagnosis) -> dict[str, Any]:
         "installed": dict(diag.installed),
         "numpy_major": diag.numpy_major,
         "migration": asdict(diag.migration),
+        "devices": {
+            "locations": dict(diag.devices.locations),
+            "cuda_devices_here": diag.devices.cuda_devices,
+            "problem": diag.devices.problem,
+            "certain": diag.devices.certain,
+            "fix": diag.devices.fix,
+        },
         "data": {
             "verified": diag.data.verified,
             "problems": list(diag.data.problems),

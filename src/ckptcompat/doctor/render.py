@@ -70,6 +70,15 @@ def _summary(diag: Diagnosis) -> list[str]:
     serious = [f for f in diag.findings if f.code not in ("setitem_non_dict",)]
     for finding in serious[:5]:
         lines.append(f"  finding      {finding.code}: {finding.message}")
+    off_cpu = diag.devices.off_cpu
+    if off_cpu:
+        saved = ", ".join(f"{tag} ({n} storage(s))" for tag, n in off_cpu.items())
+        lines.append(
+            f"  devices      saved on {saved}; {diag.devices.cuda_devices} CUDA device(s) here"
+        )
+        if diag.devices.problem is not None:
+            lines.append(f"               {diag.devices.problem}")
+            lines.append(f"               fix: {diag.devices.fix}")
     lines.append(f"  data         {diag.data.note}")
     lines += [f"  crc mismatch {problem}" for problem in diag.data.problems[:5]]
     here = ", ".join(f"{k} {v or 'absent'}" for k, v in diag.installed.items())

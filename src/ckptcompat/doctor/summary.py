@@ -3,7 +3,10 @@
 :func:`verdict_line` is what the text report prints first and what ``--json`` gives as
 ``summary``, e.g. ``needs 3 allowlist entries on 2.4-2.5; loads with weights_only on
 2.6-2.15``: the ``weights_only=True`` verdict per run of torch versions, then where a plain
-``torch.load`` runs code. A file with a code risk starts with ``unsafe, do not load it``.
+``torch.load`` runs code. Storages saved on a device this machine lacks come first after
+any risk (``saved on cuda:0: fails here without map_location="cpu"``): the per-version
+verdicts assume the storages can be restored. A file with a code risk starts with
+``unsafe, do not load it``.
 Files that are not torch checkpoints at all (empty, text, HTML, a Git LFS pointer, a
 truncated zip) get one short answer instead (:func:`not_a_checkpoint`). Standard library
 only.
@@ -82,6 +85,10 @@ def verdict_line(diag: Diagnosis) -> str:
     short = not_a_checkpoint(diag)
     if short is not None:
         return "; ".join([*parts, short])
+    if diag.devices.problem is not None:
+        where = ", ".join(diag.devices.off_cpu)
+        verb = "fails" if diag.devices.certain else "may fail"
+        parts.append(f'saved on {where}: {verb} here without map_location="cpu"')
     parts += _runs(diag, [_phrase(v.weights_only, bool(diag.risks)) for v in diag.versions])
     code = [v.torch for v in diag.versions if v.plain.outcome == "runs_code"]
     if code:

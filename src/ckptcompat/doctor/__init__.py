@@ -26,8 +26,9 @@ from typing import Any
 from ckptcompat.doctor.data_check import DataCheck, not_checked, verify_data
 from ckptcompat.doctor.location import DeviceCheck, check_devices, visible_cuda_devices
 from ckptcompat.doctor.migration import Generation, Migration, generation, migration
-from ckptcompat.doctor.pickle_walk import pickle_facts
+from ckptcompat.doctor.pickle_walk import pickle_facts, root_object
 from ckptcompat.doctor.predict import predict
+from ckptcompat.doctor.prefixes import KeyPrefix, find_prefix, state_dict_keys
 from ckptcompat.doctor.render import render_text
 from ckptcompat.doctor.rules import Basis, Profile, minor_of, profiles
 from ckptcompat.doctor.safety import code_risks
@@ -107,6 +108,9 @@ class Diagnosis:
         devices: the storages' location tags and whether this machine can restore them
             without ``map_location`` (:mod:`ckptcompat.doctor.location`); the
             per-version predictions assume it can.
+        key_prefix: a wrapper prefix every state_dict key carries (DDP's ``module.``,
+            torch.compile's ``_orig_mod.``), which ``load_state_dict(strict=True)`` into
+            the bare agent refuses; None when there is none or no state_dict was found.
     """
 
     path: str
@@ -130,6 +134,7 @@ class Diagnosis:
     versions: tuple[VersionReport, ...]
     data: DataCheck = field(default_factory=DataCheck)
     devices: DeviceCheck = field(default_factory=lambda: check_devices((), 0))
+    key_prefix: KeyPrefix | None = None
 
     def for_torch(self, torch_version: str) -> VersionReport:
         """The report for the minor of ``torch_version`` (``"2.6.0+cu124"`` -> 2.6).
@@ -151,6 +156,23 @@ def _installed(name: str) -> str | None:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
         return None
+
+
+def _key_prefix(name: str, kind: str, result: Any, complete: bool) -> KeyPrefix | None:
+    """The wrapper prefix of a state_dict's keys (only state_dicts and other plain dicts:
+    reading the keys walks the object pickle once more)."""
+    if (
+        kind not in ("state_dict", "other")
+        or not complete
+        or result.kind
+        not in (
+            "zip",
+            "legacy_pickle",
+        )
+    ):
+        return None
+    found = state_dict_keys(root_object(name, result))
+    return None if found is None else find_prefix(*found)
 
 
 def diagnose(
@@ -202,6 +224,7 @@ def diagnose(
         kind, detail = generation(result, facts)
         risks = code_risks(name, result)
         migrate = migration(name, kind, result, numpy_major, risks)
+        key_prefix = _key_prefix(name, kind, result, facts.complete)
     except OSError as exc:
         raise CheckpointError("cannot read the file", path=name, found=str(exc)) from exc
     all_profiles: tuple[Profile, ...] = (
@@ -235,6 +258,7 @@ def diagnose(
         migration=migrate,
         versions=tuple(reports),
         data=data,
+        key_prefix=key_prefix,
         devices=check_devices(
             (s.location for s in result.storages),
             visible_cuda_devices() if cuda_devices is None else cuda_devices,
@@ -288,6 +312,7 @@ def to_json(diag: Diagnosis) -> dict[str, Any]:
         "installed": dict(diag.installed),
         "numpy_major": diag.numpy_major,
         "migration": asdict(diag.migration),
+        "key_prefix": None if diag.key_prefix is None else asdict(diag.key_prefix),
         "devices": {
             "locations": dict(diag.devices.locations),
             "cuda_devices_here": diag.devices.cuda_devices,

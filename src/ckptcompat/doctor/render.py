@@ -79,6 +79,15 @@ def _summary(diag: Diagnosis) -> list[str]:
         if diag.devices.problem is not None:
             lines.append(f"               {diag.devices.problem}")
             lines.append(f"               fix: {diag.devices.fix}")
+    if diag.key_prefix is not None:
+        kp = diag.key_prefix
+        where = "" if kp.where == "root" else f" (under {kp.where!r})"
+        lines.append(
+            f"  keys         all {kp.keys} state_dict keys{where} start with {kp.prefix!r}, "
+            f"added by {' + '.join(kp.wrappers)}: load_state_dict(strict=True) into the "
+            "bare agent fails"
+        )
+        lines.append(f"               fix: {kp.fix}")
     lines.append(f"  data         {diag.data.note}")
     lines += [f"  crc mismatch {problem}" for problem in diag.data.problems[:5]]
     here = ", ".join(f"{k} {v or 'absent'}" for k, v in diag.installed.items())

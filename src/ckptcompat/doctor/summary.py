@@ -93,4 +93,10 @@ def verdict_line(diag: Diagnosis) -> str:
     code = [v.torch for v in diag.versions if v.plain.outcome == "runs_code"]
     if code:
         parts.append(f"a plain torch.load runs code the file names on {_span(code)}")
+    if diag.key_prefix is not None:
+        wrapper = " + ".join(diag.key_prefix.wrappers)
+        parts.append(
+            f"every key starts with {diag.key_prefix.prefix!r} ({wrapper}): strip it "
+            "before load_state_dict"
+        )
     return "; ".join(parts)

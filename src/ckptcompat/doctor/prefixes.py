@@ -1,0 +1,100 @@
+"""Wrapper prefixes on a state_dict's keys: DDP's ``module.``, torch.compile's ``_orig_mod.``.
+
+``DistributedDataParallel(model).state_dict()`` names every parameter ``module.<name>``,
+and ``torch.compile(model).state_dict()`` names it ``_orig_mod.<name>`` (the two stack:
+``_orig_mod.module.`` for a compiled DDP model). The file loads on every torch, but
+``agent.load_state_dict(sd)`` into the bare module fails with "Missing key(s) ...
+Unexpected key(s) ..." under the default ``strict=True``. torch ships the fix,
+``torch.nn.modules.utils.consume_prefix_in_state_dict_if_present(sd, prefix)`` (since
+1.9), which strips a prefix in place.
+
+Keys are read from the object pickle symbolically (:func:`~ckptcompat.doctor.pickle_walk.
+root_object`): the root mapping, or the mapping under a conventional key (``state_dict``,
+``model``, ``model_state_dict``, ``module``). Standard library only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ckptcompat.doctor.pickle_walk import mapping_keys
+
+__all__ = ["KeyPrefix", "find_prefix", "state_dict_keys"]
+
+#: Wrapper prefixes, the wrapper that adds each, in the order they are stripped.
+WRAPPERS: tuple[tuple[str, str], ...] = (
+    ("_orig_mod.", "torch.compile"),
+    ("module.", "DistributedDataParallel / DataParallel"),
+)
+_NESTED = ("state_dict", "model", "model_state_dict", "module")
+
+
+@dataclass(frozen=True)
+class KeyPrefix:
+    """A prefix every key of a state_dict carries.
+
+    Attributes:
+        prefix: the whole prefix, e.g. ``"module."`` or ``"_orig_mod.module."``.
+        wrappers: the wrappers that add it, outermost first.
+        keys: how many keys carry it.
+        where: ``"root"`` or the key of the nested mapping (``"state_dict"``).
+        fix: the code that strips it before ``load_state_dict``.
+    """
+
+    prefix: str
+    wrappers: tuple[str, ...]
+    keys: int
+    where: str
+    fix: str
+
+
+def state_dict_keys(root: object) -> tuple[tuple[str, ...], str] | None:
+    """``(keys, where)`` of the state_dict in a file's root object: the root mapping when
+    its keys are strings, else the first of the conventional nested keys that holds a
+    mapping of string keys; None when neither."""
+    keys = mapping_keys(root)
+    if isinstance(root, dict):
+        for name in _NESTED:
+            nested = mapping_keys(root.get(name))
+            if nested:
+                return nested, name
+    return (keys, "root") if keys else None
+
+
+def find_prefix(keys: Sequence[str], where: str = "root") -> KeyPrefix | None:
+    """The wrapper prefix all of ``keys`` carry (DDP, torch.compile, or both stacked);
+    None when some key lacks it or there are no keys."""
+    if not keys:
+        return None
+    prefix, wrappers = "", []
+    while True:
+        for candidate, wrapper in WRAPPERS:
+            whole = prefix + candidate
+            if all(k.startswith(whole) and len(k) > len(whole) for k in keys):
+                prefix, wrappers = whole, [*wrappers, wrapper]
+                break
+        else:
+            break
+    if not prefix:
+        return None
+    strip = "; ".join(f'consume_prefix_in_state_dict_if_present(sd, "{p}")' for p in _split(prefix))
+    fix = (
+        "from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present; "
+        f"{strip}; then agent.load_state_dict(sd)"
+    )
+    return KeyPrefix(prefix, tuple(wrappers), len(keys), where, fix)
+
+
+def _split(prefix: str) -> list[str]:
+    parts, rest = [], prefix
+    while rest:
+        for candidate, _ in WRAPPERS:
+            if rest.startswith(candidate):
+                parts.append(candidate)
+                rest = rest[len(candidate) :]
+                break
+        else:  # pragma: no cover - find_prefix only builds prefixes of WRAPPERS
+            parts.append(rest)
+            break
+    return parts

@@ -39,3 +39,22 @@ def test_bounded_fuzz_run_finds_nothing(tmp_path: Path) -> None:
     assert not any(report["failures"].values()), failed
     kinds = set(report["cases_per_kind_and_entry"])
     assert {"crafted", "bit_flip", "deep_nesting", "memo_index", "zip_field"} <= kinds
+
+
+def test_memory_bound_fails_a_case(tmp_path: Path) -> None:
+    """Guards the memory bound of issue 23 ("the peak memory of any one case stays under a
+    bound"): it was measured but never enforced, so a case that allocated a declared
+    length would have passed. With a bound of 0 MiB every case that grows is a
+    ``memory`` failure, its reproducer saved, and the run exits 1."""
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "ckptcompat.harness.fuzz", "--cases", "12", "--seed", "5",
+         "--out", str(tmp_path), "--timeout", "30", "--max-growth-mib", "0"],
+        capture_output=True, text=True, env=env, timeout=600, check=False,
+    )  # fmt: skip
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert proc.returncode == 1, proc.stdout[-2000:]
+    assert report["max_growth_kb"] == 0 and report["failures"]["memory"] > 0
+    assert all(f["result"] == "memory" for f in report["failed"])
+    assert "MiB reading one case" in report["failed"][0]["detail"]
+    assert any((tmp_path / "failures").iterdir())

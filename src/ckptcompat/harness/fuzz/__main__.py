@@ -31,7 +31,8 @@ def summary(report: dict) -> str:  # type: ignore[type-arg]
         + ", ".join(
             f"{e} {kb / 1024:.0f} (+{grown[e] / 1024:.0f})" for e, kb in sorted(peak.items())
         )
-        + f"; the runner held {report['parent_rss_kb'] / 1024:.0f} MiB when it forked"
+        + f"; the runner held {report['parent_rss_kb'] / 1024:.0f} MiB when it forked; "
+        + f"bound on the growth of one case {report.get('max_growth_kb', 0) / 1024:.0f} MiB"
     )
     lines.append(
         "slowest child per entry point (s): "
@@ -56,6 +57,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=30.0, help="per child, seconds")
     parser.add_argument("--out", type=Path, default=Path("reports") / "fuzz")
+    parser.add_argument(
+        "--max-growth-mib",
+        type=int,
+        default=None,
+        help="fail a case whose child grows more than this while reading it "
+        "(default: runner.MAX_CASE_GROWTH_KB, 128 MiB)",
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     warnings.simplefilter("ignore")
@@ -64,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)  # before any fork: children inherit no thread pool
     import ckptcompat.checkpoint.manager  # imported once, before forking
     import ckptcompat.doctor  # noqa: F401
-    from ckptcompat.harness.fuzz.runner import run
+    from ckptcompat.harness.fuzz.runner import MAX_CASE_GROWTH_KB, run
 
     args.out.mkdir(parents=True, exist_ok=True)
     report = run(
@@ -74,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
         jobs=args.jobs,
         timeout_s=args.timeout,
         progress=lambda line: print(line, file=sys.stderr, flush=True),
+        max_growth_kb=MAX_CASE_GROWTH_KB
+        if args.max_growth_mib is None
+        else args.max_growth_mib << 10,
     )
     print(summary(report))
     return 1 if sum(report["failures"].values()) else 0

@@ -5,7 +5,8 @@ per (case, entry point): a crash is the child's signal, a hang its timeout (then
 SIGKILL), its peak memory the ``ru_maxrss`` that :func:`os.wait4` reports. A case fails
 on a crash, a timeout, an exception that is not a ckptcompat error (the doctor: any
 exception but "file missing"), a doctor exit code other than 0/2, or a silent wrong load:
-a byte-level mutation of a zip whose load returns anything but the base's payload.
+a byte-level mutation of a zip whose load returns anything but the base's payload, or a
+child that grew more than :data:`MAX_CASE_GROWTH_KB` while reading one case.
 Failing files are saved with their description as reproducers.
 """
 
@@ -34,7 +35,14 @@ __all__ = ["ENTRY_POINTS", "Outcome", "run"]
 
 ENTRY_POINTS = ("doctor", "doctor --json --verify-data", "doctor text", "load",
                 "load_from_uri", "load_agent indexed")  # fmt: skip
-FAILURES = ("crash", "timeout", "untyped", "silent_wrong", "bad_exit")
+FAILURES = ("crash", "timeout", "untyped", "silent_wrong", "bad_exit", "memory")
+#: The most a child may grow while it reads one case (KiB of peak resident memory over what
+#: it held when the case started). The fuzz files are under 1 MB, and the largest single
+#: allocation a scan limit admits for them is one inflated record (``max_inflated_bytes``,
+#: 64 MiB); twice that leaves room for torch's own copies. Measured: at most +15 MiB over
+#: 5,000 cases in t24 and t215 (2026-12-06). A case past it is a ``memory`` failure: some
+#: declared length was allocated before it was checked.
+MAX_CASE_GROWTH_KB = 128 << 10
 
 
 @dataclass
@@ -194,7 +202,7 @@ class _Running:
     chunks: list[bytes] = field(default_factory=list)
 
 
-def _finish(job: _Running, status: int, usage: Any, timed_out: bool) -> Outcome:
+def _finish(job: _Running, status: int, usage: Any, timed_out: bool, max_growth_kb: int) -> Outcome:
     out = job.outcome
     out.seconds = time.monotonic() - job.started
     out.maxrss_kb = usage.ru_maxrss if usage is not None else 0
@@ -217,6 +225,13 @@ def _finish(job: _Running, status: int, usage: Any, timed_out: bool) -> Outcome:
         return out
     out.result, out.detail = got["result"], got.get("detail", "")
     out.grown_kb = max(out.maxrss_kb - int(got.get("start_kb", 0)), 0)
+    if out.result not in FAILURES and out.grown_kb > max_growth_kb:
+        out.result = "memory"
+        out.detail = (
+            f"grew {out.grown_kb >> 10} MiB reading one case; the bound is "
+            f"{max_growth_kb >> 10} MiB (the case itself: {got['result']})"
+        )
+        return out
     if out.result == "loaded":
         agent = out.entry in ("load_from_uri", "load_agent indexed")
         want = job.expect[1] if agent else job.expect[0]
@@ -258,6 +273,7 @@ def run(
     timeout_s: float = 30.0,
     entries: tuple[str, ...] = ENTRY_POINTS,
     progress: Callable[[str], None] | None = None,
+    max_growth_kb: int = MAX_CASE_GROWTH_KB,
 ) -> dict[str, Any]:
     """Run ``cases`` cases (the crafted files first, then mutations round-robin over the
     kinds) through ``entries``, ``jobs`` children at a time; write ``report.json`` and
@@ -270,6 +286,7 @@ def run(
         jobs: children at a time. timeout_s: per child, seconds.
         entries: the entry points (see :data:`ENTRY_POINTS`).
         progress: called with a line now and then.
+        max_growth_kb: the memory bound of one case (:data:`MAX_CASE_GROWTH_KB`), KiB.
     """
     work = out_dir / "work"
     shutil.rmtree(work, ignore_errors=True)
@@ -299,12 +316,13 @@ def run(
                 pid, pipe, time.monotonic(), Outcome(i, kind, base.name, entry, ""),
                 path, (base.digest, base.agent_digest),
             )  # fmt: skip
-        _reap(running, outcomes, timeout_s, failures_dir)
+        _reap(running, outcomes, timeout_s, failures_dir, max_growth_kb)
         if progress and len(outcomes) >= reported + 1000:
             reported = len(outcomes)
             progress(f"{reported} runs, {time.monotonic() - started:.0f} s")
     shutil.rmtree(work, ignore_errors=True)
     report = _report(outcomes, baseline_kb, time.monotonic() - started, cases, seed)
+    report["max_growth_kb"] = max_growth_kb
     (out_dir / "report.json").write_text(json.dumps(report, indent=1))
     return report
 
@@ -322,7 +340,11 @@ def _place(case_dir: Path, base: _Base, data: bytes, entry: str) -> Path:
 
 
 def _reap(
-    running: dict[int, _Running], outcomes: list[Outcome], timeout_s: float, failures: Path
+    running: dict[int, _Running],
+    outcomes: list[Outcome],
+    timeout_s: float,
+    failures: Path,
+    max_growth_kb: int = MAX_CASE_GROWTH_KB,
 ) -> None:
     done_any = False
     for pid, job in list(running.items()):
@@ -336,7 +358,7 @@ def _reap(
             timed_out = True
         del running[pid]
         done_any = True
-        out = _finish(job, status, usage, timed_out)
+        out = _finish(job, status, usage, timed_out, max_growth_kb)
         outcomes.append(out)
         if out.result in FAILURES:
             _save(failures, out, job.path)

@@ -46,7 +46,7 @@ def test_cuda_file_prediction_matches_this_torch(tmp_path: Path) -> None:
         try:
             torch.load(path, weights_only=weights_only)
         except (RuntimeError, pickle.UnpicklingError) as exc:
-            # 2.4-2.5 wrap it for weights_only: "Weights only load failed ... WeightsUnpickler
+            # 2.4 wraps it for weights_only: "Weights only load failed ... WeightsUnpickler
             # error: Attempting to deserialize object on a CUDA device but ..."
             assert "deserialize object on a CUDA device" in str(exc)
             assert diag.devices.problem is not None and diag.devices.certain

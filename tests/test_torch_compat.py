@@ -360,11 +360,12 @@ def test_bytes_load_by_default_from_2_5(tmp_path: Path) -> None:
 
 
 def test_storage_on_a_missing_device_is_incompatible_not_unsafe(tmp_path: Path) -> None:
-    """Guards the translation of a cuda:0 file's load on a CPU-only machine: 2.4-2.5 wrap
+    """Guards the translation of a cuda:0 file's load on a CPU-only machine: 2.4 wraps
     torch's "Attempting to deserialize object on a CUDA device" in a weights-only
     UnpicklingError, which torch_compat.load called UnsafeCheckpointError ("the weights-only
-    unpickler refused this checkpoint"); 2.6+ gave an untyped CheckpointError. Both are
-    IncompatibleCheckpointError naming map_location, and map_location="cpu" loads."""
+    unpickler refused this checkpoint"); 2.5+ raise a RuntimeError, which gave an untyped
+    CheckpointError. Both are IncompatibleCheckpointError naming map_location, and
+    map_location="cpu" loads."""
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is visible: a cuda:0 file loads here")
     path = tmp_path / "on_cuda.pt"

@@ -121,8 +121,9 @@ def translate(
         return CheckpointNotFoundError("no checkpoint file here", path=path, found=text)
     if "Attempting to deserialize object on" in text:
         # A storage saved on a device this machine lacks ("cuda:0" on a CPU-only machine):
-        # a RuntimeError from torch's restore_location on 2.6+, wrapped as a weights-only
-        # UnpicklingError by 2.4-2.5. Not unsafe: map_location="cpu" loads the same tensors.
+        # a RuntimeError from torch's restore_location on 2.5+, wrapped as a weights-only
+        # UnpicklingError by 2.4 (both seen in the cells, 2026-12-06). Not unsafe:
+        # map_location="cpu" loads the same tensors.
         inner = _WRAPPER_SPLIT.split(text, maxsplit=1)[-1].strip()
         return IncompatibleCheckpointError(
             "the checkpoint's tensors were saved on a device this machine lacks",

@@ -227,11 +227,12 @@ class TaskQueue:
         return None if row is None else Claim(*row)
 
     def heartbeat(self, task_id: int, lease_token: str) -> bool:
-        """Renew the lease; False when it was taken back (stop: the result will be refused)."""
+        """Renew the lease; False when it was taken back or has lapsed (expired, or the
+        attempt is past its timeout, reaped or not): the result will be refused."""
         with self.conn.cursor() as cur:
             cur.execute(
                 f"UPDATE {TASKS} SET heartbeat_at = clock_timestamp() "
-                "WHERE id = %s AND lease_token = %s AND status = 'running'",
+                f"WHERE id = %s AND lease_token = %s AND NOT ({_STALE})",
                 (task_id, lease_token),
             )
             return cur.rowcount == 1
@@ -240,8 +241,8 @@ class TaskQueue:
         """Store ``result`` as the task's one result and mark it ``done``.
 
         Returns:
-            True when stored; False when the lease is no longer this claim's (taken back
-            after a timeout or a missed heartbeat, or another completion won): nothing
+            True when stored; False when the lease is no longer this claim's (past its
+            timeout or its lease, reaped or not yet, or another completion won): nothing
             is written then.
         """
         values = dataclasses.asdict(result)
@@ -256,7 +257,7 @@ class TaskQueue:
             cur.execute(
                 f"UPDATE {TASKS} SET status = 'done', lease_token = NULL, "
                 "finished_at = clock_timestamp(), last_error = NULL "
-                "WHERE id = %s AND lease_token = %s AND status = 'running'",
+                f"WHERE id = %s AND lease_token = %s AND status = 'running' AND NOT ({_STALE})",
                 (claim.task_id, claim.lease_token),
             )
             if cur.rowcount == 1:

@@ -199,7 +199,7 @@ class Worker:
                 simulation_id=f"task{claim.task_id}-a{claim.attempt}",
             )
         except Exception as exc:
-            if not isinstance(exc, CheckpointError | _BAD_INPUT):
+            if not isinstance(exc, (CheckpointError, *_BAD_INPUT)):
                 traceback.print_exc()  # a bug: its traceback goes to the log, too
             return dataclasses.replace(result_of_error(exc), torch_version=torch.__version__)
         return TaskResult(

@@ -89,14 +89,23 @@ def _submit(args: argparse.Namespace) -> int:
         batch, ids_by_env = None, []
         for uri, env_id in pinned:
             batch, task_ids = queue.submit(
-                [uri], args.cells, env_id=env_id, episodes=args.episodes, seed=args.seed,
-                lease_s=args.lease_s, timeout_s=args.timeout_s,
-                max_attempts=args.max_attempts, batch=batch,
-            )  # fmt: skip
+                [uri],
+                args.cells,
+                env_id=env_id,
+                episodes=args.episodes,
+                seed=args.seed,
+                lease_s=args.lease_s,
+                timeout_s=args.timeout_s,
+                max_attempts=args.max_attempts,
+                batch=batch,
+            )
             ids_by_env.extend(task_ids)
     print(json.dumps({"batch": batch, "tasks": ids_by_env}))
-    print(f"ckptcompat eval submit: queued {len(ids_by_env)} tasks ({len(pinned)} policies x "
-          f"{len(args.cells)} cells) in batch {batch}", file=sys.stderr)  # fmt: skip
+    print(
+        f"ckptcompat eval submit: queued {len(ids_by_env)} tasks ({len(pinned)} policies x "
+        f"{len(args.cells)} cells) in batch {batch}",
+        file=sys.stderr,
+    )
     return EXIT_OK
 
 
@@ -141,10 +150,21 @@ def _worker(args: argparse.Namespace) -> int:
     )
     stats = worker.run()
     outcomes = ", ".join(f"{n} {o}" for o, n in sorted(stats.stored.items())) or "none"
-    print(json.dumps({"worker": worker.worker_id, "shard": str(worker.shard),
-                      "stored": stats.stored, "refused": stats.refused}))  # fmt: skip
-    print(f"ckptcompat eval worker: {worker.worker_id} stored {stats.tasks} results ({outcomes}), "
-          f"{stats.refused} refused", file=sys.stderr)  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "worker": worker.worker_id,
+                "shard": str(worker.shard),
+                "stored": stats.stored,
+                "refused": stats.refused,
+            }
+        )
+    )
+    print(
+        f"ckptcompat eval worker: {worker.worker_id} stored {stats.tasks} results ({outcomes}), "
+        f"{stats.refused} refused",
+        file=sys.stderr,
+    )
     return EXIT_OK
 
 
@@ -171,8 +191,10 @@ def _collect(args: argparse.Namespace) -> int:
     report = collect_shards(args.shard_dir, args.db)
     for shard, reason in report.skipped:
         print(f"skipped {shard}: {reason}", file=sys.stderr)
-    print(f"ckptcompat eval collect: merged {len(report.merged)} shards into {args.db} "
-          f"({report.episodes} episodes), {len(report.skipped)} skipped")  # fmt: skip
+    print(
+        f"ckptcompat eval collect: merged {len(report.merged)} shards into {args.db} "
+        f"({report.episodes} episodes), {len(report.skipped)} skipped"
+    )
     return EXIT_OK
 
 
@@ -222,49 +244,104 @@ def add_eval_parser(sub: Any, *, epilog: str) -> None:
         return cmds.add_parser(name, help=help, epilog=epilog, formatter_class=HelpFormatter)
 
     submit = add("submit", "queue one task per (policy, evaluator cell)")
-    submit.add_argument("--uri", required=True, action="append", metavar="URI",
-                        help="a policy: a .pt path, DIR/RUN:latest (pinned now to its file), "
-                        "DIR/RUN:vN; repeat for several (required)")  # fmt: skip
-    submit.add_argument("--cells", required=True, type=_cells, metavar="IDS",
-                        help="evaluator cells, comma-separated, e.g. t24,t26,t215 (required)")  # fmt: skip
-    submit.add_argument("--episodes", type=int_at_least(1), default=5, metavar="N",
-                        help="episodes per task, >= 1 (default: %(default)s)")  # fmt: skip
-    submit.add_argument("--seed", type=int_at_least(0), default=0, metavar="N",
-                        help="episode i resets its env with SEED + i (default: %(default)s)")  # fmt: skip
-    submit.add_argument("--env", metavar="ENV_ID",
-                        help="gymnasium env id (default: the run's trainer config, else "
-                        "CartPole-v1)")  # fmt: skip
-    submit.add_argument("--lease-s", type=_seconds, default=30.0, metavar="S",
-                        help="a worker silent this long (no heartbeat) is taken for dead and "
-                        "its task re-run (default: %(default)s)")  # fmt: skip
-    submit.add_argument("--timeout-s", type=_seconds, default=600.0, metavar="S",
-                        help="an attempt running longer is failed and retried "
-                        "(default: %(default)s)")  # fmt: skip
-    submit.add_argument("--max-attempts", type=int_at_least(1), default=3, metavar="N",
-                        help="claims per task, retries of worker deaths and timeouts "
-                        "included (default: %(default)s)")  # fmt: skip
+    submit.add_argument(
+        "--uri",
+        required=True,
+        action="append",
+        metavar="URI",
+        help="a policy: a .pt path, DIR/RUN:latest (pinned now to its file), "
+        "DIR/RUN:vN; repeat for several (required)",
+    )
+    submit.add_argument(
+        "--cells",
+        required=True,
+        type=_cells,
+        metavar="IDS",
+        help="evaluator cells, comma-separated, e.g. t24,t26,t215 (required)",
+    )
+    submit.add_argument(
+        "--episodes",
+        type=int_at_least(1),
+        default=5,
+        metavar="N",
+        help="episodes per task, >= 1 (default: %(default)s)",
+    )
+    submit.add_argument(
+        "--seed",
+        type=int_at_least(0),
+        default=0,
+        metavar="N",
+        help="episode i resets its env with SEED + i (default: %(default)s)",
+    )
+    submit.add_argument(
+        "--env",
+        metavar="ENV_ID",
+        help="gymnasium env id (default: the run's trainer config, else CartPole-v1)",
+    )
+    submit.add_argument(
+        "--lease-s",
+        type=_seconds,
+        default=30.0,
+        metavar="S",
+        help="a worker silent this long (no heartbeat) is taken for dead and "
+        "its task re-run (default: %(default)s)",
+    )
+    submit.add_argument(
+        "--timeout-s",
+        type=_seconds,
+        default=600.0,
+        metavar="S",
+        help="an attempt running longer is failed and retried (default: %(default)s)",
+    )
+    submit.add_argument(
+        "--max-attempts",
+        type=int_at_least(1),
+        default=3,
+        metavar="N",
+        help="claims per task, retries of worker deaths and timeouts "
+        "included (default: %(default)s)",
+    )
     _dsn(submit)
     submit.set_defaults(func=_submit)
 
     worker = add("worker", "claim and evaluate one cell's tasks in this venv")
-    worker.add_argument("--cell", required=True, metavar="ID",
-                        help="this venv's cell, e.g. t26: only its tasks are claimed; must "
-                        "match the running torch (required)")  # fmt: skip
-    worker.add_argument("--shard-dir", required=True, metavar="DIR",
-                        help="where this worker's DuckDB shard goes, created if missing "
-                        "(required)")  # fmt: skip
+    worker.add_argument(
+        "--cell",
+        required=True,
+        metavar="ID",
+        help="this venv's cell, e.g. t26: only its tasks are claimed; must "
+        "match the running torch (required)",
+    )
+    worker.add_argument(
+        "--shard-dir",
+        required=True,
+        metavar="DIR",
+        help="where this worker's DuckDB shard goes, created if missing (required)",
+    )
     stop = worker.add_mutually_exclusive_group()
     stop.add_argument("--once", action="store_true", help="stop after one task")
-    stop.add_argument("--max-tasks", type=int_at_least(1), metavar="N",
-                      help="stop after N tasks (default: no limit)")  # fmt: skip
-    worker.add_argument("--idle-exit", type=_seconds, metavar="S",
-                        help="stop after S seconds without a claimable task "
-                        "(default: wait forever)")  # fmt: skip
-    worker.add_argument("--poll", type=_seconds, default=1.0, metavar="S",
-                        help="seconds between claims while the queue is empty "
-                        "(default: %(default)s)")  # fmt: skip
-    worker.add_argument("--worker-id", metavar="NAME",
-                        help="its name in the queue (default: HOST-PID-RANDOM)")  # fmt: skip
+    stop.add_argument(
+        "--max-tasks",
+        type=int_at_least(1),
+        metavar="N",
+        help="stop after N tasks (default: no limit)",
+    )
+    worker.add_argument(
+        "--idle-exit",
+        type=_seconds,
+        metavar="S",
+        help="stop after S seconds without a claimable task (default: wait forever)",
+    )
+    worker.add_argument(
+        "--poll",
+        type=_seconds,
+        default=1.0,
+        metavar="S",
+        help="seconds between claims while the queue is empty (default: %(default)s)",
+    )
+    worker.add_argument(
+        "--worker-id", metavar="NAME", help="its name in the queue (default: HOST-PID-RANDOM)"
+    )
     _dsn(worker)
     worker.set_defaults(func=_worker)
 
@@ -274,17 +351,24 @@ def add_eval_parser(sub: Any, *, epilog: str) -> None:
     status.set_defaults(func=_status)
 
     collect = add("collect", "merge the workers' shards into one stats DB (idempotent)")
-    collect.add_argument("--shard-dir", required=True, metavar="DIR",
-                         help="the workers' --shard-dir (required)")  # fmt: skip
-    collect.add_argument("--db", required=True, metavar="FILE",
-                         help="the stats DB, a DuckDB file created if missing (required)")  # fmt: skip
+    collect.add_argument(
+        "--shard-dir", required=True, metavar="DIR", help="the workers' --shard-dir (required)"
+    )
+    collect.add_argument(
+        "--db",
+        required=True,
+        metavar="FILE",
+        help="the stats DB, a DuckDB file created if missing (required)",
+    )
     collect.set_defaults(func=_collect)
 
     report = add("report", "results per policy and cell, compared with a reference cell")
     _batch_arg(report)
-    report.add_argument("--reference", metavar="ID",
-                        help="the cell the others are compared with (default: the first "
-                        "submitted)")  # fmt: skip
+    report.add_argument(
+        "--reference",
+        metavar="ID",
+        help="the cell the others are compared with (default: the first submitted)",
+    )
     report.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _dsn(report)
     report.set_defaults(func=_report)

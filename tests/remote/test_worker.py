@@ -97,11 +97,25 @@ def test_sigkilled_worker_loses_its_lease_and_another_reruns_the_task(
         doomed.send_signal(signal.SIGKILL)
         doomed.communicate()
     killed = time.monotonic()
-    rescuer = _worker(dsn, tmp_path / "shards", "--once", "--worker-id", "rescuer",
-                      "--poll", "0.2", "--idle-exit", "60")  # fmt: skip
+    rescuer = _worker(
+        dsn,
+        tmp_path / "shards",
+        "--once",
+        "--worker-id",
+        "rescuer",
+        "--poll",
+        "0.2",
+        "--idle-exit",
+        "60",
+    )
     _finish(rescuer)
     row = _task(dsn, task)
-    assert (row["status"], row["attempts"], row["outcome"], row["attempt"]) == ("done", 2, "pass", 2)
+    assert (row["status"], row["attempts"], row["outcome"], row["attempt"]) == (
+        "done",
+        2,
+        "pass",
+        2,
+    )
     assert row["worker"] == "rescuer"
     print(f"recovered {time.monotonic() - killed:.1f} s after the SIGKILL (lease 2 s)")
 
@@ -112,8 +126,17 @@ def test_timed_out_attempts_are_refused_retried_then_failed(dsn: str, tmp_path: 
     timeout is taken back although it heartbeats, its late result refused, the task retried
     until max_attempts (2 here) and then failed with the timeout as its last error."""
     [task] = _submit(dsn, [_policy(tmp_path)], timeout_s=1.0, max_attempts=2)
-    worker = _worker(dsn, tmp_path / "shards", "--max-tasks", "3", "--idle-exit", "4",
-                     "--poll", "0.2", delay_s=2.5)  # fmt: skip
+    worker = _worker(
+        dsn,
+        tmp_path / "shards",
+        "--max-tasks",
+        "3",
+        "--idle-exit",
+        "4",
+        "--poll",
+        "0.2",
+        delay_s=2.5,
+    )
     out, _ = _finish(worker)
     assert json.loads(out.splitlines()[-1])["refused"] == 2
     row = _task(dsn, task)
@@ -168,8 +191,11 @@ def test_round_trip_submit_worker_collect_report(dsn: str, tmp_path: Path) -> No
     run_latest = f"{tmp_path / 'data'}/trip:latest"
     run = lambda *args: subprocess.run(  # noqa: E731
         _cli(*args, "--dsn", dsn) if args[0] != "collect" else _cli(*args),
-        capture_output=True, text=True, timeout=240, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
     submitted = run("submit", "--uri", run_latest, "--cells", _cell(), "--episodes", "3")
     assert submitted.returncode == 0, submitted.stderr
     batch = json.loads(submitted.stdout.splitlines()[-1])["batch"]

@@ -198,7 +198,17 @@ class TaskQueue:
                         f"INSERT INTO {TASKS} (batch, policy_uri, cell, env_id, episodes, "
                         "seed, lease_s, timeout_s, max_attempts) VALUES "
                         "(%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
-                        (batch, uri, cell, env_id, episodes, seed, lease_s, timeout_s, max_attempts),
+                        (
+                            batch,
+                            uri,
+                            cell,
+                            env_id,
+                            episodes,
+                            seed,
+                            lease_s,
+                            timeout_s,
+                            max_attempts,
+                        ),
                     )
                     ids.append(cur.fetchone()[0])
         return batch, ids

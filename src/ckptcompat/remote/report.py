@@ -100,20 +100,40 @@ def render_report(rows: Sequence[ReportRow], reference: str, *, as_json: bool = 
     """The report as a text table (or JSON: ``{"reference", "rows": [...]}``)."""
     if as_json:
         return json.dumps({"reference": reference, "rows": [dataclasses.asdict(r) for r in rows]})
-    header = ("policy", "cell", "status", "tries", "outcome", "mean_return", "steps/s",
-              f"diff vs {reference}", "speed ratio", "identical")  # fmt: skip
+    header = (
+        "policy",
+        "cell",
+        "status",
+        "tries",
+        "outcome",
+        "mean_return",
+        "steps/s",
+        f"diff vs {reference}",
+        "speed ratio",
+        "identical",
+    )
     lines = [header]
     for r in rows:
         policy = r.policy_uri if r.policy_key is None else f"{r.policy_key}:v{r.policy_version}"
         outcome = r.outcome if r.error_type is None else f"{r.outcome} ({r.error_type})"
         lines.append(
-            (policy, r.cell, r.status, str(r.attempts), _fmt(outcome), _fmt(r.mean_return),
-             _fmt(r.steps_per_s, ".1f"), _fmt(r.return_diff), _fmt(r.speed_ratio, ".3f"),
-             _fmt(r.returns_identical))  # fmt: skip
+            (
+                policy,
+                r.cell,
+                r.status,
+                str(r.attempts),
+                _fmt(outcome),
+                _fmt(r.mean_return),
+                _fmt(r.steps_per_s, ".1f"),
+                _fmt(r.return_diff),
+                _fmt(r.speed_ratio, ".3f"),
+                _fmt(r.returns_identical),
+            )
         )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
-                     for line in lines)  # fmt: skip
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines
+    )
 
 
 def render_status(counts: dict[tuple[str, str], int], failed: Sequence[dict[str, Any]]) -> str:
@@ -124,6 +144,8 @@ def render_status(counts: dict[tuple[str, str], int], failed: Sequence[dict[str,
     for cell in cells:
         lines.append(f"{cell:<6} " + "  ".join(f"{counts.get((cell, s), 0):>7}" for s in statuses))
     for task in failed:
-        lines.append(f"failed: task {task['task_id']} {task['policy_uri']} in {task['cell']} "
-                     f"after {task['attempts']} attempts: {task['last_error']}")  # fmt: skip
+        lines.append(
+            f"failed: task {task['task_id']} {task['policy_uri']} in {task['cell']} "
+            f"after {task['attempts']} attempts: {task['last_error']}"
+        )
     return "\n".join(lines)

@@ -138,8 +138,10 @@ class Worker:
         try:
             while self.max_tasks is None or claims < self.max_tasks:
                 for reaped in self.queue.reap():
-                    self.log(f"worker {self.worker_id}: task {reaped.task_id} {reaped.status}: "
-                             f"{reaped.reason}")  # fmt: skip
+                    self.log(
+                        f"worker {self.worker_id}: task {reaped.task_id} {reaped.status}: "
+                        f"{reaped.reason}"
+                    )
                 claim = self.queue.claim(self.cell, self.worker_id)
                 if claim is None:
                     if self.idle_exit_s is not None and (
@@ -176,12 +178,16 @@ class Worker:
                 if result.outcome == "pass"
                 else f"{result.error_type}"
             )
-            self.log(f"worker {self.worker_id}: task {claim.task_id} attempt {claim.attempt}: "
-                     f"{result.outcome} ({detail}) in {elapsed:.2f} s")  # fmt: skip
+            self.log(
+                f"worker {self.worker_id}: task {claim.task_id} attempt {claim.attempt}: "
+                f"{result.outcome} ({detail}) in {elapsed:.2f} s"
+            )
         else:
             stats.refused += 1
-            self.log(f"worker {self.worker_id}: task {claim.task_id} attempt {claim.attempt}: "
-                     "result refused, the lease was taken back (timeout or missed heartbeats)")  # fmt: skip
+            self.log(
+                f"worker {self.worker_id}: task {claim.task_id} attempt {claim.attempt}: "
+                "result refused, the lease was taken back (timeout or missed heartbeats)"
+            )
 
     def _evaluate(self, claim: Claim, evaluator_cls: type) -> TaskResult:
         import torch

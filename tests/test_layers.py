@@ -29,8 +29,8 @@ LAYERS: dict[str, int] = {
     "evaluation": 7,
     "remote": 8,
     "harness": 9,
-    "cli": 10, "cli_common": 10, "cli_eval": 10, "cli_launch": 10, "cli_rank": 10,
-    "cli_run": 10, "cli_run_parser": 10,
+    "cli": 10, "cli_common": 10, "cli_eval": 10, "cli_eval_parser": 10, "cli_launch": 10,
+    "cli_rank": 10, "cli_run": 10, "cli_run_parser": 10,
     "__main__": 11,
 }  # fmt: skip
 

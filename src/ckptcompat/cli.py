@@ -261,7 +261,7 @@ def _add_migrate(sub: Any) -> None:
 
 
 def _parser(env_ids: Sequence[str] | None) -> argparse.ArgumentParser:
-    from ckptcompat import cli_eval, cli_run_parser
+    from ckptcompat import cli_eval_parser, cli_run_parser
 
     parser = _Parser(
         prog="ckptcompat",
@@ -274,7 +274,7 @@ def _parser(env_ids: Sequence[str] | None) -> argparse.ArgumentParser:
     _add_doctor(sub)
     _add_migrate(sub)
     cli_run_parser.add_run_parser(sub, env_ids, epilog=EXIT_CODES_HELP)
-    cli_eval.add_eval_parser(sub, epilog=EXIT_CODES_HELP)
+    cli_eval_parser.add_eval_parser(sub, epilog=EXIT_CODES_HELP)
     return parser
 
 

@@ -6,7 +6,8 @@ Every subcommand but ``collect`` talks to the queue named by ``--dsn`` (default
 cell evaluates the same epoch. ``worker --cell C`` refuses to start unless the running
 torch is cell C's (and ``$CKPTCOMPAT_CELL``, when set, says C). Exit codes as every
 subcommand's (:func:`ckptcompat.cli_common.exit_code`); an unreachable server is bad
-input (2).
+input (2); ``report`` exits 1 when its verdict fails (a regression, an unfinished task).
+The arguments are :mod:`ckptcompat.cli_eval_parser`'s.
 """
 
 from __future__ import annotations
@@ -15,38 +16,23 @@ import argparse
 import json
 import os
 import sys
-import textwrap
 from importlib import metadata
 from typing import Any
 
-from ckptcompat.cli_common import EXIT_OK, HelpFormatter, int_at_least, on_disk
+from ckptcompat.cli_common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    on_disk,
+)
 from ckptcompat.errors import CheckpointError, InputError, TaskQueueError
 
-__all__ = ["add_eval_parser"]
-
-
-def _cells(text: str) -> list[str]:
-    from ckptcompat.harness.versions import by_id
-
-    cells = [c.strip() for c in text.split(",") if c.strip()]
-    if not cells:
-        raise argparse.ArgumentTypeError("expected cell ids separated by commas, e.g. t24,t26")
-    for cell in cells:
-        try:
-            by_id(cell)
-        except KeyError as exc:
-            raise argparse.ArgumentTypeError(str(exc.args[0])) from None
-    return list(dict.fromkeys(cells))
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0 seconds, got {value}")
-    return value
+__all__ = [
+    "collect_command",
+    "report_command",
+    "status_command",
+    "submit_command",
+    "worker_command",
+]
 
 
 def _queue(args: argparse.Namespace) -> Any:
@@ -73,7 +59,7 @@ def _pin(uri: str, env: str | None) -> tuple[str, str]:
         return resolved.uri, _DEFAULT_ENV
 
 
-def _submit(args: argparse.Namespace) -> int:
+def submit_command(args: argparse.Namespace) -> int:
     from ckptcompat.cli_run import env_ids
 
     ids = env_ids()
@@ -134,7 +120,7 @@ def _check_cell(cell: str) -> None:
         )
 
 
-def _worker(args: argparse.Namespace) -> int:
+def worker_command(args: argparse.Namespace) -> int:
     _check_cell(args.cell)
     from ckptcompat.remote.schema import resolve_dsn
     from ckptcompat.remote.worker import Worker
@@ -172,7 +158,7 @@ def _batch(queue: Any, batch: str | None) -> str | None:
     return batch or queue.latest_batch()
 
 
-def _status(args: argparse.Namespace) -> int:
+def status_command(args: argparse.Namespace) -> int:
     from ckptcompat.remote.report import render_status
 
     with _queue(args) as queue:
@@ -185,7 +171,7 @@ def _status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _collect(args: argparse.Namespace) -> int:
+def collect_command(args: argparse.Namespace) -> int:
     from ckptcompat.remote.collect import collect_shards
 
     report = collect_shards(args.shard_dir, args.db)
@@ -198,177 +184,42 @@ def _collect(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _report(args: argparse.Namespace) -> int:
-    from ckptcompat.remote.report import build_report, render_report
+def report_command(args: argparse.Namespace) -> int:
+    from ckptcompat.remote.report import (
+        build_report,
+        judge,
+        read_baseline,
+        render_report,
+        write_baseline,
+    )
 
+    baseline = read_baseline(args.baseline) if args.baseline else None
     with _queue(args) as queue:
-        tasks = queue.tasks(_batch(queue, args.batch))
+        batch = _batch(queue, args.batch)
+        tasks = queue.tasks(batch)
+    if not tasks:
+        raise InputError(
+            "nothing to report",
+            expected="a batch with tasks",
+            found=f"no task in batch {batch}" if batch else "an empty queue",
+            fix="submit first (ckptcompat eval submit), or pass the --batch it printed",
+        )
+    cells = list(dict.fromkeys(t["cell"] for t in tasks))
+    if args.reference is not None and args.reference not in cells:
+        raise InputError(
+            f"--reference {args.reference} evaluated nothing in this batch",
+            expected=f"one of its cells: {', '.join(cells)}",
+            found=args.reference,
+            fix="pick one of those cells",
+        )
     rows = build_report(tasks, args.reference)
-    reference = args.reference or (tasks[0]["cell"] if tasks else "-")
-    print(render_report(rows, reference, as_json=args.json))
-    return EXIT_OK
-
-
-# --------------------------------------------------------------------------- parser
-def _dsn(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--dsn",
-        metavar="DSN",
-        help="the queue's PostgreSQL server: a libpq string or postgresql:// URI "
-        "(default: $CKPTCOMPAT_PG_DSN)",
+    verdict = judge(
+        rows,
+        return_tol=args.return_tol,
+        max_slowdown=args.max_slowdown,
+        baseline=baseline,
     )
-
-
-def _batch_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--batch", metavar="ID", help="a batch id printed by submit (default: the newest)"
-    )
-
-
-def add_eval_parser(sub: Any, *, epilog: str) -> None:
-    """Add ``eval`` and its subcommands to the subparsers ``sub``."""
-    ev = sub.add_parser(
-        "eval",
-        help="remote evaluation: a task queue, workers per torch cell, a report",
-        description=textwrap.fill(
-            "Evaluate policies on workers of other torch cells through a PostgreSQL task "
-            "queue: submit tasks, run workers, watch status, collect their shards, report.",
-            80,
-        ),
-        epilog=epilog,
-        formatter_class=HelpFormatter,
-    )
-    cmds = ev.add_subparsers(dest="eval_command", required=True, metavar="COMMAND")
-
-    def add(name: str, help: str) -> argparse.ArgumentParser:
-        return cmds.add_parser(name, help=help, epilog=epilog, formatter_class=HelpFormatter)
-
-    submit = add("submit", "queue one task per (policy, evaluator cell)")
-    submit.add_argument(
-        "--uri",
-        required=True,
-        action="append",
-        metavar="URI",
-        help="a policy: a .pt path, DIR/RUN:latest (pinned now to its file), "
-        "DIR/RUN:vN; repeat for several (required)",
-    )
-    submit.add_argument(
-        "--cells",
-        required=True,
-        type=_cells,
-        metavar="IDS",
-        help="evaluator cells, comma-separated, e.g. t24,t26,t215 (required)",
-    )
-    submit.add_argument(
-        "--episodes",
-        type=int_at_least(1),
-        default=5,
-        metavar="N",
-        help="episodes per task, >= 1 (default: %(default)s)",
-    )
-    submit.add_argument(
-        "--seed",
-        type=int_at_least(0),
-        default=0,
-        metavar="N",
-        help="episode i resets its env with SEED + i (default: %(default)s)",
-    )
-    submit.add_argument(
-        "--env",
-        metavar="ENV_ID",
-        help="gymnasium env id (default: the run's trainer config, else CartPole-v1)",
-    )
-    submit.add_argument(
-        "--lease-s",
-        type=_seconds,
-        default=30.0,
-        metavar="S",
-        help="a worker silent this long (no heartbeat) is taken for dead and "
-        "its task re-run (default: %(default)s)",
-    )
-    submit.add_argument(
-        "--timeout-s",
-        type=_seconds,
-        default=600.0,
-        metavar="S",
-        help="an attempt running longer is failed and retried (default: %(default)s)",
-    )
-    submit.add_argument(
-        "--max-attempts",
-        type=int_at_least(1),
-        default=3,
-        metavar="N",
-        help="claims per task, retries of worker deaths and timeouts "
-        "included (default: %(default)s)",
-    )
-    _dsn(submit)
-    submit.set_defaults(func=_submit)
-
-    worker = add("worker", "claim and evaluate one cell's tasks in this venv")
-    worker.add_argument(
-        "--cell",
-        required=True,
-        metavar="ID",
-        help="this venv's cell, e.g. t26: only its tasks are claimed; must "
-        "match the running torch (required)",
-    )
-    worker.add_argument(
-        "--shard-dir",
-        required=True,
-        metavar="DIR",
-        help="where this worker's DuckDB shard goes, created if missing (required)",
-    )
-    stop = worker.add_mutually_exclusive_group()
-    stop.add_argument("--once", action="store_true", help="stop after one task")
-    stop.add_argument(
-        "--max-tasks",
-        type=int_at_least(1),
-        metavar="N",
-        help="stop after N tasks (default: no limit)",
-    )
-    worker.add_argument(
-        "--idle-exit",
-        type=_seconds,
-        metavar="S",
-        help="stop after S seconds without a claimable task (default: wait forever)",
-    )
-    worker.add_argument(
-        "--poll",
-        type=_seconds,
-        default=1.0,
-        metavar="S",
-        help="seconds between claims while the queue is empty (default: %(default)s)",
-    )
-    worker.add_argument(
-        "--worker-id", metavar="NAME", help="its name in the queue (default: HOST-PID-RANDOM)"
-    )
-    _dsn(worker)
-    worker.set_defaults(func=_worker)
-
-    status = add("status", "tasks per cell and status; failed tasks with their last error")
-    _batch_arg(status)
-    _dsn(status)
-    status.set_defaults(func=_status)
-
-    collect = add("collect", "merge the workers' shards into one stats DB (idempotent)")
-    collect.add_argument(
-        "--shard-dir", required=True, metavar="DIR", help="the workers' --shard-dir (required)"
-    )
-    collect.add_argument(
-        "--db",
-        required=True,
-        metavar="FILE",
-        help="the stats DB, a DuckDB file created if missing (required)",
-    )
-    collect.set_defaults(func=_collect)
-
-    report = add("report", "results per policy and cell, compared with a reference cell")
-    _batch_arg(report)
-    report.add_argument(
-        "--reference",
-        metavar="ID",
-        help="the cell the others are compared with (default: the first submitted)",
-    )
-    report.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    _dsn(report)
-    report.set_defaults(func=_report)
+    print(render_report(rows, verdict, as_json=args.json))
+    if args.write_baseline:
+        print(f"wrote {write_baseline(rows, args.write_baseline)}", file=sys.stderr)
+    return EXIT_OK if verdict.ok else EXIT_FAILED

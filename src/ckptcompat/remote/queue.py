@@ -84,6 +84,7 @@ class TaskResult:
         mean_return, episode_returns: the returns, in seed order.
         env_steps: env steps over every episode.
         eval_time_s: seconds the evaluation took, loading included.
+        episodes_time_s: seconds in the episodes alone (what env-steps/s divides by).
         torch_version: the evaluating torch.
     """
 
@@ -98,6 +99,7 @@ class TaskResult:
     episode_returns: list[float] | None = None
     env_steps: int | None = None
     eval_time_s: float | None = None
+    episodes_time_s: float | None = None
     torch_version: str | None = None
 
 
@@ -259,7 +261,12 @@ class TaskQueue:
         if values["episode_returns"] is not None:
             values["episode_returns"] = json.dumps(values["episode_returns"])
         columns = [*_RESULT_COLUMNS, "task_id", "worker", "attempt"]
-        params = [*(values[c] for c in _RESULT_COLUMNS), claim.task_id, worker, claim.attempt]
+        params = [
+            *(values[c] for c in _RESULT_COLUMNS),
+            claim.task_id,
+            worker,
+            claim.attempt,
+        ]
         import psycopg
 
         stored = False
@@ -300,7 +307,7 @@ class TaskQueue:
                 "t.seed, t.status, t.attempts, t.max_attempts, t.last_error, t.worker, "
                 "r.outcome, r.error_type, r.error_message, r.policy_key, r.policy_version, "
                 "r.simulation_id, r.shard, r.mean_return, r.episode_returns, r.env_steps, "
-                "r.eval_time_s, r.torch_version, r.attempt, "
+                "r.eval_time_s, r.episodes_time_s, r.torch_version, r.attempt, "
                 "extract(epoch FROM t.finished_at - t.created_at) AS queue_to_done_s "
                 f"FROM {TASKS} t LEFT JOIN {RESULTS} r ON r.task_id = t.id {where} "
                 "ORDER BY t.id",

@@ -69,6 +69,7 @@ CREATE TABLE IF NOT EXISTS {RESULTS} (
     episode_returns JSONB,
     env_steps BIGINT,
     eval_time_s DOUBLE PRECISION,
+    episodes_time_s DOUBLE PRECISION,
     torch_version TEXT,
     worker TEXT NOT NULL,
     attempt INTEGER NOT NULL,

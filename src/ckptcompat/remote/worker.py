@@ -44,7 +44,13 @@ from ckptcompat.remote.queue import Claim, TaskQueue, TaskResult
 __all__ = ["DELAY_ENV", "Worker", "WorkerStats", "result_of_error"]
 
 DELAY_ENV = "CKPTCOMPAT_REMOTE_DELAY_S"
-_BAD_INPUT = (InputError, CheckpointNotFoundError, StatsDBError, UnsupportedEnvError, OSError)
+_BAD_INPUT = (
+    InputError,
+    CheckpointNotFoundError,
+    StatsDBError,
+    UnsupportedEnvError,
+    OSError,
+)
 
 
 def result_of_error(exc: BaseException) -> TaskResult:
@@ -131,7 +137,9 @@ class Worker:
 
     def run(self) -> WorkerStats:
         """Claim, evaluate and complete tasks until ``max_tasks`` or ``idle_exit_s``."""
-        from ckptcompat.evaluation.evaluator import PolicyEvaluator  # torch: before claiming
+        from ckptcompat.evaluation.evaluator import (
+            PolicyEvaluator,
+        )  # torch: before claiming
 
         self.shard.parent.mkdir(parents=True, exist_ok=True)
         stats, claims, idle_since = WorkerStats(), 0, time.monotonic()
@@ -218,5 +226,6 @@ class Worker:
             episode_returns=list(result.episode_returns),
             env_steps=sum(result.episode_lengths),
             eval_time_s=result.wall_time_s,
+            episodes_time_s=result.episodes_time_s,
             torch_version=torch.__version__,
         )

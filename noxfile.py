@@ -42,7 +42,7 @@ def _load_versions():
 versions = _load_versions()
 
 
-def _install_cell(session: nox.Session, cell_id: str, extras: str = "test,report") -> None:
+def _install_cell(session: nox.Session, cell_id: str, extras: str = "test,report,remote") -> None:
     """Install the package (editable) with the cell's torch and the shared pins."""
     cell = versions.by_id(cell_id)
     args = ["-c", str(CONSTRAINTS), "-e", f".[{extras}]", cell.torch_requirement]
@@ -358,6 +358,24 @@ def dcp(session: nox.Session, cell: str) -> None:
         launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node"]
         command = phase if world_size == 1 else [*launcher, str(world_size), *phase]
         session.run(python, *command, external=True, env={"CKPTCOMPAT_CELL": cell})
+
+
+@nox.session(python=False, default=False)
+@nox.parametrize("cell", [nox.param(c.id, id=c.id) for c in versions.DEFAULT])
+def evalworker(session: nox.Session, cell: str) -> None:
+    """Run a remote-evaluation worker of one cell in its tests venv (``-- --dsn ... --once``).
+
+    Claims only that cell's tasks from the PostgreSQL queue (``--dsn`` or
+    ``CKPTCOMPAT_PG_DSN``); episodes go to ``reports/eval-shards`` unless ``--shard-dir``.
+    """
+    python = _cell_python(session, cell)
+    args = list(session.posargs)
+    if "--shard-dir" not in args:
+        args += ["--shard-dir", str(REPORTS / "eval-shards")]
+    session.run(
+        python, "-m", "ckptcompat", "eval", "worker", "--cell", cell, *args,
+        external=True, env={"CKPTCOMPAT_CELL": cell},
+    )  # fmt: skip
 
 
 @nox.session(python=PYTHON, default=False)

@@ -17,6 +17,7 @@ _OTHER_FAMILIES = {
     "StatsDBError": ValueError,
     "UnsupportedEnvError": KeyError,
     "InjectedFault": RuntimeError,
+    "TaskQueueError": RuntimeError,  # the remote-evaluation queue's server, not a checkpoint
     "TrustedLoadWarning": UserWarning,
 }
 

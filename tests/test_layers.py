@@ -2,7 +2,7 @@
 
 The layers, bottom first (docs/design.md): the standard-library leaves (errors,
 versions_facts, numerics, locator); agents and scan; load_errors; torch_compat; checkpoint;
-doctor and policy; rl; evaluation; harness; the CLI. Read from the AST, imports under
+doctor and policy; rl; evaluation; remote; harness; the CLI. Read from the AST, imports under
 ``TYPE_CHECKING`` and inside functions included: a lazy import is still an arrow.
 """
 
@@ -27,10 +27,11 @@ LAYERS: dict[str, int] = {
     "doctor": 5, "policy": 5,
     "rl": 6,
     "evaluation": 7,
-    "harness": 8,
-    "cli": 9, "cli_common": 9, "cli_launch": 9, "cli_rank": 9, "cli_run": 9,
-    "cli_run_parser": 9,
-    "__main__": 10,
+    "remote": 8,
+    "harness": 9,
+    "cli": 10, "cli_common": 10, "cli_eval": 10, "cli_eval_parser": 10, "cli_launch": 10,
+    "cli_rank": 10, "cli_run": 10, "cli_run_parser": 10,
+    "__main__": 11,
 }  # fmt: skip
 
 

@@ -10,7 +10,9 @@ says so there and exits 2.
 * ``migrate SRC DST [--trust]`` -- any generation to the safe format, verified equal;
 * ``run train|resume|evaluate`` -- steps the harness chains across venvs
   (:mod:`ckptcompat.cli_run`); each prints one result record (docs/design.md section 8) as its last
-  stdout line and a one-line summary on stderr.
+  stdout line and a one-line summary on stderr;
+* ``eval submit|worker|status|collect|report`` -- remote evaluation through a PostgreSQL
+  task queue (:mod:`ckptcompat.cli_eval`).
 
 Exit codes, the same for every subcommand (:func:`ckptcompat.cli_common.exit_code`): 0
 pass, 1 the check failed (a typed ckptcompat error about a checkpoint that exists), 2 bad
@@ -269,7 +271,7 @@ def _add_migrate(sub: Any) -> None:
 
 
 def _parser(env_ids: Sequence[str] | None) -> argparse.ArgumentParser:
-    from ckptcompat import cli_run_parser
+    from ckptcompat import cli_eval_parser, cli_run_parser
 
     parser = _Parser(
         prog="ckptcompat",
@@ -282,6 +284,7 @@ def _parser(env_ids: Sequence[str] | None) -> argparse.ArgumentParser:
     _add_doctor(sub)
     _add_migrate(sub)
     cli_run_parser.add_run_parser(sub, env_ids, epilog=EXIT_CODES_HELP)
+    cli_eval_parser.add_eval_parser(sub, epilog=EXIT_CODES_HELP)
     return parser
 
 

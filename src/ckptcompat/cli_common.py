@@ -23,6 +23,7 @@ from ckptcompat.errors import (
     InputError,
     MissingDependencyError,
     StatsDBError,
+    TaskQueueError,
     UnsupportedEnvError,
 )
 
@@ -71,10 +72,18 @@ def exit_code(exc: BaseException) -> int | None:
     Bad input: :class:`~ckptcompat.errors.InputError` (a missing dependency included),
     :class:`~ckptcompat.errors.CheckpointNotFoundError`, a stats DB that cannot be used
     (:class:`~ckptcompat.errors.StatsDBError`), an env id that is not supported
-    (:class:`~ckptcompat.errors.UnsupportedEnvError`) and OS errors on the paths given.
+    (:class:`~ckptcompat.errors.UnsupportedEnvError`), a task queue that cannot be used
+    (:class:`~ckptcompat.errors.TaskQueueError`) and OS errors on the paths given.
     A failed check: any other :class:`~ckptcompat.errors.CheckpointError`.
     """
-    bad_input = (InputError, CheckpointNotFoundError, StatsDBError, UnsupportedEnvError, OSError)
+    bad_input = (
+        InputError,
+        CheckpointNotFoundError,
+        StatsDBError,
+        TaskQueueError,
+        UnsupportedEnvError,
+        OSError,
+    )
     if isinstance(exc, bad_input):
         return EXIT_USAGE
     if isinstance(exc, CheckpointError):

@@ -25,6 +25,7 @@ __all__ = [
     "PolicyMissingError",
     "RunLockedError",
     "StatsDBError",
+    "TaskQueueError",
     "TrustedLoadWarning",
     "UnsafeCheckpointError",
     "UnsupportedEnvError",
@@ -166,6 +167,27 @@ class StatsDBError(ValueError):
         self.fix = fix
         self.path = path
         super().__init__((f"{path}: " if path else "") + _compose(problem, expected, found, fix))
+
+
+class TaskQueueError(RuntimeError):
+    """The remote-evaluation task queue (PostgreSQL) refused or could not serve a request:
+    an unreachable server, a worker started in another cell than its ``--cell``, a task id
+    that does not exist. The message says expected, found and the fix.
+    """
+
+    def __init__(
+        self,
+        problem: str,
+        *,
+        expected: str | None = None,
+        found: str | None = None,
+        fix: str | None = None,
+    ) -> None:
+        self.problem = problem
+        self.expected = expected
+        self.found = found
+        self.fix = fix
+        super().__init__(_compose(problem, expected, found, fix))
 
 
 class UnsupportedEnvError(KeyError):

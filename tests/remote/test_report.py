@@ -1,0 +1,91 @@
+"""The remote report's judgement: return and speed against the reference cell and the
+baseline, unfinished and given-up tasks, outcomes that differ between cells.
+
+One cell: arithmetic on result rows, no torch and no server.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ckptcompat.errors import InputError
+from ckptcompat.remote.report import (
+    build_report,
+    judge,
+    read_baseline,
+    render_report,
+    write_baseline,
+)
+
+pytestmark = pytest.mark.one_cell
+
+
+def _task(cell: str, mean: float | None = 20.0, *, steps_s: float = 100.0, **extra) -> dict:
+    returns = None if mean is None else [mean, mean]
+    base = {
+        "policy_uri": "file:///d/r/checkpoints/r_v1.pt", "cell": cell, "env_id": "CartPole-v1",
+        "episodes": 2, "seed": 0, "status": "done", "attempts": 1, "outcome": "pass",
+        "error_type": None, "policy_key": "r", "policy_version": 1, "mean_return": mean,
+        "episode_returns": returns, "env_steps": 1000, "episodes_time_s": 1000 / steps_s,
+    }  # fmt: skip
+    return {**base, **extra}
+
+
+def test_identical_cells_pass() -> None:
+    """Guards a false alarm: cells with identical returns and speed within 10 % pass."""
+    rows = build_report([_task("t26"), _task("t24", steps_s=91.0), _task("t215")], None)
+    verdict = judge(rows)
+    assert verdict.ok, verdict.problems
+    assert [r.return_diff for r in rows] == [0.0, 0.0, 0.0]
+    assert rows[1].speed_ratio == pytest.approx(0.91)
+    assert render_report(rows, verdict).splitlines()[-1].startswith("REPORT: PASS")
+
+
+def test_return_beyond_tolerance_and_slowdown_fail() -> None:
+    """Guards an accuracy or speed regression passing unseen: a mean return off by more
+    than the tolerance and a cell more than 10 % slower (a ratio, same batch) each fail."""
+    rows = build_report([_task("t26"), _task("t215", 20.5), _task("t24", steps_s=85.0)], "t26")
+    problems = judge(rows).problems
+    assert len(problems) == 2
+    assert "r:v1 in t215: mean return 20.5 differs from t26's by +0.5" in problems[0]
+    assert "r:v1 in t24: 0.850x the env-steps/s of t26" in problems[1]
+    assert judge(rows, return_tol=1.0, max_slowdown=0.2).ok
+
+
+def test_outcome_differences_and_unfinished_tasks_fail() -> None:
+    """Guards a policy that loads on the reference but not elsewhere, a task given up
+    after its retries, and a batch judged before it finished."""
+    tasks = [
+        _task("t26"),
+        _task("t24", None, outcome="fail", error_type="UnsafeCheckpointError"),
+        _task("t215", None, status="failed", outcome=None, attempts=3),
+        {**_task("t25", None, status="running", outcome=None)},
+    ]
+    problems = judge(build_report(tasks, "t26")).problems
+    assert len(problems) == 3
+    assert "t24: fail (UnsafeCheckpointError), t26 pass" in problems[0]
+    assert "given up after 3 attempts" in problems[1]
+    assert "still running" in problems[2]
+
+
+def test_baseline_round_trip(tmp_path: Path) -> None:
+    """Guards a drift every cell shares (invisible against the reference cell): the
+    reference's returns written as a baseline fail a later batch whose returns moved."""
+    path = write_baseline(build_report([_task("t26"), _task("t24")], "t26"), tmp_path / "b.json")
+    baseline = read_baseline(path)
+    assert baseline == {"r:v1|CartPole-v1|seed=0|episodes=2": 20.0}
+    assert judge(build_report([_task("t26"), _task("t24")], "t26"), baseline=baseline).ok
+    moved = build_report([_task("t26", 19.0), _task("t24", 19.0)], "t26")
+    problems = judge(moved, baseline=baseline).problems
+    assert len(problems) == 2 and all("baseline 20" in p for p in problems)
+
+
+def test_unreadable_baseline_is_bad_input(tmp_path: Path) -> None:
+    """Guards a traceback on a wrong --baseline path or an old file."""
+    with pytest.raises(InputError, match="cannot read"):
+        read_baseline(tmp_path / "missing.json")
+    (tmp_path / "old.json").write_text('{"schema_version": 0}')
+    with pytest.raises(InputError, match="another schema"):
+        read_baseline(tmp_path / "old.json")

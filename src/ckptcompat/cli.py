@@ -99,6 +99,15 @@ def _is_dcp_dir(path: str) -> bool:
 
 
 def _doctor(args: argparse.Namespace) -> int:
+    from ckptcompat.generations.detect import generation_of
+
+    if generation_of(args.file) is not None:  # Metta G3 .mpt or G4 bundle (issue 22)
+        from ckptcompat.doctor.generations import explain_generation, render, to_json
+
+        explanation = explain_generation(args.file)
+        text = json.dumps(to_json(explanation), indent=1) + "\n" if args.json else None
+        sys.stdout.write(text or render(explanation))
+        return EXIT_OK
     if _is_dcp_dir(args.file):  # a torch.distributed.checkpoint directory (issue 18)
         from ckptcompat.doctor.dcp import explain_dcp, render_dcp, to_json
 
@@ -113,7 +122,9 @@ def _doctor(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- migrate
 def _check_source(src: str) -> None:
-    if os.path.isfile(src) or _is_dcp_dir(src):
+    from ckptcompat.generations.detect import generation_of
+
+    if os.path.isfile(src) or _is_dcp_dir(src) or generation_of(src) is not None:
         return
     if os.path.isdir(src):
         raise InputError(
@@ -138,7 +149,20 @@ def _migrate(args: argparse.Namespace) -> int:
 
     if args.run is not None:
         check_run_name(args.run)
-    if _is_dcp_dir(args.src):  # a DCP directory needs no trust: dcp_to_torch_save + weights-only
+    from ckptcompat.generations.detect import generation_of
+
+    if generation_of(args.src) is not None:  # G3 .mpt / G4 bundle: safetensors, no pickle
+        from ckptcompat.generations.migrate import migrate_generation
+
+        report = migrate_generation(
+            args.src,
+            args.dst,
+            run=args.run,
+            epoch=args.epoch,
+            class_path=args.class_path,
+            config=args.config,
+        )
+    elif _is_dcp_dir(args.src):  # a DCP directory needs no trust: dcp_to_torch_save + weights-only
         from ckptcompat.checkpoint.dcp_migrate import migrate_dcp
 
         report = migrate_dcp(

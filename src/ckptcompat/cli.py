@@ -117,6 +117,7 @@ def _doctor(args: argparse.Namespace) -> int:
     from ckptcompat import doctor
 
     flags = [*(["--json"] if args.json else []), *(["--verify-data"] if args.verify_data else [])]
+    flags += ["--python", args.python] if args.python else []
     return doctor.main([args.file, *flags])
 
 
@@ -227,6 +228,13 @@ def _add_doctor(sub: Any) -> None:
         action="store_true",
         help="also read every record and check the zip's CRC-32s (reads the whole file; "
         "default: off, and the report says the tensor bytes were not checked)",
+    )
+    doctor.add_argument(
+        "--python",
+        metavar="PATH",
+        help="interpreter of the venv that will load FILE: a plain load there fails on a "
+        "package the pickle needs that it cannot import (checked with importlib.util."
+        "find_spec, no package code runs; default: this environment)",
     )
     doctor.set_defaults(func=_doctor)
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from ckptcompat.doctor.data_check import DataCheck, not_checked, verify_data
 from ckptcompat.doctor.migration import Generation, Migration, generation, migration
+from ckptcompat.doctor.packages import Consumer, check_here, check_python, with_consumer
 from ckptcompat.doctor.pickle_walk import pickle_facts
 from ckptcompat.doctor.predict import predict
 from ckptcompat.doctor.render import render_text
@@ -101,6 +102,8 @@ class Diagnosis:
         versions: one report per torch minor, 2.4 first.
         data: what is known of the bytes the scan does not read (the zip CRC-32s,
             checked only when asked: ``--verify-data``).
+        consumer: the packages the globals need and which the loading environment lacks
+            (:mod:`ckptcompat.doctor.packages`); the plain-load predictions account for it.
     """
 
     path: str
@@ -123,6 +126,7 @@ class Diagnosis:
     migration: Migration
     versions: tuple[VersionReport, ...]
     data: DataCheck = field(default_factory=DataCheck)
+    consumer: Consumer = field(default_factory=lambda: Consumer("not checked"))
 
     def for_torch(self, torch_version: str) -> VersionReport:
         """The report for the minor of ``torch_version`` (``"2.6.0+cu124"`` -> 2.6).
@@ -152,6 +156,7 @@ def diagnose(
     snapshot_dir: str | os.PathLike[str] | None = None,
     numpy_major: int | None = None,
     read_data: bool = False,
+    python: str | None = None,
 ) -> Diagnosis:
     """Diagnose ``path`` for every torch minor 2.4 ... 2.15 without loading it.
 
@@ -164,10 +169,14 @@ def diagnose(
         read_data: also read every record and check the zip's CRC-32s and local headers
             (a mismatch is a ``crc_mismatch`` finding: the file is corrupt); without it
             the storage bytes are never read, and ``data`` says so.
+        python: the interpreter of the environment that will load the file; default the
+            doctor's own. Its importable packages decide whether a plain load on torch
+            <= 2.5 finds every module the pickle names (:mod:`ckptcompat.doctor.packages`).
 
     Raises:
         CheckpointNotFoundError: no file (or a directory) at ``path``.
         CheckpointError: the file cannot be read.
+        InputError: ``python`` is not a runnable interpreter.
     """
     name = os.fspath(path)
     if not os.path.isfile(name):
@@ -196,9 +205,13 @@ def diagnose(
     all_profiles: tuple[Profile, ...] = (
         profiles() if snapshot_dir is None else profiles(snapshot_dir)
     )
+    consumer = check_python(python, result.globals) if python else check_here(result.globals)
     reports = []
     for profile in all_profiles:
         plain, wo = predict(result, facts, profile, numpy_major=numpy_major)
+        wo = with_consumer(wo, consumer, full_unpickler=False)
+        full = not profile.weights_only_default  # a plain load on <= 2.5: every global imported
+        plain = with_consumer(plain, consumer, full_unpickler=full)
         advisories = tuple(f"{a}: {meaning}" for a, meaning in profile.advisories)
         reports.append(
             VersionReport(profile.minor, profile.release, profile.basis, plain, wo, advisories)
@@ -224,6 +237,7 @@ def diagnose(
         migration=migrate,
         versions=tuple(reports),
         data=data,
+        consumer=consumer,
     )
 
 
@@ -273,6 +287,12 @@ def to_json(diag: Diagnosis) -> dict[str, Any]:
         "installed": dict(diag.installed),
         "numpy_major": diag.numpy_major,
         "migration": asdict(diag.migration),
+        "packages": list(diag.consumer.packages),
+        "consumer": {
+            "label": diag.consumer.label,
+            "missing": list(diag.consumer.missing),
+            "main_globals": list(diag.consumer.main_globals),
+        },
         "data": {
             "verified": diag.data.verified,
             "problems": list(diag.data.problems),
@@ -319,9 +339,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also read every record and check the zip's CRC-32s (reads the whole file)",
     )
+    parser.add_argument(
+        "--python",
+        metavar="PATH",
+        help="the interpreter of the venv that will load FILE (default: this one)",
+    )
     args = parser.parse_args(argv)
     try:
-        diag = diagnose(args.file, read_data=args.verify_data)
+        diag = diagnose(args.file, read_data=args.verify_data, python=args.python)
     except CheckpointError as exc:
         _write(f"ckptcompat doctor: {type(exc).__name__}: {exc}\n", sys.stderr)
         if args.json:

@@ -32,6 +32,7 @@ from typing import Any, NoReturn
 from ckptcompat import __version__
 from ckptcompat.cli_common import (
     EXIT_CODES_HELP,
+    EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
     HelpFormatter,
@@ -123,35 +124,48 @@ def _doctor(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- migrate
 def _check_source(src: str) -> None:
-    from ckptcompat.generations.detect import generation_of
-
-    if os.path.isfile(src) or _is_dcp_dir(src) or generation_of(src) is not None:
+    if os.path.exists(src):
         return
-    if os.path.isdir(src):
-        raise InputError(
-            "migrate reads one checkpoint file",
-            path=src,
-            expected="a .pt file (G1 model_<NNNN>.pt, a G2 whole-agent pickle, a state_dict)",
-            found="a directory",
-            fix="pass one checkpoint file inside it",
-        )
     raise CheckpointNotFoundError(
         "no checkpoint file here",
         path=src,
-        expected="an existing checkpoint file",
+        expected="an existing checkpoint file or directory",
         found="nothing at this path",
         fix="check the path",
     )
 
 
+def _migrate_directory(args: argparse.Namespace) -> int:
+    """``migrate DIR DATA_DIR``: every checkpoint of DIR, a per-file report (issue 22)."""
+    from ckptcompat.generations.batch import migrate_directory, render_results
+
+    if args.epoch is not None:
+        raise InputError(
+            "--epoch names one checkpoint; DIR holds many",
+            path=args.src,
+            fix="drop --epoch: each file's epoch comes from its name or metadata",
+        )
+    results = migrate_directory(
+        args.src,
+        args.dst,
+        run=args.run,
+        trust=args.trust,
+        class_path=args.class_path,
+        config=args.config,
+    )
+    sys.stdout.write(render_results(args.src, args.dst, results))
+    return EXIT_FAILED if any(r.outcome == "failed" for r in results) else EXIT_OK
+
+
 def _migrate(args: argparse.Namespace) -> int:
     _check_source(args.src)
     from ckptcompat.checkpoint.migrate import migrate
+    from ckptcompat.generations.detect import generation_of
 
     if args.run is not None:
         check_run_name(args.run)
-    from ckptcompat.generations.detect import generation_of
-
+    if os.path.isdir(args.src) and not _is_dcp_dir(args.src) and generation_of(args.src) is None:
+        return _migrate_directory(args)
     if generation_of(args.src) is not None:  # G3 .mpt / G4 bundle: safetensors, no pickle
         from ckptcompat.generations.migrate import migrate_generation
 
@@ -245,12 +259,16 @@ def _add_migrate(sub: Any) -> None:
         "migrate",
         "convert any checkpoint generation to the safe format",
         "Read SRC with weights_only=True and the curated allowlist, rebuild its agent, write "
-        "it in the safe format and check its outputs equal SRC's on a probe batch.",
+        "it in the safe format and check its outputs equal SRC's on a probe batch. A Metta "
+        "G3 .mpt or G4 bundle is read from its safetensors and architecture string, no code "
+        "run. A plain directory SRC migrates every checkpoint in it into DST (a data_dir) and "
+        "reports migrated / skipped / failed per file (exit 1 if any failed).",
     )
     migrate.add_argument(
         "src",
         metavar="SRC",
-        help="a G1 model_NNNN.pt, a G2 whole-agent pickle, a state_dict, or a DCP directory",
+        help="a G1 model_NNNN.pt, a G2 whole-agent pickle, a state_dict, a G3 .mpt, a G4 "
+        "bundle, a DCP directory, or a directory of any of these",
     )
     migrate.add_argument(
         "dst", metavar="DST", help="a .pt file, or a data_dir (then DST/RUN/checkpoints/)"

@@ -29,7 +29,7 @@ def test_doctor_explains_an_mpt(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert main(["doctor", str(mpt)]) == 0
     out = capsys.readouterr().out
     assert "Metta G3 .mpt" in out and "ckptcompat.agents.mlp.MLPAgent" in out
-    assert "2.4-2.15   fails | reads" in out and "safetensors 0.3.0" in out
+    assert "2.4-2.15   fails | reads" in out and "every safetensors release" in out
     assert main(["doctor", str(mpt), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["generation"] == "g3" and data["architecture"]["allowlisted"] is True

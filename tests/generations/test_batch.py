@@ -6,6 +6,7 @@ Runs in every cell: each file is read and each safe file written by that torch.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import gymnasium as gym
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from ckptcompat.agents import RecurrentAgent
+from ckptcompat.agents import MockAgent, RecurrentAgent
 from ckptcompat.checkpoint import legacy
 from ckptcompat.checkpoint.manager import SimpleCheckpointManager
 from ckptcompat.cli import main
@@ -23,7 +24,7 @@ from tests.generations.builders import tiny_agent, write_bundle, write_mpt
 
 
 def _store(tmp_path: Path) -> Path:
-    """A team's directory mixing G2 (one of a curated agent, one not), a bare state_dict,
+    """A team's directory mixing G1, G2 (one of a curated agent, one not), a bare state_dict,
     G3, G4 (directory and zip), a trainer state, an index, a note, a damaged file and a
     duplicate epoch."""
     store = tmp_path / "store"
@@ -37,6 +38,14 @@ def _store(tmp_path: Path) -> Path:
     legacy.write_g2(recurrent, store / legacy.g2_filename("team", 1, agent_step=10))
     legacy.write_g2(agent, store / legacy.g2_filename("mlp", 6))  # MLPAgent: not curated
     legacy.write_state_dict(agent.state_dict(), store / "team_v2.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from ckptcompat.policy.policy_metadata import PolicyMetadata
+        from ckptcompat.policy.policy_record import PolicyRecord
+
+        record = PolicyRecord(None, "g1", None, PolicyMetadata(epoch=7, agent_step=5))
+    record.policy = MockAgent()
+    legacy.write_g1(record, store / legacy.g1_filename(7))
     write_mpt(store / "team:v3.mpt", agent)
     write_bundle(store / "team_v4", agent, trainer_state=b"not read")
     write_bundle(store / "team_v5.zip", agent, as_zip=True)
@@ -66,6 +75,7 @@ def test_a_mixed_directory_migrates_into_one_run(tmp_path: Path) -> None:
     migrated = {n: r.generation for n, r in by_name.items() if r.outcome == "migrated"}
     g2 = next(n for n in by_name if n.startswith("team__e1"))
     assert migrated == {
+        "model_0007.pt": "g1",
         g2: "g2",
         "team_v2.pt": "state_dict",
         "team:v3.mpt": "g3",
@@ -85,7 +95,7 @@ def test_a_mixed_directory_migrates_into_one_run(tmp_path: Path) -> None:
     epochs = [
         e.epoch for e in SimpleCheckpointManager("team", tmp_path / "data").list_checkpoints()
     ]
-    assert epochs == [1, 2, 3, 4, 5]
+    assert epochs == [1, 2, 3, 4, 5, 7]
 
 
 def test_cli_prints_the_report_and_fails_on_a_failure(
@@ -99,12 +109,19 @@ def test_cli_prints_the_report_and_fails_on_a_failure(
     code = main([*argv, "--class-path", "ckptcompat.agents.mlp.MLPAgent", "--config", config])
     out = capsys.readouterr().out
     assert code == 1
-    assert out.splitlines()[0].endswith("5 migrated, 3 skipped, 3 failed")
-    assert len(out.splitlines()) == 12
+    assert out.splitlines()[0].endswith("6 migrated, 3 skipped, 3 failed")
+    assert len(out.splitlines()) == 13
     assert main([*argv, "--epoch", "1"]) == 2
 
 
-def test_destination_inside_the_source_is_refused(tmp_path: Path) -> None:
-    """Guards migrating a directory into itself (the new files would be read back)."""
+def test_destination_inside_the_source_and_no_checkpoints_are_input_errors(
+    tmp_path: Path,
+) -> None:
+    """Guards migrating a directory into itself (the new files would be read back) and a
+    directory without checkpoints reported as a success (issue 20: exit 2, nothing ran)."""
     with pytest.raises(InputError):
         migrate_directory(tmp_path, tmp_path / "data")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "notes.txt").write_text("x")
+    with pytest.raises(InputError, match="no checkpoint"):
+        migrate_directory(tmp_path / "src", tmp_path / "data")

@@ -44,6 +44,10 @@ _PLAIN = {
 }
 
 
+#: The oldest safetensors the dtype table names: "every release this project meets".
+_ANY_SAFETENSORS = "0.3.0"
+
+
 @dataclass(frozen=True)
 class ReaderPrediction:
     """One torch minor: a plain ``torch.load(FILE)`` and ``ckptcompat migrate``."""
@@ -64,8 +68,8 @@ class GenerationExplanation:
         allowlisted: the top-level name is on the architecture allowlist.
         safetensors_min: the first safetensors release that reads every dtype.
         readers: one prediction per torch minor, 2.4 first.
-        trainer_state: the doctor's verdict line on ``trainer_state.pt`` (directory bundle),
-            ``"inside the zip ..."`` for a zipped one, ``None`` without one.
+        trainer_state: ``"trainer_state.pt: <the doctor's verdict line>"`` (directory
+            bundle), ``"... inside the zip ..."`` for a zipped one, ``None`` without one.
         migrate_command: the command to run.
     """
 
@@ -109,7 +113,8 @@ def _trainer_state(source: GenerationSource) -> str | None:
         )
     from ckptcompat.doctor import diagnose, verdict_line
 
-    return verdict_line(diagnose(os.path.join(source.path, source.trainer_state)))
+    verdict = verdict_line(diagnose(os.path.join(source.path, source.trainer_state)))
+    return f"{source.trainer_state}: {verdict}"
 
 
 def explain_generation(path: str | os.PathLike[str]) -> GenerationExplanation:
@@ -137,7 +142,7 @@ def explain_generation(path: str | os.PathLike[str]) -> GenerationExplanation:
         what=_WHAT[(source.generation, source.container)],
         names=names,
         allowlisted=allowlisted,
-        safetensors_min=max(since or ["0.3.0"], key=_version_key),
+        safetensors_min=max(since or [_ANY_SAFETENSORS], key=_version_key),
         readers=readers,
         trainer_state=_trainer_state(source),
         migrate_command=command,
@@ -180,7 +185,12 @@ def render(exp: GenerationExplanation) -> str:
         f"{header.data_bytes} data bytes, dtypes {', '.join(header.dtypes) or '(none)'}"
         + (f", __metadata__ keys {sorted(header.metadata)}" if header.metadata else "")
     )
-    lines.append(f"  safetensors  load_file reads it from safetensors {exp.safetensors_min}")
+    if exp.safetensors_min == _ANY_SAFETENSORS:
+        lines.append("  safetensors  every safetensors release's load_file reads its dtypes")
+    else:
+        lines.append(
+            f"  safetensors  load_file reads its dtypes from safetensors {exp.safetensors_min}"
+        )
     if exp.trainer_state is not None:
         lines.append(f"  trainer      {exp.trainer_state}")
     lines.append("  torch        torch.load(FILE) | ckptcompat migrate")

@@ -143,7 +143,8 @@ def migrate_directory(
         One :class:`FileResult` per entry, in name order.
 
     Raises:
-        InputError: ``src`` is not a directory, or ``data_dir`` lies inside it.
+        InputError: ``src`` is not a directory, ``data_dir`` lies inside it, or no entry of
+            ``src`` is a checkpoint (an empty directory): nothing was checked.
     """
     src_dir, dst = Path(src), Path(data_dir)
     if not src_dir.is_dir():
@@ -171,6 +172,15 @@ def migrate_directory(
             continue
         detail = f"{report.destination} (run {report.run}, epoch {report.epoch})"
         results.append(FileResult(path.name, "migrated", report.generation, detail))
+    if all(r.outcome == "skipped" for r in results):
+        raise InputError(
+            "the directory holds no checkpoint to migrate",
+            path=src_dir,
+            expected="checkpoint files (.pt, .pth, .mpt), G4 bundles or DCP directories",
+            found=f"{len(results)} entries, none a checkpoint"
+            + (f" ({results[0].name}: {results[0].detail})" if results else ""),
+            fix="pass a directory of checkpoints, or one checkpoint file",
+        )
     return tuple(results)
 
 

@@ -27,7 +27,7 @@ from ckptcompat.checkpoint.migrate import MigrationReport
 from ckptcompat.checkpoint.saving import save_agent_file
 from ckptcompat.checkpoint.uri import file_uri
 from ckptcompat.errors import AgentMismatchError, CheckpointError, UnsafeCheckpointError
-from ckptcompat.generations.architecture import parse_architecture, resolve_class_path
+from ckptcompat.generations.architecture import resolve_class_path
 from ckptcompat.generations.detect import GenerationSource, open_generation, run_and_epoch
 from ckptcompat.generations.tensors import load_safetensors
 
@@ -37,20 +37,18 @@ __all__ = ["migrate_generation"]
 def _agent(
     source: GenerationSource, class_path: str | None, config: dict[str, Any] | None
 ) -> tuple[nn.Module, str]:
-    if source.call is None and config is None:
-        parse_architecture(source.architecture, path=source.path)  # raises the typed refusal
-    if source.call is None and class_path is None:
+    if source.call is not None:
+        chosen = resolve_class_path(source.call, class_path, path=source.path)
+        config = source.call.to_config() if config is None else config
+    elif class_path is not None and config is not None:
+        chosen = class_path
+    else:
         raise UnsafeCheckpointError(
-            "the architecture string was refused and no class was named",
+            "the architecture string was refused and no agent class and config were given",
             path=source.path,
             found=source.call_error,
-            fix="pass --class-path and --config",
+            fix="nothing in it was run; pass --class-path and --config",
         )
-    chosen = class_path if source.call is None else resolve_class_path(source.call, class_path)
-    assert chosen is not None
-    if config is None:
-        assert source.call is not None
-        config = source.call.to_config()
     agent = build_agent(chosen, config)
     weights = load_safetensors(source.read_weights(), path=source.path, header=source.header)
     try:

@@ -48,6 +48,8 @@ def test_doctor_explains_a_bundle_and_its_trainer_state(
     out = capsys.readouterr().out
     assert "Metta G4 checkpoint bundle" in out and "policy_spec  class_path=metta" in out
     assert "trainer      " in out
+    damaged = write_bundle(tmp_path / "r_v4", tiny_agent(), trainer_state=b"")
+    assert "trainer_state.pt: " in (explain_generation(damaged).trainer_state or "")
     zipped = write_bundle(tmp_path / "r_v3.zip", tiny_agent(), as_zip=True)
     assert explain_generation(zipped).source.container == "zip"
 

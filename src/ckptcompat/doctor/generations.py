@@ -25,6 +25,7 @@ from typing import Any
 
 from ckptcompat import versions_facts
 from ckptcompat.doctor.rules import MINORS
+from ckptcompat.errors import CheckpointError
 from ckptcompat.generations.architecture import ALLOWED_ARCHITECTURES
 from ckptcompat.generations.detect import GenerationSource, open_generation
 
@@ -113,7 +114,10 @@ def _trainer_state(source: GenerationSource) -> str | None:
         )
     from ckptcompat.doctor import diagnose, verdict_line
 
-    verdict = verdict_line(diagnose(os.path.join(source.path, source.trainer_state)))
+    try:
+        verdict = verdict_line(diagnose(os.path.join(source.path, source.trainer_state)))
+    except CheckpointError as exc:  # the weights are still explained
+        verdict = f"cannot be read: {type(exc).__name__}: {exc}"
     return f"{source.trainer_state}: {verdict}"
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import io
 import json
 import struct
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -89,3 +91,25 @@ def test_damaged_bundle_fails_typed(tmp_path: Path) -> None:
     bundle.mkdir()
     (bundle / "policy_spec.json").write_text("[]")
     assert main(["doctor", str(bundle)]) == 1
+
+
+def test_the_doctor_on_g3_g4_imports_neither_torch_nor_the_architecture(tmp_path: Path) -> None:
+    """Guards the doctor pulling in torch (seconds, and absent on a bare machine) or the
+    module an architecture string names, for .mpt and bundles."""
+    agent = tiny_agent()
+    files = [
+        str(write_mpt(tmp_path / "r:v1.mpt", agent, architecture="this.Zen(strict=True)")),
+        str(write_bundle(tmp_path / "r_v2", agent)),
+        str(write_bundle(tmp_path / "r_v3.zip", agent, as_zip=True)),
+    ]
+    code = (
+        "import sys, io, contextlib; from ckptcompat.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    codes = [main(['doctor', p, *j]) for p in sys.argv[1:] for j in ([], ['--json'])]\n"
+        "mods = ('torch', 'numpy', 'this', 'ckptcompat.agents')\n"
+        "print('CODES', codes, 'LOADED', [m for m in mods if m in sys.modules])\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *files], capture_output=True, text=True, check=True
+    )
+    assert proc.stdout.strip().splitlines()[-1] == "CODES [0, 0, 0, 0, 0, 0] LOADED []"

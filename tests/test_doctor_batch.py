@@ -132,3 +132,26 @@ def test_checkpoint_paths_does_not_follow_links(tree: Path) -> None:
     found = list(batch.checkpoint_paths([tree]))
     assert all("loop" not in p.parts for p in found)
     assert tree / "runs" / "zero.pt" not in found
+
+
+def test_metta_generations_in_a_tree_are_one_line_each(tmp_path: Path) -> None:
+    """Guards a G4 bundle directory walked as loose files (its weights.safetensors and
+    policy_spec.json explained as "not a torch.save file") and a G3 .mpt explained as a
+    broken torch zip, once `doctor DIR` met issue 22's generations: each is one checkpoint
+    with the generation's summary, its JSON the generation's document."""
+    from tests.generations.builders import tiny_agent, write_bundle, write_mpt
+
+    store = tmp_path / "store"
+    store.mkdir()
+    write_mpt(store / "team:v3.mpt", tiny_agent())
+    write_bundle(store / "team_v4", tiny_agent())
+    write_bundle(store / "team_v5.zip", tiny_agent(), as_zip=True)
+    proc = _doctor(store)
+    assert proc.returncode == 0, proc.stderr
+    lines = dict(line.split(": ", 1) for line in proc.stdout.splitlines())
+    assert list(lines) == [str(store / n) for n in ("team:v3.mpt", "team_v4", "team_v5.zip")]
+    assert lines[str(store / "team:v3.mpt")].startswith("Metta G3 .mpt")
+    assert lines[str(store / "team_v4")].startswith("Metta G4 checkpoint bundle")
+    assert all("migrate reads" in summary for summary in lines.values())
+    records = [json.loads(line) for line in _doctor(store, "--json").stdout.splitlines()]
+    assert [r["generation"] for r in records] == ["g3", "g4", "g4"]

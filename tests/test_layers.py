@@ -2,8 +2,9 @@
 
 The layers, bottom first (docs/design.md): the standard-library leaves (errors,
 versions_facts, numerics, locator); agents and scan; load_errors; torch_compat; checkpoint;
-doctor and policy; rl; evaluation; remote; harness; the CLI. Read from the AST, imports under
-``TYPE_CHECKING`` and inside functions included: a lazy import is still an arrow.
+generations (Metta G3/G4, issue 22); doctor and policy; rl; evaluation; remote; harness;
+the CLI. Read from the AST, imports under ``TYPE_CHECKING`` and inside functions included:
+a lazy import is still an arrow.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ import ckptcompat
 PACKAGE = Path(ckptcompat.__file__).resolve().parent
 #: Layer of each top-level module or package of ckptcompat; an import may only go to a
 #: lower or equal layer.
-LAYERS: dict[str, int] = {
+LAYERS: dict[str, float] = {
     "ckptcompat": 0, "errors": 0, "versions_facts": 0, "numerics": 0, "locator": 0,
     "agents": 1, "scan": 1,
     "load_errors": 2,
     "torch_compat": 3,
     "checkpoint": 4,
+    "generations": 4.5,
     "doctor": 5, "policy": 5,
     "rl": 6,
     "evaluation": 7,

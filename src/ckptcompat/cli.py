@@ -34,6 +34,7 @@ from typing import Any, NoReturn
 from ckptcompat import __version__
 from ckptcompat.cli_common import (
     EXIT_CODES_HELP,
+    EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
     HelpFormatter,
@@ -102,50 +103,93 @@ def _is_dcp_dir(path: str) -> bool:
 
 def _doctor(args: argparse.Namespace) -> int:
     paths: list[str] = args.paths
-    if len(paths) > 1 or (os.path.isdir(paths[0]) and not _is_dcp_dir(paths[0])):
+    single = paths[0] if len(paths) == 1 else None
+    if single is not None:
+        from ckptcompat.generations.detect import generation_of
+
+        if generation_of(single) is not None:  # Metta G3 .mpt or G4 bundle (issue 22)
+            from ckptcompat.doctor.generations import explain_generation, render, to_json
+
+            explanation = explain_generation(single)
+            text = json.dumps(to_json(explanation), indent=1) + "\n" if args.json else None
+            sys.stdout.write(text or render(explanation))
+            return EXIT_OK
+        if _is_dcp_dir(single):  # a torch.distributed.checkpoint directory (issue 18)
+            from ckptcompat.doctor.dcp import explain_dcp, render_dcp
+            from ckptcompat.doctor.dcp import to_json as dcp_json
+
+            dcp = explain_dcp(single)
+            print(json.dumps(dcp_json(dcp)) if args.json else render_dcp(dcp))
+            return EXIT_OK
+    if single is None or os.path.isdir(single):
         from ckptcompat.doctor import batch  # several paths or a tree: one line per file
 
-        return batch.run(paths, as_json=args.json, read_data=args.verify_data)
-    if _is_dcp_dir(paths[0]):  # a torch.distributed.checkpoint directory (issue 18)
-        from ckptcompat.doctor.dcp import explain_dcp, render_dcp, to_json
-
-        explanation = explain_dcp(paths[0])
-        print(json.dumps(to_json(explanation)) if args.json else render_dcp(explanation))
-        return EXIT_OK
+        return batch.run(
+            paths, as_json=args.json, read_data=args.verify_data, python=args.python
+        )
     from ckptcompat import doctor
 
     flags = [*(["--json"] if args.json else []), *(["--verify-data"] if args.verify_data else [])]
-    return doctor.main([paths[0], *flags])
+    flags += ["--python", args.python] if args.python else []
+    return doctor.main([single, *flags])
 
 
 # ---------------------------------------------------------------------------- migrate
 def _check_source(src: str) -> None:
-    if os.path.isfile(src) or _is_dcp_dir(src):
+    if os.path.exists(src):
         return
-    if os.path.isdir(src):
-        raise InputError(
-            "migrate reads one checkpoint file",
-            path=src,
-            expected="a .pt file (G1 model_<NNNN>.pt, a G2 whole-agent pickle, a state_dict)",
-            found="a directory",
-            fix="pass one checkpoint file inside it",
-        )
     raise CheckpointNotFoundError(
         "no checkpoint file here",
         path=src,
-        expected="an existing checkpoint file",
+        expected="an existing checkpoint file or directory",
         found="nothing at this path",
         fix="check the path",
     )
 
 
+def _migrate_directory(args: argparse.Namespace) -> int:
+    """``migrate DIR DATA_DIR``: every checkpoint of DIR, a per-file report (issue 22)."""
+    from ckptcompat.generations.batch import migrate_directory, render_results
+
+    if args.epoch is not None:
+        raise InputError(
+            "--epoch names one checkpoint; DIR holds many",
+            path=args.src,
+            fix="drop --epoch: each file's epoch comes from its name or metadata",
+        )
+    results = migrate_directory(
+        args.src,
+        args.dst,
+        run=args.run,
+        trust=args.trust,
+        class_path=args.class_path,
+        config=args.config,
+    )
+    sys.stdout.write(render_results(args.src, args.dst, results))
+    return EXIT_FAILED if any(r.outcome == "failed" for r in results) else EXIT_OK
+
+
 def _migrate(args: argparse.Namespace) -> int:
     _check_source(args.src)
     from ckptcompat.checkpoint.migrate import migrate
+    from ckptcompat.generations.detect import generation_of
 
     if args.run is not None:
         check_run_name(args.run)
-    if _is_dcp_dir(args.src):  # a DCP directory needs no trust: dcp_to_torch_save + weights-only
+    if os.path.isdir(args.src) and not _is_dcp_dir(args.src) and generation_of(args.src) is None:
+        return _migrate_directory(args)
+    if generation_of(args.src) is not None:  # G3 .mpt / G4 bundle: safetensors, no pickle
+        from ckptcompat.generations.migrate import migrate_generation
+
+        report = migrate_generation(
+            args.src,
+            args.dst,
+            run=args.run,
+            epoch=args.epoch,
+            class_path=args.class_path,
+            config=args.config,
+        )
+    elif _is_dcp_dir(args.src):  # a DCP directory needs no trust: dcp_to_torch_save + weights-only
         from ckptcompat.checkpoint.dcp_migrate import migrate_dcp
 
         report = migrate_dcp(
@@ -216,6 +260,13 @@ def _add_doctor(sub: Any) -> None:
         help="also read every record and check the zip's CRC-32s (reads the whole file; "
         "default: off, and the report says the tensor bytes were not checked)",
     )
+    doctor.add_argument(
+        "--python",
+        metavar="PATH",
+        help="interpreter of the venv that will load FILE: a plain load there fails on a "
+        "package the pickle needs that it cannot import (checked with importlib.util."
+        "find_spec, no package code runs; default: this environment)",
+    )
     doctor.set_defaults(func=_doctor)
 
 
@@ -225,12 +276,16 @@ def _add_migrate(sub: Any) -> None:
         "migrate",
         "convert any checkpoint generation to the safe format",
         "Read SRC with weights_only=True and the curated allowlist, rebuild its agent, write "
-        "it in the safe format and check its outputs equal SRC's on a probe batch.",
+        "it in the safe format and check its outputs equal SRC's on a probe batch. A Metta "
+        "G3 .mpt or G4 bundle is read from its safetensors and architecture string, no code "
+        "run. A plain directory SRC migrates every checkpoint in it into DST (a data_dir) and "
+        "reports migrated / skipped / failed per file (exit 1 if any failed).",
     )
     migrate.add_argument(
         "src",
         metavar="SRC",
-        help="a G1 model_NNNN.pt, a G2 whole-agent pickle, a state_dict, or a DCP directory",
+        help="a G1 model_NNNN.pt, a G2 whole-agent pickle, a state_dict, a G3 .mpt, a G4 "
+        "bundle, a DCP directory, or a directory of any of these",
     )
     migrate.add_argument(
         "dst", metavar="DST", help="a .pt file, or a data_dir (then DST/RUN/checkpoints/)"

@@ -176,7 +176,11 @@ def add_eval_parser(sub: Any, *, epilog: str) -> None:
         help="where this worker's DuckDB shard goes, created if missing (required)",
     )
     stop = worker.add_mutually_exclusive_group()
-    stop.add_argument("--once", action="store_true", help="stop after one task")
+    stop.add_argument(
+        "--once",
+        action="store_true",
+        help="stop after one task (default: off: run until --max-tasks, --idle-exit or interrupted)",
+    )
     stop.add_argument(
         "--max-tasks",
         type=int_at_least(1),
@@ -262,6 +266,8 @@ def add_eval_parser(sub: Any, *, epilog: str) -> None:
         metavar="FILE",
         help="write the reference cell's mean returns to FILE (default: none)",
     )
-    report.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    report.add_argument(
+        "--json", action="store_true", help="print JSON instead of a table (default: a table)"
+    )
     _dsn(report)
     report.set_defaults(func=report_command)

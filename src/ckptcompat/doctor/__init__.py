@@ -26,6 +26,7 @@ from typing import Any
 from ckptcompat.doctor.data_check import DataCheck, not_checked, verify_data
 from ckptcompat.doctor.location import DeviceCheck, check_devices, visible_cuda_devices
 from ckptcompat.doctor.migration import Generation, Migration, generation, migration
+from ckptcompat.doctor.packages import Consumer, check_here, check_python, with_consumer
 from ckptcompat.doctor.pickle_walk import pickle_facts, root_object
 from ckptcompat.doctor.predict import predict
 from ckptcompat.doctor.prefixes import KeyPrefix, find_prefix, state_dict_keys
@@ -111,6 +112,8 @@ class Diagnosis:
         key_prefix: a wrapper prefix every state_dict key carries (DDP's ``module.``,
             torch.compile's ``_orig_mod.``), which ``load_state_dict(strict=True)`` into
             the bare agent refuses; None when there is none or no state_dict was found.
+        consumer: the packages the globals need and which the loading environment lacks
+            (:mod:`ckptcompat.doctor.packages`); the plain-load predictions account for it.
     """
 
     path: str
@@ -135,6 +138,7 @@ class Diagnosis:
     data: DataCheck = field(default_factory=DataCheck)
     devices: DeviceCheck = field(default_factory=lambda: check_devices((), 0))
     key_prefix: KeyPrefix | None = None
+    consumer: Consumer = field(default_factory=lambda: Consumer("not checked"))
 
     def for_torch(self, torch_version: str) -> VersionReport:
         """The report for the minor of ``torch_version`` (``"2.6.0+cu124"`` -> 2.6).
@@ -182,6 +186,7 @@ def diagnose(
     numpy_major: int | None = None,
     read_data: bool = False,
     cuda_devices: int | None = None,
+    python: str | None = None,
 ) -> Diagnosis:
     """Diagnose ``path`` for every torch minor 2.4 ... 2.15 without loading it.
 
@@ -197,10 +202,14 @@ def diagnose(
         cuda_devices: CUDA devices on the loading side, for the storages' location tags;
             default the devices visible here (:func:`~ckptcompat.doctor.location.
             visible_cuda_devices`, read without torch).
+        python: the interpreter of the environment that will load the file; default the
+            doctor's own. Its importable packages decide whether a plain load on torch
+            <= 2.5 finds every module the pickle names (:mod:`ckptcompat.doctor.packages`).
 
     Raises:
         CheckpointNotFoundError: no file (or a directory) at ``path``.
         CheckpointError: the file cannot be read.
+        InputError: ``python`` is not a runnable interpreter.
     """
     name = os.fspath(path)
     if not os.path.isfile(name):
@@ -230,9 +239,13 @@ def diagnose(
     all_profiles: tuple[Profile, ...] = (
         profiles() if snapshot_dir is None else profiles(snapshot_dir)
     )
+    consumer = check_python(python, result.globals) if python else check_here(result.globals)
     reports = []
     for profile in all_profiles:
         plain, wo = predict(result, facts, profile, numpy_major=numpy_major)
+        wo = with_consumer(wo, consumer, full_unpickler=False)
+        full = not profile.weights_only_default  # a plain load on <= 2.5: every global imported
+        plain = with_consumer(plain, consumer, full_unpickler=full)
         advisories = tuple(f"{a}: {meaning}" for a, meaning in profile.advisories)
         reports.append(
             VersionReport(profile.minor, profile.release, profile.basis, plain, wo, advisories)
@@ -263,6 +276,7 @@ def diagnose(
             (s.location for s in result.storages),
             visible_cuda_devices() if cuda_devices is None else cuda_devices,
         ),
+        consumer=consumer,
     )
 
 
@@ -320,6 +334,12 @@ def to_json(diag: Diagnosis) -> dict[str, Any]:
             "certain": diag.devices.certain,
             "fix": diag.devices.fix,
         },
+        "packages": list(diag.consumer.packages),
+        "consumer": {
+            "label": diag.consumer.label,
+            "missing": list(diag.consumer.missing),
+            "main_globals": list(diag.consumer.main_globals),
+        },
         "data": {
             "verified": diag.data.verified,
             "problems": list(diag.data.problems),
@@ -368,9 +388,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also read every record and check the zip's CRC-32s (reads the whole file)",
     )
+    parser.add_argument(
+        "--python",
+        metavar="PATH",
+        help="the interpreter of the venv that will load FILE (default: this one)",
+    )
     args = parser.parse_args(argv)
     try:
-        diag = diagnose(args.file, read_data=args.verify_data)
+        diag = diagnose(args.file, read_data=args.verify_data, python=args.python)
     except CheckpointError as exc:
         write_escaped(f"ckptcompat doctor: {type(exc).__name__}: {exc}\n", sys.stderr)
         if args.json:

@@ -1,12 +1,14 @@
 """``ckptcompat doctor PATH...``: one summary line per checkpoint under several paths.
 
 A team's store is a tree of runs, not one file. Each path is a checkpoint file, a
-torch.distributed.checkpoint directory (a folder holding ``.metadata``, examined as one
-checkpoint), or a directory searched recursively for both. Every regular file found is
-diagnosed (:func:`ckptcompat.doctor.diagnose`), so a stray ``index.json`` or a web page
-saved as ``.pt`` gets its one-line answer too; symbolic links inside directories are not
-followed (a link loop or a link to ``/dev/zero`` must not hang the walk), and FIFOs,
-sockets and devices are skipped because opening them can block.
+torch.distributed.checkpoint directory (a folder holding ``.metadata``) or a Metta G4
+bundle directory (holding ``policy_spec.json``), each examined as one checkpoint, or a
+directory searched recursively for all of them. ``.mpt`` and ``.zip`` files that are G3/G4
+checkpoints get the generation's explanation (:mod:`ckptcompat.doctor.generations`). Every
+other regular file found is diagnosed (:func:`ckptcompat.doctor.diagnose`), so a stray
+``index.json`` or a web page saved as ``.pt`` gets its one-line answer too. Symbolic
+links inside directories are not followed (a link loop or a link to ``/dev/zero`` must not
+hang the walk), and FIFOs, sockets and devices are skipped: opening them can block.
 
 Output, in path order (sorted within each directory):
 
@@ -41,6 +43,24 @@ def _is_dcp_dir(path: Path) -> bool:
     return path.is_dir() and (path / DCP_METADATA_NAME).is_file()
 
 
+def _is_bundle_dir(path: Path) -> bool:
+    """A Metta G4 checkpoint bundle directory (issue 22): one checkpoint, not a tree."""
+    from ckptcompat.generations.detect import SPEC_NAME
+
+    return path.is_dir() and (path / SPEC_NAME).is_file()
+
+
+def _is_generation(path: Path) -> bool:
+    """A G3 ``.mpt`` or G4 bundle (a directory or a ``.zip``). Only those names are opened
+    as zips here: a torch ``.pt`` is a zip too, and reading every file's zip directory
+    twice would double the cost of a store of ordinary checkpoints."""
+    if not (_is_bundle_dir(path) or path.suffix in (".mpt", ".zip")):
+        return False
+    from ckptcompat.generations.detect import generation_of
+
+    return generation_of(path) is not None
+
+
 def _walk(root: Path) -> Iterator[Path]:
     """Regular files and DCP directories under ``root``, sorted, links not followed."""
     try:
@@ -56,7 +76,7 @@ def _walk(root: Path) -> Iterator[Path]:
             yield path
             continue
         if stat.S_ISDIR(mode):
-            if _is_dcp_dir(path):
+            if _is_dcp_dir(path) or _is_bundle_dir(path):
                 yield path
             else:
                 yield from _walk(path)
@@ -71,7 +91,7 @@ def checkpoint_paths(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
     :func:`examine` reports it."""
     for given in paths:
         path = Path(given)
-        if path.is_dir() and not _is_dcp_dir(path):
+        if path.is_dir() and not (_is_dcp_dir(path) or _is_bundle_dir(path)):
             yield from _walk(path)
         else:
             yield path
@@ -106,7 +126,9 @@ def _dcp_summary(explanation: Any) -> str:
     return f"DCP directory written by {explanation.written_by}; " + "; ".join(spans)
 
 
-def examine(path: Path, *, read_data: bool = False, as_json: bool = False) -> BatchLine:
+def examine(
+    path: Path, *, read_data: bool = False, as_json: bool = False, python: str | None = None
+) -> BatchLine:
     """Diagnose one file or DCP directory; a typed error becomes a line, never a raise.
 
     Raises nothing for unreadable input: :class:`~ckptcompat.errors.CheckpointError` (and
@@ -116,6 +138,12 @@ def examine(path: Path, *, read_data: bool = False, as_json: bool = False) -> Ba
     from ckptcompat import doctor
 
     try:
+        if _is_generation(path):  # Metta G3 / G4 (issue 22)
+            from ckptcompat.doctor import generations
+
+            explained = generations.explain_generation(path)
+            document = generations.to_json(explained) if as_json else None
+            return BatchLine(path, generations.summary_line(explained), document, None)
         if _is_dcp_dir(path):
             from ckptcompat.doctor.dcp import explain_dcp, to_json
 
@@ -130,7 +158,7 @@ def examine(path: Path, *, read_data: bool = False, as_json: bool = False) -> Ba
                 found="nothing" if not path.exists() else "not a regular file",
                 fix="check the path",
             )
-        diag = doctor.diagnose(path, read_data=read_data)
+        diag = doctor.diagnose(path, read_data=read_data, python=python)
     except CheckpointError as exc:
         return BatchLine(path, None, doctor.error_json(str(path), exc), exc)
     document = doctor.to_json(diag) if as_json else None
@@ -142,18 +170,20 @@ def run(
     *,
     as_json: bool = False,
     read_data: bool = False,
+    python: str | None = None,
     out: Any = None,
     err: Any = None,
 ) -> int:
     """Print one line per checkpoint under ``paths`` (module docstring) and return the
-    exit code: 0 when every path was read, 2 when any could not be (or none was found)."""
+    exit code: 0 when every path was read, 2 when any could not be (or none was found).
+    ``python``: the loading environment's interpreter (``doctor --python``)."""
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
     from ckptcompat.doctor import write_escaped
 
     read = failed = 0
     for path in checkpoint_paths(paths):
-        line = examine(path, read_data=read_data, as_json=as_json)
+        line = examine(path, read_data=read_data, as_json=as_json, python=python)
         if line.error is None:
             read += 1
         else:

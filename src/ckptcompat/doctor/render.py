@@ -64,6 +64,17 @@ def _summary(diag: Diagnosis) -> list[str]:
         lines.append(
             f"  globals      {len(diag.globals)}; outside torch's weights-only defaults: {outside}"
         )
+    if diag.consumer.packages:
+        missing = ", ".join(diag.consumer.missing) or "none"
+        lines.append(
+            f"  packages     {', '.join(diag.consumer.packages)}; not importable in "
+            f"{diag.consumer.label}: {missing}"
+        )
+    if diag.consumer.main_globals:
+        lines.append(
+            f"  __main__     {_short(list(diag.consumer.main_globals))}: defined by the saving "
+            "script; a plain load elsewhere fails"
+        )
     if diag.numpy_dtypes:
         pairs = [f"{c} -> {numpy_dtype_class(c) or '?'}" for c in diag.numpy_dtypes]
         lines.append(f"  numpy dtypes {', '.join(pairs)} (never named by the pickle)")

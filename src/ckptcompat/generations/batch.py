@@ -1,0 +1,197 @@
+"""``ckptcompat migrate DIR DATA_DIR``: every checkpoint of a directory, one report per file.
+
+Each entry of ``DIR`` (sorted by name, not recursive) is dispatched on what it is:
+
+* a G3 ``.mpt`` or a G4 bundle -> :func:`ckptcompat.generations.migrate.migrate_generation`;
+* a DCP directory -> :func:`ckptcompat.checkpoint.dcp_migrate.migrate_dcp`;
+* a ``.pt``/``.pth`` file (G1, G2, a state_dict, a safe-format file) ->
+  :func:`ckptcompat.checkpoint.migrate.migrate` (``trust`` as given: never by default);
+* anything else is skipped with the reason: a trainer state (``<run>_v<E>.trainer.pt``;
+  migrate converts agents), ``index.json``, hidden and temporary files, other directories
+  and suffixes.
+
+A typed ckptcompat error fails that file only (its class and message are the reason); the
+others go on. ``class_path``/``config`` are a fallback: each file is first migrated with
+what it says itself, and only an agent it cannot name or an architecture off the
+allowlist is retried with them, so one flag serves a directory that mixes a team's bare
+state_dicts with self-describing files. With ``run`` every file goes to that one run
+(two files of the same epoch: the second fails, migrate never overwrites).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from ckptcompat.checkpoint.layout import INDEX_NAME, TRAINER_FILE_RE, is_temp_name
+from ckptcompat.checkpoint.migrate import MigrationReport
+from ckptcompat.errors import (
+    AgentMismatchError,
+    CheckpointError,
+    InputError,
+    UnsafeCheckpointError,
+)
+from ckptcompat.generations.detect import generation_of
+
+__all__ = ["FileResult", "migrate_directory", "render_results"]
+
+Outcome = Literal["migrated", "skipped", "failed"]
+_PICKLE_SUFFIXES = (".pt", ".pth")
+_Migrate = Callable[[str | None, dict[str, Any] | None], MigrationReport]
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """What happened to one entry of the directory.
+
+    Attributes:
+        name: the entry's name in the directory.
+        outcome: ``migrated``, ``skipped`` or ``failed``.
+        generation: ``g1``, ``g2``, ``state_dict``, ``safe_v1``, ``dcp``, ``g3``, ``g4``;
+            ``None`` when skipped or unknown.
+        detail: the destination URI (migrated) or the reason (skipped, failed).
+    """
+
+    name: str
+    outcome: Outcome
+    generation: str | None
+    detail: str
+
+
+def _skip_reason(path: Path) -> str | None:
+    name = path.name
+    if name.startswith(".") or is_temp_name(name):
+        return "hidden or temporary file"
+    if name == INDEX_NAME:
+        return "a run index; the destination run writes its own"
+    if TRAINER_FILE_RE.match(name):
+        return "a trainer state (optimizer, RNG); migrate converts agents"
+    if path.is_dir():
+        return "a directory that is neither a G4 bundle nor a DCP checkpoint"
+    if path.suffix not in _PICKLE_SUFFIXES:
+        return f"not a checkpoint suffix ({path.suffix or 'none'}; .pt, .pth, .mpt, bundles)"
+    return None
+
+
+def _with_fallback(
+    migrate: _Migrate, class_path: str | None, config: dict[str, Any] | None
+) -> MigrationReport:
+    try:
+        return migrate(None, None)
+    except (AgentMismatchError, UnsafeCheckpointError):
+        if class_path is None and config is None:
+            raise
+        return migrate(class_path, config)
+
+
+def _migrate_one(
+    path: Path,
+    data_dir: Path,
+    *,
+    run: str | None,
+    trust: bool,
+    class_path: str | None,
+    config: dict[str, Any] | None,
+) -> MigrationReport:
+    from ckptcompat.checkpoint.dcp_migrate import is_dcp_dir
+
+    if generation_of(path) is not None:
+        from ckptcompat.generations.migrate import migrate_generation
+
+        def run_it(cp: str | None, cfg: dict[str, Any] | None) -> MigrationReport:
+            return migrate_generation(path, data_dir, run=run, class_path=cp, config=cfg)
+
+    elif is_dcp_dir(path):
+        from ckptcompat.checkpoint.dcp_migrate import migrate_dcp
+
+        def run_it(cp: str | None, cfg: dict[str, Any] | None) -> MigrationReport:
+            return migrate_dcp(path, data_dir, run=run, class_path=cp, config=cfg)
+
+    else:
+        from ckptcompat.checkpoint.migrate import migrate
+
+        def run_it(cp: str | None, cfg: dict[str, Any] | None) -> MigrationReport:
+            return migrate(path, data_dir, trust=trust, run=run, class_path=cp, config=cfg)
+
+    return _with_fallback(run_it, class_path, config)
+
+
+def migrate_directory(
+    src: str | os.PathLike[str],
+    data_dir: str | os.PathLike[str],
+    *,
+    run: str | None = None,
+    trust: bool = False,
+    class_path: str | None = None,
+    config: dict[str, Any] | None = None,
+) -> tuple[FileResult, ...]:
+    """Migrate every checkpoint in ``src`` into the safe format under ``data_dir``.
+
+    Args:
+        src: a directory of mixed generations (not recursed into, except bundles and DCP
+            directories, which are checkpoints).
+        data_dir: where the safe runs go (``<data_dir>/<run>/checkpoints/``).
+        run: put every file in this run (default: each file's own run).
+        trust: let the legacy reader fall back to ``weights_only=False`` (see
+            :func:`ckptcompat.checkpoint.migrate.migrate`).
+        class_path, config: the fallback agent (see the module docstring).
+
+    Returns:
+        One :class:`FileResult` per entry, in name order.
+
+    Raises:
+        InputError: ``src`` is not a directory, ``data_dir`` lies inside it, or no entry of
+            ``src`` is a checkpoint (an empty directory): nothing was checked.
+    """
+    src_dir, dst = Path(src), Path(data_dir)
+    if not src_dir.is_dir():
+        raise InputError("migrate DIR needs a directory", path=src_dir, found="no directory")
+    if dst.resolve().is_relative_to(src_dir.resolve()):
+        raise InputError(
+            "the destination lies inside the directory being migrated",
+            path=dst,
+            expected="a DATA_DIR outside DIR",
+            fix="choose a DATA_DIR elsewhere",
+        )
+    results = []
+    for path in sorted(src_dir.iterdir()):
+        is_checkpoint_dir = generation_of(path) is not None or (path / ".metadata").is_file()
+        reason = None if is_checkpoint_dir else _skip_reason(path)
+        if reason is not None:
+            results.append(FileResult(path.name, "skipped", None, reason))
+            continue
+        try:
+            report = _migrate_one(
+                path, dst, run=run, trust=trust, class_path=class_path, config=config
+            )
+        except CheckpointError as exc:
+            results.append(FileResult(path.name, "failed", None, f"{type(exc).__name__}: {exc}"))
+            continue
+        detail = f"{report.destination} (run {report.run}, epoch {report.epoch})"
+        results.append(FileResult(path.name, "migrated", report.generation, detail))
+    if all(r.outcome == "skipped" for r in results):
+        raise InputError(
+            "the directory holds no checkpoint to migrate",
+            path=src_dir,
+            expected="checkpoint files (.pt, .pth, .mpt), G4 bundles or DCP directories",
+            found=f"{len(results)} entries, none a checkpoint"
+            + (f" ({results[0].name}: {results[0].detail})" if results else ""),
+            fix="pass a directory of checkpoints, or one checkpoint file",
+        )
+    return tuple(results)
+
+
+def render_results(src: str, data_dir: str, results: tuple[FileResult, ...]) -> str:
+    """The per-file report: a count line, then ``outcome  name  generation  detail``."""
+    counts = {o: sum(r.outcome == o for r in results) for o in ("migrated", "skipped", "failed")}
+    lines = [
+        f"migrate {src} -> {data_dir}: "
+        + ", ".join(f"{n} {outcome}" for outcome, n in counts.items())
+    ]
+    width = max((len(r.name) for r in results), default=0)
+    for r in results:
+        lines.append(f"  {r.outcome:<8}  {r.name:<{width}}  {r.generation or '-':<10}  {r.detail}")
+    return "\n".join(lines) + "\n"

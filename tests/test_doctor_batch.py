@@ -116,7 +116,7 @@ def test_empty_directory_exits_2(tmp_path: Path) -> None:
     found is exit 2, with the count on stderr."""
     proc = _doctor(tmp_path)
     assert proc.returncode == 2 and proc.stdout == ""
-    assert "0 paths" in proc.stderr
+    assert "no checkpoint found" in proc.stderr
 
 
 def test_single_file_keeps_the_full_report(tree: Path) -> None:
@@ -155,3 +155,42 @@ def test_metta_generations_in_a_tree_are_one_line_each(tmp_path: Path) -> None:
     assert all("migrate reads" in summary for summary in lines.values())
     records = [json.loads(line) for line in _doctor(store, "--json").stdout.splitlines()]
     assert [r["generation"] for r in records] == ["g3", "g4", "g4"]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev_zero"])
+def test_a_lone_fifo_or_device_is_refused_not_opened(tmp_path: Path, kind: str) -> None:
+    """Guards `ckptcompat doctor PIPE` and `ckptcompat migrate PIPE DST` hanging forever,
+    and `doctor /dev/zero` growing to 7 GB in 6 s: the G3/G4 check opened any existing
+    path as a zip before the regular-file check (new-user trial, 2026-12-06). Both are
+    refused at once with "not a regular file", exit 2 (the subprocess timeout catches a
+    hang)."""
+    if kind == "fifo":
+        path = tmp_path / "pipe.pt"
+        os.mkfifo(path)
+    else:
+        path = Path("/dev/zero")
+    proc = _doctor(path)
+    assert proc.returncode == 2 and "not a regular file" in proc.stderr, proc.stderr
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    migrate = subprocess.run(
+        [sys.executable, "-m", "ckptcompat", "migrate", str(path), str(tmp_path / "out")],
+        capture_output=True, text=True, env=env, timeout=120, check=False,
+    )  # fmt: skip
+    assert migrate.returncode == 2 and "not a regular file" in migrate.stderr, migrate.stderr
+
+
+def test_unreadable_generation_alone_exits_2_with_json(tmp_path: Path) -> None:
+    """Guards the single-file doctor on a broken G4 bundle exiting 1 with nothing on
+    stdout under --json, where every other unreadable file exits 2 with the error as JSON
+    (README, new-user trial 2026-12-06)."""
+    from tests.generations.builders import tiny_agent, write_bundle
+
+    bundle = write_bundle(
+        tmp_path / "bad_v1",
+        tiny_agent(),
+        spec={"class_path": "x", "data_path": "weights.safetensors"},
+    )
+    proc = _doctor(bundle, "--json")
+    assert proc.returncode == 2, proc.stderr
+    document = json.loads(proc.stdout)
+    assert document["file"] == str(bundle) and document["error"]["type"]

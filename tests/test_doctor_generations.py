@@ -85,12 +85,12 @@ def test_new_dtypes_are_predicted_per_torch_version(tmp_path: Path) -> None:
 
 
 def test_damaged_bundle_fails_typed(tmp_path: Path) -> None:
-    """Guards the CLI: a damaged spec exits 1 (a check that failed) with a typed message,
-    no traceback."""
+    """Guards the CLI: a damaged spec exits 2 with a typed message, no traceback, as the
+    README promises for every file the doctor cannot read (it exited 1 at first)."""
     bundle = tmp_path / "b"
     bundle.mkdir()
     (bundle / "policy_spec.json").write_text("[]")
-    assert main(["doctor", str(bundle)]) == 1
+    assert main(["doctor", str(bundle)]) == 2
 
 
 def test_the_doctor_on_g3_g4_imports_neither_torch_nor_the_architecture(tmp_path: Path) -> None:

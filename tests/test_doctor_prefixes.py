@@ -74,6 +74,11 @@ def test_prefix_is_named_and_the_printed_fix_loads(tmp_path: Path, wrapper: str)
     loaded = torch.load(path, weights_only=True)
     bare = _apply_fix(dict(loaded if where == "root" else loaded["state_dict"]), expected)
     assert torch.equal(bare[0].weight, _model()[0].weight)
+    # The printed fix, pasted as it is (new-user trial: it lacked the step that takes a
+    # nested state_dict and ended in prose, "; then agent.load_state_dict(sd)").
+    agent = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    exec(diag.key_prefix.fix, {"torch": torch, "FILE": str(path), "agent": agent})
+    assert torch.equal(agent[0].weight, _model()[0].weight)
     assert doctor.to_json(diag)["key_prefix"]["prefix"] == expected
 
 

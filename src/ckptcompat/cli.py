@@ -44,7 +44,7 @@ from ckptcompat.cli_common import (
     json_object,
     typed,
 )
-from ckptcompat.errors import CheckpointNotFoundError, InputError
+from ckptcompat.errors import CheckpointError, CheckpointNotFoundError, InputError
 
 __all__ = ["main"]
 
@@ -110,7 +110,15 @@ def _doctor(args: argparse.Namespace) -> int:
         if generation_of(single) is not None:  # Metta G3 .mpt or G4 bundle (issue 22)
             from ckptcompat.doctor.generations import explain_generation, render, to_json
 
-            explanation = explain_generation(single)
+            try:
+                explanation = explain_generation(single)
+            except CheckpointError as exc:  # as for any unreadable file: exit 2, JSON on stdout
+                from ckptcompat.doctor import error_json, write_escaped
+
+                write_escaped(f"ckptcompat doctor: {type(exc).__name__}: {exc}\n", sys.stderr)
+                if args.json:
+                    print(json.dumps(error_json(single, exc), indent=1))
+                return EXIT_USAGE
             text = json.dumps(to_json(explanation), indent=1) + "\n" if args.json else None
             sys.stdout.write(text or render(explanation))
             return EXIT_OK
@@ -124,9 +132,7 @@ def _doctor(args: argparse.Namespace) -> int:
     if single is None or os.path.isdir(single):
         from ckptcompat.doctor import batch  # several paths or a tree: one line per file
 
-        return batch.run(
-            paths, as_json=args.json, read_data=args.verify_data, python=args.python
-        )
+        return batch.run(paths, as_json=args.json, read_data=args.verify_data, python=args.python)
     from ckptcompat import doctor
 
     flags = [*(["--json"] if args.json else []), *(["--verify-data"] if args.verify_data else [])]
@@ -136,13 +142,16 @@ def _doctor(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- migrate
 def _check_source(src: str) -> None:
-    if os.path.exists(src):
+    if os.path.isfile(src) or os.path.isdir(src):
         return
     raise CheckpointNotFoundError(
         "no checkpoint file here",
         path=src,
         expected="an existing checkpoint file or directory",
-        found="nothing at this path",
+        # A FIFO blocks open() forever and /dev/zero never ends: neither is read.
+        found="not a regular file (a FIFO, socket or device)"
+        if os.path.exists(src)
+        else "nothing at this path",
         fix="check the path",
     )
 

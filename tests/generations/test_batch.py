@@ -125,3 +125,29 @@ def test_destination_inside_the_source_and_no_checkpoints_are_input_errors(
     (tmp_path / "src" / "notes.txt").write_text("x")
     with pytest.raises(InputError, match="no checkpoint"):
         migrate_directory(tmp_path / "src", tmp_path / "data")
+
+
+def test_a_fifo_in_the_directory_is_skipped_not_opened(tmp_path: Path) -> None:
+    """Guards `migrate DIR` hanging on a FIFO named like a checkpoint (new-user trial,
+    2026-12-06: 120 s until killed): it is skipped as not a regular file and the rest
+    migrates. The migration runs in a thread so that a regression fails instead of
+    hanging the test run."""
+    import os
+    import threading
+
+    src = tmp_path / "src"
+    src.mkdir()
+    write_mpt(src / "team:v3.mpt", tiny_agent())
+    os.mkfifo(src / "pipe.pt")
+    results: list[object] = []
+    worker = threading.Thread(
+        target=lambda: results.append(migrate_directory(src, tmp_path / "data", run="team")),
+        daemon=True,
+    )
+    worker.start()
+    worker.join(timeout=120)
+    assert not worker.is_alive(), "migrate DIR blocked on a FIFO"
+    (report,) = results
+    outcomes = {r.name: (r.outcome, r.detail) for r in report}  # type: ignore[attr-defined]
+    assert outcomes["pipe.pt"][0] == "skipped" and "not a regular file" in outcomes["pipe.pt"][1]
+    assert outcomes["team:v3.mpt"][0] == "migrated"

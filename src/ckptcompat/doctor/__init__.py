@@ -217,7 +217,11 @@ def diagnose(
             "no checkpoint file here",
             path=name,
             expected="a file",
-            found="a directory" if os.path.isdir(name) else "nothing",
+            found="a directory"
+            if os.path.isdir(name)
+            else "not a regular file (a FIFO, socket or device)"
+            if os.path.exists(name)
+            else "nothing",
             fix="check the path",
         )
     installed = {"torch": _installed("torch"), "numpy": _installed("numpy")}

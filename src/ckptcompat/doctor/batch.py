@@ -148,8 +148,12 @@ def examine(
             from ckptcompat.doctor.dcp import explain_dcp, to_json
 
             explanation = explain_dcp(path)
-            document = to_json(explanation) if as_json else None
-            return BatchLine(path, _dcp_summary(explanation), document, None)
+            summary = _dcp_summary(explanation)
+            document = None
+            if as_json:  # the single-file keys first, as every other line has them
+                document = {"schema_version": doctor.JSON_SCHEMA_VERSION, "file": str(path),
+                            "summary": summary, **to_json(explanation)}  # fmt: skip
+            return BatchLine(path, summary, document, None)
         if not path.is_file():
             raise CheckpointNotFoundError(
                 "no checkpoint file here",
@@ -194,8 +198,12 @@ def run(
             write_escaped(f"{path}: {line.summary}\n", out)
         else:
             write_escaped(f"{path}: error: {type(line.error).__name__}: {line.error}\n", out)
-    write_escaped(
-        f"ckptcompat doctor: {read + failed} paths: {read} read, {failed} could not be read\n",
-        err,
-    )
+    if read + failed == 0:
+        write_escaped("ckptcompat doctor: no checkpoint found under the paths given\n", err)
+    else:
+        noun = "path" if read + failed == 1 else "paths"
+        write_escaped(
+            f"ckptcompat doctor: {read + failed} {noun}: {read} read, {failed} could not be read\n",
+            err,
+        )
     return 0 if failed == 0 and read > 0 else 2

@@ -39,7 +39,8 @@ class KeyPrefix:
         wrappers: the wrappers that add it, outermost first.
         keys: how many keys carry it.
         where: ``"root"`` or the key of the nested mapping (``"state_dict"``).
-        fix: the code that strips it before ``load_state_dict``.
+        fix: Python statements that load the file (``FILE``), take the state_dict and strip
+            the prefix before ``agent.load_state_dict(sd)``.
     """
 
     prefix: str
@@ -79,9 +80,12 @@ def find_prefix(keys: Sequence[str], where: str = "root") -> KeyPrefix | None:
     if not prefix:
         return None
     strip = "; ".join(f'consume_prefix_in_state_dict_if_present(sd, "{p}")' for p in _split(prefix))
+    # Python statements a user can paste (FILE and agent are theirs).
+    take = "sd = ckpt" if where == "root" else f"sd = ckpt[{where!r}]"
     fix = (
         "from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present; "
-        f"{strip}; then agent.load_state_dict(sd)"
+        f"ckpt = torch.load(FILE, weights_only=True); {take}; {strip}; "
+        "agent.load_state_dict(sd)"
     )
     return KeyPrefix(prefix, tuple(wrappers), len(keys), where, fix)
 

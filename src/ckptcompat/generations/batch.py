@@ -71,6 +71,8 @@ def _skip_reason(path: Path) -> str | None:
         return "a trainer state (optimizer, RNG); migrate converts agents"
     if path.is_dir():
         return "a directory that is neither a G4 bundle nor a DCP checkpoint"
+    if not path.is_file():  # a FIFO blocks open() forever, /dev/zero never ends
+        return "not a regular file (a FIFO, socket or device): never opened"
     if path.suffix not in _PICKLE_SUFFIXES:
         return f"not a checkpoint suffix ({path.suffix or 'none'}; .pt, .pth, .mpt, bundles)"
     return None

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from ckptcompat.generations.safetensors_header import (
     header_length,
     parse_header,
 )
+from ckptcompat.scan.archive_reader import ArchiveReader, BadZip
 
 __all__ = [
     "ARCHITECTURE_NAME",
@@ -127,19 +129,47 @@ class GenerationSource:
         return data
 
 
+#: A G3 .mpt holds 2 members and a G4 zip 2-3; a zip with more is not one of them, and its
+#: names are not read any further (a torch .pt of 4096 tensors has 4100).
+_MAX_GENERATION_MEMBERS = 64
+
+
 def _names(path: str) -> set[str] | None:
-    if os.path.isdir(path):
-        return set(os.listdir(path))
+    """The names at the root of a directory, or of a zip file's central directory; None for
+    anything else. Only directories and regular files are opened: a FIFO blocks ``open``
+    forever and ``/dev/zero`` never ends, so a path of another kind is not a generation
+    (the doctor and migrate then report it as "not a regular file"). The zip directory is
+    read through the scan's bounded reader (sizes and offsets checked against the file),
+    never zipfile's, which parses any number of entries."""
     try:
-        with zipfile.ZipFile(path) as zf:
-            return set(zf.namelist())
-    except _ZIP_ERRORS:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
         return None
+    if stat.S_ISDIR(mode):
+        try:
+            return set(os.listdir(path))
+        except OSError:
+            return None
+    if not stat.S_ISREG(mode):
+        return None
+    try:
+        reader = ArchiveReader(path)
+    except OSError:
+        return None
+    try:
+        directory = reader.zip_directory()
+        if len(directory.names) > _MAX_GENERATION_MEMBERS:
+            return None
+        return set(directory.names)
+    except (BadZip, OSError):
+        return None
+    finally:
+        reader.close()
 
 
 def generation_of(path: str | os.PathLike[str]) -> Generation | None:
     """``g3``, ``g4`` or ``None`` from the names at the container's root (nothing parsed)."""
-    names = _names(os.fspath(path)) if os.path.exists(path) else None
+    names = _names(os.fspath(path))
     if not names:
         return None
     if SPEC_NAME in names:

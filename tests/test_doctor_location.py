@@ -17,8 +17,9 @@ import pytest
 import torch
 import torch.serialization
 
-from ckptcompat import doctor
+from ckptcompat import doctor, torch_compat
 from ckptcompat.doctor.location import check_devices, visible_cuda_devices
+from ckptcompat.errors import CheckpointError
 
 
 def _save_on(path: Path, tag: str) -> dict[str, torch.Tensor]:
@@ -42,10 +43,12 @@ def test_cuda_file_prediction_matches_this_torch(tmp_path: Path) -> None:
     here = torch.cuda.device_count() if torch.cuda.is_available() else 0
     diag = doctor.diagnose(path, cuda_devices=here)
     assert diag.devices.locations == {"cuda:0": 2}
-    for weights_only in (False, True):
+    # A plain load (naive_load: torch.load with weights_only omitted, as a user writes it)
+    # and a weights-only one (torch_compat.load); torch.load is called only in torch_compat.
+    for load in (torch_compat.naive_load, torch_compat.load):
         try:
-            torch.load(path, weights_only=weights_only)
-        except (RuntimeError, pickle.UnpicklingError) as exc:
+            load(path)
+        except (RuntimeError, pickle.UnpicklingError, CheckpointError) as exc:
             # 2.4 wraps it for weights_only: "Weights only load failed ... WeightsUnpickler
             # error: Attempting to deserialize object on a CUDA device but ..."
             assert "deserialize object on a CUDA device" in str(exc)
@@ -57,7 +60,7 @@ def test_cuda_file_prediction_matches_this_torch(tmp_path: Path) -> None:
         if here == 0
         else "loads with weights_only"
     )
-    loaded = torch.load(path, weights_only=True, map_location="cpu")
+    loaded = torch_compat.load(path, map_location="cpu")
     assert all(torch.equal(loaded[k], v) for k, v in state.items())
 
 

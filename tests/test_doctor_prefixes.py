@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 from torch.nn.parallel import DistributedDataParallel
 
-from ckptcompat import doctor
+from ckptcompat import doctor, torch_compat
 from ckptcompat.doctor.prefixes import find_prefix
 
 
@@ -65,13 +65,13 @@ def test_prefix_is_named_and_the_printed_fix_loads(tmp_path: Path, wrapper: str)
     path = tmp_path / f"{wrapper}.pt"
     torch.save(saved, path)
     with pytest.raises(RuntimeError, match="Missing key"):
-        _model().load_state_dict(torch.load(path, weights_only=True) if where == "root" else sd)
+        _model().load_state_dict(torch_compat.load(path) if where == "root" else sd)
     diag = doctor.diagnose(path)
     assert diag.key_prefix is not None
     assert (diag.key_prefix.prefix, diag.key_prefix.where) == (expected, where)
     assert f"every key starts with {expected!r}" in doctor.verdict_line(diag)
     assert "consume_prefix_in_state_dict_if_present" in diag.key_prefix.fix
-    loaded = torch.load(path, weights_only=True)
+    loaded = torch_compat.load(path)
     bare = _apply_fix(dict(loaded if where == "root" else loaded["state_dict"]), expected)
     assert torch.equal(bare[0].weight, _model()[0].weight)
     # The printed fix, pasted as it is (new-user trial: it lacked the step that takes a

@@ -20,7 +20,8 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from importlib import metadata
 from typing import Any
 
@@ -159,11 +160,30 @@ def _world_size(args: argparse.Namespace) -> int:
     return args.nproc or launched or 1
 
 
+@contextmanager
+def _rank_session() -> Iterator[Any]:
+    """This process's distributed context (:func:`ckptcompat.rl.distributed.from_environment`),
+    left alive on the way out: a torchrun rank of ``run train|resume`` ends through
+    :func:`_rank_exit` (``os._exit``) right after its record, and the gloo group dies with it.
+
+    Destroying the group first deadlocked on torch 2.4.1 (CI, 2026-12-06: a two-rank
+    ``run resume`` hung until the test's 300 s timeout; rank 1 had exited, rank 0 sat in
+    ``destroy_process_group``). ``~ProcessGroupGloo`` joins its worker thread while holding
+    the GIL, and the worker, freeing the trainer's final barrier work, needs the GIL to drop
+    the Python object of a tensor that work still referenced (py-spy --native of the stuck
+    rank). The trainer's last act is that barrier, so every rank's files are complete when
+    the first rank leaves. A single process (no torchrun) gets the one-process context.
+    """
+    from ckptcompat.rl.distributed import from_environment
+
+    yield from_environment()
+
+
 def _rank_exit(code: int) -> int:
     """``code``; but a torchrun rank (``WORLD_SIZE`` > 1) ends here, without teardown.
 
-    A rank has left its process group (:func:`ckptcompat.rl.distributed.session`) and
-    written every file by now. Its interpreter's teardown sometimes aborts it
+    A rank has passed the trainer's final barrier (:func:`_rank_session`) and written
+    every file by now. Its interpreter's teardown sometimes aborts it
     ("terminate called without an active exception", SIGABRT) -- seen on 2.5.1 in CI (7
     tests of one cell) and on 2.15.0 in the matrix -- and torchrun then stops rank 0 before
     it prints its record, failing the whole run. So the rank leaves through
@@ -205,7 +225,6 @@ def train_step(args: argparse.Namespace) -> int:
         from ckptcompat.agents.registry import resolve_agent_class
         from ckptcompat.checkpoint.manager import SimpleCheckpointManager
         from ckptcompat.errors import AgentMismatchError
-        from ckptcompat.rl.distributed import session
         from ckptcompat.rl.trainer import train
         from ckptcompat.rl.trainer_config import TrainerConfig
 
@@ -220,7 +239,7 @@ def train_step(args: argparse.Namespace) -> int:
             )
         except (AgentMismatchError, ValueError) as exc:  # --agent, --agent-kwargs
             raise as_input(exc) from exc
-        with session() as dist:
+        with _rank_session() as dist:
             result = train(
                 config,
                 args.run,
@@ -255,10 +274,9 @@ def resume_step(args: argparse.Namespace) -> int:
         check_run_name(args.run)
         _world_size(args)
         from ckptcompat.checkpoint.manager import SimpleCheckpointManager
-        from ckptcompat.rl.distributed import session
         from ckptcompat.rl.trainer import resume
 
-        with session() as dist:
+        with _rank_session() as dist:
             result = resume(
                 args.run, args.dir, args.epochs, progress=False, dist=dist, source=args.source
             )

@@ -274,8 +274,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"dcp phase {cell} on {ctx.world_size} rank(s): {count} checks", flush=True)
     finally:
         if ctx.distributed and torch_dist.is_initialized():
+            # Every rank past here has written its records. The group is not destroyed:
+            # on 2.4.1 destroy_process_group right after a barrier can deadlock
+            # (~ProcessGroupGloo joins its worker under the GIL; the worker needs the GIL
+            # to free the barrier's work; cli_run._rank_session) and os._exit ends it.
             ctx.barrier()
-            torch_dist.destroy_process_group()
     if ctx.distributed:  # every record is written and fsynced (2.15's exit abort)
         distributed.exit_without_teardown(0)
     return 0

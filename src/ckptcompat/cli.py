@@ -185,9 +185,10 @@ def _migrate(args: argparse.Namespace) -> int:
 
     if args.run is not None:
         check_run_name(args.run)
-    if os.path.isdir(args.src) and not _is_dcp_dir(args.src) and generation_of(args.src) is None:
+    generation = generation_of(args.src)  # reads the zip directory: once
+    if os.path.isdir(args.src) and not _is_dcp_dir(args.src) and generation is None:
         return _migrate_directory(args)
-    if generation_of(args.src) is not None:  # G3 .mpt / G4 bundle: safetensors, no pickle
+    if generation is not None:  # G3 .mpt / G4 bundle: safetensors, no pickle
         from ckptcompat.generations.migrate import migrate_generation
 
         report = migrate_generation(

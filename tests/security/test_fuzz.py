@@ -4,8 +4,9 @@ Each case (the crafted reproducers of issue 23, then mutations of torch-written 
 bit flips, truncation, duplicated and deleted spans, zip fields, pickle opcodes, huge
 lengths, deep nesting, memo indices) runs through the doctor (API, ``--json
 --verify-data``), the ``ckptcompat doctor`` and ``ckptcompat migrate`` commands,
-``torch_compat.load``, ``load_from_uri`` of a bare path and the manager's indexed load, each in a forked child of one runner process
-(:mod:`ckptcompat.harness.fuzz.runner`). ``nox -s fuzz`` runs thousands.
+``torch_compat.load``, ``load_from_uri`` of a bare path and the manager's indexed load,
+each in a forked child of one runner process (:mod:`ckptcompat.harness.fuzz.runner`).
+``nox -s fuzz`` runs thousands.
 """
 
 from __future__ import annotations

@@ -239,6 +239,8 @@ def _migrate(args: argparse.Namespace) -> int:
         )
     print(f"migrated {report.source} ({report.generation}, loader={report.loader})")
     print(f"  -> {report.destination}  run={report.run} epoch={report.epoch}")
+    if report.stripped_prefix:
+        print(f"  renamed: stripped {report.stripped_prefix!r} from every state_dict key")
     print(f"  outputs equal on the probe batch: {report.outputs_equal}")
     return EXIT_OK
 

@@ -32,6 +32,7 @@ from importlib import metadata
 from typing import Any, NoReturn
 
 from ckptcompat import __version__
+from ckptcompat.checkpoint.layout import is_dcp_dir
 from ckptcompat.cli_common import (
     EXIT_CODES_HELP,
     EXIT_FAILED,
@@ -95,12 +96,6 @@ class _Version(argparse.Action):
 
 
 # ---------------------------------------------------------------------------- doctor
-def _is_dcp_dir(path: str) -> bool:
-    from ckptcompat.checkpoint.layout import DCP_METADATA_NAME
-
-    return os.path.isdir(path) and os.path.isfile(os.path.join(path, DCP_METADATA_NAME))
-
-
 def _explain_one(
     path: str,
     as_json: bool,
@@ -142,7 +137,7 @@ def _doctor(args: argparse.Namespace) -> int:
                 generations.to_json,
                 generations.render,
             )
-        if _is_dcp_dir(single):  # a torch.distributed.checkpoint directory (issue 18)
+        if is_dcp_dir(single):  # a torch.distributed.checkpoint directory (issue 18)
             from ckptcompat.doctor import dcp
 
             return _explain_one(single, args.json, dcp.explain_dcp, dcp.to_json, dcp.render_dcp)
@@ -203,7 +198,7 @@ def _migrate(args: argparse.Namespace) -> int:
     if args.run is not None:
         check_run_name(args.run)
     generation = generation_of(args.src)  # reads the zip directory: once
-    if os.path.isdir(args.src) and not _is_dcp_dir(args.src) and generation is None:
+    if os.path.isdir(args.src) and not is_dcp_dir(args.src) and generation is None:
         return _migrate_directory(args)
     if generation is not None:  # G3 .mpt / G4 bundle: safetensors, no pickle
         from ckptcompat.generations.migrate import migrate_generation
@@ -216,7 +211,7 @@ def _migrate(args: argparse.Namespace) -> int:
             class_path=args.class_path,
             config=args.config,
         )
-    elif _is_dcp_dir(args.src):  # a DCP directory needs no trust: dcp_to_torch_save + weights-only
+    elif is_dcp_dir(args.src):  # a DCP directory needs no trust: dcp_to_torch_save + weights-only
         from ckptcompat.checkpoint.dcp_migrate import migrate_dcp
 
         report = migrate_dcp(

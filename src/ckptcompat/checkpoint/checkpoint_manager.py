@@ -22,9 +22,9 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from ckptcompat.checkpoint.layout import parse_filename
 from ckptcompat.checkpoint.loading import DEFAULT_VERIFY, VerifyMode
 from ckptcompat.checkpoint.manager import SimpleCheckpointManager, check_selection
-from ckptcompat.checkpoint.layout import parse_filename
 from ckptcompat.checkpoint.saving import METADATA_KEYS
 from ckptcompat.checkpoint.trainer_state import TrainerState
 from ckptcompat.checkpoint.uri import file_uri, key_and_version, resolve

@@ -25,7 +25,7 @@ from ckptcompat import torch_compat
 from ckptcompat.agents.probe import probe_batch, run_probe
 from ckptcompat.agents.registry import build_agent, class_path_of
 from ckptcompat.checkpoint.dcp import dcp_files
-from ckptcompat.checkpoint.layout import DCP_DIR_RE, agent_filename
+from ckptcompat.checkpoint.layout import DCP_DIR_RE, agent_filename, is_dcp_dir
 from ckptcompat.checkpoint.manager import SimpleCheckpointManager
 from ckptcompat.checkpoint.migrate import MigrationReport
 from ckptcompat.checkpoint.saving import save_agent_file
@@ -33,12 +33,6 @@ from ckptcompat.checkpoint.uri import file_uri
 from ckptcompat.errors import AgentMismatchError, CheckpointError
 
 __all__ = ["is_dcp_dir", "migrate_dcp"]
-
-
-def is_dcp_dir(path: str | Path) -> bool:
-    """True for a directory holding DCP's ``.metadata`` (a finished DCP checkpoint)."""
-    path = Path(path)
-    return path.is_dir() and (path / ".metadata").is_file()
 
 
 def _state(directory: Path) -> dict[str, Any]:

@@ -44,6 +44,7 @@ __all__ = [
     "agent_filename",
     "checkpoints_dir",
     "dcp_dirname",
+    "is_dcp_dir",
     "is_temp_name",
     "parse_filename",
     "run_dir",
@@ -140,6 +141,16 @@ def temp_path(path: str | os.PathLike[str]) -> Path:
     """``<dir>/.<name>.tmp-<pid>``: the temp file an atomic write of ``path`` uses."""
     final = Path(path)
     return final.with_name(f".{final.name}.tmp-{os.getpid()}")
+
+
+def is_dcp_dir(path: str | os.PathLike[str]) -> bool:
+    """True for a directory holding DCP's ``.metadata`` (a finished DCP checkpoint).
+
+    The one spelling of the test: the doctor, ``migrate`` and ``migrate DIR`` each had
+    their own. Reads no file (``stat`` only); a link to such a directory counts.
+    """
+    path = Path(path)
+    return path.is_dir() and (path / DCP_METADATA_NAME).is_file()
 
 
 def is_temp_name(name: str) -> bool:

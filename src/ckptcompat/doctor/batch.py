@@ -33,14 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ckptcompat.checkpoint.layout import DCP_METADATA_NAME
+from ckptcompat.checkpoint.layout import is_dcp_dir
 from ckptcompat.errors import CheckpointError, CheckpointNotFoundError
 
 __all__ = ["BatchLine", "checkpoint_paths", "examine", "run"]
-
-
-def _is_dcp_dir(path: Path) -> bool:
-    return path.is_dir() and (path / DCP_METADATA_NAME).is_file()
 
 
 def _is_bundle_dir(path: Path) -> bool:
@@ -76,7 +72,7 @@ def _walk(root: Path) -> Iterator[Path]:
             yield path
             continue
         if stat.S_ISDIR(mode):
-            if _is_dcp_dir(path) or _is_bundle_dir(path):
+            if is_dcp_dir(path) or _is_bundle_dir(path):
                 yield path
             else:
                 yield from _walk(path)
@@ -91,7 +87,7 @@ def checkpoint_paths(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
     :func:`examine` reports it."""
     for given in paths:
         path = Path(given)
-        if path.is_dir() and not (_is_dcp_dir(path) or _is_bundle_dir(path)):
+        if path.is_dir() and not (is_dcp_dir(path) or _is_bundle_dir(path)):
             yield from _walk(path)
         else:
             yield path
@@ -144,7 +140,7 @@ def examine(
             explained = generations.explain_generation(path)
             document = generations.to_json(explained) if as_json else None
             return BatchLine(path, generations.summary_line(explained), document, None)
-        if _is_dcp_dir(path):
+        if is_dcp_dir(path):
             from ckptcompat.doctor.dcp import explain_dcp, to_json
 
             explanation = explain_dcp(path)

@@ -38,6 +38,7 @@ from ckptcompat.checkpoint.layout import (
     INDEX_NAME,
     TRAINER_FILE_RE,
     agent_filename,
+    is_dcp_dir,
     is_temp_name,
 )
 from ckptcompat.checkpoint.migrate import MigrationReport
@@ -122,8 +123,6 @@ def _migrate_one(
     class_path: str | None,
     config: dict[str, Any] | None,
 ) -> MigrationReport:
-    from ckptcompat.checkpoint.dcp_migrate import is_dcp_dir
-
     if generation_of(path) is not None:
         from ckptcompat.generations.migrate import migrate_generation
 
@@ -154,7 +153,7 @@ def _entries(folder: Path, depth: int) -> Iterator[tuple[Path, str | None]]:
             reason is None
             and path.is_dir()
             and generation_of(path) is None
-            and not (path / ".metadata").is_file()
+            and not is_dcp_dir(path)
         )
         if not is_folder:
             yield path, reason

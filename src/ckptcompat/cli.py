@@ -23,11 +23,10 @@ does not exist, a missing dependency). A bug still ends in a traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import textwrap
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from importlib import metadata
 from typing import Any, NoReturn
 
@@ -45,7 +44,7 @@ from ckptcompat.cli_common import (
     json_object,
     typed,
 )
-from ckptcompat.errors import CheckpointError, CheckpointNotFoundError, InputError
+from ckptcompat.errors import CheckpointNotFoundError, InputError
 
 __all__ = ["main"]
 
@@ -96,60 +95,12 @@ class _Version(argparse.Action):
 
 
 # ---------------------------------------------------------------------------- doctor
-def _explain_one(
-    path: str,
-    as_json: bool,
-    explain: Callable[[str], Any],
-    to_json: Callable[[Any], dict[str, Any]],
-    render: Callable[[Any], str],
-) -> int:
-    """Print the explanation of one G3/G4 file or DCP directory (text or JSON); an
-    unreadable one exits 2 with the typed error on stderr and, under --json, as JSON on
-    stdout, as for any other file (a DCP .metadata over the size limit raised a bare
-    TypeError traceback, new-user trial 2026-12-06)."""
-    try:
-        explanation = explain(path)
-    except CheckpointError as exc:
-        from ckptcompat.doctor import error_json, write_escaped
-
-        write_escaped(f"ckptcompat doctor: {type(exc).__name__}: {exc}\n", sys.stderr)
-        if as_json:
-            print(json.dumps(error_json(path, exc), indent=1))
-        return EXIT_USAGE
-    text = json.dumps(to_json(explanation), indent=1) if as_json else render(explanation)
-    sys.stdout.write(text if text.endswith("\n") else text + "\n")
-    return EXIT_OK
-
-
 def _doctor(args: argparse.Namespace) -> int:
-    paths: list[str] = args.paths
-    single = paths[0] if len(paths) == 1 else None
-    if single is not None:
-        from ckptcompat.generations.detect import generation_of
+    from ckptcompat.doctor import command
 
-        if generation_of(single) is not None:  # Metta G3 .mpt or G4 bundle (issue 22)
-            from ckptcompat.doctor import generations
-
-            return _explain_one(
-                single,
-                args.json,
-                generations.explain_generation,
-                generations.to_json,
-                generations.render,
-            )
-        if is_dcp_dir(single):  # a torch.distributed.checkpoint directory (issue 18)
-            from ckptcompat.doctor import dcp
-
-            return _explain_one(single, args.json, dcp.explain_dcp, dcp.to_json, dcp.render_dcp)
-    if single is None or os.path.isdir(single):
-        from ckptcompat.doctor import batch  # several paths or a tree: one line per file
-
-        return batch.run(paths, as_json=args.json, read_data=args.verify_data, python=args.python)
-    from ckptcompat import doctor
-
-    flags = [*(["--json"] if args.json else []), *(["--verify-data"] if args.verify_data else [])]
-    flags += ["--python", args.python] if args.python else []
-    return doctor.main([single, *flags])
+    return command.run(
+        args.paths, as_json=args.json, verify_data=args.verify_data, python=args.python
+    )
 
 
 # ---------------------------------------------------------------------------- migrate
@@ -192,51 +143,23 @@ def _migrate_directory(args: argparse.Namespace) -> int:
 
 def _migrate(args: argparse.Namespace) -> int:
     _check_source(args.src)
-    from ckptcompat.checkpoint.migrate import migrate
+    from ckptcompat.generations.batch import migrate_checkpoint, render_report
     from ckptcompat.generations.detect import generation_of
 
     if args.run is not None:
         check_run_name(args.run)
-    generation = generation_of(args.src)  # reads the zip directory: once
-    if os.path.isdir(args.src) and not is_dcp_dir(args.src) and generation is None:
+    if os.path.isdir(args.src) and not is_dcp_dir(args.src) and generation_of(args.src) is None:
         return _migrate_directory(args)
-    if generation is not None:  # G3 .mpt / G4 bundle: safetensors, no pickle
-        from ckptcompat.generations.migrate import migrate_generation
-
-        report = migrate_generation(
-            args.src,
-            args.dst,
-            run=args.run,
-            epoch=args.epoch,
-            class_path=args.class_path,
-            config=args.config,
-        )
-    elif is_dcp_dir(args.src):  # a DCP directory needs no trust: dcp_to_torch_save + weights-only
-        from ckptcompat.checkpoint.dcp_migrate import migrate_dcp
-
-        report = migrate_dcp(
-            args.src,
-            args.dst,
-            run=args.run,
-            epoch=args.epoch,
-            class_path=args.class_path,
-            config=args.config,
-        )
-    else:
-        report = migrate(
-            args.src,
-            args.dst,
-            trust=args.trust,
-            run=args.run,
-            epoch=args.epoch,
-            class_path=args.class_path,
-            config=args.config,
-        )
-    print(f"migrated {report.source} ({report.generation}, loader={report.loader})")
-    print(f"  -> {report.destination}  run={report.run} epoch={report.epoch}")
-    if report.stripped_prefix:
-        print(f"  renamed: stripped {report.stripped_prefix!r} from every state_dict key")
-    print(f"  outputs equal on the probe batch: {report.outputs_equal}")
+    report = migrate_checkpoint(
+        args.src,
+        args.dst,
+        run=args.run,
+        epoch=args.epoch,
+        trust=args.trust,
+        class_path=args.class_path,
+        config=args.config,
+    )
+    sys.stdout.write(render_report(report))
     return EXIT_OK
 
 

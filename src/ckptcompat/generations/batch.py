@@ -50,7 +50,14 @@ from ckptcompat.errors import (
 )
 from ckptcompat.generations.detect import generation_of
 
-__all__ = ["MAX_DEPTH", "FileResult", "migrate_directory", "render_results"]
+__all__ = [
+    "MAX_DEPTH",
+    "FileResult",
+    "migrate_checkpoint",
+    "migrate_directory",
+    "render_report",
+    "render_results",
+]
 
 #: The deepest folder walked below ``DIR`` (``DIR`` itself is depth 0); deeper folders are
 #: reported skipped, so a hostile tree cannot make the walk unbounded.
@@ -114,34 +121,52 @@ def _with_fallback(
         return migrate(class_path, config)
 
 
-def _migrate_one(
-    path: Path,
-    data_dir: Path,
+def migrate_checkpoint(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
     *,
-    run: str | None,
-    trust: bool,
-    class_path: str | None,
-    config: dict[str, Any] | None,
+    run: str | None = None,
+    epoch: int | None = None,
+    trust: bool = False,
+    class_path: str | None = None,
+    config: dict[str, Any] | None = None,
 ) -> MigrationReport:
-    if generation_of(path) is not None:
+    """``ckptcompat migrate SRC DST`` for one checkpoint: dispatch on what ``src`` is.
+
+    A G3 ``.mpt`` or G4 bundle goes to
+    :func:`~ckptcompat.generations.migrate.migrate_generation` (safetensors, nothing
+    unpickled), a DCP directory to :func:`~ckptcompat.checkpoint.dcp_migrate.migrate_dcp`
+    (no trust needed), anything else to :func:`ckptcompat.checkpoint.migrate.migrate`
+    (``trust`` as given). The arguments are theirs; the errors are theirs too (typed
+    :class:`~ckptcompat.errors.CheckpointError` subclasses).
+    """
+    if generation_of(src) is not None:  # reads the zip directory, bounded
         from ckptcompat.generations.migrate import migrate_generation
 
-        def run_it(cp: str | None, cfg: dict[str, Any] | None) -> MigrationReport:
-            return migrate_generation(path, data_dir, run=run, class_path=cp, config=cfg)
-
-    elif is_dcp_dir(path):
+        return migrate_generation(
+            src, dst, run=run, epoch=epoch, class_path=class_path, config=config
+        )
+    if is_dcp_dir(src):
         from ckptcompat.checkpoint.dcp_migrate import migrate_dcp
 
-        def run_it(cp: str | None, cfg: dict[str, Any] | None) -> MigrationReport:
-            return migrate_dcp(path, data_dir, run=run, class_path=cp, config=cfg)
+        return migrate_dcp(src, dst, run=run, epoch=epoch, class_path=class_path, config=config)
+    from ckptcompat.checkpoint.migrate import migrate
 
-    else:
-        from ckptcompat.checkpoint.migrate import migrate
+    return migrate(
+        src, dst, trust=trust, run=run, epoch=epoch, class_path=class_path, config=config
+    )
 
-        def run_it(cp: str | None, cfg: dict[str, Any] | None) -> MigrationReport:
-            return migrate(path, data_dir, trust=trust, run=run, class_path=cp, config=cfg)
 
-    return _with_fallback(run_it, class_path, config)
+def render_report(report: MigrationReport) -> str:
+    """What ``ckptcompat migrate`` prints for one checkpoint (ends with a newline)."""
+    lines = [
+        f"migrated {report.source} ({report.generation}, loader={report.loader})",
+        f"  -> {report.destination}  run={report.run} epoch={report.epoch}",
+    ]
+    if report.stripped_prefix:
+        lines.append(f"  renamed: stripped {report.stripped_prefix!r} from every state_dict key")
+    lines.append(f"  outputs equal on the probe batch: {report.outputs_equal}")
+    return "\n".join(lines) + "\n"
 
 
 def _entries(folder: Path, depth: int) -> Iterator[tuple[Path, str | None]]:
@@ -208,8 +233,12 @@ def migrate_directory(
             results.append(FileResult(name, "skipped", None, reason))
             continue
         try:
-            report = _migrate_one(
-                path, dst, run=run, trust=trust, class_path=class_path, config=config
+            report = _with_fallback(
+                lambda cp, cfg, p=path: migrate_checkpoint(
+                    p, dst, run=run, trust=trust, class_path=cp, config=cfg
+                ),
+                class_path,
+                config,
             )
         except CheckpointError as exc:
             results.append(FileResult(name, "failed", None, f"{type(exc).__name__}: {exc}"))

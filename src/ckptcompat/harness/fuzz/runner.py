@@ -33,9 +33,9 @@ from ckptcompat.harness.fuzz.mutate import BYTE_KINDS, KINDS, mutate
 
 __all__ = ["ENTRY_POINTS", "Outcome", "run"]
 
-#: ``cli doctor`` and ``cli migrate`` go through ``ckptcompat.cli.main`` as a user types
-#: them: the command's own dispatch (G3/G4 and DCP checks before the doctor, migrate's
-#: generation dispatch) ran on no fuzz case while the text doctor was called directly.
+#: ``cli doctor`` and ``cli migrate`` run the commands' own dispatch (G3/G4 and DCP checks
+#: before the doctor, migrate's generation dispatch), which ran on no fuzz case while the
+#: text doctor was called directly; the CLI itself is a layer above the harness.
 ENTRY_POINTS = ("doctor", "doctor --json --verify-data", "cli doctor", "cli migrate", "load",
                 "load_from_uri", "load_agent indexed")  # fmt: skip
 FAILURES = ("crash", "timeout", "untyped", "silent_wrong", "bad_exit", "memory")
@@ -178,22 +178,33 @@ def _entry(entry: str, path: Path, case_dir: Path) -> dict[str, Any]:
 
 
 def _cli(command: str, path: Path, case_dir: Path) -> dict[str, Any]:
-    """``ckptcompat doctor FILE`` or ``ckptcompat migrate FILE OUT/``: exit 0/2 (doctor),
-    0/1/2 (migrate) are answers; any other exit, or a temporary file left behind by a
-    migrate that failed, is ``bad_exit``."""
+    """The commands' own dispatch: ``ckptcompat doctor FILE``
+    (:func:`ckptcompat.doctor.command.run`, exit 0 or 2) or ``ckptcompat migrate FILE
+    OUT/`` (:func:`ckptcompat.generations.batch.migrate_checkpoint` and its report; a
+    typed error is the command's exit 2). Any other exit, or a temporary file left behind
+    by a migrate that failed, is ``bad_exit``; an untyped exception is ``untyped``."""
     from ckptcompat.checkpoint.layout import is_temp_name
-    from ckptcompat.cli import main
+    from ckptcompat.doctor import command as doctor_command
+    from ckptcompat.errors import CheckpointError
+    from ckptcompat.generations.batch import migrate_checkpoint, render_report
 
     out = case_dir / "migrated"
-    argv = ["doctor", str(path)] if command == "doctor" else ["migrate", str(path), str(out)]
+    result = "ok"
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        code = main(argv)
-    if code not in ((0, 2) if command == "doctor" else (0, 1, 2)):
-        return {"result": "bad_exit", "detail": f"exit {code}"}
+        if command == "doctor":
+            code = doctor_command.run([str(path)])
+            if code not in (0, 2):
+                return {"result": "bad_exit", "detail": f"exit {code}"}
+        else:
+            try:
+                render_report(migrate_checkpoint(path, out))
+            except CheckpointError as exc:
+                result = "typed"
+                detail = f"{type(exc).__name__}: {str(exc)[:200]}"
     left = [p.name for p in out.rglob("*") if is_temp_name(p.name)] if out.exists() else []
     if left:
-        return {"result": "bad_exit", "detail": f"exit {code}, temporary files left: {left[:3]}"}
-    return {"result": "ok" if code == 0 or command == "doctor" else "typed"}
+        return {"result": "bad_exit", "detail": f"temporary files left: {left[:3]}"}
+    return {"result": result} if result == "ok" else {"result": result, "detail": detail}
 
 
 def _fork(entry: str, path: Path, case_dir: Path) -> tuple[int, int]:

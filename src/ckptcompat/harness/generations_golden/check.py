@@ -45,7 +45,7 @@ from ckptcompat.doctor.generations import explain_generation
 from ckptcompat.errors import CheckpointError
 from ckptcompat.generations.migrate import migrate_generation
 from ckptcompat.harness.fixtures.manifest import sha256_file
-from ckptcompat.harness.generations_golden.produce import KINDS, metta_golden_dirs
+from ckptcompat.harness.generations_golden.layout import KINDS, metta_golden_dirs
 from ckptcompat.harness.golden.read import GOLDEN_ROOT, MANIFEST_NAME, GoldenError
 from ckptcompat.harness.golden.verify import probe_outputs
 from ckptcompat.harness.verdict import records as results
@@ -198,7 +198,9 @@ def _doctor_problems(path: Path, kind: str, class_path: str) -> list[str]:
     if prediction is None:
         problems.append(f"doctor: no prediction for torch {minor}")
     elif not (prediction.plain.startswith("fails") and prediction.migrate.startswith("reads")):
-        problems.append(f"doctor on {minor}: plain {prediction.plain!r}, migrate {prediction.migrate!r}")
+        problems.append(
+            f"doctor on {minor}: plain {prediction.plain!r}, migrate {prediction.migrate!r}"
+        )
     return problems
 
 
@@ -218,7 +220,9 @@ def _output_problems(
             problems.append(f"{key}: not bitwise equal (same torch and numerics)")
         elif not torch.allclose(actual, expected, rtol=tol["rtol"], atol=tol["atol"]):
             worst = float((actual - expected).abs().max())
-            problems.append(f"{key}: max |diff| {worst:.3g} beyond rtol {tol['rtol']}, atol {tol['atol']}")
+            problems.append(
+                f"{key}: max |diff| {worst:.3g} beyond rtol {tol['rtol']}, atol {tol['atol']}"
+            )
     how = "bitwise" if bitwise else (
         f"tolerance rtol {tol['rtol']} atol {tol['atol']} ("
         + ("another torch" if not same_torch else comparison.reason) + ")"
@@ -249,7 +253,9 @@ def check_file(golden: MettaGolden, name: str, kind: str) -> CheckResult:
         outputs = {"compared": how, "actions": got["actions"]}
         if problems:
             return CheckResult("fail", "; ".join(problems), outputs)
-        return CheckResult("pass", f"doctor explains it; migrated, weights-only, outputs {how}", outputs)
+        return CheckResult(
+            "pass", f"doctor explains it; migrated, weights-only, outputs {how}", outputs
+        )
     except CheckpointError as exc:
         return CheckResult("fail", f"{type(exc).__name__}: {str(exc)[:400]}", {})
     except Exception as exc:  # recorded as the outcome
@@ -319,6 +325,8 @@ def run(records_file: Path, root: Path = GOLDEN_ROOT) -> list[Record]:
                     written.append(record)
                     if record.outcome == Outcome.PASS or loader == "naive":
                         continue
-                    print(f"{record.outcome.value:<5} {record.cell_key}\n      {record.detail[:300]}")
+                    print(
+                        f"{record.outcome.value:<5} {record.cell_key}\n      {record.detail[:300]}"
+                    )
     print(f"metta golden: {len(written)} checks", flush=True)
     return written

@@ -104,10 +104,14 @@ def safetensors_bytes(state_dict: Mapping[str, torch.Tensor]) -> bytes:
     Raises:
         TypeError: a value is not a tensor or has a dtype this writer does not emit.
     """
-    tensors = _prepared(state_dict)
-    for name, tensor in tensors.items():
+    for name, tensor in state_dict.items():
         if not isinstance(tensor, torch.Tensor) or tensor.dtype not in _DTYPES:
-            raise TypeError(f"{name}: cannot write {type(tensor).__name__} as safetensors")
+            found = tensor.dtype if isinstance(tensor, torch.Tensor) else type(tensor).__name__
+            raise TypeError(
+                f"{name}: cannot write {found} as safetensors; expected a tensor of "
+                f"{', '.join(sorted(str(d) for d in _DTYPES))}"
+            )
+    tensors = _prepared(state_dict)
     order = sorted(tensors, key=lambda n: (-_DTYPES[tensors[n].dtype][1], n))
     header: dict[str, Any] = {}
     chunks: list[bytes] = []

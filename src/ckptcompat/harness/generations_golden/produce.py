@@ -19,8 +19,7 @@ the probe batch and the agent's greedy outputs on it (the originals a migrated f
 reproduce), and the tolerances. Before writing, the producer migrates its own files in a
 temp dir and requires bitwise-equal outputs.
 
-They live beside ``gen2/`` and ``dcp/`` (not in a ``gen<N>`` folder: those are golden
-generations of our own safe format, each a complete MANIFEST of its kinds). Append-only:
+Where they live: :mod:`.layout`. Append-only:
 over an existing directory the files are regenerated in a temp dir and compared by content
 -- the bytes of each zip member (deflate output depends on the zlib build) and of each
 bundle file, and the manifest less its provenance -- and never rewritten.
@@ -52,40 +51,32 @@ from ckptcompat.agents.probe import params_digest, probe_batch
 from ckptcompat.agents.registry import build_agent
 from ckptcompat.harness import versions
 from ckptcompat.harness.generations_golden import metta_format
+from ckptcompat.harness.generations_golden.check import migrated_outputs
+from ckptcompat.harness.generations_golden.layout import EPOCH, file_paths, metta_golden_dir
 from ckptcompat.harness.golden.generate import (
     SOURCE_DATE_EPOCH,
     check_cell,
     check_numerics,
     write_or_verify,
 )
-from ckptcompat.harness.golden.read import GOLDEN_ROOT, MANIFEST_NAME, GoldenError, pip_freeze
+from ckptcompat.harness.golden.read import MANIFEST_NAME, GoldenError, pip_freeze
 from ckptcompat.harness.golden.verify import probe_outputs, single_thread
 
 __all__ = [
     "AGENTS",
-    "EPOCH",
-    "KINDS",
-    "METTA_DIRNAME",
     "SCHEMA",
     "SEED",
     "TOLERANCES",
     "MettaAgent",
     "generate",
     "main",
-    "metta_golden_dir",
-    "metta_golden_dirs",
     "produce",
 ]
 
-#: The folder under the golden root holding one directory per producer cell.
-METTA_DIRNAME = "metta"
 SCHEMA = 1
 SEED = 0
-#: The epoch every file is named after (``<agent>_v1``); agent steps = 128 (one tiny rollout).
-EPOCH = 1
+#: The agent step recorded in the trainer state (one tiny rollout of 4 envs x 32 steps).
 _AGENT_STEP = 128
-#: The file kinds per agent, as the manifest's ``agents.<name>.files`` keys.
-KINDS: tuple[str, ...] = ("g3_mpt", "g4_dir", "g4_zip")
 #: Probe outputs compared across torch versions or CPUs (docs/design.md sec. 7); greedy
 #: actions always exactly.
 TOLERANCES: dict[str, float] = {"rtol": 1e-4, "atol": 1e-6}
@@ -120,19 +111,6 @@ AGENTS: tuple[MettaAgent, ...] = (
         {"hidden_size": 8, "encoder_size": 8},
     ),
 )
-
-
-def metta_golden_dir(root: str | os.PathLike[str], cell: str) -> Path:
-    """``root/metta/<cell>``: where ``cell``'s Metta G3/G4 goldens live under a golden root."""
-    return Path(root) / METTA_DIRNAME / cell
-
-
-def metta_golden_dirs(root: str | os.PathLike[str] = GOLDEN_ROOT) -> list[Path]:
-    """Every Metta golden directory (holding a MANIFEST.json) under ``root``, by cell id."""
-    base = Path(root) / METTA_DIRNAME
-    if not base.is_dir():
-        return []
-    return sorted(p for p in base.iterdir() if (p / MANIFEST_NAME).is_file())
 
 
 # --------------------------------------------------------------------------- producing
@@ -175,8 +153,7 @@ def _agent_files(spec: MettaAgent) -> tuple[dict[str, bytes], dict[str, Any]]:
     weights = metta_format.safetensors_bytes(agent.state_dict())
     trainer = metta_format.trainer_state_bytes(optimizer_state, EPOCH, _AGENT_STEP)
     members = metta_format.bundle_members(weights, architecture, trainer)
-    stem = f"{spec.name}_v{EPOCH}"
-    paths = {"g3_mpt": f"g3/{stem}.mpt", "g4_dir": f"g4/{stem}", "g4_zip": f"g4/{stem}.zip"}
+    paths = file_paths(spec.name)
     files = {
         paths["g3_mpt"]: metta_format.mpt_bytes(weights, architecture),
         **{f"{paths['g4_dir']}/{name}": data for name, data in members.items()},
@@ -201,8 +178,6 @@ def _self_check(stage: Path, agents: dict[str, Any]) -> None:
     Raises:
         GoldenError: a file does not migrate, or its outputs differ from the agent's.
     """
-    from ckptcompat.harness.generations_golden.check import migrated_outputs
-
     for name, section in agents.items():
         for kind, rel in section["files"].items():
             scratch = Path(tempfile.mkdtemp(dir=stage.parent))
@@ -346,7 +321,9 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m ckptcompat.harness.generations_golden",
         description="Write (or verify) the Metta G3 (.mpt) and G4 (bundle) goldens of one cell.",
     )
-    parser.add_argument("out_dir", type=Path, help="required; e.g. fixtures/golden (writes metta/CELL)")
+    parser.add_argument(
+        "out_dir", type=Path, help="required; e.g. fixtures/golden (writes metta/CELL)"
+    )
     parser.add_argument("cell", help="required; cell id of this environment, e.g. t24")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)

@@ -176,9 +176,11 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON, default=False)
 @nox.parametrize("cell", [nox.param(c.id, id=c.id) for c in versions.GOLDEN_PRODUCERS])
 def golden(session: nox.Session, cell: str) -> None:
-    """Write one cell's goldens to fixtures/golden/gen2 and dcp (or verify them unchanged).
+    """Write one cell's goldens to fixtures/golden/gen2, metta and dcp (or verify them unchanged).
 
-    A default cell also writes (or verifies by meaning) its DCP goldens in
+    Every producer cell also writes (or verifies by content) its Metta G3/G4 goldens in
+    fixtures/golden/metta/<cell> (:mod:`ckptcompat.harness.generations_golden`). A default
+    cell also writes (or verifies by meaning) its DCP goldens in
     fixtures/golden/dcp/<cell> (:mod:`ckptcompat.harness.golden.dcp`).
 
     With ``-- --config PATH``: the team's agents, into the team's golden directory. With
@@ -203,6 +205,15 @@ def golden(session: nox.Session, cell: str) -> None:
         "python",
         "-m",
         "ckptcompat.harness.golden",
+        str(out),
+        cell,
+        env={"CKPTCOMPAT_CELL": cell},
+    )
+    # Metta G3 (.mpt) and G4 (bundle) goldens, every producer cell (issue 22)
+    session.run(
+        "python",
+        "-m",
+        "ckptcompat.harness.generations_golden",
         str(out),
         cell,
         env={"CKPTCOMPAT_CELL": cell},

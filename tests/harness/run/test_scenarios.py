@@ -246,5 +246,8 @@ def test_golden_step_runs_in_the_evaluate_process(tmp_path: Path) -> None:
     producers = {(r["producer_torch"], r["producer_numpy"].split(".")[0]) for r in golden}
     assert len(producers) == len(versions.GOLDEN_PRODUCERS)
     assert {r["loader"] for r in golden} == {"safe", "allowlist", "naive"}
+    metta = [r for r in got if r["scenario"] == "metta"]  # G3/G4 goldens, same process
+    assert len({(r["producer_torch"], r["producer_numpy"]) for r in metta}) == len(producers)
+    assert {r["loader"] for r in metta} == {"safe", "naive"}
     # No resume ran here, so every evaluation step has nothing to continue from.
     assert {r["outcome"] for r in got if r["scenario"] == "evaluate"} == {"skip"}

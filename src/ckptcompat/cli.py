@@ -132,11 +132,18 @@ def _doctor(args: argparse.Namespace) -> int:
     if single is None or os.path.isdir(single):
         from ckptcompat.doctor import batch  # several paths or a tree: one line per file
 
-        return batch.run(paths, as_json=args.json, read_data=args.verify_data, python=args.python)
+        return batch.run(
+            paths,
+            as_json=args.json,
+            read_data=args.verify_data,
+            python=args.python,
+            numpy_major=args.numpy,
+        )
     from ckptcompat import doctor
 
     flags = [*(["--json"] if args.json else []), *(["--verify-data"] if args.verify_data else [])]
     flags += ["--python", args.python] if args.python else []
+    flags += ["--numpy", str(args.numpy)] if args.numpy else []
     return doctor.main([single, *flags])
 
 
@@ -276,6 +283,13 @@ def _add_doctor(sub: Any) -> None:
         help="interpreter of the venv that will load FILE: a plain load there fails on a "
         "package the pickle needs that it cannot import (checked with importlib.util."
         "find_spec, no package code runs; default: this environment)",
+    )
+    doctor.add_argument(
+        "--numpy",
+        type=int,
+        choices=(1, 2),
+        help="numpy major of the loading side (1 means numpy 1.26): predict for it alone "
+        "(default: both, one row per numpy major where they differ)",
     )
     doctor.set_defaults(func=_doctor)
 

@@ -174,12 +174,13 @@ def with_consumer(verdict: Verdict, consumer: Consumer, *, full_unpickler: bool)
         )
         notes = ()
         if consumer.main_globals:
-            classes = ", ".join(g[len(MAIN) + 1 :] for g in consumer.main_globals)
+            classes = [g[len(MAIN) + 1 :] for g in consumer.main_globals]
+            register = "; ".join(f"{MAIN}.{c} = {c}" for c in classes)
             notes = (
                 "the full unpickler looks the classes up as attributes of the LOADING "
-                f"script's {MAIN}: `import {MAIN}; {MAIN}.X = X` for each of {classes} "
-                "(imported from where they live now) before torch.load lets a trusted file "
-                "load; or load with weights_only=True and the allowlist below",
+                f"script's {MAIN}: `import {MAIN}; {register}` (each class imported from "
+                "where it lives now) before torch.load lets a trusted file load; or load "
+                "with weights_only=True and the allowlist below",
             )
         return Verdict("not_fixable", why, first_error=error, blockers=tuple(blockers), notes=notes)
     needing = [e.name for e in verdict.allowlist if e.name.split(".", 1)[0] in missing]

@@ -24,6 +24,7 @@ from importlib import metadata
 from typing import Any
 
 from ckptcompat.doctor.data_check import DataCheck, not_checked, verify_data
+from ckptcompat.doctor.families import Family, recognise
 from ckptcompat.doctor.location import DeviceCheck, check_devices, visible_cuda_devices
 from ckptcompat.doctor.migration import Generation, Migration, generation, migration
 from ckptcompat.doctor.numpy_consumer import NUMPY_MAJORS, numpy_facts
@@ -133,6 +134,10 @@ class Diagnosis:
         numpy_rows: the predictions per numpy major of the loading side
             (:mod:`ckptcompat.doctor.numpy_consumer`): both majors by default, the one
             asked for otherwise; the row of ``numpy_major`` equals ``versions``.
+        family: the library that wrote the file (stable-baselines3, Lightning, Hugging
+            Face), recognised from its structure (:mod:`ckptcompat.doctor.families`): what
+            it is, which part blocks a weights-only load, that library's fix; None when
+            none is recognised.
     """
 
     path: str
@@ -159,6 +164,7 @@ class Diagnosis:
     key_prefix: KeyPrefix | None = None
     consumer: Consumer = field(default_factory=lambda: Consumer("not checked"))
     numpy_rows: tuple[NumpyRow, ...] = ()
+    family: Family | None = None
 
     def for_torch(self, torch_version: str, numpy_major: int | None = None) -> VersionReport:
         """The report for the minor of ``torch_version`` (``"2.6.0+cu124"`` -> 2.6).
@@ -207,6 +213,15 @@ def _key_prefix(name: str, kind: str, result: Any, complete: bool) -> KeyPrefix 
         return None
     found = state_dict_keys(root_object(name, result))
     return None if found is None else find_prefix(*found)
+
+
+def _family_root(name: str, kind: str, result: Any, facts: Any) -> Any:
+    """The top-level dict, rebuilt inertly, when a library's keys could be in it."""
+    if kind not in ("state_dict", "other") or not facts.complete or facts.root_kind != "dict":
+        return None
+    if result.kind not in ("zip", "legacy_pickle"):
+        return None
+    return root_object(name, result)
 
 
 def diagnose(
@@ -272,6 +287,9 @@ def diagnose(
         migrate = migration(name, kind, result, numpy_major, risks)
         key_prefix = _key_prefix(name, kind, result, facts.complete)
         numpy = numpy_facts(name, result)
+        family = recognise(
+            name, result.kind, _family_root(name, kind, result, facts), result.globals
+        )
     except OSError as exc:
         raise CheckpointError("cannot read the file", path=name, found=str(exc)) from exc
     all_profiles: tuple[Profile, ...] = (
@@ -320,6 +338,7 @@ def diagnose(
         ),
         consumer=consumer,
         numpy_rows=tuple(rows),
+        family=family,
     )
 
 
@@ -390,6 +409,7 @@ def to_json(diag: Diagnosis) -> dict[str, Any]:
             "certain": diag.devices.certain,
             "fix": diag.devices.fix,
         },
+        "family": None if diag.family is None else asdict(diag.family),
         "packages": list(diag.consumer.packages),
         "consumer": {
             "label": diag.consumer.label,

@@ -54,6 +54,11 @@ def _summary(diag: Diagnosis) -> list[str]:
         facts.append(f"written by {diag.writer_hint}")
     lines.append(f"  file         {'; '.join(facts)}")
     lines.append(f"  generation   {diag.generation}: {diag.generation_detail}")
+    if diag.family is not None:
+        fam = diag.family
+        lines.append(f"  library      {fam.library}: {fam.what}")
+        lines += [f"  blocks       {b}" for b in fam.blockers]
+        lines.append(f"               fix: {fam.fix}")
     if diag.storages:
         lines.append(
             f"  tensors      {diag.storages} storage(s), {diag.storage_bytes} bytes: "
@@ -104,16 +109,11 @@ def _summary(diag: Diagnosis) -> list[str]:
     here = ", ".join(f"{k} {v or 'absent'}" for k, v in diag.installed.items())
     lines.append(f"  this machine {here}; predictions assume numpy {diag.numpy_major} when loading")
     others = [r.numpy_major for r in diag.numpy_rows if r.numpy_major != diag.numpy_major]
-    if others:
-        differ = [m for m in others if _row_differs(diag, m)]
+    differ = [m for m in others if _row_differs(diag, m)]
+    if differ:
         lines.append(
-            "  numpy        "
-            + (
-                f"with numpy {', '.join(map(str, differ))} on the loading side the verdicts "
-                "differ: see the numpy rows below"
-                if differ
-                else f"numpy {', '.join(map(str, others))} on the loading side: the same verdicts"
-            )
+            f"  numpy        with numpy {', '.join(map(str, differ))} on the loading side the "
+            "verdicts differ: see the numpy rows below"
         )
     return lines
 

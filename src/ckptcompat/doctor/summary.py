@@ -107,6 +107,8 @@ def verdict_line(diag: Diagnosis) -> str:
     short = not_a_checkpoint(diag)
     if short is not None:
         return "; ".join([*parts, short])
+    if diag.family is not None:
+        parts.append(diag.family.what.split(":")[0])
     if diag.devices.problem is not None:
         where = ", ".join(diag.devices.off_cpu)
         verb = "fails" if diag.devices.certain else "may fail"

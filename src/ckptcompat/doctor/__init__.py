@@ -198,30 +198,21 @@ def _installed(name: str) -> str | None:
         return None
 
 
-def _key_prefix(name: str, kind: str, result: Any, complete: bool) -> KeyPrefix | None:
-    """The wrapper prefix of a state_dict's keys (only state_dicts and other plain dicts:
-    reading the keys walks the object pickle once more)."""
-    if (
-        kind not in ("state_dict", "other")
-        or not complete
-        or result.kind
-        not in (
-            "zip",
-            "legacy_pickle",
-        )
-    ):
-        return None
-    found = state_dict_keys(root_object(name, result))
-    return None if found is None else find_prefix(*found)
-
-
-def _family_root(name: str, kind: str, result: Any, facts: Any) -> Any:
-    """The top-level dict, rebuilt inertly, when a library's keys could be in it."""
-    if kind not in ("state_dict", "other") or not facts.complete or facts.root_kind != "dict":
+def _root(name: str, kind: str, result: Any, complete: bool) -> Any:
+    """The top-level object, rebuilt inertly, of state_dicts and other plain objects (for
+    the key prefix and the library families: reading it walks the object pickle once
+    more); None otherwise."""
+    if kind not in ("state_dict", "other") or not complete:
         return None
     if result.kind not in ("zip", "legacy_pickle"):
         return None
     return root_object(name, result)
+
+
+def _key_prefix(root: Any) -> KeyPrefix | None:
+    """The wrapper prefix of a state_dict's keys (DDP, torch.compile), if any."""
+    found = None if root is None else state_dict_keys(root)
+    return None if found is None else find_prefix(*found)
 
 
 def diagnose(
@@ -285,11 +276,10 @@ def diagnose(
         kind, detail = generation(result, facts)
         risks = code_risks(name, result)
         migrate = migration(name, kind, result, numpy_major, risks)
-        key_prefix = _key_prefix(name, kind, result, facts.complete)
+        root = _root(name, kind, result, facts.complete)
+        key_prefix = _key_prefix(root)
         numpy = numpy_facts(name, result)
-        family = recognise(
-            name, result.kind, _family_root(name, kind, result, facts), result.globals
-        )
+        family = recognise(name, result.kind, root, result.globals)
     except OSError as exc:
         raise CheckpointError("cannot read the file", path=name, found=str(exc)) from exc
     all_profiles: tuple[Profile, ...] = (

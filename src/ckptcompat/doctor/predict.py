@@ -148,7 +148,14 @@ def _plain_full_unpickler(
             first_error=f"module 'torch' has no attribute '{unknown[0][6:]}'",
         )
     foreign = [g for g in result.globals if g not in WEIGHTS_ONLY_GLOBALS]
-    notes = ("a plain torch.load warns FutureWarning about the coming weights_only flip",)
+    notes: tuple[str, ...] = (
+        "a plain torch.load warns FutureWarning about the coming weights_only flip",
+    )
+    if numpy_major < 2 and any(g.startswith("numpy._core.") for g in foreign):
+        notes += (
+            "numpy-2 names (numpy._core.*) import under numpy 1.26, which has numpy._core; "
+            "numpy < 1.26 fails with ModuleNotFoundError",
+        )
     if not foreign:
         return Verdict(
             "loads", "only tensors and plain containers; no code from the file runs", notes=notes

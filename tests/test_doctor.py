@@ -339,7 +339,7 @@ _VERDICT_KEYS = {
     "blockers",
     "notes",
 }
-_ENTRY_KEYS = {"name", "target", "reason", "dangerous", "curated", "alias"}
+_ENTRY_KEYS = {"name", "target", "reason", "dangerous", "curated", "alias", "python"}
 
 
 def _check_json(data: dict[str, Any]) -> None:
@@ -359,7 +359,10 @@ def _check_json(data: dict[str, Any]) -> None:
         "installed",
     } <= set(data)
     assert [v["torch"] for v in data["versions"]] == VERSIONS
-    for version in data["versions"]:
+    # One row per numpy major of the loading side; ``versions`` is the row of numpy_major.
+    rows = {row["numpy_major"]: row["versions"] for row in data["numpy"]}
+    assert sorted(rows) == [1, 2] and rows[data["numpy_major"]] == data["versions"]
+    for version in [v for row in rows.values() for v in row]:
         assert version["basis"] in ("snapshot", "rules")
         for key in ("plain", "weights_only"):
             verdict = version[key]

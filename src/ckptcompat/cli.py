@@ -99,7 +99,11 @@ def _doctor(args: argparse.Namespace) -> int:
     from ckptcompat.doctor import command
 
     return command.run(
-        args.paths, as_json=args.json, verify_data=args.verify_data, python=args.python
+        args.paths,
+        as_json=args.json,
+        verify_data=args.verify_data,
+        python=args.python,
+        numpy_major=args.numpy,
     )
 
 
@@ -213,6 +217,13 @@ def _add_doctor(sub: Any) -> None:
         help="interpreter of the venv that will load FILE: a plain load there fails on a "
         "package the pickle needs that it cannot import (checked with importlib.util."
         "find_spec, no package code runs; default: this environment)",
+    )
+    doctor.add_argument(
+        "--numpy",
+        type=int,
+        choices=(1, 2),
+        help="numpy major of the loading side (1 means numpy 1.26): predict for it alone "
+        "(default: both, one row per numpy major where they differ)",
     )
     doctor.set_defaults(func=_doctor)
 

@@ -24,8 +24,10 @@ from importlib import metadata
 from typing import Any
 
 from ckptcompat.doctor.data_check import DataCheck, not_checked, verify_data
+from ckptcompat.doctor.families import Family, recognise
 from ckptcompat.doctor.location import DeviceCheck, check_devices, visible_cuda_devices
 from ckptcompat.doctor.migration import Generation, Migration, generation, migration
+from ckptcompat.doctor.numpy_consumer import NUMPY_MAJORS, numpy_facts
 from ckptcompat.doctor.packages import Consumer, check_here, check_python, with_consumer
 from ckptcompat.doctor.pickle_walk import pickle_facts, root_object
 from ckptcompat.doctor.predict import predict
@@ -44,6 +46,7 @@ __all__ = [
     "Diagnosis",
     "Generation",
     "Migration",
+    "NumpyRow",
     "VersionReport",
     "diagnose",
     "error_json",
@@ -79,6 +82,19 @@ class VersionReport:
 
 
 @dataclass(frozen=True)
+class NumpyRow:
+    """Every torch minor's predictions for one numpy major on the loading side.
+
+    Attributes:
+        numpy_major: 1 (numpy 1.26) or 2.
+        versions: one report per torch minor, 2.4 first.
+    """
+
+    numpy_major: int
+    versions: tuple[VersionReport, ...]
+
+
+@dataclass(frozen=True)
 class Diagnosis:
     """Everything :func:`diagnose` found and predicts for one file.
 
@@ -101,7 +117,8 @@ class Diagnosis:
             (:func:`ckptcompat.doctor.safety.code_risks`); empty when the scan found none.
         installed: torch and numpy versions installed here (None when absent), read from
             package metadata without importing them.
-        numpy_major: the numpy major the predictions assume for the loading side.
+        numpy_major: the numpy major ``versions`` assumes for the loading side (the
+            installed numpy's, or the one asked for).
         migration: the ``ckptcompat migrate`` suggestion.
         versions: one report per torch minor, 2.4 first.
         data: what is known of the bytes the scan does not read (the zip CRC-32s,
@@ -114,6 +131,13 @@ class Diagnosis:
             the bare agent refuses; None when there is none or no state_dict was found.
         consumer: the packages the globals need and which the loading environment lacks
             (:mod:`ckptcompat.doctor.packages`); the plain-load predictions account for it.
+        numpy_rows: the predictions per numpy major of the loading side
+            (:mod:`ckptcompat.doctor.numpy_consumer`): both majors by default, the one
+            asked for otherwise; the row of ``numpy_major`` equals ``versions``.
+        family: the library that wrote the file (stable-baselines3, Lightning, Hugging
+            Face), recognised from its structure (:mod:`ckptcompat.doctor.families`): what
+            it is, which part blocks a weights-only load, that library's fix; None when
+            none is recognised.
     """
 
     path: str
@@ -139,15 +163,27 @@ class Diagnosis:
     devices: DeviceCheck = field(default_factory=lambda: check_devices((), 0))
     key_prefix: KeyPrefix | None = None
     consumer: Consumer = field(default_factory=lambda: Consumer("not checked"))
+    numpy_rows: tuple[NumpyRow, ...] = ()
+    family: Family | None = None
 
-    def for_torch(self, torch_version: str) -> VersionReport:
+    def for_torch(self, torch_version: str, numpy_major: int | None = None) -> VersionReport:
         """The report for the minor of ``torch_version`` (``"2.6.0+cu124"`` -> 2.6).
 
+        Args:
+            torch_version: the consumer's torch.
+            numpy_major: the consumer's numpy major (default: :attr:`numpy_major`).
+
         Raises:
-            KeyError: a minor outside 2.4 ... 2.15.
+            KeyError: a minor outside 2.4 ... 2.15, or a numpy major not predicted.
         """
         minor = minor_of(torch_version)
-        for report in self.versions:
+        versions = self.versions
+        if numpy_major is not None and numpy_major != self.numpy_major:
+            rows = [r for r in self.numpy_rows if r.numpy_major == numpy_major]
+            if not rows:
+                raise KeyError(f"the doctor has no prediction for numpy {numpy_major}")
+            versions = rows[0].versions
+        for report in versions:
             if report.torch == minor:
                 return report
         raise KeyError(f"the doctor has no prediction for torch {torch_version}")
@@ -162,20 +198,20 @@ def _installed(name: str) -> str | None:
         return None
 
 
-def _key_prefix(name: str, kind: str, result: Any, complete: bool) -> KeyPrefix | None:
-    """The wrapper prefix of a state_dict's keys (only state_dicts and other plain dicts:
-    reading the keys walks the object pickle once more)."""
-    if (
-        kind not in ("state_dict", "other")
-        or not complete
-        or result.kind
-        not in (
-            "zip",
-            "legacy_pickle",
-        )
-    ):
+def _root(name: str, kind: str, result: Any, complete: bool) -> Any:
+    """The top-level object, rebuilt inertly, of state_dicts and other plain objects (for
+    the key prefix and the library families: reading it walks the object pickle once
+    more); None otherwise."""
+    if kind not in ("state_dict", "other") or not complete:
         return None
-    found = state_dict_keys(root_object(name, result))
+    if result.kind not in ("zip", "legacy_pickle"):
+        return None
+    return root_object(name, result)
+
+
+def _key_prefix(root: Any) -> KeyPrefix | None:
+    """The wrapper prefix of a state_dict's keys (DDP, torch.compile), if any."""
+    found = None if root is None else state_dict_keys(root)
     return None if found is None else find_prefix(*found)
 
 
@@ -194,8 +230,9 @@ def diagnose(
         path: the checkpoint file.
         snapshot_dir: folder of probed snapshots (default: the checkout's
             ``fixtures/torch_allowlists``); a missing folder means rules everywhere.
-        numpy_major: numpy major of the loading side; default the installed numpy's
-            (read from metadata), else 2.
+        numpy_major: numpy major of the loading side (1 or 2): predict for it alone.
+            Default: both majors (:attr:`Diagnosis.numpy_rows`), ``versions`` for the
+            installed numpy's (read from metadata), else 2.
         read_data: also read every record and check the zip's CRC-32s and local headers
             (a mismatch is a ``crc_mismatch`` finding: the file is corrupt); without it
             the storage bytes are never read, and ``data`` says so.
@@ -225,8 +262,10 @@ def diagnose(
             fix="check the path",
         )
     installed = {"torch": _installed("torch"), "numpy": _installed("numpy")}
+    majors: tuple[int, ...] = NUMPY_MAJORS if numpy_major is None else (numpy_major,)
     if numpy_major is None:
         numpy_major = int(installed["numpy"].split(".")[0]) if installed["numpy"] else 2
+        numpy_major = min(max(numpy_major, 1), 2)
     try:
         result = scan.scan(name)
         data = verify_data(name, result.kind) if read_data else not_checked(result.kind)
@@ -237,23 +276,30 @@ def diagnose(
         kind, detail = generation(result, facts)
         risks = code_risks(name, result)
         migrate = migration(name, kind, result, numpy_major, risks)
-        key_prefix = _key_prefix(name, kind, result, facts.complete)
+        root = _root(name, kind, result, facts.complete)
+        key_prefix = _key_prefix(root)
+        numpy = numpy_facts(name, result)
+        family = recognise(name, result.kind, root, result.globals)
     except OSError as exc:
         raise CheckpointError("cannot read the file", path=name, found=str(exc)) from exc
     all_profiles: tuple[Profile, ...] = (
         profiles() if snapshot_dir is None else profiles(snapshot_dir)
     )
     consumer = check_python(python, result.globals) if python else check_here(result.globals)
-    reports = []
-    for profile in all_profiles:
-        plain, wo = predict(result, facts, profile, numpy_major=numpy_major)
-        wo = with_consumer(wo, consumer, full_unpickler=False)
-        full = not profile.weights_only_default  # a plain load on <= 2.5: every global imported
-        plain = with_consumer(plain, consumer, full_unpickler=full)
-        advisories = tuple(f"{a}: {meaning}" for a, meaning in profile.advisories)
-        reports.append(
-            VersionReport(profile.minor, profile.release, profile.basis, plain, wo, advisories)
-        )
+    rows = []
+    for major in majors:
+        reports = []
+        for profile in all_profiles:
+            plain, wo = predict(result, facts, profile, numpy_major=major, numpy=numpy)
+            wo = with_consumer(wo, consumer, full_unpickler=False)
+            full = not profile.weights_only_default  # plain on <= 2.5: every global imported
+            plain = with_consumer(plain, consumer, full_unpickler=full)
+            advisories = tuple(f"{a}: {meaning}" for a, meaning in profile.advisories)
+            reports.append(
+                VersionReport(profile.minor, profile.release, profile.basis, plain, wo, advisories)
+            )
+        rows.append(NumpyRow(major, tuple(reports)))
+    reports = list(next(r.versions for r in rows if r.numpy_major == numpy_major))
     return Diagnosis(
         path=name,
         size_bytes=result.sniff.size_bytes,
@@ -281,7 +327,20 @@ def diagnose(
             visible_cuda_devices() if cuda_devices is None else cuda_devices,
         ),
         consumer=consumer,
+        numpy_rows=tuple(rows),
+        family=family,
     )
+
+
+def _version_json(v: VersionReport) -> dict[str, Any]:
+    return {
+        "torch": v.torch,
+        "release": v.release,
+        "basis": v.basis,
+        "plain": {**_verdict_json(v.plain), "basis": v.basis},
+        "weights_only": {**_verdict_json(v.weights_only), "basis": v.basis},
+        "advisories": list(v.advisories),
+    }
 
 
 def _verdict_json(verdict: Verdict) -> dict[str, Any]:
@@ -304,8 +363,10 @@ def to_json(diag: Diagnosis) -> dict[str, Any]:
     CRC-32 check of ``--verify-data``), ``versions``; each version ``{torch, release,
     basis, plain, weights_only, advisories}``; each verdict ``{outcome, basis, why,
     refused_globals, first_error, allowlist: [{name, target, reason, dangerous, curated,
-    alias}], blockers, notes}`` (``basis``: ``"snapshot"`` or ``"rules"``, as for its
-    version).
+    alias, python}], blockers, notes}`` (``basis``: ``"snapshot"`` or ``"rules"``, as for
+    its version); ``numpy``: one ``{numpy_major, versions}`` row per numpy major of the
+    loading side predicted (both by default), ``versions`` being the row of
+    ``numpy_major``.
     """
     return {
         "schema_version": JSON_SCHEMA_VERSION,
@@ -338,6 +399,7 @@ def to_json(diag: Diagnosis) -> dict[str, Any]:
             "certain": diag.devices.certain,
             "fix": diag.devices.fix,
         },
+        "family": None if diag.family is None else asdict(diag.family),
         "packages": list(diag.consumer.packages),
         "consumer": {
             "label": diag.consumer.label,
@@ -349,16 +411,10 @@ def to_json(diag: Diagnosis) -> dict[str, Any]:
             "problems": list(diag.data.problems),
             "note": diag.data.note,
         },
-        "versions": [
-            {
-                "torch": v.torch,
-                "release": v.release,
-                "basis": v.basis,
-                "plain": {**_verdict_json(v.plain), "basis": v.basis},
-                "weights_only": {**_verdict_json(v.weights_only), "basis": v.basis},
-                "advisories": list(v.advisories),
-            }
-            for v in diag.versions
+        "versions": [_version_json(v) for v in diag.versions],
+        "numpy": [
+            {"numpy_major": row.numpy_major, "versions": [_version_json(v) for v in row.versions]}
+            for row in diag.numpy_rows
         ],
     }
 
@@ -397,9 +453,17 @@ def main(argv: list[str] | None = None) -> int:
         metavar="PATH",
         help="the interpreter of the venv that will load FILE (default: this one)",
     )
+    parser.add_argument(
+        "--numpy",
+        type=int,
+        choices=(1, 2),
+        help="numpy major of the loading side: predict for it alone (default: both 1 and 2)",
+    )
     args = parser.parse_args(argv)
     try:
-        diag = diagnose(args.file, read_data=args.verify_data, python=args.python)
+        diag = diagnose(
+            args.file, read_data=args.verify_data, python=args.python, numpy_major=args.numpy
+        )
     except CheckpointError as exc:
         write_escaped(f"ckptcompat doctor: {type(exc).__name__}: {exc}\n", sys.stderr)
         if args.json:

@@ -123,7 +123,12 @@ def _dcp_summary(explanation: Any) -> str:
 
 
 def examine(
-    path: Path, *, read_data: bool = False, as_json: bool = False, python: str | None = None
+    path: Path,
+    *,
+    read_data: bool = False,
+    as_json: bool = False,
+    python: str | None = None,
+    numpy_major: int | None = None,
 ) -> BatchLine:
     """Diagnose one file or DCP directory; a typed error becomes a line, never a raise.
 
@@ -158,7 +163,7 @@ def examine(
                 found="nothing" if not path.exists() else "not a regular file",
                 fix="check the path",
             )
-        diag = doctor.diagnose(path, read_data=read_data, python=python)
+        diag = doctor.diagnose(path, read_data=read_data, python=python, numpy_major=numpy_major)
     except CheckpointError as exc:
         return BatchLine(path, None, doctor.error_json(str(path), exc), exc)
     document = doctor.to_json(diag) if as_json else None
@@ -171,19 +176,23 @@ def run(
     as_json: bool = False,
     read_data: bool = False,
     python: str | None = None,
+    numpy_major: int | None = None,
     out: Any = None,
     err: Any = None,
 ) -> int:
     """Print one line per checkpoint under ``paths`` (module docstring) and return the
     exit code: 0 when every path was read, 2 when any could not be (or none was found).
-    ``python``: the loading environment's interpreter (``doctor --python``)."""
+    ``python``: the loading environment's interpreter (``doctor --python``);
+    ``numpy_major``: its numpy major (``doctor --numpy``; default both)."""
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
     from ckptcompat.doctor import write_escaped
 
     read = failed = 0
     for path in checkpoint_paths(paths):
-        line = examine(path, read_data=read_data, as_json=as_json, python=python)
+        line = examine(
+            path, read_data=read_data, as_json=as_json, python=python, numpy_major=numpy_major
+        )
         if line.error is None:
             read += 1
         else:

@@ -58,6 +58,7 @@ def run(
     as_json: bool = False,
     verify_data: bool = False,
     python: str | None = None,
+    numpy_major: int | None = None,
 ) -> int:
     """Explain ``paths`` on stdout; return the exit code (0 all read, 2 any unreadable).
 
@@ -66,6 +67,8 @@ def run(
         as_json: JSON instead of text (one document for one file, one line per file else).
         verify_data: read every tensor record and check its CRC-32 (slower).
         python: another venv's interpreter whose packages the prediction uses.
+        numpy_major: predict for a loading side with this numpy major only (1 or 2);
+            default both (:mod:`.numpy_consumer`).
     """
     single = paths[0] if len(paths) == 1 else None
     if single is not None:
@@ -88,9 +91,12 @@ def run(
     if single is None or os.path.isdir(single):
         from ckptcompat.doctor import batch  # several paths or a tree: one line per file
 
-        return batch.run(paths, as_json=as_json, read_data=verify_data, python=python)
+        return batch.run(
+            paths, as_json=as_json, read_data=verify_data, python=python, numpy_major=numpy_major
+        )
     from ckptcompat import doctor
 
     flags = [*(["--json"] if as_json else []), *(["--verify-data"] if verify_data else [])]
     flags += ["--python", python] if python else []
+    flags += ["--numpy", str(numpy_major)] if numpy_major else []
     return doctor.main([single, *flags])

@@ -172,7 +172,17 @@ def with_consumer(verdict: Verdict, consumer: Consumer, *, full_unpickler: bool)
             if first is not None
             else f"the pickle needs classes of the saving script's {MAIN}"
         )
-        return Verdict("not_fixable", why, first_error=error, blockers=tuple(blockers))
+        notes = ()
+        if consumer.main_globals:
+            classes = [g[len(MAIN) + 1 :] for g in consumer.main_globals]
+            register = "; ".join(f"{MAIN}.{c} = {c}" for c in classes)
+            notes = (
+                "the full unpickler looks the classes up as attributes of the LOADING "
+                f"script's {MAIN}: `import {MAIN}; {register}` (each class imported from "
+                "where it lives now) before torch.load lets a trusted file load; or load "
+                "with weights_only=True and the allowlist below",
+            )
+        return Verdict("not_fixable", why, first_error=error, blockers=tuple(blockers), notes=notes)
     needing = [e.name for e in verdict.allowlist if e.name.split(".", 1)[0] in missing]
     if not needing:
         return verdict

@@ -24,6 +24,7 @@ from __future__ import annotations
 import pickletools
 from dataclasses import dataclass, field
 
+from ckptcompat.doctor.numpy_consumer import NumpyFacts, numpy2_ctor_error
 from ckptcompat.doctor.pickle_walk import PickleFacts
 from ckptcompat.doctor.rules import ALL_DTYPE_GLOBALS, Profile
 from ckptcompat.doctor.verdict import Entry, Verdict, entry, numpy_dtype_class
@@ -122,8 +123,21 @@ def _corrupt_content(result: ScanResult) -> Verdict | None:
     return Verdict("not_fixable", f"the file is corrupt: {reasons[0]}", blockers=reasons)
 
 
-def _plain_full_unpickler(result: ScanResult, profile: Profile) -> Verdict:
+def _plain_full_unpickler(
+    result: ScanResult, profile: Profile, numpy: NumpyFacts, numpy_major: int
+) -> Verdict:
     """torch 2.4/2.5 without weights_only: the full pickle machinery."""
+    if numpy_major < 2 and numpy.numpy2_bit_generators:
+        why = (
+            f"numpy 1's __bit_generator_ctor takes a name, and this numpy-2 pickle passes the "
+            f"class {numpy.numpy2_bit_generators[0]}"
+        )
+        return Verdict(
+            "not_fixable",
+            why,
+            first_error=numpy2_ctor_error(numpy),
+            blockers=(why + ": load it under numpy 2, or re-save the state as primitives",),
+        )
     unknown = [g for g in result.globals if g in ALL_DTYPE_GLOBALS and g not in profile.dtypes]
     if unknown:
         why = f"dtype {', '.join(unknown)} does not exist in torch {profile.release}"
@@ -134,7 +148,14 @@ def _plain_full_unpickler(result: ScanResult, profile: Profile) -> Verdict:
             first_error=f"module 'torch' has no attribute '{unknown[0][6:]}'",
         )
     foreign = [g for g in result.globals if g not in WEIGHTS_ONLY_GLOBALS]
-    notes = ("a plain torch.load warns FutureWarning about the coming weights_only flip",)
+    notes: tuple[str, ...] = (
+        "a plain torch.load warns FutureWarning about the coming weights_only flip",
+    )
+    if numpy_major < 2 and any(g.startswith("numpy._core.") for g in foreign):
+        notes += (
+            "numpy-2 names (numpy._core.*) import under numpy 1.26, which has numpy._core; "
+            "numpy < 1.26 fails with ModuleNotFoundError",
+        )
     if not foreign:
         return Verdict(
             "loads", "only tensors and plain containers; no code from the file runs", notes=notes
@@ -189,7 +210,9 @@ def _check_global(out: _Problems, name: str, pos: int, profile: Profile, numpy_m
     out.errors.append((pos, f"Unsupported global: {name}"))
     running = _numpy_spelling_mismatch(name, numpy_major)
     spelled = "1" if numpy_major >= 2 else "2"
-    if name in ALL_DTYPE_GLOBALS and name not in profile.dtypes:
+    if name.startswith(_MAIN):
+        out.entries.append(_main_entry(name, profile))
+    elif name in ALL_DTYPE_GLOBALS and name not in profile.dtypes:
         out.blockers.append(f"dtype {name} does not exist in torch {profile.release}")
     elif name in ALL_DTYPE_GLOBALS:
         out.blockers.append(
@@ -207,6 +230,42 @@ def _check_global(out: _Problems, name: str, pos: int, profile: Profile, numpy_m
         )
     else:
         out.entries.append(entry(name, "named by the pickle"))
+
+
+_MAIN = "__main__."
+
+
+def _main_entry(name: str, profile: Profile) -> Entry:
+    """A class of the saving script (``__main__.Cfg``): torch keys the allowlist by
+    ``module.name``, so the class imported from anywhere else does not match it."""
+    cls = name[len(_MAIN) :]
+    if profile.aliases:
+        why = (
+            f"defined by the saving script: pass the class (import it from where it lives now, "
+            f"or define it) under the name {name!r}"
+        )
+        return entry(name, why, python=f"({cls}, {name!r})")
+    why = (
+        f"defined by the saving script: torch {profile.minor} takes no (object, name) alias, "
+        f"so {cls} must be defined in the loading script itself, run as the main program "
+        f"({cls}.__module__ == '__main__'), before loading"
+    )
+    return entry(name, why, python=cls)
+
+
+def _check_numpy_random(out: _Problems, numpy: NumpyFacts, numpy_major: int) -> None:
+    """numpy.random classes the BUILD check needs; numpy-2 bit generators under numpy 1."""
+    named = {e.name for e in out.entries}
+    for cls, why in numpy.unnamed_classes:
+        if cls not in named:
+            out.entries.append(entry(cls, why))
+    if numpy_major < 2 and numpy.numpy2_bit_generators:
+        out.blockers.append(
+            f"numpy 1's __bit_generator_ctor takes a name, and this numpy-2 pickle passes the "
+            f"class {numpy.numpy2_bit_generators[0]} ({numpy2_ctor_error(numpy)}, even when "
+            "allowlisted): load it under numpy 2"
+        )
+        out.errors.append((1 << 62, numpy2_ctor_error(numpy)))
 
 
 def _check_numpy_dtypes(out: _Problems, result: ScanResult, facts: PickleFacts) -> None:
@@ -238,7 +297,11 @@ def _check_structure(out: _Problems, result: ScanResult, profile: Profile) -> No
 
 
 def _weights_only(
-    result: ScanResult, facts: PickleFacts, profile: Profile, numpy_major: int
+    result: ScanResult,
+    facts: PickleFacts,
+    profile: Profile,
+    numpy_major: int,
+    numpy: NumpyFacts,
 ) -> Verdict:
     out = _Problems()
     _check_opcodes(out, result, facts, profile)
@@ -246,8 +309,11 @@ def _weights_only(
     for name in refused:
         _check_global(out, name, facts.global_pos.get(name, 1 << 61), profile, numpy_major)
     _check_numpy_dtypes(out, result, facts)
+    _check_numpy_random(out, numpy, numpy_major)
     _check_structure(out, result, profile)
     uncertain = [f.message for f in result.findings if f.code in _UNMODELLED_CODES]
+    if numpy.unknown:
+        uncertain.append(numpy.unknown)
     if not facts.complete and "numpy.dtype" in result.globals:
         uncertain.append("the numpy dtypes could not be read from the pickle")
     first = min(out.errors)[1] if out.errors else None
@@ -295,7 +361,12 @@ def _ckptcompat_note(result: ScanResult, profile: Profile) -> str:
 
 
 def predict(
-    result: ScanResult, facts: PickleFacts, profile: Profile, *, numpy_major: int = 2
+    result: ScanResult,
+    facts: PickleFacts,
+    profile: Profile,
+    *,
+    numpy_major: int = 2,
+    numpy: NumpyFacts | None = None,
 ) -> tuple[Verdict, Verdict]:
     """Predict ``(plain torch.load(FILE), torch.load(FILE, weights_only=True))`` on ``profile``.
 
@@ -303,12 +374,17 @@ def predict(
         result: the static scan of the file.
         facts: :func:`ckptcompat.doctor.pickle_walk.pickle_facts` of the same file.
         profile: the torch version's loading behaviour.
-        numpy_major: the numpy major the load runs under (decides numpy-1/2 aliases).
+        numpy_major: the numpy major the load runs under (1 means numpy 1.26): decides
+            the numpy-1/2 aliases and whether numpy-2 bit generators load at all.
+        numpy: :func:`ckptcompat.doctor.numpy_consumer.numpy_facts` of the same file
+            (None: no numpy.random facts, as for a file without numpy.random globals).
     """
+    numpy = numpy or NumpyFacts()
     wo = _kind_verdict(result, profile, True) or _corrupt_content(result)
     if wo is None:
         wo = _with_notes(
-            _weights_only(result, facts, profile, numpy_major), _ckptcompat_note(result, profile)
+            _weights_only(result, facts, profile, numpy_major, numpy),
+            _ckptcompat_note(result, profile),
         )
     if profile.weights_only_default:
         plain = _with_notes(wo, "torch >= 2.6 defaults to weights_only=True")
@@ -316,6 +392,6 @@ def predict(
         plain = (
             _kind_verdict(result, profile, False)
             or _corrupt_content(result)
-            or _plain_full_unpickler(result, profile)
+            or _plain_full_unpickler(result, profile, numpy, numpy_major)
         )
     return plain, wo

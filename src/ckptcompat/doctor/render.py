@@ -54,6 +54,11 @@ def _summary(diag: Diagnosis) -> list[str]:
         facts.append(f"written by {diag.writer_hint}")
     lines.append(f"  file         {'; '.join(facts)}")
     lines.append(f"  generation   {diag.generation}: {diag.generation_detail}")
+    if diag.family is not None:
+        fam = diag.family
+        lines.append(f"  library      {fam.library}: {fam.what}")
+        lines += [f"  blocks       {b}" for b in fam.blockers]
+        lines.append(f"               fix: {fam.fix}")
     if diag.storages:
         lines.append(
             f"  tensors      {diag.storages} storage(s), {diag.storage_bytes} bytes: "
@@ -103,6 +108,38 @@ def _summary(diag: Diagnosis) -> list[str]:
     lines += [f"  crc mismatch {problem}" for problem in diag.data.problems[:5]]
     here = ", ".join(f"{k} {v or 'absent'}" for k, v in diag.installed.items())
     lines.append(f"  this machine {here}; predictions assume numpy {diag.numpy_major} when loading")
+    others = [r.numpy_major for r in diag.numpy_rows if r.numpy_major != diag.numpy_major]
+    differ = [m for m in others if _row_differs(diag, m)]
+    if differ:
+        lines.append(
+            f"  numpy        with numpy {', '.join(map(str, differ))} on the loading side the "
+            "verdicts differ: see the numpy rows below"
+        )
+    return lines
+
+
+def _row_differs(diag: Diagnosis, major: int) -> bool:
+    row = next(r for r in diag.numpy_rows if r.numpy_major == major)
+    return any(
+        (a.plain, a.weights_only) != (b.plain, b.weights_only)
+        for a, b in zip(diag.versions, row.versions, strict=True)
+    )
+
+
+def _numpy_rows(diag: Diagnosis) -> list[str]:
+    """The verdicts that change with the other numpy major on the loading side."""
+    lines: list[str] = []
+    for row in diag.numpy_rows:
+        if row.numpy_major == diag.numpy_major or not _row_differs(diag, row.numpy_major):
+            continue
+        lines += ["", f"  with numpy {row.numpy_major} on the loading side (numpy 1 = 1.26), where "
+                  f"it differs from numpy {diag.numpy_major}:"]  # fmt: skip
+        changed = [
+            other
+            for mine, other in zip(diag.versions, row.versions, strict=True)
+            if (mine.plain, mine.weights_only) != (other.plain, other.weights_only)
+        ]
+        lines += _details(changed, diag.risks)
     return lines
 
 
@@ -135,6 +172,8 @@ def _table(diag: Diagnosis) -> list[str]:
 
 
 def _shown(entry: Entry) -> str:
+    if entry.python:
+        return entry.python
     return f"({entry.target}, {entry.name!r})" if entry.alias else entry.name
 
 
@@ -146,9 +185,23 @@ def _entry_line(entry: Entry, width: int) -> str:
     return f"        {_shown(entry).ljust(width)}  {entry.reason}{tail}"
 
 
-def _python(entries: tuple[Entry, ...]) -> str:
+def _python(entries: tuple[Entry, ...]) -> list[str]:
     objs = [_shown(e) for e in entries]
-    return f"torch.serialization.add_safe_globals([{', '.join(objs)}])"
+    lines = [f"      python: torch.serialization.add_safe_globals([{', '.join(objs)}])"]
+    main = [e for e in entries if e.name.startswith("__main__.")]
+    if any(e.python.startswith("(") for e in main):
+        lines.append(
+            "              (first: from <where the class lives now> import "
+            + ", ".join(e.name[9:] for e in main)
+            + "; the bare class does not match the file's '__main__.' name)"
+        )
+    elif main:
+        lines.append(
+            "              (only in the script that defines "
+            + ", ".join(e.name[9:] for e in main)
+            + " itself and runs as the main program; an imported class does not match)"
+        )
+    return lines
 
 
 def _allowlist_lines(verdict: Verdict, risks: tuple[str, ...]) -> list[str]:
@@ -164,7 +217,7 @@ def _allowlist_lines(verdict: Verdict, risks: tuple[str, ...]) -> list[str]:
     return [
         "      allowlist (exactly these entries):",
         *(_entry_line(e, width) for e in verdict.allowlist),
-        f"      python: {_python(verdict.allowlist)}",
+        *_python(verdict.allowlist),
     ]
 
 
@@ -193,9 +246,9 @@ def _same(plain: Verdict, wo: Verdict) -> bool:
     )
 
 
-def _groups(diag: Diagnosis) -> list[list[VersionReport]]:
+def _groups(versions: tuple[VersionReport, ...] | list[VersionReport]) -> list[list[VersionReport]]:
     groups: list[list[VersionReport]] = []
-    for report in diag.versions:
+    for report in versions:
         key = (report.plain, report.weights_only)
         if groups and (groups[-1][0].plain, groups[-1][0].weights_only) == key:
             groups[-1].append(report)
@@ -204,20 +257,30 @@ def _groups(diag: Diagnosis) -> list[list[VersionReport]]:
     return groups
 
 
-def render_text(diag: Diagnosis) -> str:
-    """The human report of :func:`ckptcompat.doctor.diagnose` (ends with a newline)."""
-    if not_a_checkpoint(diag) is not None:
-        return "\n".join([*_head(diag), f"  file         {diag.size_bytes} bytes"]) + "\n"
-    lines = [*_summary(diag), "", *_table(diag), ""]
-    for group in _groups(diag):
+def _details(
+    versions: tuple[VersionReport, ...] | list[VersionReport], risks: tuple[str, ...]
+) -> list[str]:
+    """The verdicts of ``versions``, one block per run of identical verdicts."""
+    lines: list[str] = []
+    for group in _groups(versions):
         span = group[0].torch if len(group) == 1 else f"{group[0].torch}-{group[-1].torch}"
         lines.append(f"  torch {span}")
         plain, wo = group[0].plain, group[0].weights_only
         if _same(plain, wo):
             lines.append(f"    {_LABELS['plain']:<18} the same verdict as weights_only=True")
         else:
-            lines += _verdict_lines(_LABELS["plain"], plain, diag.risks)
-        lines += _verdict_lines(_LABELS["weights_only"], wo, diag.risks)
+            lines += _verdict_lines(_LABELS["plain"], plain, risks)
+        lines += _verdict_lines(_LABELS["weights_only"], wo, risks)
+    return lines
+
+
+def render_text(diag: Diagnosis) -> str:
+    """The human report of :func:`ckptcompat.doctor.diagnose` (ends with a newline)."""
+    if not_a_checkpoint(diag) is not None:
+        return "\n".join([*_head(diag), f"  file         {diag.size_bytes} bytes"]) + "\n"
+    lines = [*_summary(diag), "", *_table(diag), ""]
+    lines += _details(diag.versions, diag.risks)
+    lines += _numpy_rows(diag)
     advisories: dict[str, list[str]] = {}
     for report in diag.versions:
         for advisory in report.advisories:

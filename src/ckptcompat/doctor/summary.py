@@ -67,7 +67,7 @@ def _phrase(verdict: Verdict, unsafe: bool) -> str:
 
 def _runs(diag: Diagnosis, phrases: list[str]) -> list[str]:
     """``"<phrase> on <span>"`` for each run of consecutive versions with one phrase."""
-    minors = [v.torch for v in diag.versions]
+    minors = [v.torch for v in diag.versions][: len(phrases)]
     out: list[str] = []
     start = 0
     for i in range(1, len(phrases) + 1):
@@ -79,12 +79,36 @@ def _runs(diag: Diagnosis, phrases: list[str]) -> list[str]:
     return out
 
 
+def _other_numpy(diag: Diagnosis) -> list[str]:
+    """``"with numpy 1 loading: ..."`` for each other numpy major whose verdicts differ."""
+    out = []
+    mine = [_phrase(v.weights_only, bool(diag.risks)) for v in diag.versions]
+    for row in diag.numpy_rows:
+        if row.numpy_major == diag.numpy_major:
+            continue
+        phrases = [_phrase(v.weights_only, bool(diag.risks)) for v in row.versions]
+        plain_fails = [
+            v.torch
+            for v, m in zip(row.versions, diag.versions, strict=True)
+            if v.plain.outcome == "not_fixable" and m.plain.outcome != "not_fixable"
+        ]
+        if phrases == mine and not plain_fails:
+            continue
+        text = f"with numpy {row.numpy_major} loading: " + ", ".join(_runs(diag, phrases))
+        if plain_fails:
+            text += f", and a plain torch.load fails on {_span(plain_fails)}"
+        out.append(text)
+    return out
+
+
 def verdict_line(diag: Diagnosis) -> str:
     """One line: is the file safe to load, and where does it load (see the module docstring)."""
     parts = [f"unsafe, do not load it: {diag.risks[0]}"] if diag.risks else []
     short = not_a_checkpoint(diag)
     if short is not None:
         return "; ".join([*parts, short])
+    if diag.family is not None:
+        parts.append(diag.family.what.split(":")[0])
     if diag.devices.problem is not None:
         where = ", ".join(diag.devices.off_cpu)
         verb = "fails" if diag.devices.certain else "may fail"
@@ -93,6 +117,7 @@ def verdict_line(diag: Diagnosis) -> str:
     code = [v.torch for v in diag.versions if v.plain.outcome == "runs_code"]
     if code:
         parts.append(f"a plain torch.load runs code the file names on {_span(code)}")
+    parts += _other_numpy(diag)
     if diag.key_prefix is not None:
         wrapper = " + ".join(diag.key_prefix.wrappers)
         parts.append(

@@ -42,6 +42,10 @@ class Entry:
         reason: why it is needed.
         dangerous: it can run code or reach the system; do not allowlist it.
         curated: on ckptcompat's curated allowlist (``ckptcompat migrate`` accepts it).
+        python: how to write the entry in ``add_safe_globals([...])`` when neither the
+            dotted name nor the ``(target, "name")`` alias says it: a class of the saving
+            script (``__main__.Cfg``) is ``(Cfg, '__main__.Cfg')`` on torch 2.6+, ``Cfg``
+            defined in the loading script itself on 2.4/2.5; empty otherwise.
     """
 
     name: str
@@ -49,6 +53,7 @@ class Entry:
     reason: str
     dangerous: bool
     curated: bool
+    python: str = ""
 
     @property
     def alias(self) -> bool:
@@ -127,6 +132,6 @@ def _curated(name: str) -> bool:
     return name in _CURATED_DTYPE_CLASSES or bool(allowlist.partition([name])[0])
 
 
-def entry(name: str, reason: str, target: str | None = None) -> Entry:
+def entry(name: str, reason: str, target: str | None = None, python: str = "") -> Entry:
     """An :class:`Entry` for ``name`` (``target`` for an alias), flagged dangerous/curated."""
-    return Entry(name, target or name, reason, is_dangerous(name), _curated(name))
+    return Entry(name, target or name, reason, is_dangerous(name), _curated(name), python)

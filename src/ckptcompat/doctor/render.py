@@ -107,9 +107,23 @@ def _summary(diag: Diagnosis) -> list[str]:
     lines.append(f"  data         {diag.data.note}")
     lines += [f"  crc mismatch {problem}" for problem in diag.data.problems[:5]]
     here = ", ".join(f"{k} {v or 'absent'}" for k, v in diag.installed.items())
-    lines.append(f"  this machine {here}; predictions assume numpy {diag.numpy_major} when loading")
+    lines += _numpy_lines(diag, here)
+    return lines
+
+
+def _numpy_lines(diag: Diagnosis, here: str) -> list[str]:
+    """The ``this machine`` line, and a ``numpy`` line when the loading side's numpy major
+    changes a verdict (:mod:`ckptcompat.doctor.numpy_consumer`)."""
+    lines: list[str] = []
     others = [r.numpy_major for r in diag.numpy_rows if r.numpy_major != diag.numpy_major]
     differ = [m for m in others if _row_differs(diag, m)]
+    if others and not differ:  # both majors predicted, and they agree
+        majors = " and ".join(map(str, sorted({diag.numpy_major, *others})))
+        lines.append(f"  this machine {here}; predictions hold with numpy {majors} when loading")
+    else:
+        lines.append(
+            f"  this machine {here}; predictions assume numpy {diag.numpy_major} when loading"
+        )
     if differ:
         lines.append(
             f"  numpy        with numpy {', '.join(map(str, differ))} on the loading side the "

@@ -211,6 +211,14 @@ def add_eval_parser(sub: Any, *, epilog: str) -> None:
         "is stored once it is back, if its lease still holds (default: %(default)s)",
     )
     worker.add_argument(
+        "--torch-threads",
+        type=int_at_least(1),
+        default=1,
+        metavar="N",
+        help="torch threads while evaluating (default: %(default)s: workers sharing cores "
+        "do not slow each other down with thread pools)",
+    )
+    worker.add_argument(
         "--worker-id",
         metavar="NAME",
         help="its name in the queue (default: HOST-PID-RANDOM)",

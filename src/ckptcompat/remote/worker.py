@@ -143,6 +143,10 @@ class Worker:
         idle_exit_s: stop after this many seconds without a claimable task (None: never).
         poll_s: seconds between claims while the queue is empty.
         reconnect_s: seconds in all to wait for a server that went away, per request.
+        torch_threads: ``torch.set_num_threads`` before the first task (default 1: a small
+            policy gains nothing from more, and several workers sharing a machine's cores
+            slow each other down badly when each spins up a thread pool; env-steps/s
+            ratios between workers compare like with like). None leaves torch's default.
         log: one line per task and event (default: stderr).
 
     Raises:
@@ -161,8 +165,10 @@ class Worker:
         idle_exit_s: float | None = None,
         poll_s: float = 1.0,
         reconnect_s: float = DEFAULT_RECONNECT_S,
+        torch_threads: int | None = 1,
         log: Callable[[str], None] | None = None,
     ) -> None:
+        self.torch_threads = torch_threads
         self.dsn, self.cell = dsn, cell
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.shard = Path(shard_dir) / f"{cell}-{self.worker_id}.duckdb"
@@ -178,6 +184,11 @@ class Worker:
         from ckptcompat.evaluation.evaluator import (
             PolicyEvaluator,
         )  # torch: before claiming
+
+        if self.torch_threads is not None:
+            import torch
+
+            torch.set_num_threads(self.torch_threads)
 
         self.shard.parent.mkdir(parents=True, exist_ok=True)
         stats, claims, idle_since = WorkerStats(), 0, time.monotonic()

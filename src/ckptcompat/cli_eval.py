@@ -133,6 +133,8 @@ def worker_command(args: argparse.Namespace) -> int:
         max_tasks=1 if args.once else args.max_tasks,
         idle_exit_s=args.idle_exit,
         poll_s=args.poll,
+        reconnect_s=args.reconnect_s,
+        torch_threads=args.torch_threads,
     )
     stats = worker.run()
     outcomes = ", ".join(f"{n} {o}" for o, n in sorted(stats.stored.items())) or "none"

@@ -179,7 +179,8 @@ def add_eval_parser(sub: Any, *, epilog: str) -> None:
     stop.add_argument(
         "--once",
         action="store_true",
-        help="stop after one task (default: off: run until --max-tasks, --idle-exit or interrupted)",
+        help="stop after one task "
+        "(default: off: run until --max-tasks, --idle-exit or interrupted)",
     )
     stop.add_argument(
         "--max-tasks",
@@ -199,6 +200,23 @@ def add_eval_parser(sub: Any, *, epilog: str) -> None:
         default=1.0,
         metavar="S",
         help="seconds between claims while the queue is empty (default: %(default)s)",
+    )
+    worker.add_argument(
+        "--reconnect-s",
+        type=_seconds,
+        default=300.0,  # = ckptcompat.remote.queue.DEFAULT_RECONNECT_S
+        metavar="S",
+        help="when the server goes away (stopped, restarted), keep reconnecting with a "
+        "capped backoff for S seconds in all before exiting 2; a result finished meanwhile "
+        "is stored once it is back, if its lease still holds (default: %(default)s)",
+    )
+    worker.add_argument(
+        "--torch-threads",
+        type=int_at_least(1),
+        default=1,
+        metavar="N",
+        help="torch threads while evaluating (default: %(default)s: workers sharing cores "
+        "do not slow each other down with thread pools)",
     )
     worker.add_argument(
         "--worker-id",

@@ -5,7 +5,8 @@ shared, the server listens only on a unix socket in its own temp dir), started w
 machine's ``initdb``/``pg_ctl`` (Debian's ``postgresql`` package: ``/usr/lib/postgresql/
 <major>/bin``, or on the PATH) and stopped at the end of the session. As root the server
 runs as the ``postgres`` user (PostgreSQL refuses to run as root). Each test gets a
-database of its own (:func:`dsn`).
+database of its own (:func:`dsn`). The server itself is :mod:`ckptcompat.remote.pgserver`'s
+(the matrix's remote phase starts one the same way).
 
 Without the binaries the tests skip and say why, unless ``CKPTCOMPAT_REQUIRE_PG=1`` (CI's
 ``.ci/run`` sets it after installing the package), which turns the skip into a failure.
@@ -13,30 +14,13 @@ Without the binaries the tests skip and say why, unless ``CKPTCOMPAT_REQUIRE_PG=
 
 from __future__ import annotations
 
-import contextlib
-import glob
 import os
-import shutil
-import subprocess
-import tempfile
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-REQUIRE_ENV = "CKPTCOMPAT_REQUIRE_PG"
-
-
-def _bin_dir() -> Path | None:
-    found = shutil.which("initdb")
-    if found and shutil.which("pg_ctl"):
-        return Path(found).parent
-    candidates = sorted(
-        glob.glob("/usr/lib/postgresql/*/bin/initdb"),
-        key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0,
-    )
-    return Path(candidates[-1]).parent if candidates else None
+from ckptcompat.remote.pgserver import REQUIRE_ENV, PgServer, unavailable_reason
 
 
 def _unavailable(reason: str) -> None:
@@ -45,108 +29,38 @@ def _unavailable(reason: str) -> None:
     pytest.skip(f"{reason} (apt-get install postgresql; {REQUIRE_ENV}=1 makes this a failure)")
 
 
-def _as_server_user(command: list[str]) -> list[str]:
-    if os.geteuid() != 0:
-        return command
-    return ["runuser", "-u", "postgres", "--", *command]
-
-
-class _Server:
-    def __init__(self, bin_dir: Path) -> None:
-        self.bin_dir = bin_dir
-        # Not under pytest's basetemp: that is root's 0700 dir, closed to the postgres user;
-        # and short, since a unix socket path has at most 107 bytes.
-        self.root = Path(tempfile.mkdtemp(prefix="ckpt-pg-"))
-        self.data = self.root / "data"
-        if os.geteuid() == 0:
-            shutil.chown(self.root, "postgres", "postgres")
-
-    def _run(self, *command: str) -> None:
-        completed = subprocess.run(
-            _as_server_user([str(self.bin_dir / command[0]), *command[1:]]),
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-            stdin=subprocess.DEVNULL,
-        )
-        if completed.returncode != 0:
-            log = self.root / "server.log"
-            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-            raise RuntimeError(
-                f"{' '.join(command)} exited {completed.returncode}: "
-                f"{completed.stdout}{completed.stderr}{tail}"
-            )
-
-    def start(self) -> None:
-        self._run(
-            "initdb",
-            "-D",
-            str(self.data),
-            "-U",
-            "postgres",
-            "--auth=trust",
-            "--no-sync",
-            "-E",
-            "UTF8",
-        )
-        options = f"-k {self.root} -c listen_addresses='' -c fsync=off -c max_connections=200"
-        self._run(
-            "pg_ctl",
-            "-D",
-            str(self.data),
-            "-o",
-            options,
-            "-l",
-            str(self.root / "server.log"),
-            "-w",
-            "-t",
-            "60",
-            "start",
-        )
-
-    def stop(self) -> None:
-        with contextlib.suppress(Exception):
-            self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
-        shutil.rmtree(self.root, ignore_errors=True)
-
-    def dsn(self, dbname: str = "postgres") -> str:
-        return f"host={self.root} dbname={dbname} user=postgres"
-
-
 @pytest.fixture(scope="session")
-def pg_server() -> Iterator[_Server]:
+def pg_server() -> Iterator[PgServer]:
     """A PostgreSQL server of this pytest process, on a unix socket in a temp dir."""
-    bin_dir = _bin_dir()
-    if bin_dir is None:
-        _unavailable("no PostgreSQL server binaries (initdb, pg_ctl) on this machine")
-    if os.geteuid() == 0:
-        import pwd
-
-        try:
-            pwd.getpwnam("postgres")
-        except KeyError:
-            _unavailable("running as root, and there is no postgres user to run the server")
-    try:
-        import psycopg  # noqa: F401
-    except ModuleNotFoundError:
-        _unavailable("psycopg is not installed (ckptcompat's remote extra)")
-    server = _Server(bin_dir)
+    reason = unavailable_reason()
+    if reason is not None:
+        _unavailable(reason)
+    server = PgServer()
     try:
         server.start()
     except Exception:
-        server.stop()
+        server.remove()
         raise
     yield server
-    server.stop()
+    server.remove()
 
 
 @pytest.fixture
-def dsn(pg_server: _Server) -> str:
+def dsn(pg_server: PgServer) -> str:
     """A fresh, empty database of the session's server: its libpq connection string."""
-    import psycopg
+    return pg_server.create_database(f"t_{uuid.uuid4().hex[:12]}")
 
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    return pg_server.dsn(name)
+
+@pytest.fixture
+def own_pg() -> Iterator[PgServer]:
+    """A server of this test alone, which it may stop and start again (same socket, same
+    data): for the tests of a database that goes away."""
+    reason = unavailable_reason()
+    if reason is not None:
+        _unavailable(reason)
+    server = PgServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.remove()

@@ -12,16 +12,27 @@ itself ends with -- a policy that does not load included -- is a result, stored 
 still hold the lease: a worker whose lease was taken back stores nothing, and of two
 completions racing on one lease exactly one is stored (the result's primary key is the
 task id).
+
+A lost connection (the server stopped, restarted or reset it) is retried: every method
+runs through :meth:`TaskQueue._call`, which reconnects with a capped exponential backoff
+(0.1 s doubling to :data:`RECONNECT_MAX_DELAY_S`) for at most ``reconnect_s`` seconds in
+all, then raises :class:`~ckptcompat.errors.TaskQueueError`. ``reconnect_s=0`` (the
+command line's ``submit``, ``status`` and ``report``) raises at the first loss. Each
+method is safe to run again after a loss: a ``complete`` whose commit got through but whose
+answer did not finds its own stored result and says so; a ``claim`` whose answer was lost
+leaves a running task nobody heartbeats, which its lease gives back to the queue.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import time
 import uuid
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from ckptcompat.errors import TaskQueueError
 from ckptcompat.remote.schema import RESULTS, TASKS, connect
 
 if TYPE_CHECKING:
@@ -30,7 +41,9 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_LEASE_S",
     "DEFAULT_MAX_ATTEMPTS",
+    "DEFAULT_RECONNECT_S",
     "DEFAULT_TIMEOUT_S",
+    "RECONNECT_MAX_DELAY_S",
     "Claim",
     "Reaped",
     "TaskQueue",
@@ -43,6 +56,12 @@ DEFAULT_LEASE_S = 30.0
 DEFAULT_TIMEOUT_S = 600.0
 #: Claims per task, retries of infrastructure failures included.
 DEFAULT_MAX_ATTEMPTS = 3
+#: Seconds a worker keeps trying to reach a server that went away before it gives up.
+DEFAULT_RECONNECT_S = 300.0
+#: The longest pause between two reconnection attempts (the backoff's cap), seconds.
+RECONNECT_MAX_DELAY_S = 5.0
+
+_T = TypeVar("_T")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,13 +173,26 @@ class TaskQueue:
 
     Args:
         dsn: a libpq connection string or ``postgresql://`` URI.
+        reconnect_s: seconds in all to keep reconnecting after the connection is lost
+            (0: raise at once); see the module docstring.
+        log: told (one line each) when the connection is lost and when it is back.
 
     Raises:
-        TaskQueueError: the server cannot be reached.
+        TaskQueueError: the server cannot be reached now (the first connection is not
+            retried: a wrong ``--dsn`` should say so at once).
     """
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        reconnect_s: float = 0.0,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
         self.dsn = dsn
+        self.reconnect_s = reconnect_s
+        self.log = log
+        self.reconnects = 0
         self.conn: psycopg.Connection = connect(dsn)
 
     def close(self) -> None:
@@ -172,6 +204,55 @@ class TaskQueue:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _call(self, what: str, operation: Callable[[psycopg.Connection], _T]) -> _T:
+        """Run ``operation(conn)``; on a lost connection reconnect and run it again, with a
+        capped exponential backoff, for at most ``reconnect_s`` seconds in all.
+
+        Raises:
+            TaskQueueError: the connection is lost and could not be made again within
+                ``reconnect_s`` (``what`` names the request that was interrupted).
+        """
+        import psycopg
+
+        started, delay = time.monotonic(), 0.1
+        retried_live = announced = False
+        while True:
+            try:
+                if self.conn.closed or self.conn.broken:
+                    self.conn = connect(self.dsn)
+                    self.reconnects += 1
+                    if announced and self.log is not None:
+                        back = time.monotonic() - started
+                        self.log(f"the task queue's server is back after {back:.1f} s: {what}")
+                return operation(self.conn)
+            except (psycopg.OperationalError, psycopg.InterfaceError, TaskQueueError) as exc:
+                if isinstance(exc, TaskQueueError) and not exc.problem.startswith("cannot connect"):
+                    raise
+                if not (self.conn.closed or self.conn.broken) and not retried_live:
+                    # A statement failed on a live connection (a deadlock, a cancel): its
+                    # transaction was rolled back; run it once more at once.
+                    retried_live = True
+                    continue
+                waited = time.monotonic() - started
+                text = str(exc).strip()
+                reason = f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+                if waited + delay > self.reconnect_s:
+                    raise TaskQueueError(
+                        f"lost the task queue's PostgreSQL server during {what}",
+                        expected=f"the server back within {self.reconnect_s:g} s",
+                        found=reason + (f" (retried for {waited:.1f} s)" if waited else ""),
+                        fix="check that the server runs and is reachable; a worker waits "
+                        "longer with --reconnect-s S",
+                    ) from exc
+                if not announced and self.log is not None:
+                    self.log(
+                        f"lost the task queue's server during {what} ({reason}); "
+                        f"reconnecting for up to {self.reconnect_s:g} s"
+                    )
+                announced = True
+                time.sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX_DELAY_S)
 
     def submit(
         self,
@@ -192,28 +273,26 @@ class TaskQueue:
             The batch id (default a fresh uuid4 hex) and the new task ids, policy-major.
         """
         batch = batch or uuid.uuid4().hex
-        ids = []
-        with self.conn.transaction(), self.conn.cursor() as cur:
-            for uri in policy_uris:
-                for cell in cells:
+        rows = [
+            (batch, uri, cell, env_id, episodes, seed, lease_s, timeout_s, max_attempts)
+            for uri in policy_uris
+            for cell in cells
+        ]
+
+        def insert(conn: psycopg.Connection) -> list[int]:
+            ids = []
+            with conn.transaction(), conn.cursor() as cur:
+                for row in rows:
                     cur.execute(
                         f"INSERT INTO {TASKS} (batch, policy_uri, cell, env_id, episodes, "
                         "seed, lease_s, timeout_s, max_attempts) VALUES "
                         "(%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
-                        (
-                            batch,
-                            uri,
-                            cell,
-                            env_id,
-                            episodes,
-                            seed,
-                            lease_s,
-                            timeout_s,
-                            max_attempts,
-                        ),
+                        row,
                     )
                     ids.append(cur.fetchone()[0])
-        return batch, ids
+            return ids
+
+        return batch, self._call("submit", insert)
 
     def reap(self) -> list[Reaped]:
         """Take back every running task whose lease expired or whose attempt timed out.
@@ -221,9 +300,13 @@ class TaskQueue:
         Returns:
             The tasks taken back: ``queued`` again, or ``failed`` at ``max_attempts``.
         """
-        with self.conn.transaction(), self.conn.cursor() as cur:
-            cur.execute(_REAP)
-            return [Reaped(*row) for row in cur.fetchall()]
+
+        def reap(conn: psycopg.Connection) -> list[Reaped]:
+            with conn.transaction(), conn.cursor() as cur:
+                cur.execute(_REAP)
+                return [Reaped(*row) for row in cur.fetchall()]
+
+        return self._call("reap", reap)
 
     def claim(self, cell: str, worker: str) -> Claim | None:
         """Lease the oldest queued task of ``cell`` to ``worker`` (after :meth:`reap`).
@@ -233,29 +316,38 @@ class TaskQueue:
         """
         self.reap()
         token = uuid.uuid4().hex
-        with self.conn.transaction(), self.conn.cursor() as cur:
-            cur.execute(_CLAIM, {"token": token, "worker": worker, "cell": cell})
-            row = cur.fetchone()
-        return None if row is None else Claim(*row)
+
+        def claim(conn: psycopg.Connection) -> Claim | None:
+            with conn.transaction(), conn.cursor() as cur:
+                cur.execute(_CLAIM, {"token": token, "worker": worker, "cell": cell})
+                row = cur.fetchone()
+            return None if row is None else Claim(*row)
+
+        return self._call("claim", claim)
 
     def heartbeat(self, task_id: int, lease_token: str) -> bool:
         """Renew the lease; False when it was taken back or has lapsed (expired, or the
         attempt is past its timeout, reaped or not): the result will be refused."""
-        with self.conn.cursor() as cur:
-            cur.execute(
-                f"UPDATE {TASKS} SET heartbeat_at = clock_timestamp() "
-                f"WHERE id = %s AND lease_token = %s AND NOT ({_STALE})",
-                (task_id, lease_token),
-            )
-            return cur.rowcount == 1
+
+        def beat(conn: psycopg.Connection) -> bool:
+            with conn.cursor() as cur:
+                cur.execute(
+                    f"UPDATE {TASKS} SET heartbeat_at = clock_timestamp() "
+                    f"WHERE id = %s AND lease_token = %s AND NOT ({_STALE})",
+                    (task_id, lease_token),
+                )
+                return cur.rowcount == 1
+
+        return self._call("heartbeat", beat)
 
     def complete(self, claim: Claim, worker: str, result: TaskResult) -> bool:
         """Store ``result`` as the task's one result and mark it ``done``.
 
         Returns:
-            True when stored; False when the lease is no longer this claim's (past its
-            timeout or its lease, reaped or not yet, or another completion won): nothing
-            is written then.
+            True when stored (by this call, or by an earlier run of it whose commit got
+            through before the connection was lost); False when the lease is no longer
+            this claim's (past its timeout or its lease, reaped or not yet, or another
+            completion won): nothing is written then.
         """
         values = dataclasses.asdict(result)
         if values["episode_returns"] is not None:
@@ -269,56 +361,80 @@ class TaskQueue:
         ]
         import psycopg
 
-        stored = False
-        with self.conn.transaction() as tx, self.conn.cursor() as cur:
-            cur.execute(
-                f"UPDATE {TASKS} SET status = 'done', lease_token = NULL, "
-                "finished_at = clock_timestamp(), last_error = NULL "
-                f"WHERE id = %s AND lease_token = %s AND status = 'running' AND NOT ({_STALE})",
-                (claim.task_id, claim.lease_token),
-            )
-            if cur.rowcount == 1:
+        def store(conn: psycopg.Connection) -> bool:
+            stored = False
+            with conn.transaction() as tx, conn.cursor() as cur:
                 cur.execute(
-                    f"INSERT INTO {RESULTS} ({', '.join(columns)}) VALUES "
-                    f"({', '.join(['%s'] * len(columns))}) ON CONFLICT (task_id) DO NOTHING",
-                    params,
+                    f"UPDATE {TASKS} SET status = 'done', lease_token = NULL, "
+                    "finished_at = clock_timestamp(), last_error = NULL WHERE id = %s "
+                    f"AND lease_token = %s AND status = 'running' AND NOT ({_STALE})",
+                    (claim.task_id, claim.lease_token),
                 )
-                stored = cur.rowcount == 1
-                if not stored:  # a result already there: keep it, and the task as it was
-                    raise psycopg.Rollback(tx)
-        return stored
+                if cur.rowcount == 1:
+                    cur.execute(
+                        f"INSERT INTO {RESULTS} ({', '.join(columns)}) VALUES "
+                        f"({', '.join(['%s'] * len(columns))}) ON CONFLICT (task_id) DO NOTHING",
+                        params,
+                    )
+                    stored = cur.rowcount == 1
+                    if not stored:  # a result already there: keep it, and the task as it was
+                        raise psycopg.Rollback(tx)
+                    return True
+                # Not ours to store now; but ours already, if a run of this call committed
+                # and its answer was lost with the connection (attempts are unique per task).
+                cur.execute(
+                    f"SELECT worker, attempt FROM {RESULTS} WHERE task_id = %s",
+                    (claim.task_id,),
+                )
+                row = cur.fetchone()
+            return row is not None and tuple(row) == (worker, claim.attempt)
+
+        return self._call("complete", store)
 
     def counts(self, batch: str | None = None) -> dict[tuple[str, str], int]:
         """Tasks per (cell, status), of one batch or of all."""
         where, params = ("WHERE batch = %s", (batch,)) if batch else ("", ())
-        with self.conn.cursor() as cur:
-            cur.execute(
-                f"SELECT cell, status, count(*) FROM {TASKS} {where} GROUP BY cell, status",
-                params,
-            )
-            return {(cell, status): n for cell, status, n in cur.fetchall()}
+
+        def count(conn: psycopg.Connection) -> dict[tuple[str, str], int]:
+            with conn.cursor() as cur:
+                cur.execute(
+                    f"SELECT cell, status, count(*) FROM {TASKS} {where} GROUP BY cell, status",
+                    params,
+                )
+                return {(cell, status): n for cell, status, n in cur.fetchall()}
+
+        return self._call("status", count)
 
     def tasks(self, batch: str | None = None) -> list[dict[str, Any]]:
         """Every task (of one batch) with its result's columns (None before one), by id."""
         where, params = ("WHERE t.batch = %s", (batch,)) if batch else ("", ())
-        with self.conn.cursor() as cur:
-            cur.execute(
-                f"SELECT t.id AS task_id, t.batch, t.policy_uri, t.cell, t.env_id, t.episodes, "
-                "t.seed, t.status, t.attempts, t.max_attempts, t.last_error, t.worker, "
-                "r.outcome, r.error_type, r.error_message, r.policy_key, r.policy_version, "
-                "r.simulation_id, r.shard, r.mean_return, r.episode_returns, r.env_steps, "
-                "r.eval_time_s, r.episodes_time_s, r.torch_version, r.attempt, "
-                "extract(epoch FROM t.finished_at - t.created_at) AS queue_to_done_s "
-                f"FROM {TASKS} t LEFT JOIN {RESULTS} r ON r.task_id = t.id {where} "
-                "ORDER BY t.id",
-                params,
-            )
-            names = [d.name for d in cur.description or ()]
-            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+        def read(conn: psycopg.Connection) -> list[dict[str, Any]]:
+            with conn.cursor() as cur:
+                cur.execute(
+                    "SELECT t.id AS task_id, t.batch, t.policy_uri, t.cell, t.env_id, "
+                    "t.episodes, t.seed, t.status, t.attempts, t.max_attempts, t.last_error, "
+                    "t.worker, r.outcome, r.error_type, r.error_message, r.policy_key, "
+                    "r.policy_version, r.simulation_id, r.shard, r.mean_return, "
+                    "r.episode_returns, r.env_steps, r.eval_time_s, r.episodes_time_s, "
+                    "r.torch_version, r.attempt, "
+                    "extract(epoch FROM t.finished_at - t.created_at) AS queue_to_done_s "
+                    f"FROM {TASKS} t LEFT JOIN {RESULTS} r ON r.task_id = t.id {where} "
+                    "ORDER BY t.id",
+                    params,
+                )
+                names = [d.name for d in cur.description or ()]
+                return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+        return self._call("reading tasks", read)
 
     def latest_batch(self) -> str | None:
         """The batch of the newest task, None on an empty queue."""
-        with self.conn.cursor() as cur:
-            cur.execute(f"SELECT batch FROM {TASKS} ORDER BY id DESC LIMIT 1")
-            row = cur.fetchone()
-        return None if row is None else row[0]
+
+        def latest(conn: psycopg.Connection) -> str | None:
+            with conn.cursor() as cur:
+                cur.execute(f"SELECT batch FROM {TASKS} ORDER BY id DESC LIMIT 1")
+                row = cur.fetchone()
+            return None if row is None else row[0]
+
+        return self._call("reading tasks", latest)

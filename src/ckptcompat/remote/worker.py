@@ -14,6 +14,15 @@ An attempt whose lease was taken back (past its timeout, or heartbeats that did 
 through) still finishes writing its shard, but its result is refused: its simulation stays
 in the shard, unfinished or named by no result; :mod:`.report` reads results only.
 
+A server that goes away (stopped, restarted, a reset connection) is waited for: every
+queue request reconnects with a capped backoff for up to ``reconnect_s`` seconds in all
+(:meth:`~ckptcompat.remote.queue.TaskQueue._call`; then the worker stops with a
+:class:`~ckptcompat.errors.TaskQueueError`). The heartbeat thread keeps beating through an
+outage (each beat tries to reconnect); an evaluation that finishes while the server is
+down waits for it and then completes: stored if the lease still holds (the outage was
+shorter than the lease), refused otherwise -- the lease has lapsed, the task is queued
+again by the next reap and re-run, so it is never stored twice nor lost.
+
 ``CKPTCOMPAT_REMOTE_DELAY_S`` (tests only) makes the worker wait that many seconds,
 heartbeating, between a claim and its evaluation: a deterministic window in which to kill
 it or let the timeout pass.
@@ -37,9 +46,10 @@ from ckptcompat.errors import (
     CheckpointNotFoundError,
     InputError,
     StatsDBError,
+    TaskQueueError,
     UnsupportedEnvError,
 )
-from ckptcompat.remote.queue import Claim, TaskQueue, TaskResult
+from ckptcompat.remote.queue import DEFAULT_RECONNECT_S, Claim, TaskQueue, TaskResult
 
 __all__ = ["DELAY_ENV", "Worker", "WorkerStats", "result_of_error"]
 
@@ -79,24 +89,46 @@ class WorkerStats:
 
 
 class _Heartbeat(threading.Thread):
-    """Renews one claim's lease every ``lease_s / 3`` seconds on its own connection."""
+    """Renews one claim's lease every ``lease_s / 3`` seconds on its own connection.
 
-    def __init__(self, dsn: str, claim: Claim) -> None:
+    A beat that cannot get through (the server is down) is not the end: the next beat
+    reconnects and tries again, until the worker stops the thread. ``lost`` is set only
+    when the server answers that the lease is no longer this claim's.
+    """
+
+    def __init__(self, dsn: str, claim: Claim, log: Callable[[str], None]) -> None:
         super().__init__(name=f"heartbeat-{claim.task_id}", daemon=True)
-        self.dsn, self.claim = dsn, claim
+        self.dsn, self.claim, self.log = dsn, claim, log
         self.stop = threading.Event()
         self.lost = threading.Event()
+        self.missed = 0
 
     def run(self) -> None:
         interval = max(self.claim.lease_s / 3, 0.05)
+        queue: TaskQueue | None = None
         try:
-            with TaskQueue(self.dsn) as queue:
-                while not self.stop.wait(interval):
-                    if not queue.heartbeat(self.claim.task_id, self.claim.lease_token):
-                        self.lost.set()
-                        return
-        except Exception:  # a heartbeat that cannot get through lets the lease expire
-            self.lost.set()
+            while not self.stop.wait(interval):
+                try:
+                    if queue is None:
+                        queue = TaskQueue(self.dsn)  # reconnect_s=0: one try per beat
+                    alive = queue.heartbeat(self.claim.task_id, self.claim.lease_token)
+                except TaskQueueError as exc:
+                    if self.missed == 0:
+                        self.log(f"task {self.claim.task_id}: heartbeat missed ({exc.found})")
+                    self.missed += 1
+                    continue
+                if not alive:
+                    self.lost.set()
+                    return
+                if self.missed:
+                    self.log(
+                        f"task {self.claim.task_id}: heartbeat through again after "
+                        f"{self.missed} missed"
+                    )
+                    self.missed = 0
+        finally:
+            if queue is not None:
+                queue.close()
 
 
 class Worker:
@@ -110,10 +142,16 @@ class Worker:
         max_tasks: stop after this many claims (None: no limit).
         idle_exit_s: stop after this many seconds without a claimable task (None: never).
         poll_s: seconds between claims while the queue is empty.
+        reconnect_s: seconds in all to wait for a server that went away, per request.
+        torch_threads: ``torch.set_num_threads`` before the first task (default 1: a small
+            policy gains nothing from more, and several workers sharing a machine's cores
+            slow each other down badly when each spins up a thread pool; env-steps/s
+            ratios between workers compare like with like). None leaves torch's default.
         log: one line per task and event (default: stderr).
 
     Raises:
-        TaskQueueError: the server cannot be reached.
+        TaskQueueError: the server cannot be reached (at start), or was gone for longer
+            than ``reconnect_s`` (from :meth:`run`).
     """
 
     def __init__(
@@ -126,20 +164,31 @@ class Worker:
         max_tasks: int | None = None,
         idle_exit_s: float | None = None,
         poll_s: float = 1.0,
+        reconnect_s: float = DEFAULT_RECONNECT_S,
+        torch_threads: int | None = 1,
         log: Callable[[str], None] | None = None,
     ) -> None:
+        self.torch_threads = torch_threads
         self.dsn, self.cell = dsn, cell
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.shard = Path(shard_dir) / f"{cell}-{self.worker_id}.duckdb"
         self.max_tasks, self.idle_exit_s, self.poll_s = max_tasks, idle_exit_s, poll_s
         self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
-        self.queue = TaskQueue(dsn)
+        self.queue = TaskQueue(dsn, reconnect_s=reconnect_s, log=self._say)
+
+    def _say(self, line: str) -> None:
+        self.log(f"worker {self.worker_id}: {line}")
 
     def run(self) -> WorkerStats:
         """Claim, evaluate and complete tasks until ``max_tasks`` or ``idle_exit_s``."""
         from ckptcompat.evaluation.evaluator import (
             PolicyEvaluator,
         )  # torch: before claiming
+
+        if self.torch_threads is not None:
+            import torch
+
+            torch.set_num_threads(self.torch_threads)
 
         self.shard.parent.mkdir(parents=True, exist_ok=True)
         stats, claims, idle_since = WorkerStats(), 0, time.monotonic()
@@ -166,7 +215,7 @@ class Worker:
         return stats
 
     def _one(self, claim: Claim, stats: WorkerStats, evaluator_cls: type) -> None:
-        beat = _Heartbeat(self.dsn, claim)
+        beat = _Heartbeat(self.dsn, claim, self._say)
         beat.start()
         started = time.perf_counter()
         try:

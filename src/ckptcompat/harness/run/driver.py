@@ -23,6 +23,7 @@ from typing import Any
 
 from ckptcompat import numerics
 from ckptcompat.harness import versions
+from ckptcompat.harness.run.remote_phase import remote_command
 from ckptcompat.harness.run.scenarios import PHASES
 from ckptcompat.harness.verdict import gate
 from ckptcompat.harness.verdict import records as results
@@ -138,9 +139,11 @@ def run_matrix(
     per process and the wall time of each phase, and writes them (with CPU seconds and
     processes per cell) to ``<work>/timing.json``.
 
-    With ``golden`` and no team ``config``, a last phase ``dcp`` resumes every DCP golden
-    in every cell on each of :data:`DCP_WORLD_SIZES` (one process, or a torchrun launcher
-    and its ranks), recorded as ``dcp(<cell>, ws<N>)``.
+    With ``golden`` and no team ``config``, two more phases follow: ``remote``
+    (:mod:`ckptcompat.harness.run.remote_phase`: one process in the first cell's venv that
+    starts a throw-away PostgreSQL server and one queue worker per cell), then ``dcp``,
+    which resumes every DCP golden in every cell on each of :data:`DCP_WORLD_SIZES` (one
+    process, or a torchrun launcher and its ranks), recorded as ``dcp(<cell>, ws<N>)``.
 
     Returns:
         Every phase process, in start order. A non-zero ``returncode`` means the harness
@@ -185,6 +188,9 @@ def run_matrix(
         for phase in PHASES
     ]
     if golden and config is None:
+        first = cells[0]
+        remote = remote_command(pythons[first], work, records, pythons)
+        plan.append(("remote", {"remote": (first, 1, remote)}))
         jobs_dcp = {
             f"{cell}-ws{n}": (cell, n, dcp_command(pythons[cell], cell, work, records, n))
             for cell in cells

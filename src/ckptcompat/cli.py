@@ -101,6 +101,26 @@ def _is_dcp_dir(path: str) -> bool:
     return os.path.isdir(path) and os.path.isfile(os.path.join(path, DCP_METADATA_NAME))
 
 
+def _doctor_safetensors(path: str, *, as_json: bool) -> int:
+    """``doctor FILE`` of safetensors (issue 22): the explanation, or exit 2 with the
+    header reader's typed error (as JSON too under ``--json``)."""
+    from ckptcompat.doctor import error_json, write_escaped
+    from ckptcompat.doctor.safetensors import explain, render, to_json
+
+    try:
+        explanation = explain(path)
+    except CheckpointError as exc:
+        write_escaped(f"ckptcompat doctor: {type(exc).__name__}: {exc}\n", sys.stderr)
+        if as_json:
+            print(json.dumps(error_json(path, exc), indent=1))
+        return EXIT_USAGE
+    if as_json:  # ensure_ascii: a hostile tensor name prints escaped
+        print(json.dumps(to_json(explanation), indent=1))
+    else:
+        write_escaped(render(explanation), sys.stdout)
+    return EXIT_OK
+
+
 def _doctor(args: argparse.Namespace) -> int:
     paths: list[str] = args.paths
     single = paths[0] if len(paths) == 1 else None
@@ -122,6 +142,10 @@ def _doctor(args: argparse.Namespace) -> int:
             text = json.dumps(to_json(explanation), indent=1) + "\n" if args.json else None
             sys.stdout.write(text or render(explanation))
             return EXIT_OK
+        from ckptcompat.doctor.safetensors import is_safetensors
+
+        if is_safetensors(single):  # a .safetensors file, an index, a sharded directory
+            return _doctor_safetensors(single, as_json=args.json)
         if _is_dcp_dir(single):  # a torch.distributed.checkpoint directory (issue 18)
             from ckptcompat.doctor.dcp import explain_dcp, render_dcp
             from ckptcompat.doctor.dcp import to_json as dcp_json

@@ -62,7 +62,7 @@ def test_read_header_reads_a_file(tmp_path) -> None:
     ("header", "data", "fragment"),
     [
         ({"a": _entry("F32", [2], 0, 4)}, bytes(4), "do not match its shape"),
-        ({"a": _entry("F32", [1], 0, 4), "b": _entry("F32", [1], 2, 6)}, bytes(6), "overlaps"),
+        ({"a": _entry("F32", [1], 0, 4), "b": _entry("F32", [1], 2, 6)}, bytes(6), "share bytes"),
         ({"a": _entry("F32", [1], 4, 8)}, bytes(8), "leaves a hole"),
         ({"a": _entry("F32", [1], 0, 4)}, bytes(9), "cover the data buffer exactly"),
         ({"a": _entry("F32", [1], 0, 4)}, bytes(2), "do not cover|cover the data"),

@@ -45,6 +45,7 @@ __all__ = [
     "load_file_reads",
     "load_file_since",
     "predict",
+    "release_row",
     "release_span",
     "version_key",
 ]
@@ -70,6 +71,18 @@ def release_span(release: str) -> str:
         return f"{release}+"
     last = _LAST.get(release)
     return f"{release}-{last}" if last else release
+
+
+def release_row(version: str) -> str:
+    """The row of :data:`RELEASES` that stands for safetensors ``version`` (``"0.5.3"`` ->
+    ``"0.4.4"``); releases before the oldest probed map to it.
+
+    Raises:
+        ValueError: ``version`` is not dotted integers (a local suffix such as ``+cpu`` is
+            dropped first).
+    """
+    key = version_key(version.split("+")[0])
+    return next((r for r in reversed(RELEASES) if version_key(r) <= key), RELEASES[0])
 
 
 def _at_least(release: str, since: str | None) -> bool:

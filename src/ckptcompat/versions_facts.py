@@ -242,8 +242,20 @@ FACTS: tuple[Fact, ...] = (
         tuple(f"int{i}" for i in range(1, 8)),
         note="exist from 2.6, weights-only default from 2.7",
     ),
-    Fact("dtypes", "2.7", "2.7.0", _diff(_WO, "2.6.0", "2.7.1"), ("float8_e8m0fnu",)),
-    Fact("dtypes", "2.8", "2.8.0", _diff(_WO, "2.7.1", "2.8.0"), ("float4_e2m1fn_x2",)),
+    Fact(
+        "dtypes",
+        "2.7",
+        "2.7.0",
+        "pytorch PR #147466 (merged Feb 2025); " + _diff(_WO, "2.6.0", "2.7.1"),
+        ("float8_e8m0fnu",),
+    ),
+    Fact(
+        "dtypes",
+        "2.8",
+        "2.8.0",
+        "pytorch PR #148791 (not in 2.7.1); " + _diff(_WO, "2.7.1", "2.8.0"),
+        ("float4_e2m1fn_x2",),
+    ),
     Fact("dtypes", "2.14", "2.14.0", _diff(_WO, "2.13.0", "2.14.1"), ("bcomplex32",)),
     # ------------------------------------------------------------------ error wordings
     Fact(

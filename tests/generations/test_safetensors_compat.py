@@ -150,5 +150,8 @@ def test_release_rows_and_spans() -> None:
     assert compat.release_row("0.6.2") == "0.6.1"
     assert compat.release_row("0.2.8") == "0.3.3"
     assert compat.release_row("0.9.1+local") == "0.8.0"
+    assert compat.release_row("0.7.0rc1") == "0.7.0"
+    with pytest.raises(ValueError):
+        compat.release_row("main")
     assert compat.release_span("0.4.4") == "0.4.4-0.5.3"
     assert compat.release_span("0.8.0") == "0.8.0+"

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ckptcompat.doctor.rules import MINORS
+from ckptcompat.doctor.safetensors import readers_json
 from ckptcompat.errors import CheckpointError
 from ckptcompat.generations import safetensors_compat as compat
 from ckptcompat.generations.architecture import ALLOWED_ARCHITECTURES
@@ -210,6 +211,8 @@ def to_json(exp: GenerationExplanation) -> dict[str, Any]:
     """JSON-ready: ``schema_version, file, generation, container, what, architecture
     {string, name, names, allowlisted, arguments, refused}, policy_spec, weights {name,
     size_bytes, tensors: [{name, dtype, shape}], dtypes, metadata}, safetensors_min,
+    weights_readers (per torch minor: ckptcompat, and per safetensors release load_file and
+    load(bytes) of the weights, :func:`ckptcompat.doctor.safetensors.readers_json`),
     trainer_state, versions: [{torch, plain, migrate}], migrate_command``."""
     src = exp.source
     return {
@@ -238,6 +241,7 @@ def to_json(exp: GenerationExplanation) -> dict[str, Any]:
             "metadata": src.header.metadata,
         },
         "safetensors_min": exp.safetensors_min,
+        "weights_readers": readers_json(src.header),
         "trainer_state": exp.trainer_state,
         "versions": [asdict(r) for r in exp.readers],
         "migrate_command": exp.migrate_command,

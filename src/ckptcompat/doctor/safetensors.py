@@ -29,6 +29,7 @@ __all__ = [
     "SafetensorsExplanation",
     "explain",
     "is_safetensors",
+    "readers_json",
     "render",
     "summary_line",
     "to_json",
@@ -272,20 +273,30 @@ def to_json(exp: SafetensorsExplanation) -> dict[str, Any]:
         "load_file_since": exp.load_file_since,
         "torch_load": _PLAIN,
         "shards": shards,
-        "versions": [
-            {
-                "torch": c.torch,
-                "ckptcompat": c.ckptcompat,
-                "safetensors": [
-                    {
-                        "release": r.safetensors,
-                        "releases": compat.release_span(r.safetensors),
-                        "load_file": r.load_file,
-                        "load": r.load_bytes,
-                    }
-                    for r in c.readings
-                ],
-            }
-            for c in exp.cells
-        ],
+        "versions": _versions(exp.cells),
     }
+
+
+def _versions(cells: tuple[Cell, ...]) -> list[dict[str, Any]]:
+    return [
+        {
+            "torch": c.torch,
+            "ckptcompat": c.ckptcompat,
+            "safetensors": [
+                {
+                    "release": r.safetensors,
+                    "releases": compat.release_span(r.safetensors),
+                    "load_file": r.load_file,
+                    "load": r.load_bytes,
+                }
+                for r in c.readings
+            ],
+        }
+        for c in cells
+    ]
+
+
+def readers_json(header: SafetensorsHeader) -> list[dict[str, Any]]:
+    """The ``versions`` list of :func:`to_json` for one header (a G3/G4's weights):
+    ``[{torch, ckptcompat, safetensors: [{release, releases, load_file, load}]}]``."""
+    return _versions(_cells(header, None))

@@ -26,6 +26,7 @@ Standard library only: no torch, no safetensors import.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from ckptcompat import versions_facts
@@ -78,10 +79,13 @@ def release_row(version: str) -> str:
     ``"0.4.4"``); releases before the oldest probed map to it.
 
     Raises:
-        ValueError: ``version`` is not dotted integers (a local suffix such as ``+cpu`` is
-            dropped first).
+        ValueError: ``version`` does not start with ``X.Y.Z`` (a suffix such as ``rc1`` or
+            ``+cpu`` is dropped).
     """
-    key = version_key(version.split("+")[0])
+    match = re.match(r"\d+\.\d+\.\d+", version)
+    if match is None:
+        raise ValueError(f"not a release number: {version!r}")
+    key = version_key(match.group())
     return next((r for r in reversed(RELEASES) if version_key(r) <= key), RELEASES[0])
 
 

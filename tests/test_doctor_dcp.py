@@ -126,3 +126,35 @@ def test_not_a_dcp_directory_is_a_typed_error(tmp_path: Path) -> None:
     """A directory without .metadata: CheckpointNotFoundError, not a traceback."""
     with pytest.raises(CheckpointNotFoundError, match=r"not a torch\.distributed\.checkpoint"):
         explain_dcp(tmp_path)
+
+
+def test_unreadable_metadata_dates_no_writer(tmp_path: Path) -> None:
+    """Guards a garbage .metadata being labelled "written by torch 2.4-2.6" (new-user trial,
+    2026-12-06): with nothing readable, the writer is unknown, and every reader fails."""
+    directory = tmp_path / "bad.dcp"
+    directory.mkdir()
+    (directory / ".metadata").write_bytes(bytes(range(7, 250)))
+    explanation = explain_dcp(directory)
+    assert explanation.written_by.startswith("unknown")
+    assert {p.outcome for p in explanation.predictions} == {"fails"}
+
+
+def test_oversized_metadata_is_refused_before_it_is_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Guards a hostile .metadata read whole into memory (explain_dcp called read_bytes on
+    any size), and the single-directory doctor dying with a bare traceback on its error:
+    a typed LimitExceededError before reading, exit 2, the error as JSON under --json."""
+    from ckptcompat.errors import LimitExceededError
+    from ckptcompat.scan.limits import MAX_PICKLE_BYTES
+
+    directory = tmp_path / "huge.dcp"
+    directory.mkdir()
+    with open(directory / ".metadata", "wb") as handle:  # sparse: no disk used
+        handle.truncate(MAX_PICKLE_BYTES + 1)
+    with pytest.raises(LimitExceededError):
+        explain_dcp(directory)
+    assert main(["doctor", str(directory), "--json"]) == 2
+    document = json.loads(capsys.readouterr().out)
+    assert document["error"]["type"] == "LimitExceededError"
+    assert main(["doctor", str(directory)]) == 2

@@ -83,6 +83,22 @@ def test_devices_in_text_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 
 @pytest.mark.one_cell
+def test_the_per_version_table_stars_loads_that_need_map_location(tmp_path: Path) -> None:
+    """Guards the per-version table saying a bare "loads" for a cuda:0 file on a machine
+    without CUDA (new-user trial, 2026-12-06), under a verdict line saying it fails here:
+    every cell that would load is starred, and the footnote names the location and
+    map_location. With a CUDA device to restore to, no star and no footnote."""
+    path = tmp_path / "on_cuda.pt"
+    _save_on(path, "cuda:0")
+    text = doctor.render_text(doctor.diagnose(path, cuda_devices=0))
+    rows = [line.split() for line in text.splitlines() if line.startswith("  2.")]
+    assert rows and all(row[3:] == ["loads*", "loads*"] for row in rows)
+    assert '* here only with map_location="cpu": saved on cuda:0' in text
+    text = doctor.render_text(doctor.diagnose(path, cuda_devices=1))
+    assert "loads*" not in text and 'map_location="cpu": saved on' not in text
+
+
+@pytest.mark.one_cell
 def test_cpu_file_has_no_device_note(tmp_path: Path) -> None:
     """Guards a false alarm on ordinary files: CPU storages give no problem and no line."""
     path = tmp_path / "cpu.pt"

@@ -155,3 +155,17 @@ def test_the_doctor_on_safetensors_does_not_import_torch(tmp_path: Path) -> None
         "assert 'torch' not in sys.modules and 'safetensors' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_hostile_tensor_name_prints_escaped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Guards printing names the file chose: a JSON escape spelling a lone surrogate
+    (which no stream can encode) must not crash the text report."""
+    text = b'{"\\udc80x": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]}}'
+    path = tmp_path / "s.safetensors"
+    path.write_bytes(struct.pack("<Q", len(text)) + text + b"\x00")
+    assert main(["doctor", str(path)]) == 0
+    assert "safetensors file: 1 tensors" in capsys.readouterr().out
+    assert main(["doctor", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["tensors"][0]["name"] == "\udc80x"

@@ -27,7 +27,7 @@ import json
 import os
 import sys
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import metadata
 from typing import Any, NoReturn
 
@@ -101,23 +101,28 @@ def _is_dcp_dir(path: str) -> bool:
     return os.path.isdir(path) and os.path.isfile(os.path.join(path, DCP_METADATA_NAME))
 
 
-def _doctor_safetensors(path: str, *, as_json: bool) -> int:
-    """``doctor FILE`` of safetensors (issue 22): the explanation, or exit 2 with the
-    header reader's typed error (as JSON too under ``--json``)."""
-    from ckptcompat.doctor import error_json, write_escaped
-    from ckptcompat.doctor.safetensors import explain, render, to_json
-
+def _explain_one(
+    path: str,
+    as_json: bool,
+    explain: Callable[[str], Any],
+    to_json: Callable[[Any], dict[str, Any]],
+    render: Callable[[Any], str],
+) -> int:
+    """Print the explanation of one G3/G4 file or DCP directory (text or JSON); an
+    unreadable one exits 2 with the typed error on stderr and, under --json, as JSON on
+    stdout, as for any other file (a DCP .metadata over the size limit raised a bare
+    TypeError traceback, new-user trial 2026-12-06)."""
     try:
         explanation = explain(path)
     except CheckpointError as exc:
+        from ckptcompat.doctor import error_json, write_escaped
+
         write_escaped(f"ckptcompat doctor: {type(exc).__name__}: {exc}\n", sys.stderr)
         if as_json:
             print(json.dumps(error_json(path, exc), indent=1))
         return EXIT_USAGE
-    if as_json:  # ensure_ascii: a hostile tensor name prints escaped
-        print(json.dumps(to_json(explanation), indent=1))
-    else:
-        write_escaped(render(explanation), sys.stdout)
+    text = json.dumps(to_json(explanation), indent=1) if as_json else render(explanation)
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
     return EXIT_OK
 
 
@@ -128,31 +133,25 @@ def _doctor(args: argparse.Namespace) -> int:
         from ckptcompat.generations.detect import generation_of
 
         if generation_of(single) is not None:  # Metta G3 .mpt or G4 bundle (issue 22)
-            from ckptcompat.doctor.generations import explain_generation, render, to_json
+            from ckptcompat.doctor import generations
 
-            try:
-                explanation = explain_generation(single)
-            except CheckpointError as exc:  # as for any unreadable file: exit 2, JSON on stdout
-                from ckptcompat.doctor import error_json, write_escaped
+            return _explain_one(
+                single,
+                args.json,
+                generations.explain_generation,
+                generations.to_json,
+                generations.render,
+            )
+        from ckptcompat.doctor import safetensors
 
-                write_escaped(f"ckptcompat doctor: {type(exc).__name__}: {exc}\n", sys.stderr)
-                if args.json:
-                    print(json.dumps(error_json(single, exc), indent=1))
-                return EXIT_USAGE
-            text = json.dumps(to_json(explanation), indent=1) + "\n" if args.json else None
-            sys.stdout.write(text or render(explanation))
-            return EXIT_OK
-        from ckptcompat.doctor.safetensors import is_safetensors
-
-        if is_safetensors(single):  # a .safetensors file, an index, a sharded directory
-            return _doctor_safetensors(single, as_json=args.json)
+        if safetensors.is_safetensors(single):  # a .safetensors, an index, a sharded dir
+            return _explain_one(
+                single, args.json, safetensors.explain, safetensors.to_json, safetensors.render
+            )
         if _is_dcp_dir(single):  # a torch.distributed.checkpoint directory (issue 18)
-            from ckptcompat.doctor.dcp import explain_dcp, render_dcp
-            from ckptcompat.doctor.dcp import to_json as dcp_json
+            from ckptcompat.doctor import dcp
 
-            dcp = explain_dcp(single)
-            print(json.dumps(dcp_json(dcp)) if args.json else render_dcp(dcp))
-            return EXIT_OK
+            return _explain_one(single, args.json, dcp.explain_dcp, dcp.to_json, dcp.render_dcp)
     if single is None or os.path.isdir(single):
         from ckptcompat.doctor import batch  # several paths or a tree: one line per file
 
@@ -246,6 +245,8 @@ def _migrate(args: argparse.Namespace) -> int:
         )
     print(f"migrated {report.source} ({report.generation}, loader={report.loader})")
     print(f"  -> {report.destination}  run={report.run} epoch={report.epoch}")
+    if report.stripped_prefix:
+        print(f"  renamed: stripped {report.stripped_prefix!r} from every state_dict key")
     print(f"  outputs equal on the probe batch: {report.outputs_equal}")
     return EXIT_OK
 

@@ -151,3 +151,93 @@ def test_a_fifo_in_the_directory_is_skipped_not_opened(tmp_path: Path) -> None:
     outcomes = {r.name: (r.outcome, r.detail) for r in report}  # type: ignore[attr-defined]
     assert outcomes["pipe.pt"][0] == "skipped" and "not a regular file" in outcomes["pipe.pt"][1]
     assert outcomes["team:v3.mpt"][0] == "migrated"
+
+
+def test_a_store_of_run_folders_is_walked_recursively(tmp_path: Path) -> None:
+    """Guards `migrate DIR` on a team's store of one folder per run (new-user trial,
+    2026-12-06): the checkpoints sat one and two levels down and DIR reported "a directory
+    that is neither a G4 bundle nor a DCP checkpoint", migrating nothing. Folders are walked;
+    a G4 bundle directory stays one checkpoint; names are relative paths."""
+    store = tmp_path / "store"
+    (store / "alpha" / "checkpoints").mkdir(parents=True)
+    (store / "beta").mkdir()
+    (store / "empty").mkdir()
+    agent = tiny_agent(seed=2)
+    write_mpt(store / "alpha" / "checkpoints" / "alpha:v3.mpt", agent)
+    write_bundle(store / "beta" / "beta_v4", agent)
+    legacy.write_state_dict(agent.state_dict(), store / "beta" / "beta_v5.pt")
+    (store / "beta" / "README.txt").write_text("notes")
+    results = migrate_directory(
+        store,
+        tmp_path / "data",
+        class_path="ckptcompat.agents.mlp.MLPAgent",
+        config=agent.config,
+    )
+    outcomes = {r.name: r.outcome for r in results}
+    assert outcomes == {
+        "alpha/checkpoints/alpha:v3.mpt": "migrated",
+        "beta/README.txt": "skipped",
+        "beta/beta_v4": "migrated",
+        "beta/beta_v5.pt": "migrated",
+    }
+    assert [
+        e.epoch for e in SimpleCheckpointManager("alpha", tmp_path / "data").list_checkpoints()
+    ] == [3]
+    assert [
+        e.epoch for e in SimpleCheckpointManager("beta", tmp_path / "data").list_checkpoints()
+    ] == [4, 5]
+
+
+def test_links_are_skipped_and_depth_is_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Guards following symbolic links (doctor DIR skips them; migrate DIR followed them,
+    so a link out of the tree or a loop back into it was migrated or walked forever) and an
+    unbounded walk of a hostile tree: links are reported skipped, never opened, and folders
+    below MAX_DEPTH are reported instead of walked."""
+    from ckptcompat.generations import batch
+
+    store = tmp_path / "store"
+    deep = store / "a" / "b"
+    deep.mkdir(parents=True)
+    agent = tiny_agent(seed=3)
+    outside = tmp_path / "outside:v2.mpt"
+    write_mpt(outside, agent)
+    (store / "outside:v2.mpt").symlink_to(outside)
+    (store / "loop").symlink_to(store, target_is_directory=True)
+    write_mpt(store / "a" / "team:v3.mpt", agent)
+    write_mpt(deep / "team:v4.mpt", agent)
+    monkeypatch.setattr(batch, "MAX_DEPTH", 1)
+    by_name = {r.name: r for r in migrate_directory(store, tmp_path / "data")}
+    assert by_name["outside:v2.mpt"].outcome == "skipped"
+    assert "symbolic link" in by_name["outside:v2.mpt"].detail
+    assert by_name["loop"].outcome == "skipped"
+    assert by_name["a/team:v3.mpt"].outcome == "migrated"
+    assert by_name["a/b"].outcome == "skipped" and "deeper than 1" in by_name["a/b"].detail
+    assert "a/b/team:v4.mpt" not in by_name
+
+
+def test_a_dcp_run_folder_migrates_each_epoch_once(tmp_path: Path) -> None:
+    """Guards a run saved with checkpoint_format="dcp" (new-user trial, 2026-12-06): its
+    folder holds <run>_v1.dcp and <run>_v1.pt from one save, the DCP directory migrated first
+    and the .pt then failed "already has a checkpoint at epoch 1", so `migrate DIR` exited 1
+    on a healthy run. The DCP twin is skipped, naming the .pt, which is migrated."""
+    from ckptcompat.rl.ppo import PPOConfig
+    from ckptcompat.rl.trainer import train
+    from ckptcompat.rl.trainer_config import TrainerConfig
+
+    config = TrainerConfig(
+        seed=6,
+        checkpoint_every=1,
+        agent_class_path="ckptcompat.agents.mlp.MLPAgent",
+        agent_kwargs={"hidden_sizes": [8]},
+        ppo=PPOConfig(num_envs=2, num_steps=8, update_epochs=1),
+    )
+    train(config, "m", tmp_path / "runs", 1, progress=False, checkpoint_format="dcp")
+    source = tmp_path / "runs" / "m" / "checkpoints"
+    assert (source / "m_v1.dcp").is_dir() and (source / "m_v1.pt").is_file()
+    by_name = {r.name: r for r in migrate_directory(source, tmp_path / "data")}
+    assert by_name["m_v1.pt"].outcome == "migrated"
+    assert by_name["m_v1.dcp"].outcome == "skipped"
+    assert "twin of m_v1.pt" in by_name["m_v1.dcp"].detail
+    assert not any(r.outcome == "failed" for r in by_name.values())

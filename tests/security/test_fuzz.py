@@ -3,9 +3,10 @@
 Each case (the crafted reproducers of issue 23, then mutations of torch-written files:
 bit flips, truncation, duplicated and deleted spans, zip fields, pickle opcodes, huge
 lengths, deep nesting, memo indices) runs through the doctor (API, ``--json
---verify-data``, text), ``torch_compat.load``, ``load_from_uri`` of a bare path and the
-manager's indexed load, each in a forked child of one runner process
-(:mod:`ckptcompat.harness.fuzz.runner`). ``nox -s fuzz`` runs thousands.
+--verify-data``), the ``ckptcompat doctor`` and ``ckptcompat migrate`` commands,
+``torch_compat.load``, ``load_from_uri`` of a bare path and the manager's indexed load,
+each in a forked child of one runner process (:mod:`ckptcompat.harness.fuzz.runner`).
+``nox -s fuzz`` runs thousands.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ def test_bounded_fuzz_run_finds_nothing(tmp_path: Path) -> None:
     assert not any(report["failures"].values()), failed
     kinds = set(report["cases_per_kind_and_entry"])
     assert {"crafted", "bit_flip", "deep_nesting", "memo_index", "zip_field"} <= kinds
+    entries = {e for row in report["cases_per_kind_and_entry"].values() for e in row}
+    assert {"cli doctor", "cli migrate"} <= entries  # the commands' own dispatch is fuzzed
 
 
 def test_memory_bound_fails_a_case(tmp_path: Path) -> None:

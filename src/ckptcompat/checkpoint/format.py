@@ -42,6 +42,7 @@ import torch
 
 import ckptcompat
 from ckptcompat.agents.registry import class_path_of, validate_config
+from ckptcompat.checkpoint.key_prefixes import unwrap_module
 from ckptcompat.checkpoint.layout import validate_run_name
 from ckptcompat.checkpoint.rng import capture_rng_state, validate_rng_state
 from ckptcompat.errors import (
@@ -207,7 +208,10 @@ def build_agent_payload(
 
     The state_dict becomes a plain dict of detached CPU tensors (an ``OrderedDict``
     would pickle its ``_metadata`` attribute; tied weights stay tied through shared
-    storage).
+    storage). An agent inside DistributedDataParallel, DataParallel or torch.compile is
+    saved as the bare agent (:func:`.key_prefixes.unwrap_module`): its class path, config
+    and unprefixed keys, which any process rebuilds (the wrapper was refused as "has no
+    config", and its ``module.``/``_orig_mod.`` keys fit no bare agent).
 
     Raises:
         AgentMismatchError: the class cannot be found again by class_path, or its config
@@ -215,6 +219,7 @@ def build_agent_payload(
         CheckpointError: an invalid run name, a metadata field of the wrong type, a
             non-tensor state_dict entry that is not primitives.
     """
+    agent, _ = unwrap_module(agent)
     class_path = class_path_of(agent)
     if not hasattr(agent, "config"):
         raise AgentMismatchError(

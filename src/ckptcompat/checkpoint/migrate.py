@@ -4,7 +4,9 @@ The source is read with ``weights_only=True`` and the curated allowlist
 (:func:`.legacy.read_checkpoint`). Only when that is refused *and* the user passed
 ``trust=True`` (``ckptcompat migrate --trust``) does it fall back to
 :func:`ckptcompat.torch_compat.trusted_load`, the one audited ``weights_only=False``.
-The agent is rebuilt from ``class_path`` + config, the weights loaded strictly, the result
+The agent is rebuilt from ``class_path`` + config, the weights loaded strictly (a DDP
+``module.`` or torch.compile ``_orig_mod.`` prefix on every key is stripped first and
+reported, :mod:`.key_prefixes`), the result
 written in the safe format, read back, and its greedy outputs on a probe batch compared
 bitwise with the source's; a mismatch removes the new file and raises.
 """
@@ -23,6 +25,7 @@ from ckptcompat import torch_compat
 from ckptcompat.agents.probe import probe_batch, run_probe
 from ckptcompat.agents.registry import build_agent
 from ckptcompat.checkpoint import legacy
+from ckptcompat.checkpoint.key_prefixes import load_error, strip_wrapper_prefix
 from ckptcompat.checkpoint.layout import parse_filename, run_dir_of
 from ckptcompat.checkpoint.manager import SimpleCheckpointManager
 from ckptcompat.checkpoint.saving import save_agent_file
@@ -51,6 +54,9 @@ class MigrationReport:
         allowlist: the curated names the read needed.
         run, epoch: the destination's run name and epoch.
         outputs_equal: greedy probe outputs of source and destination are bitwise equal.
+        stripped_prefix: the wrapper prefix removed from every state_dict key (DDP's
+            ``module.``, torch.compile's ``_orig_mod.``; :mod:`.key_prefixes`), ``""`` when
+            the keys fit the agent as saved.
     """
 
     source: str
@@ -61,6 +67,7 @@ class MigrationReport:
     run: str
     epoch: int
     outputs_equal: bool
+    stripped_prefix: str = ""
 
 
 def _read(src: Path, trust: bool) -> tuple[legacy.LegacyCheckpoint, str]:
@@ -114,7 +121,11 @@ def _training_facts(ckpt: legacy.LegacyCheckpoint) -> dict[str, Any]:
     return facts
 
 
-def _rebuild(ckpt: legacy.LegacyCheckpoint, class_path: str | None, config: Any) -> nn.Module:
+def _rebuild(
+    ckpt: legacy.LegacyCheckpoint, class_path: str | None, config: Any
+) -> tuple[nn.Module, str]:
+    """The agent rebuilt and loaded strictly, and the wrapper prefix stripped from the
+    saved keys to fit it (``""``: none)."""
     class_path = class_path or ckpt.class_path
     config = config if config is not None else ckpt.config
     if class_path is None or config is None:
@@ -126,17 +137,18 @@ def _rebuild(ckpt: legacy.LegacyCheckpoint, class_path: str | None, config: Any)
             fix="pass class_path= and config= (--class-path/--config on the command line)",
         )
     agent = build_agent(class_path, config)
+    state_dict, prefix = strip_wrapper_prefix(ckpt.state_dict, list(agent.state_dict()))
     try:
-        agent.load_state_dict(ckpt.state_dict, strict=True)
+        agent.load_state_dict(state_dict, strict=True)
     except RuntimeError as exc:
         raise AgentMismatchError(
             "the saved weights do not fit the rebuilt agent",
             path=ckpt.path,
             expected=f"the state_dict of {class_path} with this config",
-            found=str(exc).splitlines()[0],
+            found=load_error(exc),
             fix="check class_path and config",
         ) from exc
-    return agent
+    return agent, prefix
 
 
 def _outputs_equal(a: nn.Module, b: nn.Module) -> bool:
@@ -174,7 +186,7 @@ def migrate(
     src = Path(src)
     ckpt, loader = _read(src, trust)
     source_agent = ckpt.agent
-    agent = _rebuild(ckpt, class_path, config)
+    agent, prefix = _rebuild(ckpt, class_path, config)
     run, epoch = _run_and_epoch(ckpt, run, epoch)
     facts = _training_facts(ckpt)
     dst = Path(dst)
@@ -202,5 +214,6 @@ def migrate(
             fix="the agent's forward may depend on state outside its state_dict; report it",
         )
     return MigrationReport(
-        str(src), file_uri(written), ckpt.generation, loader, ckpt.allowlist, run, epoch, equal
-    )
+        str(src), file_uri(written), ckpt.generation, loader, ckpt.allowlist, run, epoch, equal,
+        prefix,
+    )  # fmt: skip

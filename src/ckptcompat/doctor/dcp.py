@@ -29,8 +29,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ckptcompat.checkpoint.layout import DCP_METADATA_NAME
-from ckptcompat.errors import CheckpointNotFoundError
+from ckptcompat.errors import CheckpointNotFoundError, LimitExceededError
 from ckptcompat.scan.dcp_metadata import DcpMetadata, read_dcp_metadata
+from ckptcompat.scan.limits import MAX_PICKLE_BYTES
 
 __all__ = [
     "READERS",
@@ -78,6 +79,8 @@ class DcpExplanation:
 
 
 def _written_by(meta: DcpMetadata) -> str:
+    if meta.error is not None:  # garbage read as "2.4-2.6" (new-user trial, 2026-12-06)
+        return "unknown: .metadata is unreadable, so nothing in it dates the writer"
     if meta.version is not None:
         return f"torch >= 2.10 (DCP format version {meta.version})"
     if meta.has_modules:
@@ -110,6 +113,8 @@ def explain_dcp(directory: str | Path) -> DcpExplanation:
 
     Raises:
         CheckpointNotFoundError: no ``.metadata`` in ``directory``.
+        LimitExceededError: ``.metadata`` is larger than
+            :data:`~ckptcompat.scan.limits.MAX_PICKLE_BYTES` (it would be read whole).
     """
     directory = Path(directory)
     metadata_path = directory / DCP_METADATA_NAME
@@ -120,6 +125,16 @@ def explain_dcp(directory: str | Path) -> DcpExplanation:
             expected=f"a directory holding {DCP_METADATA_NAME} and __<rank>_<n>.distcp files",
             found="no .metadata",
             fix="pass the DCP directory itself (e.g. RUN/checkpoints/RUN_v4.dcp)",
+        )
+    size = metadata_path.stat().st_size
+    if size > MAX_PICKLE_BYTES:  # read whole into memory below: bound it first
+        raise LimitExceededError(
+            f"{DCP_METADATA_NAME} is larger than one pickle record may be",
+            limit="max_pickle_bytes",
+            path=metadata_path,
+            expected=f"at most {MAX_PICKLE_BYTES} bytes (scan limits)",
+            found=f"{size} bytes",
+            fix="a DCP .metadata holds only the plan; this one is damaged or hostile",
         )
     meta = read_dcp_metadata(metadata_path.read_bytes())
     on_disk = {

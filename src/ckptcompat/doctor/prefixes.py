@@ -18,15 +18,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ckptcompat.checkpoint.key_prefixes import split_prefix, wrapper_prefix
 from ckptcompat.doctor.pickle_walk import mapping_keys
 
 __all__ = ["KeyPrefix", "find_prefix", "state_dict_keys"]
 
-#: Wrapper prefixes, the wrapper that adds each, in the order they are stripped.
-WRAPPERS: tuple[tuple[str, str], ...] = (
-    ("_orig_mod.", "torch.compile"),
-    ("module.", "DistributedDataParallel / DataParallel"),
-)
 _NESTED = ("state_dict", "model", "model_state_dict", "module")
 
 
@@ -66,20 +62,12 @@ def state_dict_keys(root: object) -> tuple[tuple[str, ...], str] | None:
 def find_prefix(keys: Sequence[str], where: str = "root") -> KeyPrefix | None:
     """The wrapper prefix all of ``keys`` carry (DDP, torch.compile, or both stacked);
     None when some key lacks it or there are no keys."""
-    if not keys:
-        return None
-    prefix, wrappers = "", []
-    while True:
-        for candidate, wrapper in WRAPPERS:
-            whole = prefix + candidate
-            if all(k.startswith(whole) and len(k) > len(whole) for k in keys):
-                prefix, wrappers = whole, [*wrappers, wrapper]
-                break
-        else:
-            break
+    prefix, wrappers = wrapper_prefix(keys)
     if not prefix:
         return None
-    strip = "; ".join(f'consume_prefix_in_state_dict_if_present(sd, "{p}")' for p in _split(prefix))
+    strip = "; ".join(
+        f'consume_prefix_in_state_dict_if_present(sd, "{p}")' for p in split_prefix(prefix)
+    )
     # Python statements a user can paste (FILE and agent are theirs).
     take = "sd = ckpt" if where == "root" else f"sd = ckpt[{where!r}]"
     fix = (
@@ -87,18 +75,4 @@ def find_prefix(keys: Sequence[str], where: str = "root") -> KeyPrefix | None:
         f"ckpt = torch.load(FILE, weights_only=True); {take}; {strip}; "
         "agent.load_state_dict(sd)"
     )
-    return KeyPrefix(prefix, tuple(wrappers), len(keys), where, fix)
-
-
-def _split(prefix: str) -> list[str]:
-    parts, rest = [], prefix
-    while rest:
-        for candidate, _ in WRAPPERS:
-            if rest.startswith(candidate):
-                parts.append(candidate)
-                rest = rest[len(candidate) :]
-                break
-        else:  # pragma: no cover - find_prefix only builds prefixes of WRAPPERS
-            parts.append(rest)
-            break
-    return parts
+    return KeyPrefix(prefix, wrappers, len(keys), where, fix)

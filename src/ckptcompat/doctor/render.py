@@ -107,15 +107,31 @@ def _summary(diag: Diagnosis) -> list[str]:
 
 
 def _table(diag: Diagnosis) -> list[str]:
+    """One row per torch version. The cells judge the file's pickle; where this machine
+    cannot restore a storage's location (saved on ``cuda:0``, no CUDA here), a cell that
+    would load is starred and a footnote says it needs ``map_location`` here: the table
+    said "loads" for a file that fails on this machine (new-user trial, 2026-12-06)."""
+    star = "*" if diag.devices.problem is not None else ""
+
+    def cell(verdict: Verdict) -> str:
+        return _cell(verdict) + (star if verdict.outcome != "not_fixable" else "")
+
     rows = [("torch", "release", "basis", _LABELS["plain"], _LABELS["weights_only"])]
     rows += [
-        (v.torch, v.release, v.basis, _cell(v.plain), _cell(v.weights_only)) for v in diag.versions
+        (v.torch, v.release, v.basis, cell(v.plain), cell(v.weights_only)) for v in diag.versions
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    return [
+    lines = [
         "  " + "  ".join(c.ljust(w) for c, w in zip(r, [*widths, 0], strict=True)).rstrip()
         for r in rows
     ]
+    if star:
+        saved = ", ".join(diag.devices.off_cpu)
+        lines.append(
+            f'  * here only with map_location="cpu": saved on {saved}, which this machine '
+            "cannot restore (see devices)"
+        )
+    return lines
 
 
 def _shown(entry: Entry) -> str:

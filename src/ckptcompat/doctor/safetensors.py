@@ -208,7 +208,9 @@ def render(exp: SafetensorsExplanation) -> str:
         lines.append(f"    {_torch_label(first, last):<9} ckptcompat {own}")
         for r_first, r_last, (lf, lb) in rows:
             lines.append(f"      safetensors {_release_label(r_first, r_last):<12} {lf} | {lb}")
-    return "\n".join(lines) + "\n"
+    # Names come from the file: a JSON escape can spell a lone surrogate, which no stream
+    # encodes; show it escaped rather than fail the print.
+    return ("\n".join(lines) + "\n").encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _rows(cell: Cell) -> tuple[tuple[str, str, tuple[str, str]], ...]:

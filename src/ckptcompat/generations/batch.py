@@ -1,14 +1,21 @@
 """``ckptcompat migrate DIR DATA_DIR``: every checkpoint of a directory, one report per file.
 
-Each entry of ``DIR`` (sorted by name, not recursive) is dispatched on what it is:
+Each entry of ``DIR`` is dispatched on what it is, in name order, subdirectories walked
+depth-first (a team's store keeps one folder per run: ``store/<run>/checkpoints/...``):
 
 * a G3 ``.mpt`` or a G4 bundle -> :func:`ckptcompat.generations.migrate.migrate_generation`;
 * a DCP directory -> :func:`ckptcompat.checkpoint.dcp_migrate.migrate_dcp`;
 * a ``.pt``/``.pth`` file (G1, G2, a state_dict, a safe-format file) ->
   :func:`ckptcompat.checkpoint.migrate.migrate` (``trust`` as given: never by default);
 * anything else is skipped with the reason: a trainer state (``<run>_v<E>.trainer.pt``;
-  migrate converts agents), ``index.json``, hidden and temporary files, other directories
-  and suffixes.
+  migrate converts agents), ``index.json``, hidden and temporary files and folders, other
+  suffixes, symbolic links (never followed, as in ``ckptcompat doctor DIR``: a link can
+  leave the tree or loop; migrate its target), FIFOs and devices (never opened), folders
+  deeper than :data:`MAX_DEPTH`;
+* the DCP twin ``<run>_v<E>.dcp`` of a ``<run>_v<E>.pt`` in the same folder (a run saved
+  with ``checkpoint_format="dcp"`` writes both from one save, see
+  :mod:`ckptcompat.rl.trainer_config`) is skipped: the ``.pt`` is migrated, and the two
+  would otherwise collide on the same epoch.
 
 A typed ckptcompat error fails that file only (its class and message are the reason); the
 others go on. ``class_path``/``config`` are a fallback: each file is first migrated with
@@ -21,12 +28,18 @@ state_dicts with self-describing files. With ``run`` every file goes to that one
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from ckptcompat.checkpoint.layout import INDEX_NAME, TRAINER_FILE_RE, is_temp_name
+from ckptcompat.checkpoint.layout import (
+    DCP_DIR_RE,
+    INDEX_NAME,
+    TRAINER_FILE_RE,
+    agent_filename,
+    is_temp_name,
+)
 from ckptcompat.checkpoint.migrate import MigrationReport
 from ckptcompat.errors import (
     AgentMismatchError,
@@ -36,7 +49,11 @@ from ckptcompat.errors import (
 )
 from ckptcompat.generations.detect import generation_of
 
-__all__ = ["FileResult", "migrate_directory", "render_results"]
+__all__ = ["MAX_DEPTH", "FileResult", "migrate_directory", "render_results"]
+
+#: The deepest folder walked below ``DIR`` (``DIR`` itself is depth 0); deeper folders are
+#: reported skipped, so a hostile tree cannot make the walk unbounded.
+MAX_DEPTH = 32
 
 Outcome = Literal["migrated", "skipped", "failed"]
 _PICKLE_SUFFIXES = (".pt", ".pth")
@@ -48,7 +65,8 @@ class FileResult:
     """What happened to one entry of the directory.
 
     Attributes:
-        name: the entry's name in the directory.
+        name: the entry's path relative to the directory, ``/``-separated
+            (``run1/checkpoints/run1_v3.pt``).
         outcome: ``migrated``, ``skipped`` or ``failed``.
         generation: ``g1``, ``g2``, ``state_dict``, ``safe_v1``, ``dcp``, ``g3``, ``g4``;
             ``None`` when skipped or unknown.
@@ -63,17 +81,23 @@ class FileResult:
 
 def _skip_reason(path: Path) -> str | None:
     name = path.name
+    if path.is_symlink():
+        return "a symbolic link: not followed (migrate its target)"
     if name.startswith(".") or is_temp_name(name):
-        return "hidden or temporary file"
+        return "hidden or temporary entry"
     if name == INDEX_NAME:
         return "a run index; the destination run writes its own"
     if TRAINER_FILE_RE.match(name):
         return "a trainer state (optimizer, RNG); migrate converts agents"
+    dcp = DCP_DIR_RE.match(name)
+    if dcp and (path.parent / agent_filename(dcp["run"], int(dcp["epoch"]))).is_file():
+        twin = agent_filename(dcp["run"], int(dcp["epoch"]))
+        return f"the DCP twin of {twin} (one save wrote both); {twin} is migrated"
     if path.is_dir():
-        return "a directory that is neither a G4 bundle nor a DCP checkpoint"
+        return None  # a checkpoint directory, or a folder to walk
     if not path.is_file():  # a FIFO blocks open() forever, /dev/zero never ends
         return "not a regular file (a FIFO, socket or device): never opened"
-    if path.suffix not in _PICKLE_SUFFIXES:
+    if path.suffix not in _PICKLE_SUFFIXES and generation_of(path) is None:
         return f"not a checkpoint suffix ({path.suffix or 'none'}; .pt, .pth, .mpt, bundles)"
     return None
 
@@ -121,6 +145,25 @@ def _migrate_one(
     return _with_fallback(run_it, class_path, config)
 
 
+def _entries(folder: Path, depth: int) -> Iterator[tuple[Path, str | None]]:
+    """``(path, skip reason or None)`` for every entry under ``folder``, depth-first in name
+    order; a checkpoint directory (G4 bundle, DCP) is one entry, other folders are walked."""
+    for path in sorted(folder.iterdir()):
+        reason = _skip_reason(path)
+        is_folder = (
+            reason is None
+            and path.is_dir()
+            and generation_of(path) is None
+            and not (path / ".metadata").is_file()
+        )
+        if not is_folder:
+            yield path, reason
+        elif depth >= MAX_DEPTH:
+            yield path, f"a folder deeper than {MAX_DEPTH} levels: not walked"
+        else:
+            yield from _entries(path, depth + 1)
+
+
 def migrate_directory(
     src: str | os.PathLike[str],
     data_dir: str | os.PathLike[str],
@@ -133,8 +176,8 @@ def migrate_directory(
     """Migrate every checkpoint in ``src`` into the safe format under ``data_dir``.
 
     Args:
-        src: a directory of mixed generations (not recursed into, except bundles and DCP
-            directories, which are checkpoints).
+        src: a directory of mixed generations, walked recursively (bundles and DCP
+            directories are checkpoints, not walked; links never followed).
         data_dir: where the safe runs go (``<data_dir>/<run>/checkpoints/``).
         run: put every file in this run (default: each file's own run).
         trust: let the legacy reader fall back to ``weights_only=False`` (see
@@ -142,7 +185,8 @@ def migrate_directory(
         class_path, config: the fallback agent (see the module docstring).
 
     Returns:
-        One :class:`FileResult` per entry, in name order.
+        One :class:`FileResult` per entry, depth-first in name order; an empty folder
+        adds none.
 
     Raises:
         InputError: ``src`` is not a directory, ``data_dir`` lies inside it, or no entry of
@@ -159,21 +203,20 @@ def migrate_directory(
             fix="choose a DATA_DIR elsewhere",
         )
     results = []
-    for path in sorted(src_dir.iterdir()):
-        is_checkpoint_dir = generation_of(path) is not None or (path / ".metadata").is_file()
-        reason = None if is_checkpoint_dir else _skip_reason(path)
+    for path, reason in _entries(src_dir, 0):
+        name = path.relative_to(src_dir).as_posix()
         if reason is not None:
-            results.append(FileResult(path.name, "skipped", None, reason))
+            results.append(FileResult(name, "skipped", None, reason))
             continue
         try:
             report = _migrate_one(
                 path, dst, run=run, trust=trust, class_path=class_path, config=config
             )
         except CheckpointError as exc:
-            results.append(FileResult(path.name, "failed", None, f"{type(exc).__name__}: {exc}"))
+            results.append(FileResult(name, "failed", None, f"{type(exc).__name__}: {exc}"))
             continue
         detail = f"{report.destination} (run {report.run}, epoch {report.epoch})"
-        results.append(FileResult(path.name, "migrated", report.generation, detail))
+        results.append(FileResult(name, "migrated", report.generation, detail))
     if all(r.outcome == "skipped" for r in results):
         raise InputError(
             "the directory holds no checkpoint to migrate",

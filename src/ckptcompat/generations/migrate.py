@@ -22,6 +22,7 @@ from torch import nn
 
 from ckptcompat.agents.probe import probe_batch, run_probe
 from ckptcompat.agents.registry import build_agent
+from ckptcompat.checkpoint.key_prefixes import load_error, strip_wrapper_prefix
 from ckptcompat.checkpoint.manager import SimpleCheckpointManager
 from ckptcompat.checkpoint.migrate import MigrationReport
 from ckptcompat.checkpoint.saving import save_agent_file
@@ -36,7 +37,9 @@ __all__ = ["migrate_generation"]
 
 def _agent(
     source: GenerationSource, class_path: str | None, config: dict[str, Any] | None
-) -> tuple[nn.Module, str]:
+) -> tuple[nn.Module, str, str]:
+    """The agent rebuilt and loaded strictly, its class path, and the wrapper prefix
+    stripped from the weights' names to fit it (``""``: none)."""
     if source.call is not None:
         chosen = resolve_class_path(source.call, class_path, path=source.path)
         config = source.call.to_config() if config is None else config
@@ -51,6 +54,7 @@ def _agent(
         )
     agent = build_agent(chosen, config)
     weights = load_safetensors(source.read_weights(), path=source.path, header=source.header)
+    weights, prefix = strip_wrapper_prefix(weights, list(agent.state_dict()))
     try:
         agent.load_state_dict(weights, strict=True)
     except RuntimeError as exc:
@@ -58,10 +62,10 @@ def _agent(
             "the safetensors weights do not fit the rebuilt agent",
             path=source.path,
             expected=f"the state_dict of {chosen} with this config",
-            found=str(exc).splitlines()[0][:300],
+            found=load_error(exc),
             fix="check --class-path and --config",
         ) from exc
-    return agent, chosen
+    return agent, chosen, prefix
 
 
 def _equal(a: nn.Module, b: nn.Module) -> bool:
@@ -115,7 +119,7 @@ def migrate_generation(
             found=f"run={run!r}, epoch={epoch!r}",
             fix="pass --run and --epoch",
         )
-    agent, chosen = _agent(source, class_path, config)
+    agent, chosen, prefix = _agent(source, class_path, config)
     architecture = source.call.name if source.call is not None else chosen
     facts = {"extra": {"migrated_from": source.generation, "architecture": architecture}}
     dst = Path(dst)
@@ -141,5 +145,5 @@ def migrate_generation(
             found="different outputs; the new file was removed",
         )
     return MigrationReport(
-        source.path, file_uri(written), source.generation, "safe", (), run, epoch, True
+        source.path, file_uri(written), source.generation, "safe", (), run, epoch, True, prefix
     )

@@ -33,7 +33,10 @@ from ckptcompat.harness.fuzz.mutate import BYTE_KINDS, KINDS, mutate
 
 __all__ = ["ENTRY_POINTS", "Outcome", "run"]
 
-ENTRY_POINTS = ("doctor", "doctor --json --verify-data", "doctor text", "load",
+#: ``cli doctor`` and ``cli migrate`` go through ``ckptcompat.cli.main`` as a user types
+#: them: the command's own dispatch (G3/G4 and DCP checks before the doctor, migrate's
+#: generation dispatch) ran on no fuzz case while the text doctor was called directly.
+ENTRY_POINTS = ("doctor", "doctor --json --verify-data", "cli doctor", "cli migrate", "load",
                 "load_from_uri", "load_agent indexed")  # fmt: skip
 FAILURES = ("crash", "timeout", "untyped", "silent_wrong", "bad_exit", "memory")
 #: The most a child may grow while it reads one case (KiB of peak resident memory over what
@@ -148,6 +151,8 @@ def _entry(entry: str, path: Path, case_dir: Path) -> dict[str, Any]:
         if entry == "doctor":
             doctor.diagnose(path)
             return {"result": "ok"}
+        if entry.startswith("cli "):
+            return _cli(entry.split()[1], path, case_dir)
         if entry.startswith("doctor "):
             out, err = io.StringIO(), io.StringIO()
             args = [str(path), *(["--json", "--verify-data"] if "--json" in entry else [])]
@@ -170,6 +175,25 @@ def _entry(entry: str, path: Path, case_dir: Path) -> dict[str, Any]:
             "result": "untyped",
             "detail": f"{type(exc).__name__}: {str(exc)[:300]}\n{traceback.format_exc()[-1500:]}",
         }
+
+
+def _cli(command: str, path: Path, case_dir: Path) -> dict[str, Any]:
+    """``ckptcompat doctor FILE`` or ``ckptcompat migrate FILE OUT/``: exit 0/2 (doctor),
+    0/1/2 (migrate) are answers; any other exit, or a temporary file left behind by a
+    migrate that failed, is ``bad_exit``."""
+    from ckptcompat.checkpoint.layout import is_temp_name
+    from ckptcompat.cli import main
+
+    out = case_dir / "migrated"
+    argv = ["doctor", str(path)] if command == "doctor" else ["migrate", str(path), str(out)]
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        code = main(argv)
+    if code not in ((0, 2) if command == "doctor" else (0, 1, 2)):
+        return {"result": "bad_exit", "detail": f"exit {code}"}
+    left = [p.name for p in out.rglob("*") if is_temp_name(p.name)] if out.exists() else []
+    if left:
+        return {"result": "bad_exit", "detail": f"exit {code}, temporary files left: {left[:3]}"}
+    return {"result": "ok" if code == 0 or command == "doctor" else "typed"}
 
 
 def _fork(entry: str, path: Path, case_dir: Path) -> tuple[int, int]:

@@ -1,7 +1,8 @@
 """Tests of ckptcompat.doctor.safetensors and ``ckptcompat doctor`` on safetensors files.
 
-The doctor reads headers only and its predictions are tables (no torch): one cell. The
-files are written by the real ``safetensors.torch.save_file`` / ``save_model``.
+The doctor reads headers only and its predictions are tables (no torch): one cell, except
+the plain ``torch.load`` check, which depends on torch's version. The files are written by
+the real ``safetensors.torch.save_file`` / ``save_model``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from ckptcompat.doctor.safetensors import explain, is_safetensors
 from ckptcompat.errors import CheckpointError
 
 st = pytest.importorskip("safetensors.torch")
-pytestmark = pytest.mark.one_cell
 
 
 def _e8m0(path: Path) -> Path:
@@ -30,6 +30,7 @@ def _e8m0(path: Path) -> Path:
     return path
 
 
+@pytest.mark.one_cell
 def test_a_plain_file_is_explained_per_torch_and_release(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -53,6 +54,7 @@ def test_a_plain_file_is_explained_per_torch_and_release(
     assert data["kind"] == "safetensors" and data["load_file_since"] == "0.6.1"
 
 
+@pytest.mark.one_cell
 def test_save_model_aliases_are_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Guards the shared-storage account: save_model drops tensors that share storage and
     records them in __metadata__; a plain load_file then lacks those names, which breaks
@@ -67,6 +69,7 @@ def test_save_model_aliases_are_named(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "y.weight -> x.weight" in out and "load_model" in out
 
 
+@pytest.mark.one_cell
 def test_a_sharded_directory_and_its_index(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -90,6 +93,7 @@ def test_a_sharded_directory_and_its_index(
     assert all(v["ckptcompat"].startswith("fails") for v in data["versions"])
 
 
+@pytest.mark.one_cell
 def test_hostile_files_exit_2_typed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Guards 'a corrupt or hostile safetensors file gets a typed error, never a crash':
     a 2**64-1 header length, overlapping tensors; exit 2, the error as JSON."""
@@ -109,6 +113,7 @@ def test_hostile_files_exit_2_typed(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "share bytes" in capsys.readouterr().err
 
 
+@pytest.mark.one_cell
 def test_batch_lines_and_sniffing_by_content(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -122,6 +127,7 @@ def test_batch_lines_and_sniffing_by_content(
     assert "weights.bin: safetensors file, 1 tensors, dtypes F32" in out
 
 
+@pytest.mark.one_cell
 def test_mutated_files_never_crash_the_doctor(tmp_path: Path) -> None:
     """Guards the fuzz property on the doctor path: truncations and bit flips of a real
     file either explain or raise a CheckpointError (no KeyError, no hang)."""
@@ -145,6 +151,7 @@ def test_mutated_files_never_crash_the_doctor(tmp_path: Path) -> None:
     assert outcomes == {"explained", "refused"}
 
 
+@pytest.mark.one_cell
 def test_the_doctor_on_safetensors_does_not_import_torch(tmp_path: Path) -> None:
     """Guards the doctor pulling in torch or safetensors (seconds, absent on a bare
     machine) for a header-only explanation."""
@@ -157,6 +164,7 @@ def test_the_doctor_on_safetensors_does_not_import_torch(tmp_path: Path) -> None
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+@pytest.mark.one_cell
 def test_a_hostile_tensor_name_prints_escaped(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -169,3 +177,22 @@ def test_a_hostile_tensor_name_prints_escaped(
     assert "safetensors file: 1 tensors" in capsys.readouterr().out
     assert main(["doctor", str(path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["tensors"][0]["name"] == "\udc80x"
+
+
+def test_plain_torch_load_prediction_in_this_cell(tmp_path: Path) -> None:
+    """Guards the torch.load row: 2.4-2.6 refuse a safetensors file (UnpicklingError), and
+    2.15 hands a *.safetensors path to safetensors.torch.load_file (pytorch PR #170592), so
+    'fails on every version' would be wrong there. Runs in every cell."""
+    from ckptcompat.torch_compat import naive_load
+
+    path = tmp_path / "w.safetensors"
+    st.save_file({"a": torch.arange(3.0)}, str(path))
+    minor = ".".join(torch.__version__.split(".")[:2])
+    predicted = next(c.torch_load for c in explain(path).cells if c.torch == minor)
+    if predicted.startswith("reads"):
+        assert torch.equal(naive_load(path)["a"], torch.arange(3.0))
+    elif predicted.startswith("fails: UnpicklingError"):
+        with pytest.raises(CheckpointError):
+            naive_load(path)
+    else:
+        pytest.skip(f"torch {minor}: not probed ({predicted})")

@@ -5,11 +5,13 @@ what it holds (tensors, dtypes, ``__metadata__``, ``save_model``'s shared-tensor
 duplicate names), and per torch minor 2.4 ... 2.15 and per safetensors release
 (:data:`ckptcompat.generations.safetensors_compat.RELEASES`) whether
 ``safetensors.torch.load_file`` and ``safetensors.torch.load(bytes)`` read it, and whether
-ckptcompat's own reader does. A plain ``torch.load`` fails on every version (a safetensors
-file is not a pickle or a torch zip). An index file, or a directory holding one, gets the
-completeness check of :mod:`ckptcompat.generations.shards` and the same predictions over all
-shards. A hostile or corrupt file raises the typed error of the header reader (the CLI
-exits 2 with it); nothing here imports torch or safetensors.
+ckptcompat's own reader does. A plain ``torch.load(PATH)`` fails on 2.4-2.6 (a safetensors
+file is not a pickle or a torch zip; probed) and, from 2.15 (pytorch PR #170592; the first
+release with it was not verified), hands a ``*.safetensors`` path to ``load_file``. An
+index file, or a directory holding one, gets the completeness check of
+:mod:`ckptcompat.generations.shards` and the same predictions over all shards. A hostile or
+corrupt file raises the typed error of the header reader (the CLI exits 2 with it); nothing
+here imports torch or safetensors.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
+from ckptcompat import versions_facts
 from ckptcompat.doctor.rules import MINORS
 from ckptcompat.generations import safetensors_compat as compat
 from ckptcompat.generations.safetensors_header import MAX_HEADER_BYTES, SafetensorsHeader
@@ -35,7 +38,20 @@ __all__ = [
     "to_json",
 ]
 
-_PLAIN = "fails on every version: a safetensors file is not a torch.save file (no pickle, no zip)"
+#: torch minors probed to refuse a safetensors file in torch.load (issue 22).
+_PROBED_REFUSING = ("2.4", "2.5", "2.6")
+
+
+def _torch_load(minor: str, path: str) -> str:
+    """A plain ``torch.load(PATH)`` on torch ``minor`` (``versions_facts``:
+    ``torch_load_safetensors``)."""
+    if versions_facts.holds("torch_load_safetensors", minor):
+        if not path.endswith(".safetensors"):
+            return "fails: not a torch.save file (torch hands only *.safetensors paths on)"
+        return "reads via safetensors.torch.load_file when safetensors is installed"
+    if minor in _PROBED_REFUSING:
+        return "fails: UnpicklingError (not a torch.save file)"
+    return "fails unless this release has pytorch PR #170592 (not probed; 2.15 has it)"
 
 
 def is_safetensors(path: str | os.PathLike[str]) -> bool:
@@ -68,6 +84,7 @@ class Cell:
     torch: str
     ckptcompat: str
     readings: tuple[compat.Reading, ...]
+    torch_load: str = ""
 
 
 @dataclass(frozen=True)
@@ -90,7 +107,9 @@ class SafetensorsExplanation:
     cells: tuple[Cell, ...]
 
 
-def _cells(header: SafetensorsHeader, shards: ShardCheck | None) -> tuple[Cell, ...]:
+def _cells(
+    header: SafetensorsHeader, shards: ShardCheck | None, path: str = ""
+) -> tuple[Cell, ...]:
     readings = compat.predict(header, MINORS)
     incomplete = shards is not None and not shards.complete
     out = []
@@ -101,7 +120,8 @@ def _cells(header: SafetensorsHeader, shards: ShardCheck | None) -> tuple[Cell, 
             why = "fails: the sharded set is incomplete (see problems)"
             own = why
             rows = tuple(compat.Reading(r.torch, r.safetensors, why, why) for r in rows)
-        out.append(Cell(minor, own, rows))
+        plain = _torch_load(minor, path) if path else ""
+        out.append(Cell(minor, own, rows, plain))
     return tuple(out)
 
 
@@ -135,11 +155,11 @@ def explain(path: str | os.PathLike[str]) -> SafetensorsExplanation:
         shards = check_index(index)
         header = shards.combined()
         return SafetensorsExplanation(
-            index, header, shards, compat.load_file_since(header), _cells(header, shards)
+            index, header, shards, compat.load_file_since(header), _cells(header, shards, index)
         )
     header = _read_header(name, keep_last_duplicate=True)
     return SafetensorsExplanation(
-        name, header, None, compat.load_file_since(header), _cells(header, None)
+        name, header, None, compat.load_file_since(header), _cells(header, None, name)
     )
 
 
@@ -201,11 +221,14 @@ def render(exp: SafetensorsExplanation) -> str:
         "  safetensors  "
         + (f"load_file knows its dtypes from {since}" if since else "no release builds a dtype")
     )
-    lines.append(f"  torch.load   {_PLAIN}")
-    lines.append("  readers      per torch range: ckptcompat; safetensors load_file | load(bytes)")
-    for first, last, cell in _spans([(c.torch, (c.ckptcompat, _rows(c))) for c in exp.cells]):
-        own, rows = cell
-        lines.append(f"    {_torch_label(first, last):<9} ckptcompat {own}")
+    lines.append(
+        "  readers      per torch range: torch.load(PATH); ckptcompat; "
+        "safetensors load_file | load(bytes)"
+    )
+    cells = [(c.torch, (c.torch_load, c.ckptcompat, _rows(c))) for c in exp.cells]
+    for first, last, (plain, own, rows) in _spans(cells):
+        lines.append(f"    {_torch_label(first, last):<9} torch.load {plain}")
+        lines.append(f"    {'':<9} ckptcompat {own}")
         for r_first, r_last, (lf, lb) in rows:
             lines.append(f"      safetensors {_release_label(r_first, r_last):<12} {lf} | {lb}")
     # Names come from the file: a JSON escape can spell a lone surrogate, which no stream
@@ -237,9 +260,10 @@ def summary_line(exp: SafetensorsExplanation) -> str:
 def to_json(exp: SafetensorsExplanation) -> dict[str, Any]:
     """JSON-ready: ``schema_version, file, kind (safetensors|safetensors_index), summary,
     header_bytes, data_bytes, tensors [{name, dtype, shape}], dtypes, metadata, aliases,
-    duplicates, load_file_since, torch_load, shards {complete, problems, files: [{name,
-    tensors, data_bytes, error}]} | null, versions: [{torch, ckptcompat, safetensors:
-    [{release, releases, load_file, load}]}]``."""
+    duplicates, load_file_since, shards {complete, problems, files: [{name, tensors,
+    data_bytes, error}]} | null, versions: [{torch, torch_load, ckptcompat, safetensors:
+    [{release, releases, load_file, load}]}]`` (``torch_load``: a plain ``torch.load(PATH)``;
+    ``null`` for a G3/G4's weights, which torch never opens alone)."""
     h = exp.header
     shards = None
     if exp.shards is not None:
@@ -273,7 +297,6 @@ def to_json(exp: SafetensorsExplanation) -> dict[str, Any]:
         "aliases": h.aliases,
         "duplicates": list(h.duplicates),
         "load_file_since": exp.load_file_since,
-        "torch_load": _PLAIN,
         "shards": shards,
         "versions": _versions(exp.cells),
     }
@@ -283,6 +306,7 @@ def _versions(cells: tuple[Cell, ...]) -> list[dict[str, Any]]:
     return [
         {
             "torch": c.torch,
+            "torch_load": c.torch_load or None,
             "ckptcompat": c.ckptcompat,
             "safetensors": [
                 {

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from ckptcompat.cli import main
-from ckptcompat.doctor.generations import explain_generation
+from ckptcompat.doctor.generations import explain_generation, to_json
 from ckptcompat.torch_compat import save
 from tests.generations.builders import tiny_agent, write_bundle, write_mpt
 
@@ -72,7 +72,9 @@ def test_foreign_and_refused_architectures(tmp_path: Path) -> None:
 
 def test_new_dtypes_are_predicted_per_torch_version(tmp_path: Path) -> None:
     """Guards the reader prediction: F8_E8M0 needs torch >= 2.7 (float8_e8m0fnu) and a
-    newer safetensors than F32."""
+    newer safetensors than F32: 0.6.1, the first on PyPI whose load_file knows it (probed
+    in issue 22; the guess 0.6.0 is not on PyPI's index); load(bytes) fails on every torch
+    while load_file reads from 2.7 (the weights' per-release readers in --json)."""
     text = b'{"s": {"dtype": "F8_E8M0", "shape": [2], "data_offsets": [0, 2]}}'
     path = tmp_path / "e:v1.mpt"
     with zipfile.ZipFile(path, "w") as zf:
@@ -81,7 +83,11 @@ def test_new_dtypes_are_predicted_per_torch_version(tmp_path: Path) -> None:
     exp = explain_generation(path)
     by_torch = {r.torch: r.migrate for r in exp.readers}
     assert "torch >= 2.7" in by_torch["2.6"] and by_torch["2.7"].startswith("reads")
-    assert exp.safetensors_min == "0.6.0"
+    assert exp.safetensors_min == "0.6.1"
+    readers = {v["torch"]: v["safetensors"][-1] for v in to_json(exp)["weights_readers"]}
+    assert readers["2.15"]["load_file"] == "reads"  # load(bytes) never knows F8_E8M0
+    assert readers["2.15"]["load"].startswith("fails: KeyError")
+    assert readers["2.6"]["load_file"].startswith("fails: AttributeError")
 
 
 def test_damaged_bundle_fails_typed(tmp_path: Path) -> None:

@@ -23,6 +23,8 @@ Keys:
   still allowed), ``refuses_legacy_tar``, ``refuses_torchscript``;
 * allowlist changes: ``globals_added``, ``globals_removed`` (weights-only default globals);
   ``dtypes`` (``torch.<name>`` dtypes that exist);
+* other formats: ``torch_load_safetensors`` (``torch.load`` hands a ``.safetensors`` path to
+  safetensors);
 * error wordings: ``wording`` (first match wins, in table order).
 
 Standard library only, next to :mod:`ckptcompat.errors` at the bottom of the imports.
@@ -242,9 +244,31 @@ FACTS: tuple[Fact, ...] = (
         tuple(f"int{i}" for i in range(1, 8)),
         note="exist from 2.6, weights-only default from 2.7",
     ),
-    Fact("dtypes", "2.7", "2.7.0", _diff(_WO, "2.6.0", "2.7.1"), ("float8_e8m0fnu",)),
-    Fact("dtypes", "2.8", "2.8.0", _diff(_WO, "2.7.1", "2.8.0"), ("float4_e2m1fn_x2",)),
+    Fact(
+        "dtypes",
+        "2.7",
+        "2.7.0",
+        "pytorch PR #147466 (merged Feb 2025); " + _diff(_WO, "2.6.0", "2.7.1"),
+        ("float8_e8m0fnu",),
+    ),
+    Fact(
+        "dtypes",
+        "2.8",
+        "2.8.0",
+        "pytorch PR #148791 (not in 2.7.1); " + _diff(_WO, "2.7.1", "2.8.0"),
+        ("float4_e2m1fn_x2",),
+    ),
     Fact("dtypes", "2.14", "2.14.0", _diff(_WO, "2.13.0", "2.14.1"), ("bcomplex32",)),
+    Fact(
+        "torch_load_safetensors",
+        "2.15",
+        "2.15.0",
+        "pytorch PR #170592 (merged 2026-05-01); torch/serialization.py of 2.15.0",
+        note="torch.load(PATH) of a path ending in .safetensors returns "
+        "safetensors.torch.load_file(PATH) when safetensors is installed (RuntimeError when "
+        "it is not); 2.4.1-2.6.0 raise UnpicklingError (probed, issue 22); the first release "
+        "between 2.7 and 2.15 with it was not verified, so 2.15 is the first known",
+    ),
     # ------------------------------------------------------------------ error wordings
     Fact(
         "wording",

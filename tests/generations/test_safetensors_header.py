@@ -62,7 +62,7 @@ def test_read_header_reads_a_file(tmp_path) -> None:
     ("header", "data", "fragment"),
     [
         ({"a": _entry("F32", [2], 0, 4)}, bytes(4), "do not match its shape"),
-        ({"a": _entry("F32", [1], 0, 4), "b": _entry("F32", [1], 2, 6)}, bytes(6), "overlaps"),
+        ({"a": _entry("F32", [1], 0, 4), "b": _entry("F32", [1], 2, 6)}, bytes(6), "share bytes"),
         ({"a": _entry("F32", [1], 4, 8)}, bytes(8), "leaves a hole"),
         ({"a": _entry("F32", [1], 0, 4)}, bytes(9), "cover the data buffer exactly"),
         ({"a": _entry("F32", [1], 0, 4)}, bytes(2), "do not cover|cover the data"),
@@ -124,3 +124,69 @@ def test_f4_counts_half_bytes() -> None:
     odd = _file({"a": _entry("F4", [3], 0, 2)}, bytes(2))
     with pytest.raises(CorruptCheckpointError):
         parse_header(odd, len(odd))
+
+
+def test_what_every_safetensors_release_reads_is_read() -> None:
+    """Guards refusing files every safetensors release (0.3.3-0.8.0, probed) reads:
+    JSON whitespace before '{', "__metadata__": null, extra fields of an entry."""
+    entry = {**_entry("U8", [2], 0, 2), "note": "x"}
+    for text in (
+        b'\n\t{"a": ' + json.dumps(entry).encode() + b"}",
+        b'{"__metadata__": null, "a": ' + json.dumps(entry).encode() + b"}",
+    ):
+        blob = struct.pack("<Q", len(text)) + text + b"ab"
+        header = parse_header(blob, len(blob))
+        assert header.metadata == {} and header.tensors[0].shape == (2,)
+
+
+def test_duplicates_are_kept_last_only_when_asked() -> None:
+    """Guards the doctor's lenient mode: a duplicate tensor name or metadata key is read as
+    every safetensors release reads it (the last wins) and listed; strict mode refuses it,
+    and a repeated __metadata__ field or entry field is refused in both (as by 0.6+)."""
+    text = (
+        b'{"__metadata__": {"k": "1", "k": "2"}, '
+        b'"a": {"dtype": "U8", "shape": [4], "data_offsets": [0, 4]}, '
+        b'"a": {"dtype": "I16", "shape": [2], "data_offsets": [0, 4]}}'
+    )
+    blob = struct.pack("<Q", len(text)) + text + bytes(4)
+    with pytest.raises(CorruptCheckpointError, match="duplicate key"):
+        parse_header(blob, len(blob))
+    header = parse_header(blob, len(blob), keep_last_duplicate=True)
+    assert header.tensors[0].dtype.name == "I16" and header.metadata == {"k": "2"}
+    assert sorted(header.duplicates) == ["a", "k"]
+    for bad in (
+        b'{"__metadata__": {}, "__metadata__": {}}',
+        b'{"a": {"dtype": "U8", "dtype": "U8", "shape": [0], "data_offsets": [0, 0]}}',
+    ):
+        blob = struct.pack("<Q", len(bad)) + bad
+        with pytest.raises(CorruptCheckpointError, match="duplicate key"):
+            parse_header(blob, len(blob), keep_last_duplicate=True)
+
+
+def test_shared_bytes_name_both_tensors_and_empty_tensors_may_share_an_offset() -> None:
+    """Guards the shared-storage account: two tensors over the same bytes are refused
+    naming both (safetensors: InvalidOffset); empty tensors at one offset are fine, as in
+    every release; an empty tensor inside another's bytes is refused (as there)."""
+    shared = _file({"a": _entry("U8", [4], 0, 4), "b": _entry("U8", [4], 0, 4)}, bytes(4))
+    with pytest.raises(CorruptCheckpointError, match="'a' and 'b' share bytes"):
+        parse_header(shared, len(shared))
+    empties = _file(
+        {"a": _entry("U8", [0], 0, 0), "b": _entry("U8", [0], 0, 0), "c": _entry("U8", [4], 0, 4)},
+        bytes(4),
+    )
+    assert len(parse_header(empties, len(empties)).tensors) == 3
+    inside = _file({"a": _entry("U8", [4], 0, 4), "b": _entry("U8", [0], 2, 2)}, bytes(4))
+    with pytest.raises(CorruptCheckpointError):
+        parse_header(inside, len(inside))
+
+
+def test_save_model_aliases_and_f6_sizes() -> None:
+    """Guards the reading of save_model's shared-tensor record ({dropped: kept} in
+    __metadata__) and the 6-bit dtypes' size rule (4 elements in 3 bytes)."""
+    blob = _file(
+        {"__metadata__": {"y.w": "x.w", "format": "pt"}, "x.w": _entry("F32", [1], 0, 4)},
+        bytes(4),
+    )
+    assert parse_header(blob, len(blob)).aliases == {"y.w": "x.w"}
+    f6 = _file({"a": _entry("F6_E2M3", [4], 0, 3)}, bytes(3))
+    assert parse_header(f6, len(f6)).tensors[0].dtype.bits == 6

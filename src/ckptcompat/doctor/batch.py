@@ -4,7 +4,9 @@ A team's store is a tree of runs, not one file. Each path is a checkpoint file, 
 torch.distributed.checkpoint directory (a folder holding ``.metadata``) or a Metta G4
 bundle directory (holding ``policy_spec.json``), each examined as one checkpoint, or a
 directory searched recursively for all of them. ``.mpt`` and ``.zip`` files that are G3/G4
-checkpoints get the generation's explanation (:mod:`ckptcompat.doctor.generations`). Every
+checkpoints get the generation's explanation (:mod:`ckptcompat.doctor.generations`);
+safetensors files and ``*.safetensors.index.json`` shard indexes get
+:mod:`ckptcompat.doctor.safetensors`'s summary (each shard its own line too). Every
 other regular file found is diagnosed (:func:`ckptcompat.doctor.diagnose`), so a stray
 ``index.json`` or a web page saved as ``.pt`` gets its one-line answer too. Symbolic
 links inside directories are not followed (a link loop or a link to ``/dev/zero`` must not
@@ -55,6 +57,13 @@ def _is_generation(path: Path) -> bool:
     from ckptcompat.generations.detect import generation_of
 
     return generation_of(path) is not None
+
+
+def _is_safetensors(path: Path) -> bool:
+    """A safetensors file or shard index, by name or first bytes (issue 22)."""
+    from ckptcompat.doctor.safetensors import is_safetensors
+
+    return is_safetensors(path)
 
 
 def _walk(root: Path) -> Iterator[Path]:
@@ -155,6 +164,12 @@ def examine(
                 document = {"schema_version": doctor.JSON_SCHEMA_VERSION, "file": str(path),
                             "summary": summary, **to_json(explanation)}  # fmt: skip
             return BatchLine(path, summary, document, None)
+        if path.is_file() and _is_safetensors(path):  # plain or index (issue 22)
+            from ckptcompat.doctor import safetensors
+
+            st = safetensors.explain(path)
+            document = safetensors.to_json(st) if as_json else None
+            return BatchLine(path, safetensors.summary_line(st), document, None)
         if not path.is_file():
             raise CheckpointNotFoundError(
                 "no checkpoint file here",

@@ -1,7 +1,8 @@
 """``ckptcompat doctor PATH...``: which explainer each path gets, and the exit code.
 
 One path is explained in full by the explainer its kind needs: a Metta G3 ``.mpt`` or G4
-bundle (:mod:`.generations`), a DCP directory (:mod:`.dcp`), any other file
+bundle (:mod:`.generations`), a safetensors file, shard index or sharded directory
+(:mod:`.safetensors`), a DCP directory (:mod:`.dcp`), any other file
 (:func:`ckptcompat.doctor.main`). Several paths, or a directory, give one line per file
 (:mod:`.batch`). Here rather than in the CLI, so that the fuzz run
 (:mod:`ckptcompat.harness.fuzz.runner`, a layer below the CLI) runs the command's own
@@ -83,6 +84,12 @@ def run(
                 generations.explain_generation,
                 generations.to_json,
                 generations.render,
+            )
+        from ckptcompat.doctor import safetensors
+
+        if safetensors.is_safetensors(single):  # a .safetensors, an index, a sharded dir
+            return _explain_one(
+                single, as_json, safetensors.explain, safetensors.to_json, safetensors.render
             )
         if is_dcp_dir(single):  # a torch.distributed.checkpoint directory (issue 18)
             from ckptcompat.doctor import dcp

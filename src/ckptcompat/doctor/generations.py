@@ -9,10 +9,12 @@ imported or run) and predicts, per torch minor 2.4 ... 2.15:
   ("file in archive is not in a subdirectory", issue 22); a bundle directory is not a file.
 * ``ckptcompat migrate``: reads it where torch has the dtype of every tensor (the ``dtypes``
   rows of :mod:`ckptcompat.versions_facts`: ``float8_e8m0fnu`` from 2.7, ``float4_e2m1fn_x2``
-  from 2.8); the packed ``F4`` is not built by our reader on any version.
+  from 2.8; :func:`ckptcompat.generations.safetensors_compat.ckptcompat_reads`).
 
 and names the first safetensors release whose ``load_file`` knows every dtype
-(:data:`ckptcompat.generations.safetensors_header.DTYPES`). A G4 directory's
+(:data:`ckptcompat.generations.safetensors_header.DTYPES`, probed per release in issue 22;
+the full per-release table for the weights is ``ckptcompat doctor`` on the extracted
+``weights.safetensors``). A G4 directory's
 ``trainer_state.pt`` is a pickle: it gets the ordinary doctor's one-line verdict. No torch
 import.
 """
@@ -23,11 +25,13 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ckptcompat import versions_facts
 from ckptcompat.doctor.rules import MINORS
+from ckptcompat.doctor.safetensors import readers_json
 from ckptcompat.errors import CheckpointError
+from ckptcompat.generations import safetensors_compat as compat
 from ckptcompat.generations.architecture import ALLOWED_ARCHITECTURES
 from ckptcompat.generations.detect import GenerationSource, open_generation
+from ckptcompat.generations.safetensors_header import OLDEST_PROBED
 
 __all__ = ["GenerationExplanation", "ReaderPrediction", "explain_generation", "render", "to_json"]
 
@@ -45,8 +49,8 @@ _PLAIN = {
 }
 
 
-#: The oldest safetensors the dtype table names: "every release this project meets".
-_ANY_SAFETENSORS = "0.3.0"
+#: The oldest safetensors release probed: "every release this project meets".
+_ANY_SAFETENSORS = OLDEST_PROBED
 
 
 @dataclass(frozen=True)
@@ -67,7 +71,9 @@ class GenerationExplanation:
         what: one phrase naming the generation.
         names: every dotted name the architecture string calls (empty when refused).
         allowlisted: the top-level name is on the architecture allowlist.
-        safetensors_min: the first safetensors release that reads every dtype.
+        safetensors_min: the first safetensors release whose ``load_file`` reads every
+            dtype (:func:`ckptcompat.generations.safetensors_compat.load_file_since`);
+            ``None`` when no release builds one of them (``F6_*``).
         readers: one prediction per torch minor, 2.4 first.
         trainer_state: ``"trainer_state.pt: <the doctor's verdict line>"`` (directory
             bundle), ``"... inside the zip ..."`` for a zipped one, ``None`` without one.
@@ -78,30 +84,14 @@ class GenerationExplanation:
     what: str
     names: tuple[str, ...]
     allowlisted: bool
-    safetensors_min: str
+    safetensors_min: str | None
     readers: tuple[ReaderPrediction, ...]
     trainer_state: str | None
     migrate_command: str
 
 
-def _first_minor(torch_name: str) -> str | None:
-    return next(
-        (m for m in MINORS if torch_name in versions_facts.names_through("dtypes", m)), None
-    )
-
-
 def _migrate_on(source: GenerationSource, minor: str) -> str:
-    for dtype in {t.dtype.name: t.dtype for t in source.header.tensors}.values():
-        if dtype.bits < 8:
-            return f"fails: {dtype.name} is packed two per byte; ckptcompat does not build it"
-        if dtype.torch_name not in versions_facts.names_through("dtypes", minor):
-            first = _first_minor(dtype.torch_name)
-            return f"fails: {dtype.name} needs torch.{dtype.torch_name} (torch >= {first})"
-    return "reads (safetensors via torch.frombuffer, no unpickling)"
-
-
-def _version_key(version: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in version.split("."))
+    return compat.ckptcompat_reads(source.header, minor, MINORS)
 
 
 def _trainer_state(source: GenerationSource) -> str | None:
@@ -132,7 +122,6 @@ def explain_generation(path: str | os.PathLike[str]) -> GenerationExplanation:
     source = open_generation(path)
     names = source.call.names() if source.call is not None else ()
     allowlisted = source.call is not None and source.call.name in ALLOWED_ARCHITECTURES
-    since = [t.dtype.safetensors_since for t in source.header.tensors]
     readers = tuple(
         ReaderPrediction(m, _PLAIN[source.container], _migrate_on(source, m)) for m in MINORS
     )
@@ -146,7 +135,7 @@ def explain_generation(path: str | os.PathLike[str]) -> GenerationExplanation:
         what=_WHAT[(source.generation, source.container)],
         names=names,
         allowlisted=allowlisted,
-        safetensors_min=max(since or [_ANY_SAFETENSORS], key=_version_key),
+        safetensors_min=compat.load_file_since(source.header),
         readers=readers,
         trainer_state=_trainer_state(source),
         migrate_command=command,
@@ -202,6 +191,8 @@ def render(exp: GenerationExplanation) -> str:
     )
     if exp.safetensors_min == _ANY_SAFETENSORS:
         lines.append("  safetensors  every safetensors release's load_file reads its dtypes")
+    elif exp.safetensors_min is None:
+        lines.append("  safetensors  no safetensors release's load_file builds all its dtypes")
     else:
         lines.append(
             f"  safetensors  load_file reads its dtypes from safetensors {exp.safetensors_min}"
@@ -220,6 +211,8 @@ def to_json(exp: GenerationExplanation) -> dict[str, Any]:
     """JSON-ready: ``schema_version, file, generation, container, what, architecture
     {string, name, names, allowlisted, arguments, refused}, policy_spec, weights {name,
     size_bytes, tensors: [{name, dtype, shape}], dtypes, metadata}, safetensors_min,
+    weights_readers (per torch minor: ckptcompat, and per safetensors release load_file and
+    load(bytes) of the weights, :func:`ckptcompat.doctor.safetensors.readers_json`),
     trainer_state, versions: [{torch, plain, migrate}], migrate_command``."""
     src = exp.source
     return {
@@ -248,6 +241,7 @@ def to_json(exp: GenerationExplanation) -> dict[str, Any]:
             "metadata": src.header.metadata,
         },
         "safetensors_min": exp.safetensors_min,
+        "weights_readers": readers_json(src.header),
         "trainer_state": exp.trainer_state,
         "versions": [asdict(r) for r in exp.readers],
         "migrate_command": exp.migrate_command,

@@ -14,6 +14,27 @@ Every check runs before any tensor byte is read or allocated: a truncated, bit-f
 hostile file gets a :class:`~ckptcompat.errors.CorruptCheckpointError` (its subclass
 :class:`~ckptcompat.errors.LimitExceededError` for the header size) or, for a dtype this
 reader does not know, an :class:`~ckptcompat.errors.IncompatibleCheckpointError`.
+
+Where the reference implementation is laxer than its specification, this reader follows
+the implementation only where that is harmless. Probed (issue 22) with the published wheels
+of safetensors 0.3.3, 0.4.1-0.4.5, 0.5.0, 0.5.3, 0.6.1, 0.6.2, 0.7.0 and 0.8.0, each with
+torch 2.4.1, 2.5.1, 2.6.0 and 2.15.0 (``safetensors.torch.load_file`` and ``load``):
+
+* JSON whitespace before ``{`` (a space, tab, CR or LF) is read by every release: read.
+* ``"__metadata__": null`` is read by every release (an absent map): read as ``{}``.
+* fields of a tensor entry other than ``dtype``, ``shape``, ``data_offsets`` are ignored by
+  every release: ignored.
+* duplicate tensor names and duplicate ``__metadata__`` keys are read by every release,
+  silently keeping the last; the specification forbids them and so does this reader,
+  unless asked (``keep_last_duplicate=True``, the doctor's mode) to read them as those
+  releases do and list them in :attr:`SafetensorsHeader.duplicates`. A duplicate
+  ``__metadata__`` field, or a duplicate field of one tensor entry, is refused by every
+  release and here.
+* two tensors over the same bytes (a shared storage) are refused by every release
+  (``InvalidOffset``): safetensors cannot store shared tensors -- ``save_file`` refuses
+  them ("Some tensors share memory") and ``save_model`` keeps one name and records each
+  dropped alias in ``__metadata__`` as ``{dropped: kept}``
+  (:attr:`SafetensorsHeader.aliases`).
 """
 
 from __future__ import annotations
@@ -30,10 +51,13 @@ from ckptcompat.errors import (
     IncompatibleCheckpointError,
     LimitExceededError,
 )
+from ckptcompat.generations.safetensors_dtypes import DTYPES, FORMAT_SINCE, OLDEST_PROBED, DType
 
 __all__ = [
     "DTYPES",
+    "FORMAT_SINCE",
     "MAX_HEADER_BYTES",
+    "OLDEST_PROBED",
     "DType",
     "SafetensorsHeader",
     "TensorEntry",
@@ -47,56 +71,6 @@ MAX_HEADER_BYTES = 100_000_000
 #: The most dimensions a tensor may declare (torch's own limit is 64).
 _MAX_DIMS = 64
 _PREFIX = struct.Struct("<Q")
-
-
-@dataclass(frozen=True)
-class DType:
-    """One safetensors dtype.
-
-    Attributes:
-        name: the header's spelling, ``"BF16"``.
-        bits: bits per element (``F4`` packs two elements in a byte).
-        torch_name: the ``torch`` dtype attribute it maps to, ``"bfloat16"``; its first torch
-            release is in :mod:`ckptcompat.versions_facts` (``dtypes`` rows).
-        safetensors_since: the first safetensors release whose Python package reads it.
-    """
-
-    name: str
-    bits: int
-    torch_name: str
-    safetensors_since: str
-
-
-def _dt(name: str, bits: int, torch_name: str, since: str = "0.3.0") -> tuple[str, DType]:
-    return name, DType(name, bits, torch_name, since)
-
-
-#: Every dtype this reader knows. Sources: the dtype table of safetensors' ``torch.py``;
-#: float8 in the Python package from 0.4.2 (safetensors PR #404, merged January 2024);
-#: F8_E8M0 and F4 arrived with the 0.6/0.7 series (larql PR #74 bumps safetensors 0.5 -> 0.7
-#: "required for the new FP8 dtype variants"; the exact first release was not verified, the
-#: earlier bound is given). 0.3.0 stands for "every release this project meets".
-DTYPES: dict[str, DType] = dict(
-    (
-        _dt("BOOL", 8, "bool"),
-        _dt("U8", 8, "uint8"),
-        _dt("I8", 8, "int8"),
-        _dt("I16", 16, "int16"),
-        _dt("U16", 16, "uint16"),
-        _dt("F16", 16, "float16"),
-        _dt("BF16", 16, "bfloat16"),
-        _dt("I32", 32, "int32"),
-        _dt("U32", 32, "uint32"),
-        _dt("F32", 32, "float32"),
-        _dt("I64", 64, "int64"),
-        _dt("U64", 64, "uint64"),
-        _dt("F64", 64, "float64"),
-        _dt("F8_E4M3", 8, "float8_e4m3fn", "0.4.2"),
-        _dt("F8_E5M2", 8, "float8_e5m2", "0.4.2"),
-        _dt("F8_E8M0", 8, "float8_e8m0fnu", "0.6.0"),
-        _dt("F4", 4, "float4_e2m1fn_x2", "0.6.0"),
-    )
-)
 
 
 @dataclass(frozen=True)
@@ -130,13 +104,25 @@ class SafetensorsHeader:
         header_bytes: ``N``, the JSON header's length in bytes.
         data_bytes: length of the data buffer, which the tensors cover exactly.
         tensors: the tensors in data-buffer order.
-        metadata: the ``__metadata__`` map (empty when absent).
+        metadata: the ``__metadata__`` map (empty when absent or ``null``).
+        duplicates: tensor names and ``__metadata__`` keys given more than once (read with
+            ``keep_last_duplicate=True`` only; the last one is kept, as safetensors does).
     """
 
     header_bytes: int
     data_bytes: int
     tensors: tuple[TensorEntry, ...]
     metadata: dict[str, str]
+    duplicates: tuple[str, ...] = ()
+
+    @property
+    def aliases(self) -> dict[str, str]:
+        """``{dropped: kept}``: the ``__metadata__`` entries ``safetensors.torch.save_model``
+        writes for tensors that shared storage with a kept one (a key that is not a tensor
+        of this file, whose value is). ``load_file`` returns only the kept names;
+        ``safetensors.torch.load_model`` restores the dropped ones."""
+        names = {t.name for t in self.tensors}
+        return {k: v for k, v in self.metadata.items() if k not in names and v in names}
 
     @property
     def data_start(self) -> int:
@@ -159,31 +145,56 @@ def _corrupt(path: str | None, problem: str, found: str) -> CorruptCheckpointErr
     )
 
 
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate key {key[:80]!r}")
-        out[key] = value
-    return out
+class _Pairs:
+    """``object_pairs_hook`` for :func:`json.loads`: builds each object, recording every
+    duplicate key with the object it occurred in (objects are built inner first)."""
+
+    def __init__(self) -> None:
+        self.duplicates: list[tuple[dict[str, Any], str]] = []
+
+    def __call__(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in out:
+                self.duplicates.append((out, key))
+            out[key] = value
+        return out
 
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"non-JSON constant {name}")
 
 
-def _json(text: bytes, path: str | None) -> dict[str, Any]:
-    if not text.lstrip(b" ").startswith(b"{"):
+_JSON_SPACE = b" \t\r\n"
+
+
+def _json(text: bytes, path: str | None, keep_last: bool) -> tuple[dict[str, Any], list[str]]:
+    """The header object and the duplicate tensor names / metadata keys kept last."""
+    if not text.lstrip(_JSON_SPACE).startswith(b"{"):
         raise _corrupt(path, "the safetensors header is not a JSON object", repr(text[:16]))
+    pairs = _Pairs()
     try:
         value = json.loads(
-            text.decode("utf-8"), object_pairs_hook=_unique_keys, parse_constant=_no_constant
+            text.decode("utf-8"), object_pairs_hook=pairs, parse_constant=_no_constant
         )
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise _corrupt(path, "the safetensors header is not valid JSON", str(exc)[:200]) from exc
     if type(value) is not dict:
         raise _corrupt(path, "the safetensors header is not a JSON object", type(value).__name__)
-    return value
+    metadata = value.get("__metadata__")
+    kept: list[str] = []
+    for obj, key in pairs.duplicates:
+        # Every safetensors release keeps the last of a duplicate tensor name or metadata
+        # key (both are maps there); a repeated field of a struct it refuses.
+        lenient = (obj is value and key != "__metadata__") or obj is metadata
+        if not (keep_last and lenient):
+            raise _corrupt(
+                path,
+                "the safetensors header is not valid JSON",
+                f"duplicate key {key[:80]!r} (the specification forbids duplicates)",
+            )
+        kept.append(key)
+    return value, kept
 
 
 def _is_count(value: Any) -> bool:
@@ -191,8 +202,9 @@ def _is_count(value: Any) -> bool:
 
 
 def _entry(name: str, raw: Any, path: str | None) -> TensorEntry:
-    if type(raw) is not dict or set(raw) != {"dtype", "shape", "data_offsets"}:
-        keys = sorted(raw) if type(raw) is dict else type(raw).__name__
+    # Other fields are ignored, as by every safetensors release (serde skips unknown ones).
+    if type(raw) is not dict or not {"dtype", "shape", "data_offsets"} <= set(raw):
+        keys = sorted(raw)[:8] if type(raw) is dict else type(raw).__name__
         raise _corrupt(path, f"tensor {name[:80]!r} is malformed", f"fields {keys}")
     dtype_name, shape, offsets = raw["dtype"], raw["shape"], raw["data_offsets"]
     if type(dtype_name) is not str:
@@ -222,9 +234,38 @@ def _entry(name: str, raw: Any, path: str | None) -> TensorEntry:
 
 
 def _metadata(raw: Any, path: str | None) -> dict[str, str]:
+    if raw is None:  # null: read by every safetensors release as no metadata
+        return {}
     if type(raw) is not dict or not all(type(v) is str for v in raw.values()):
         raise _corrupt(path, "__metadata__ is not a map of strings to strings", repr(raw)[:80])
     return dict(raw)
+
+
+def _check_coverage(entries: list[TensorEntry], data_bytes: int, path: str | None) -> None:
+    covered, last = 0, None
+    for entry in entries:
+        if entry.begin < covered and last is not None:
+            raise _corrupt(
+                path,
+                f"tensors {last.name[:80]!r} and {entry.name[:80]!r} share bytes of the data "
+                "buffer (a shared storage): every safetensors release refuses this file "
+                "(InvalidOffset), and safetensors' save_file never writes one",
+                f"[{last.begin}, {last.end}] and [{entry.begin}, {entry.end}]",
+            )
+        if entry.begin > covered:
+            raise _corrupt(
+                path,
+                f"tensor {entry.name[:80]!r} leaves a hole in the data buffer",
+                f"offset {entry.begin}, the previous tensors end at {covered}",
+            )
+        if entry.end > entry.begin:  # an empty tensor may sit anywhere the bytes are covered
+            covered, last = entry.end, entry
+    if covered != data_bytes:
+        raise _corrupt(
+            path,
+            "the tensors do not cover the data buffer exactly",
+            f"tensors end at {covered}, the buffer holds {data_bytes} bytes",
+        )
 
 
 def header_length(prefix: bytes, total_size: int, *, path: str | None = None) -> int:
@@ -255,50 +296,43 @@ def header_length(prefix: bytes, total_size: int, *, path: str | None = None) ->
     return length
 
 
-def parse_header(head: bytes, total_size: int, *, path: str | None = None) -> SafetensorsHeader:
+def parse_header(
+    head: bytes, total_size: int, *, path: str | None = None, keep_last_duplicate: bool = False
+) -> SafetensorsHeader:
     """Check the header of a safetensors file of ``total_size`` bytes.
 
     Args:
         head: the file's first ``8 + N`` bytes at least (more is ignored).
         total_size: the file's size in bytes; the data buffer is the rest after the header.
         path: for error messages.
+        keep_last_duplicate: read a duplicate tensor name or metadata key as every
+            safetensors release does (the last wins) and list it in ``duplicates``, instead
+            of refusing it as the specification says.
 
     Raises:
         CorruptCheckpointError: truncation, malformed JSON or entries, duplicate keys,
-            offsets that leave holes, overlap, or do not end exactly at the end of the file.
+            offsets that leave holes, overlap (shared bytes), or do not end exactly at the
+            end of the file.
         LimitExceededError: the header is over :data:`MAX_HEADER_BYTES`.
         IncompatibleCheckpointError: a dtype outside :data:`DTYPES`.
     """
     length = header_length(head, total_size, path=path)
     if len(head) < _PREFIX.size + length:
         raise _corrupt(path, "the safetensors header is truncated", f"{len(head)} bytes given")
-    raw = _json(head[_PREFIX.size : _PREFIX.size + length], path)
+    raw, duplicates = _json(head[_PREFIX.size : _PREFIX.size + length], path, keep_last_duplicate)
     metadata = _metadata(raw.pop("__metadata__"), path) if "__metadata__" in raw else {}
     entries = sorted(
         (_entry(name, value, path) for name, value in raw.items()),
         key=lambda e: (e.begin, e.end),
     )
+    _check_coverage(entries, total_size - _PREFIX.size - length, path)
     data_bytes = total_size - _PREFIX.size - length
-    covered = 0
-    for entry in entries:
-        if entry.begin != covered:
-            what = "overlaps the previous tensor" if entry.begin < covered else "leaves a hole"
-            raise _corrupt(
-                path,
-                f"tensor {entry.name[:80]!r} {what} in the data buffer",
-                f"offset {entry.begin}, the previous tensors end at {covered}",
-            )
-        covered = entry.end
-    if covered != data_bytes:
-        raise _corrupt(
-            path,
-            "the tensors do not cover the data buffer exactly",
-            f"tensors end at {covered}, the buffer holds {data_bytes} bytes",
-        )
-    return SafetensorsHeader(length, data_bytes, tuple(entries), metadata)
+    return SafetensorsHeader(length, data_bytes, tuple(entries), metadata, tuple(duplicates))
 
 
-def read_header(path: str | os.PathLike[str]) -> SafetensorsHeader:
+def read_header(
+    path: str | os.PathLike[str], *, keep_last_duplicate: bool = False
+) -> SafetensorsHeader:
     """:func:`parse_header` of a file on disk, reading only its header.
 
     Raises:
@@ -311,4 +345,6 @@ def read_header(path: str | os.PathLike[str]) -> SafetensorsHeader:
     with open(name, "rb") as f:
         prefix = f.read(_PREFIX.size)
         length = header_length(prefix, size, path=name)
-        return parse_header(prefix + f.read(length), size, path=name)
+        return parse_header(
+            prefix + f.read(length), size, path=name, keep_last_duplicate=keep_last_duplicate
+        )

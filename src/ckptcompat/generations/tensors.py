@@ -4,8 +4,13 @@ Nothing is unpickled: the header is checked by :mod:`.safetensors_header` first,
 tensor is a copy of its byte range viewed with the dtype the header names (little-endian;
 ``torch.frombuffer`` exists in every torch this project supports, 1.10+). A dtype the
 running torch lacks (``float8_e8m0fnu`` before 2.7, ``float4_e2m1fn_x2`` before 2.8: the
-``dtypes`` rows of :mod:`ckptcompat.versions_facts`) is an
-:class:`~ckptcompat.errors.IncompatibleCheckpointError`.
+``dtypes`` rows of :mod:`ckptcompat.versions_facts`; torch PRs #147466 and #148791) is an
+:class:`~ckptcompat.errors.IncompatibleCheckpointError`, as is ``F6_*`` (no torch dtype).
+
+``F4`` (two 4-bit values a byte) is built as ``safetensors.torch.load_file`` builds it
+(safetensors 0.6.1 ... 0.8.0 on torch 2.15, probed in issue 22): header shape ``[..., n]``
+becomes a ``float4_e2m1fn_x2`` tensor of shape ``[..., n / 2]`` over the same bytes; an odd
+``n`` or a scalar is refused.
 """
 
 from __future__ import annotations
@@ -20,25 +25,43 @@ from ckptcompat.generations.safetensors_header import SafetensorsHeader, TensorE
 __all__ = ["load_safetensors"]
 
 
+def _incompatible(entry: TensorEntry, path: str | None, why: str) -> IncompatibleCheckpointError:
+    return IncompatibleCheckpointError(
+        f"tensor {entry.name!r} has dtype {entry.dtype.name}, which this torch cannot build",
+        path=path,
+        expected=f"torch.{entry.dtype.torch_name or entry.dtype.name.lower()} ({why})",
+        found=f"torch {torch.__version__}",
+        fix="load it with a newer torch, or convert the tensor before exporting",
+    )
+
+
 def _torch_dtype(entry: TensorEntry, path: str | None) -> torch.dtype:
-    dtype = getattr(torch, entry.dtype.torch_name, None)
-    if not isinstance(dtype, torch.dtype) or entry.dtype.bits < 8:
-        raise IncompatibleCheckpointError(
-            f"tensor {entry.name!r} has dtype {entry.dtype.name}, which this torch cannot build",
-            path=path,
-            expected=f"torch.{entry.dtype.torch_name} (with byte-sized elements)",
-            found=f"torch {torch.__version__}",
-            fix="load it with a newer torch, or convert the tensor before exporting",
-        )
+    dtype = getattr(torch, entry.dtype.torch_name, None) if entry.dtype.torch_name else None
+    if not isinstance(dtype, torch.dtype):
+        raise _incompatible(entry, path, "a torch dtype of that name")
     return dtype
+
+
+def _shape(entry: TensorEntry, path: str | None) -> tuple[int, ...]:
+    """The torch shape: the header's, with F4's last dimension halved (two a byte)."""
+    if entry.dtype.bits >= 8:
+        return entry.shape
+    if entry.dtype.bits != 4 or not entry.shape or entry.shape[-1] % 2:
+        raise _incompatible(entry, path, "F4 with an even last dimension")
+    return (*entry.shape[:-1], entry.shape[-1] // 2)
 
 
 def _tensor(buffer: bytearray, start: int, entry: TensorEntry, path: str | None) -> torch.Tensor:
     dtype = _torch_dtype(entry, path)
-    if entry.numel == 0:
-        return torch.empty(entry.shape, dtype=dtype)
+    shape = _shape(entry, path)
+    if entry.end == entry.begin:
+        return torch.empty(shape, dtype=dtype)
+    if entry.dtype.bits < 8:  # frombuffer needs a dtype it can count: view the bytes
+        raw = torch.frombuffer(buffer, dtype=torch.uint8, count=entry.end - entry.begin,
+                               offset=start + entry.begin)  # fmt: skip
+        return raw.view(dtype).reshape(shape).clone()
     flat = torch.frombuffer(buffer, dtype=dtype, count=entry.numel, offset=start + entry.begin)
-    return flat.reshape(entry.shape).clone()
+    return flat.reshape(shape).clone()
 
 
 def load_safetensors(
@@ -59,10 +82,10 @@ def load_safetensors(
     Raises:
         CorruptCheckpointError, LimitExceededError: see
             :func:`~ckptcompat.generations.safetensors_header.parse_header`.
-        IncompatibleCheckpointError: an unknown dtype, one this torch lacks, the packed
-            ``F4`` (not built by this reader), or a big-endian machine.
+        IncompatibleCheckpointError: an unknown dtype, one this torch lacks (``F6_*``: every
+            torch), ``F4`` with an odd last dimension, or a big-endian machine.
     """
-    checked = parse_header(data, len(data), path=path)
+    checked = parse_header(data, len(data), path=path)  # duplicate keys: refused
     if header is not None and header != checked:
         raise IncompatibleCheckpointError("the weights changed since their header was read")
     if sys.byteorder != "little":

@@ -39,17 +39,18 @@ def _explain_one(
     unreadable one exits 2 with the typed error on stderr and, under --json, as JSON on
     stdout, as for any other file (a DCP .metadata over the size limit raised a bare
     TypeError traceback, new-user trial 2026-12-06)."""
+    from ckptcompat.doctor import error_json, write_escaped
+
     try:
         explanation = explain(path)
     except CheckpointError as exc:
-        from ckptcompat.doctor import error_json, write_escaped
-
         write_escaped(f"ckptcompat doctor: {type(exc).__name__}: {exc}\n", sys.stderr)
         if as_json:
             print(json.dumps(error_json(path, exc), indent=1))
         return _UNREADABLE
     text = json.dumps(to_json(explanation), indent=1) if as_json else render(explanation)
-    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    # A hostile name (a lone surrogate) is escaped, not a UnicodeEncodeError traceback.
+    write_escaped(text if text.endswith("\n") else text + "\n", sys.stdout)
     return _OK
 
 

@@ -373,6 +373,30 @@ def dcp(session: nox.Session, cell: str) -> None:
 
 @nox.session(python=False, default=False)
 @nox.parametrize("cell", [nox.param(c.id, id=c.id) for c in versions.DEFAULT])
+def remote(session: nox.Session, cell: str) -> None:
+    """The matrix's remote-evaluation phase for one consumer cell (CI: one job per cell).
+
+    Every default producer's resumed runs (``reports/work/resume-<X>``) through a
+    throw-away PostgreSQL queue to one worker in this cell's venv, compared with the
+    evaluate phase's records in ``reports/records``
+    (:mod:`ckptcompat.harness.run.remote_phase`).
+    """
+    python = _cell_python(session, cell)
+    session.run(
+        python,
+        "-m",
+        "ckptcompat.harness.run.remote_phase",
+        str(WORK),
+        str(RECORDS),
+        f"--python={cell}={python}",
+        f"--producers={','.join(c.id for c in versions.DEFAULT)}",
+        external=True,
+        env={"CKPTCOMPAT_CELL": cell},
+    )
+
+
+@nox.session(python=False, default=False)
+@nox.parametrize("cell", [nox.param(c.id, id=c.id) for c in versions.DEFAULT])
 def evalworker(session: nox.Session, cell: str) -> None:
     """Run a remote-evaluation worker of one cell in its tests venv (``-- --dsn ... --once``).
 

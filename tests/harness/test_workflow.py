@@ -114,7 +114,7 @@ def workflow() -> dict[str, Any]:
 def nox_jobs() -> dict[str, list[dict[str, str]]]:
     """The job lists the workflow's ``sessions`` job computes, from the real noxfile."""
     proc = subprocess.run(
-        [sys.executable, "-m", "nox", "-l", "--json", "-s", "tests", "phase", "dcp"],
+        [sys.executable, "-m", "nox", "-l", "--json", "-s", "tests", "phase", "dcp", "remote"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -159,7 +159,8 @@ def test_job_lists_from_nox_match_the_cell_table(nox_jobs: dict[str, list[dict[s
     for phase in PHASES:
         assert nox_jobs[phase] == [{"session": f"phase({phase}, {c})", "cell": c} for c in cells]
     assert nox_jobs["dcp"] == [{"session": f"dcp({c})", "cell": c} for c in cells]
-    assert list(ci.JOBS) == ["tests", *PHASES, "dcp"]
+    assert nox_jobs["remote"] == [{"session": f"remote({c})", "cell": c} for c in cells]
+    assert list(ci.JOBS) == ["tests", *PHASES, "dcp", "remote"]
 
 
 def test_workflow_jobs_and_their_order(workflow: dict[str, Any]) -> None:
@@ -168,10 +169,10 @@ def test_workflow_jobs_and_their_order(workflow: dict[str, Any]) -> None:
     uploading its records; report runs always, after every phase and dcp (a gate without
     the DCP records would report 96 missing cells)."""
     jobs = workflow["jobs"]
-    assert list(jobs) == ["sessions", "tests", *PHASES, "dcp", "report"]
+    assert list(jobs) == ["sessions", "tests", *PHASES, "dcp", "remote", "report"]
     sessions = jobs["sessions"]
     assert set(sessions["outputs"]) == set(ci.JOBS)
-    assert "nox -l --json -s tests phase dcp > sessions.json" in _runs(sessions)
+    assert "nox -l --json -s tests phase dcp remote > sessions.json" in _runs(sessions)
     assert "python src/ckptcompat/harness/verdict/ci.py sessions.json" in _runs(sessions)
     previous = None
     for name in ["tests", *PHASES]:
@@ -192,8 +193,31 @@ def test_workflow_jobs_and_their_order(workflow: dict[str, Any]) -> None:
     assert records["name"] == "records-dcp-${{ matrix.cell }}"
     assert records["path"] == "reports/records"
     report = jobs["report"]
-    assert report["if"] == "always()" and _needs(report) == [*PHASES, "dcp"]
+    assert report["if"] == "always()" and _needs(report) == [*PHASES, "dcp", "remote"]
     assert "nox -s report gate" in _runs(report)
+
+
+def test_remote_jobs_get_the_policies_and_references_they_judge(workflow: dict[str, Any]) -> None:
+    """Guards the remote-evaluation phase missing from CI (its 32 baseline cells were
+    missing at the gate): one job per consumer cell after evaluate, fed every producer's
+    resumed runs (resume-* into reports/work) and evaluate's records (the in-process
+    returns it compares with), failing without PostgreSQL, uploading records-remote-*."""
+    remote = workflow["jobs"]["remote"]
+    include = remote["strategy"]["matrix"]["include"]
+    assert include == "${{ fromJSON(needs.sessions.outputs.remote) }}"
+    assert _needs(remote) == ["sessions", "evaluate"]
+    assert remote["env"]["CKPTCOMPAT_REQUIRE_PG"] == "1"
+    assert 'nox -s "${{ matrix.session }}"' in _runs(remote)
+    downloads = _artifacts(remote, "actions/download-artifact")
+    assert {"pattern": "resume-*", "path": WORK} in downloads
+    assert {
+        "pattern": "records-evaluate-*",
+        "path": "reports/records",
+        "merge-multiple": "true",
+    } in downloads
+    (records,) = _artifacts(remote, "actions/upload-artifact")
+    assert records["name"] == "records-remote-${{ matrix.cell }}"
+    assert records["path"] == "reports/records"
 
 
 def test_phase_artifacts_carry_the_work_layout(workflow: dict[str, Any]) -> None:

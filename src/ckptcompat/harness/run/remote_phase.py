@@ -14,7 +14,7 @@ torch; :mod:`ckptcompat.harness.run.driver` starts it in the first cell's). It
    (``ckptcompat eval worker --cell C --idle-exit 1``: it drains its cell's tasks and
    stops), into ``<work>/remote/shards``, and collects the shards into
    ``<work>/remote/stats.duckdb``;
-3. writes one record per task to ``RECORDS/remote-<pid>.jsonl``: ``scenario="remote"``,
+3. writes one record per task to ``RECORDS/remote-<consumers>-<pid>.jsonl``: ``scenario="remote"``,
    ``artifact="queue_eval"``, loader ``safe``, producer X -> consumer Z -> evaluator Z.
 
 A task's record is ``pass`` when it was stored once (``done``) with a ``pass`` result, keyed
@@ -310,18 +310,23 @@ def run_remote_phase(
     work: Path,
     records_file: Path,
     *,
+    producers: Sequence[str] | None = None,
     agents: Sequence[str] = tuple(AGENTS),
     budget: Budget = BUDGET,
     timeout_s: float = WORKER_TIMEOUT_S,
 ) -> list[Record]:
     """Run the phase (see the module docstring) and append its records to ``records_file``.
 
+    ``pythons`` are the consumer cells (one worker each); ``producers`` the cells whose
+    resumed runs are evaluated (default: the consumers). CI runs one consumer per job with
+    every producer (the ``remote(<cell>)`` nox session).
+
     Raises:
         pgserver.PgServerError: the server's binaries are there but it does not start.
     """
     cells = list(pythons)
     layout = Layout(work)
-    found = policies(layout, cells, agents)
+    found = policies(layout, list(producers) if producers else cells, agents)
     reference = in_process_returns(records_file.parent)
     written: list[Record] = []
 
@@ -368,6 +373,15 @@ def _python_arg(text: str) -> tuple[str, str]:
     return cell, python
 
 
+def _cells_arg(text: str) -> list[str]:
+    cells = [c.strip() for c in text.split(",") if c.strip()]
+    if not cells:
+        raise argparse.ArgumentTypeError(f"expected cells like t24,t26, got {text!r}")
+    for cell in cells:
+        versions.by_id(cell)
+    return cells
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point (see the module docstring for arguments and exit status)."""
     parser = argparse.ArgumentParser(
@@ -383,11 +397,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="CELL=PYTHON",
         help="a consumer cell and its venv's interpreter (required, repeatable)",
     )
+    parser.add_argument(
+        "--producers",
+        type=_cells_arg,
+        help="comma-separated cells whose resumed runs are evaluated, e.g. t24,t25,t26,t215 "
+        "(default: the --python cells)",
+    )
     args = parser.parse_args(argv)
-    for stale in args.records.glob("remote-*.jsonl"):  # a rerun replaces its records
+    pythons = dict(args.python)
+    # A rerun for the same consumers replaces its records; other consumers' stay (CI and
+    # `nox -s "remote(<cell>)"` run one consumer at a time into one records folder).
+    key = "-".join(pythons)
+    for stale in args.records.glob(f"remote-{key}-*.jsonl"):
         stale.unlink()
-    records_file = args.records / f"remote-{os.getpid()}.jsonl"
-    written = run_remote_phase(dict(args.python), args.work, records_file)
+    records_file = args.records / f"remote-{key}-{os.getpid()}.jsonl"
+    written = run_remote_phase(pythons, args.work, records_file, producers=args.producers)
     required = os.environ.get(pgserver.REQUIRE_ENV) == "1"
     if required and any("requires one" in r.detail for r in written):
         return 1

@@ -3,7 +3,7 @@
 ``python src/ckptcompat/harness/verdict/ci.py SESSIONS.json``.
 
 The workflow (``.github/workflows/compat.yml``) lists the sessions with
-``nox -l --json -s tests phase dcp`` and this script turns them into one JSON job list per
+``nox -l --json -s tests phase dcp remote`` and this script turns them into one JSON job list per
 workflow job, written as ``name=value`` lines for ``$GITHUB_OUTPUT``::
 
     tests=[{"session": "tests(t24)", "cell": "t24"}, ...]
@@ -11,6 +11,7 @@ workflow job, written as ``name=value`` lines for ``$GITHUB_OUTPUT``::
     resume=[...]
     evaluate=[...]
     dcp=[{"session": "dcp(t24)", "cell": "t24"}, ...]
+    remote=[{"session": "remote(t24)", "cell": "t24"}, ...]
 
 So the cells come from ``harness/versions.py`` through the noxfile, never from a second
 list in YAML. Standard library only: the CI job runs it by path before installing anything.
@@ -28,13 +29,15 @@ __all__ = ["JOBS", "job_matrix", "main"]
 
 #: Workflow job -> (nox session name, call_spec filter). The phase jobs mirror
 #: ckptcompat.harness.run.scenarios.PHASES (tests/harness/test_workflow.py checks it);
-#: ``dcp`` is the matrix's DCP phase, which needs only the committed DCP goldens.
+#: ``dcp`` is the matrix's DCP phase, which needs only the committed DCP goldens;
+#: ``remote`` the remote-evaluation phase per consumer cell, after evaluate.
 JOBS: dict[str, tuple[str, dict[str, str]]] = {
     "tests": ("tests", {}),
     "train": ("phase", {"phase": "train"}),
     "resume": ("phase", {"phase": "resume"}),
     "evaluate": ("phase", {"phase": "evaluate"}),
     "dcp": ("dcp", {}),
+    "remote": ("remote", {}),
 }
 
 
@@ -55,7 +58,7 @@ def job_matrix(sessions: Iterable[Mapping[str, Any]]) -> dict[str, list[dict[str
         if not jobs[job]:
             raise ValueError(
                 f"no nox session {name}{wanted or ''} for CI job {job!r}; "
-                "list them with `nox -l --json -s tests phase dcp`"
+                "list them with `nox -l --json -s tests phase dcp remote`"
             )
     return jobs
 

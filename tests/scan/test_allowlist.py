@@ -91,3 +91,14 @@ def test_every_curated_name_resolves_here(group: str) -> None:
     names = [e.name for e in allowlist.CURATED if e.group == group]
     assert names
     assert len(allowlist.resolve(names)) >= len(names)
+
+
+def test_numpy_random_pickling_helpers_are_not_dangerous() -> None:
+    """Guards the ``_pickle`` component row flagging numpy's generator ctors
+    (``numpy.random._pickle.__generator_ctor``...): every file holding a numpy Generator
+    was called unsafe, and ckptcompat's load refused it even allowlisted on torch < 2.10.
+    Only those three names are exempt: anything else under ``_pickle`` stays refused."""
+    for fn in ("__bit_generator_ctor", "__generator_ctor", "__randomstate_ctor"):
+        assert not is_dangerous(f"numpy.random._pickle.{fn}")
+    for name in ("numpy.random._pickle.loads", "_pickle.loads", "pickle.loads", "numpy.load"):
+        assert is_dangerous(name), name

@@ -13,7 +13,7 @@ from typing import Literal
 
 from ckptcompat.scan.torch_names import qualify
 
-__all__ = ["DANGER", "Match", "is_dangerous"]
+__all__ = ["DANGER", "EXEMPT", "Match", "is_dangerous"]
 
 #: ``component``: the module anywhere in a dotted name (``torch.os`` is the os module);
 #: ``tree``: the module and everything under it; ``name``: exactly this global.
@@ -54,6 +54,19 @@ DANGER: tuple[tuple[str, Match], ...] = (
     *_rows("name", "torch.jit.load", "torch.hub.load", "numpy.load"),
 )
 
+#: Names a ``component`` row would catch that cannot run code: numpy's pickling helpers
+#: for its random generators (``numpy.random._pickle``, numpy 1.17 to 2.x), which build a
+#: BitGenerator from a name in numpy's own table or from a class, and a Generator or
+#: RandomState around it (read in numpy 2.4.6's ``numpy/random/_pickle.py``). The optional
+#: ``bit_generator_ctor`` argument is called, but under the weights-only unpickler it can
+#: only be a global the user allowlisted, which REDUCE could already call directly: no
+#: capability is added. ``_pickle`` as a module part flagged them "dangerous", so the doctor
+#: said "do not load" to every file holding a numpy generator object (issue 16, item 3).
+EXEMPT: frozenset[str] = frozenset(
+    f"numpy.random._pickle.{fn}"
+    for fn in ("__bit_generator_ctor", "__generator_ctor", "__randomstate_ctor")
+)
+
 _BY_MATCH: dict[Match, frozenset[str]] = {
     m: frozenset(n for n, how in DANGER if how == m) for m in ("component", "tree", "name")
 }
@@ -69,6 +82,8 @@ def is_dangerous(name: str) -> bool:
     """
     module, _, attr = name.rpartition(".")
     name = qualify(module, attr)
+    if name in EXEMPT:
+        return False
     if name in _BY_MATCH["name"]:
         return True
     if any(part in _BY_MATCH["component"] for part in name.split(".")):

@@ -153,7 +153,8 @@ def _resumed_run(layout: Layout, cell: str) -> tuple[str, int]:
 def test_round_trip_through_a_real_server_and_this_cells_worker(tmp_path: Path) -> None:
     """Guards the phase's own path in every cell: a throw-away server, the task queued,
     this cell's worker in its venv draining it, the shard collected, and a pass record
-    whose returns are the in-process evaluation's, episode for episode."""
+    whose returns are the in-process evaluation's, episode for episode; and a rerun into
+    the same work folder (it failed: "shard disagrees with the merged DB")."""
     reason = pgserver.unavailable_reason()
     if reason is not None:
         if os.environ.get(pgserver.REQUIRE_ENV) == "1":
@@ -186,4 +187,10 @@ def test_round_trip_through_a_real_server_and_this_cells_worker(tmp_path: Path) 
         1,
         0,
     )
-    assert (work / "remote" / "stats.duckdb").is_file()
+    assert (work / "remote" / cell / "stats.duckdb").is_file()
+    # A rerun into the same work folder (nox -s "remote(<cell>)" after the matrix): the new
+    # queue numbers its tasks from 1 again; the old shards made collect refuse the merge.
+    [again] = remote_phase.run_remote_phase(
+        {cell: sys.executable}, work, records / "remote-2.jsonl", agents=("mock",)
+    )
+    assert again.outcome == Outcome.PASS, again.detail

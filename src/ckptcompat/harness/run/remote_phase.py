@@ -12,8 +12,9 @@ torch; :mod:`ckptcompat.harness.run.driver` starts it in the first cell's). It
    seed :attr:`Budget.eval_seed`, exactly as the evaluate phase does;
 2. runs one worker per consumer cell, all at once, each in its cell's venv
    (``ckptcompat eval worker --cell C --idle-exit 1``: it drains its cell's tasks and
-   stops), into ``<work>/remote/shards``, and collects the shards into
-   ``<work>/remote/stats.duckdb``;
+   stops), into ``<work>/remote/<consumers>/shards``, and collects the shards into
+   ``<work>/remote/<consumers>/stats.duckdb`` (``<consumers>``: the cells joined by ``-``;
+   the folder is emptied first, so a rerun replaces it);
 3. writes one record per task to ``RECORDS/remote-<consumers>-<pid>.jsonl``: ``scenario="remote"``,
    ``artifact="queue_eval"``, loader ``safe``, producer X -> consumer Z -> evaluator Z.
 
@@ -39,6 +40,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -264,7 +266,11 @@ def _through_queue(
     from ckptcompat.remote.queue import TaskQueue
 
     cells = list(pythons)
-    root = work / "remote"
+    # Its own folder per consumer set, emptied first: a rerun's queue numbers its tasks
+    # from 1 again, and the old shards' rows under the same ids made collect refuse the
+    # merge ("shard disagrees with the merged DB").
+    root = work / "remote" / "-".join(cells)
+    shutil.rmtree(root, ignore_errors=True)
     shards, logs = root / "shards", root / "logs"
     for folder in (shards, logs):
         folder.mkdir(parents=True, exist_ok=True)

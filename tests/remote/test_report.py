@@ -54,6 +54,22 @@ def test_return_beyond_tolerance_and_slowdown_fail() -> None:
     assert judge(rows, return_tol=1.0, max_slowdown=0.2).ok
 
 
+def test_speed_is_compared_in_cpu_seconds_not_wall_seconds() -> None:
+    """Guards a speed verdict that measured the machine's load (the issue-19 demo, four
+    workers on two cores: t215 0.28-0.58x of t26 per wall second on every policy, while
+    the same evaluations alone ran as fast): with CPU seconds recorded, a worker that
+    waited for the CPU (twice the wall time, the same CPU time) is not slower; a worker
+    that needed more CPU is. Rows without CPU time fall back to wall seconds."""
+    waited = _task("t215", episodes_cpu_s=10.0, episodes_time_s=20.0)
+    worked = _task("t24", episodes_cpu_s=12.5, episodes_time_s=12.5)
+    rows = build_report([_task("t26", episodes_cpu_s=10.0), waited, worked], "t26")
+    assert [r.speed_ratio for r in rows] == pytest.approx([1.0, 1.0, 0.8])
+    problems = judge(rows).problems
+    assert len(problems) == 1 and "r:v1 in t24: 0.800x" in problems[0]
+    old = build_report([_task("t26"), _task("t24", steps_s=50.0)], "t26")  # no CPU time
+    assert old[1].speed_ratio == pytest.approx(0.5)
+
+
 def test_outcome_differences_and_unfinished_tasks_fail() -> None:
     """Guards a policy that loads on the reference but not elsewhere, a task given up
     after its retries, and a batch judged before it finished."""

@@ -83,6 +83,9 @@ class EpisodeOutcome:
         terminated, truncated: how it ended (``truncated`` also when ``max_episode_steps``
             cut it short).
         wall_time_s: seconds it took, reset included.
+        cpu_time_s: CPU seconds of the evaluating thread over the same span
+            (``time.thread_time``): unlike ``wall_time_s``, it does not grow when other
+            processes share the cores, so speed ratios between cells compare work, not load.
     """
 
     seed: int
@@ -91,6 +94,7 @@ class EpisodeOutcome:
     terminated: bool
     truncated: bool
     wall_time_s: float
+    cpu_time_s: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +115,7 @@ class EvaluationResult:
         wall_time_s: seconds for the whole evaluation, loading included.
         episodes_time_s: seconds spent in the episodes alone (the sum of their
             ``wall_time_s``): the speed of evaluation without loading.
+        episodes_cpu_s: the episodes' CPU seconds (the sum of their ``cpu_time_s``).
         mean_return: mean of ``episode_returns`` (derived).
     """
 
@@ -126,6 +131,7 @@ class EvaluationResult:
     episode_ids: list[str]
     wall_time_s: float
     episodes_time_s: float = 0.0
+    episodes_cpu_s: float = 0.0
     mean_return: float = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:
@@ -203,7 +209,7 @@ def run_episode(
         AgentMismatchError: an action that is not a single element of the action space,
             or whatever the agent raises for observations it cannot take.
     """
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.thread_time()
     obs, _ = env.reset(seed=seed)
     episode = greedy_episodes(
         agent,
@@ -219,6 +225,7 @@ def run_episode(
         terminated=episode.terminated[0],
         truncated=episode.truncated[0],
         wall_time_s=time.perf_counter() - start,
+        cpu_time_s=time.thread_time() - cpu_start,
     )
 
 
@@ -377,6 +384,7 @@ class PolicyEvaluator:
             "episode_lengths": [o.length for o in outcomes],
             "episode_ids": episode_ids,
             "episodes_time_s": math.fsum(o.wall_time_s for o in outcomes),
+            "episodes_cpu_s": math.fsum(o.cpu_time_s for o in outcomes),
         }
 
 

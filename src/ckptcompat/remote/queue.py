@@ -103,7 +103,9 @@ class TaskResult:
         mean_return, episode_returns: the returns, in seed order.
         env_steps: env steps over every episode.
         eval_time_s: seconds the evaluation took, loading included.
-        episodes_time_s: seconds in the episodes alone (what env-steps/s divides by).
+        episodes_time_s: seconds in the episodes alone.
+        episodes_cpu_s: the episodes' CPU seconds in the worker's evaluating thread (what
+            env-steps/s divides by: it does not grow when workers share the cores).
         torch_version: the evaluating torch.
     """
 
@@ -119,6 +121,7 @@ class TaskResult:
     env_steps: int | None = None
     eval_time_s: float | None = None
     episodes_time_s: float | None = None
+    episodes_cpu_s: float | None = None
     torch_version: str | None = None
 
 
@@ -417,7 +420,7 @@ class TaskQueue:
                     "t.worker, r.outcome, r.error_type, r.error_message, r.policy_key, "
                     "r.policy_version, r.simulation_id, r.shard, r.mean_return, "
                     "r.episode_returns, r.env_steps, r.eval_time_s, r.episodes_time_s, "
-                    "r.torch_version, r.attempt, "
+                    "r.episodes_cpu_s, r.torch_version, r.attempt, "
                     "extract(epoch FROM t.finished_at - t.created_at) AS queue_to_done_s "
                     f"FROM {TASKS} t LEFT JOIN {RESULTS} r ON r.task_id = t.id {where} "
                     "ORDER BY t.id",

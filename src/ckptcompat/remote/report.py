@@ -52,7 +52,8 @@ class ReportRow:
         outcome, error_type: its result (None while it has none).
         policy_key, policy_version: the stats DB key of the evaluated policy.
         mean_return: mean episode return; None without a ``pass``.
-        steps_per_s: env steps per second of the episodes (loading excluded).
+        steps_per_s: env steps per CPU second of the episodes in the worker's evaluating
+            thread (loading excluded; wall seconds for results stored without CPU time).
         reference: the cell it is compared with.
         reference_outcome: that cell's outcome for the same policy (None: no result).
         return_diff: ``mean_return`` minus the reference cell's (None if either is None).
@@ -109,8 +110,12 @@ class Verdict:
 
 
 def _speed(task: dict[str, Any]) -> float | None:
+    """Env steps per CPU second of the episodes: several workers share a machine's cores
+    (the demo: 4 workers on 2 cores), and per wall second a cell looked 0.28-0.58x slower
+    than another only because its worker got less of the CPU. Rows stored before the CPU
+    time was recorded fall back to wall seconds."""
     steps = task.get("env_steps")
-    seconds = task.get("episodes_time_s") or task.get("eval_time_s")
+    seconds = task.get("episodes_cpu_s") or task.get("episodes_time_s") or task.get("eval_time_s")
     return steps / seconds if steps and seconds else None
 
 

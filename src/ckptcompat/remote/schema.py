@@ -70,11 +70,14 @@ CREATE TABLE IF NOT EXISTS {RESULTS} (
     env_steps BIGINT,
     eval_time_s DOUBLE PRECISION,
     episodes_time_s DOUBLE PRECISION,
+    episodes_cpu_s DOUBLE PRECISION,
     torch_version TEXT,
     worker TEXT NOT NULL,
     attempt INTEGER NOT NULL,
     created_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp()
 );
+-- Columns added after a release: a queue database made by an older ckptcompat gains them.
+ALTER TABLE {RESULTS} ADD COLUMN IF NOT EXISTS episodes_cpu_s DOUBLE PRECISION;
 """
 
 

@@ -276,5 +276,6 @@ class Worker:
             env_steps=sum(result.episode_lengths),
             eval_time_s=result.wall_time_s,
             episodes_time_s=result.episodes_time_s,
+            episodes_cpu_s=result.episodes_cpu_s,
             torch_version=torch.__version__,
         )

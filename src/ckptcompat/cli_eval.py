@@ -220,6 +220,7 @@ def report_command(args: argparse.Namespace) -> int:
         return_tol=args.return_tol,
         max_slowdown=args.max_slowdown,
         baseline=baseline,
+        min_speed_s=args.min_speed_s,
     )
     print(render_report(rows, verdict, as_json=args.json))
     if args.write_baseline:

@@ -274,6 +274,15 @@ def add_eval_parser(sub: Any, *, epilog: str) -> None:
         "env-steps/s, measured in the same batch (default: %(default)s)",
     )
     report.add_argument(
+        "--min-speed-s",
+        type=_non_negative,
+        default=0.5,
+        metavar="S",
+        help="judge a speed ratio only over at least this many CPU seconds of episodes on "
+        "both sides; shorter policies are shown, not judged, and each cell is also judged "
+        "over all its policies (default: %(default)s)",
+    )
+    report.add_argument(
         "--baseline",
         metavar="FILE",
         help="mean returns a previous --write-baseline recorded; a policy that differs "

@@ -86,5 +86,8 @@ def test_demo_policies_match_the_committed_baseline_and_regressions_fail(
     slow = _report(dsn, "--reference", cell, "--baseline", str(DEMO_BASELINE))
     assert slow.returncode == 1
     problems = slow.stdout.splitlines()[-1]
-    assert f"REPORT: FAIL - {DEMO_POLICIES} problems" in problems
-    assert problems.count(f"0.800x the env-steps/s of {cell} (more than 10% slower)") == 6
+    # Each demo policy runs well under --min-speed-s of CPU (shown, not judged); the cell
+    # over all six is judged, and is 0.8x.
+    assert problems.startswith("REPORT: FAIL - 1 problems: ")
+    assert f"{other}: 0.800x the env-steps/s of {cell} over all its policies" in problems
+    assert slow.stdout.count("0.800") >= DEMO_POLICIES  # each policy's ratio is shown

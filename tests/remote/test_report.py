@@ -70,6 +70,58 @@ def test_speed_is_compared_in_cpu_seconds_not_wall_seconds() -> None:
     assert old[1].speed_ratio == pytest.approx(0.5)
 
 
+def test_short_policies_are_shown_not_judged_and_cells_are_judged_over_all() -> None:
+    """Guards speed verdicts on noise: 5 episodes of 9 steps take 20 ms of CPU, and the
+    demo's two 0.89x "regressions" were such policies. A policy's ratio below min_speed_s
+    is shown but not judged; a cell slower over all its policies still fails."""
+    short = [_task("t26", episodes_cpu_s=0.02), _task("t215", episodes_cpu_s=0.025)]
+    rows = build_report(short, "t26")
+    assert rows[1].speed_ratio == pytest.approx(0.8)
+    assert judge(rows).ok
+    assert not judge(rows, min_speed_s=0.01).ok  # judged when the threshold allows
+    many = []
+    for i in range(30):  # each 0.02 s, 0.6 s in all: the cell's ratio is judged
+        uri = f"file:///d/r{i}/checkpoints/r{i}_v1.pt"
+        many += [
+            _task("t26", policy_uri=uri, policy_key=f"r{i}", episodes_cpu_s=0.02),
+            _task("t215", policy_uri=uri, policy_key=f"r{i}", episodes_cpu_s=0.025),
+        ]
+    problems = judge(build_report(many, "t26")).problems
+    assert problems == [
+        "t215: 0.800x the env-steps/s of t26 over all its policies (30000 steps in 0.75 s; "
+        "more than 10% slower)"
+    ]
+
+
+def test_a_policy_evaluated_nowhere_fails_with_its_error() -> None:
+    """Guards a batch that evaluated nothing passing (new-user trial, 2026-12-06: a missing
+    file and a policy that fits no env "REPORT: PASS" in every cell): a policy failing in
+    the reference cell and everywhere else is a problem naming its error message."""
+    failing = {
+        "outcome": "fail", "error_type": "AgentMismatchError", "mean_return": None,
+        "episode_returns": None, "error_message": "the agent does not fit CartPole",
+    }  # fmt: skip
+    rows = build_report([_task("t26", **failing), _task("t24", **failing)], "t26")
+    (problem,) = judge(rows).problems
+    assert "not evaluated anywhere" in problem and "does not fit CartPole" in problem
+
+
+def test_two_policies_with_one_key_are_told_apart(tmp_path: Path) -> None:
+    """Guards two runs named alike (run r, epoch 2, in two data dirs) read as one policy
+    (new-user trial, 2026-12-06): the rows looked alike, --write-baseline kept one return,
+    and the batch then failed against the baseline it had just written. The rows are
+    labelled by URI, the batch says the key is ambiguous, and no baseline is written."""
+    a, b = "file:///a/r/checkpoints/r_v2.pt", "file:///b/r/checkpoints/r_v2.pt"
+    rows = build_report([_task("t26", 17.0, policy_uri=a), _task("t26", 25.0, policy_uri=b)], "t26")
+    verdict = judge(rows)
+    assert len(verdict.problems) == 1 and "several policy files share" in verdict.problems[0]
+    text = render_report(rows, verdict)
+    assert a in text and b in text
+    with pytest.raises(InputError, match="share a baseline key"):
+        write_baseline(rows, tmp_path / "b.json")
+    assert not (tmp_path / "b.json").exists()
+
+
 def test_outcome_differences_and_unfinished_tasks_fail() -> None:
     """Guards a policy that loads on the reference but not elsewhere, a task given up
     after its retries, and a batch judged before it finished."""

@@ -11,7 +11,10 @@ measured in this batch over the episodes alone: a ratio, never an absolute time)
 :func:`judge` fails a batch (``REPORT: FAIL``, exit 1) when a task did not finish or was
 given up, a cell's outcome differs from the reference's (it loads there, not here), a
 mean return differs from the reference's or the baseline's by more than ``return_tol``,
-or a cell is more than ``max_slowdown`` (10 %) slower than the reference. The baseline
+a cell is more than ``max_slowdown`` (10 %) slower than the reference (per policy, and
+over all its policies; judged only on ``min_speed_s`` of episodes or more, in CPU
+seconds), a policy was evaluated nowhere (it fails in every cell alike), or two policy
+files share a key (same run name and epoch from other data dirs). The baseline
 (:func:`write_baseline`) is a JSON file of mean returns per policy key, env, seed and
 episode count: what the team expects on fixed seeds, committed with its checkpoints.
 """
@@ -28,10 +31,15 @@ from typing import Any
 
 from ckptcompat.errors import InputError
 
+#: The fewest seconds of episodes a speed ratio is judged on (see :func:`judge`).
+MIN_SPEED_S = 0.5
+
 __all__ = [
     "BASELINE_SCHEMA_VERSION",
+    "MIN_SPEED_S",
     "ReportRow",
     "Verdict",
+    "ambiguous_keys",
     "build_report",
     "judge",
     "read_baseline",
@@ -59,6 +67,9 @@ class ReportRow:
         return_diff: ``mean_return`` minus the reference cell's (None if either is None).
         speed_ratio: ``steps_per_s`` over the reference cell's.
         returns_identical: every episode's return equals the reference's, bit for bit.
+        error_message: the typed error's message of a ``fail``/``error`` result.
+        env_steps: env steps of the episodes; speed_s: the seconds ``steps_per_s``
+            divides by (CPU seconds, or wall seconds for rows stored without them).
     """
 
     policy_uri: str
@@ -79,6 +90,9 @@ class ReportRow:
     return_diff: float | None
     speed_ratio: float | None
     returns_identical: bool | None
+    error_message: str | None = None
+    env_steps: int | None = None
+    speed_s: float | None = None
 
     @property
     def baseline_key(self) -> str | None:
@@ -107,6 +121,10 @@ class Verdict:
         if self.ok:
             return "REPORT: PASS - every cell agrees with the reference (and the baseline)"
         return f"REPORT: FAIL - {len(self.problems)} problems: " + "; ".join(self.problems)
+
+
+def _speed_s(task: dict[str, Any]) -> float | None:
+    return task.get("episodes_cpu_s") or task.get("episodes_time_s") or task.get("eval_time_s")
 
 
 def _speed(task: dict[str, Any]) -> float | None:
@@ -154,9 +172,48 @@ def build_report(tasks: Sequence[dict[str, Any]], reference: str | None) -> list
                 return_diff=None if mine is None or theirs is None else mine - theirs,
                 speed_ratio=None if speed is None or not ref_speed else speed / ref_speed,
                 returns_identical=identical,
+                error_message=task.get("error_message"),
+                env_steps=task.get("env_steps"),
+                speed_s=_speed_s(task) if task.get("env_steps") else None,
             )
         )
     return rows
+
+
+def _label(row: ReportRow, ambiguous: set[str]) -> str:
+    """``KEY:vN`` of the row's policy, its URI when another policy shares that key."""
+    if row.policy_key is None or (row.baseline_key or "") in ambiguous:
+        return row.policy_uri
+    return f"{row.policy_key}:v{row.policy_version}"
+
+
+def ambiguous_keys(rows: Sequence[ReportRow]) -> set[str]:
+    """Baseline keys that name more than one policy file in the batch: two runs of the
+    same name and epoch in different data dirs (``KEY:vN`` cannot tell them apart, so
+    their rows looked alike and a baseline kept one of their returns, new-user trial
+    2026-12-06)."""
+    uris: dict[str, set[str]] = {}
+    for row in rows:
+        if row.baseline_key:
+            uris.setdefault(row.baseline_key, set()).add(row.policy_uri)
+    return {key for key, found in uris.items() if len(found) > 1}
+
+
+def _cell_speeds(rows: Sequence[ReportRow]) -> dict[str, tuple[int, float, int, float]]:
+    """Per cell: (steps, seconds) over the policies that passed there and in the reference,
+    and the reference's (steps, seconds) over the same policies."""
+    refs = {r.policy_uri: r for r in rows if r.cell == r.reference}
+    out: dict[str, tuple[int, float, int, float]] = {}
+    for row in rows:
+        ref = refs.get(row.policy_uri)
+        if ref is None or not (row.env_steps and row.speed_s and ref.env_steps and ref.speed_s):
+            continue
+        steps, seconds, ref_steps, ref_seconds = out.get(row.cell, (0, 0.0, 0, 0.0))
+        out[row.cell] = (
+            steps + row.env_steps, seconds + row.speed_s,
+            ref_steps + ref.env_steps, ref_seconds + ref.speed_s,
+        )  # fmt: skip
+    return out
 
 
 def judge(
@@ -165,6 +222,7 @@ def judge(
     return_tol: float = 1e-6,
     max_slowdown: float = 0.10,
     baseline: dict[str, float] | None = None,
+    min_speed_s: float = MIN_SPEED_S,
 ) -> Verdict:
     """Judge a report: every problem of every row (see the module docstring).
 
@@ -173,11 +231,21 @@ def judge(
         max_slowdown: largest accepted fraction a cell may be slower than the reference
             (0.10: a speed ratio below 0.90 fails).
         baseline: mean return per :attr:`ReportRow.baseline_key` (:func:`read_baseline`).
+        min_speed_s: the fewest seconds of episodes (on both sides) a speed ratio is judged
+            on: a policy's ratio below it is shown, not judged (5 episodes of 9 steps take
+            20 ms, and 10% of that is timer and reset noise); each cell's ratio over all
+            its policies is judged when its seconds reach it.
     """
     problems = []
+    slow_cells: set[str] = set()  # cells a policy's ratio already failed
+    ambiguous = ambiguous_keys(rows)
+    for key in sorted(ambiguous):
+        problems.append(
+            f"{key}: several policy files share this key (same run and epoch in other data "
+            "dirs); rows are labelled by URI and the baseline cannot tell them apart"
+        )
     for row in rows:
-        where = f"{row.policy_key or row.policy_uri}"
-        where += f"{'' if row.policy_key is None else f':v{row.policy_version}'} in {row.cell}"
+        where = f"{_label(row, ambiguous)} in {row.cell}"
         if row.status in ("queued", "running"):
             problems.append(f"{where} is still {row.status}")
             continue
@@ -189,12 +257,24 @@ def judge(
                 f"{where}: {row.outcome} ({row.error_type or 'no error'}), "
                 f"{row.reference} {row.reference_outcome}"
             )
+        elif row.cell == row.reference and row.outcome in ("fail", "error"):
+            # It fails in every cell alike: nothing was evaluated, which must not pass.
+            problems.append(
+                f"{where}: {row.outcome} ({row.error_type}) in the reference cell and in "
+                f"every other: not evaluated anywhere; {(row.error_message or '')[:200]}"
+            )
         if row.return_diff is not None and not abs(row.return_diff) <= return_tol:
             problems.append(
                 f"{where}: mean return {row.mean_return:.6g} differs from {row.reference}'s "
                 f"by {row.return_diff:+.3g} (tolerance {return_tol:g})"
             )
-        if row.speed_ratio is not None and row.speed_ratio < 1 - max_slowdown:
+        ref_s = next(
+            (r.speed_s for r in rows if r.cell == r.reference and r.policy_uri == row.policy_uri),
+            None,
+        )
+        judged = min(row.speed_s or 0.0, ref_s or 0.0) >= min_speed_s
+        if judged and row.speed_ratio is not None and row.speed_ratio < 1 - max_slowdown:
+            slow_cells.add(row.cell)
             problems.append(
                 f"{where}: {row.speed_ratio:.3f}x the env-steps/s of {row.reference} "
                 f"(more than {max_slowdown:.0%} slower)"
@@ -202,6 +282,7 @@ def judge(
         expected = (baseline or {}).get(row.baseline_key or "")
         if (
             expected is not None
+            and (row.baseline_key or "") not in ambiguous
             and row.mean_return is not None
             and not abs(row.mean_return - expected) <= return_tol
         ):
@@ -209,11 +290,36 @@ def judge(
                 f"{where}: mean return {row.mean_return:.6g}, baseline {expected:.6g} "
                 f"(tolerance {return_tol:g})"
             )
+    for cell, (steps, seconds, ref_steps, ref_seconds) in sorted(_cell_speeds(rows).items()):
+        if min(seconds, ref_seconds) < min_speed_s or cell in (rows[0].reference, *slow_cells):
+            continue
+        ratio = (steps / seconds) / (ref_steps / ref_seconds)
+        if ratio < 1 - max_slowdown:
+            problems.append(
+                f"{cell}: {ratio:.3f}x the env-steps/s of {rows[0].reference} over all its "
+                f"policies ({steps} steps in {seconds:.2f} s; more than {max_slowdown:.0%} "
+                "slower)"
+            )
     return Verdict(problems)
 
 
 def write_baseline(rows: Sequence[ReportRow], path: str | os.PathLike[str]) -> Path:
-    """Write the reference cell's passing mean returns as a baseline file; return its path."""
+    """Write the reference cell's passing mean returns as a baseline file; return its path.
+
+    Raises:
+        InputError: two policy files of the batch share a key (:func:`ambiguous_keys`):
+            the file could keep only one of their returns.
+    """
+    ambiguous = ambiguous_keys(rows)
+    if ambiguous:
+        raise InputError(
+            "two policies of this batch share a baseline key",
+            path=path,
+            expected="one policy file per run name and epoch",
+            found=", ".join(sorted(ambiguous)[:3]),
+            fix="submit the runs under distinct names (ckptcompat run --run NAME) or in "
+            "separate batches (--batch)",
+        )
     policies = {
         r.baseline_key: r.mean_return
         for r in rows
@@ -281,8 +387,9 @@ def render_report(rows: Sequence[ReportRow], verdict: Verdict, *, as_json: bool 
         f"diff vs {reference}", "speed ratio", "identical",
     )  # fmt: skip
     lines = [header]
+    ambiguous = ambiguous_keys(rows)
     for r in rows:
-        policy = r.policy_uri if r.policy_key is None else f"{r.policy_key}:v{r.policy_version}"
+        policy = _label(r, ambiguous)
         outcome = r.outcome if r.error_type is None else f"{r.outcome} ({r.error_type})"
         lines.append(
             (

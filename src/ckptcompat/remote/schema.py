@@ -112,6 +112,13 @@ def connect(dsn: str, *, connect_timeout_s: int = 10) -> psycopg.Connection:
 
     try:
         conn = psycopg.connect(dsn, connect_timeout=connect_timeout_s, autocommit=True)
+    except psycopg.ProgrammingError as exc:  # libpq could not parse it: "garbage==" was a traceback
+        raise TaskQueueError(
+            "the task queue's DSN is not a connection string libpq can read",
+            expected="key=value pairs (host=... dbname=... user=...) or a postgresql:// URI",
+            found=str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+            fix="check --dsn / $CKPTCOMPAT_PG_DSN",
+        ) from exc
     except psycopg.OperationalError as exc:
         raise TaskQueueError(
             "cannot connect to the task queue's PostgreSQL server",

@@ -136,6 +136,28 @@ def test_state_dict_gets_the_config_of_the_agent_beside_it(tmp_path: Path) -> No
     assert migration.agent_from.endswith("checkpoints/mock_v1.pt")
 
 
+def test_a_ddp_state_dict_gets_the_config_of_the_agent_beside_it(tmp_path: Path) -> None:
+    """Guards the hint missing the agent next to a DDP state_dict (new-user trial,
+    2026-12-06: "none next to it has these state_dict keys" for ``module.``-prefixed keys
+    of the very agent beside it): keys are compared without the wrapper prefix, which
+    migrate strips."""
+    import torch
+
+    from ckptcompat import torch_compat
+
+    path = _state_dict_beside(tmp_path, "mock")
+    state = torch_compat.load(path)
+    torch.save({f"module.{k}": v for k, v in state.items()}, path)
+    migration = doctor.diagnose(path).migration
+    assert migration.agent_from is not None, migration.note
+    assert migration.agent_from.endswith("checkpoints/mock_v1.pt")
+    lock = path.parent / "checkpoints" / ".lock"  # the manager's writer lock: not a checkpoint
+    lock.touch()
+    from ckptcompat.doctor.batch import checkpoint_paths
+
+    assert lock not in set(checkpoint_paths([tmp_path]))
+
+
 def test_state_dict_beside_another_agent_keeps_the_placeholders(tmp_path: Path) -> None:
     """Guards a wrong --config: a RecurrentAgent checkpoint next to a MockAgent state_dict
     holds other keys, so the command keeps its placeholders and says why."""

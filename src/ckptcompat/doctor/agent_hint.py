@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ckptcompat.checkpoint.key_prefixes import wrapper_prefix
 from ckptcompat.doctor.pickle_walk import mapping_keys, root_object
 from ckptcompat.scan import scan
 
@@ -113,9 +114,14 @@ def find_agent(path: str | os.PathLike[str], result: ScanResult) -> tuple[AgentH
     keys = mapping_keys(root_object(os.fspath(here), result))
     if keys is None:
         return None, generic
+    # A DDP / torch.compile state_dict's keys carry the wrapper's prefix, which migrate
+    # strips: compare without it (the hint missed the agent next to such a file, new-user
+    # trial 2026-12-06).
+    prefix, _ = wrapper_prefix(list(keys))
+    bare = {k[len(prefix) :] for k in keys}
     matches: dict[tuple[str, str], AgentHint] = {}
     for hint, their_keys in candidates:
-        if set(their_keys) == set(keys):
+        if set(their_keys) in (set(keys), bare):
             matches.setdefault((hint.class_path, hint.config_json), hint)
     if len(matches) == 1:
         (hint,) = matches.values()

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ckptcompat.checkpoint.layout import is_dcp_dir
+from ckptcompat.checkpoint.layout import LOCK_NAME, is_dcp_dir
 from ckptcompat.errors import CheckpointError, CheckpointNotFoundError
 
 __all__ = ["BatchLine", "checkpoint_paths", "examine", "run"]
@@ -85,8 +85,8 @@ def _walk(root: Path) -> Iterator[Path]:
                 yield path
             else:
                 yield from _walk(path)
-        elif stat.S_ISREG(mode):
-            yield path
+        elif stat.S_ISREG(mode) and entry.name != LOCK_NAME:
+            yield path  # not the manager's writer lock: an empty file, never a checkpoint
 
 
 def checkpoint_paths(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:

@@ -241,3 +241,18 @@ def test_a_dcp_run_folder_migrates_each_epoch_once(tmp_path: Path) -> None:
     assert by_name["m_v1.dcp"].outcome == "skipped"
     assert "twin of m_v1.pt" in by_name["m_v1.dcp"].detail
     assert not any(r.outcome == "failed" for r in by_name.values())
+
+
+def test_the_directory_report_says_what_was_renamed(tmp_path: Path) -> None:
+    """Guards a silent rename in `migrate DIR` (new-user trial, 2026-12-06): the one-file
+    report says "renamed: stripped 'module.'", the directory's line for the same file said
+    nothing."""
+    src = tmp_path / "src"
+    src.mkdir()
+    agent = tiny_agent(seed=8)
+    legacy.write_state_dict(torch.nn.DataParallel(agent).state_dict(), src / "dp_v3.pt")
+    (result,) = migrate_directory(
+        src, tmp_path / "data", class_path="ckptcompat.agents.mlp.MLPAgent", config=agent.config
+    )
+    assert result.outcome == "migrated"
+    assert "renamed: stripped 'module.' from every key" in result.detail

@@ -244,6 +244,8 @@ def migrate_directory(
             results.append(FileResult(name, "failed", None, f"{type(exc).__name__}: {exc}"))
             continue
         detail = f"{report.destination} (run {report.run}, epoch {report.epoch})"
+        if report.stripped_prefix:  # as the one-file report says it
+            detail += f"; renamed: stripped {report.stripped_prefix!r} from every key"
         results.append(FileResult(name, "migrated", report.generation, detail))
     if all(r.outcome == "skipped" for r in results):
         raise InputError(

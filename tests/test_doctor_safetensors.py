@@ -181,7 +181,7 @@ def test_a_hostile_tensor_name_prints_escaped(
 
 def test_plain_torch_load_prediction_in_this_cell(tmp_path: Path) -> None:
     """Guards the torch.load row: 2.4-2.6 refuse a safetensors file (UnpicklingError), and
-    2.15 hands a *.safetensors path to safetensors.torch.load_file (pytorch PR #170592), so
+    2.13+ hand a *.safetensors path to safetensors.torch.load_file (pytorch PR #170592), so
     'fails on every version' would be wrong there. Runs in every cell."""
     from ckptcompat.torch_compat import naive_load
 

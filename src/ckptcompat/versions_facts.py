@@ -261,13 +261,14 @@ FACTS: tuple[Fact, ...] = (
     Fact("dtypes", "2.14", "2.14.0", _diff(_WO, "2.13.0", "2.14.1"), ("bcomplex32",)),
     Fact(
         "torch_load_safetensors",
-        "2.15",
-        "2.15.0",
-        "pytorch PR #170592 (merged 2026-05-01); torch/serialization.py of 2.15.0",
+        "2.13",
+        "2.13.0",
+        "pytorch PR #170592; torch/serialization.py of 2.13.0 and 2.15.0; probed on the 2.13.0 "
+        "CPU wheel (torch.load of a save_file output returned its dict, 2026-12-06)",
         note="torch.load(PATH) of a path ending in .safetensors returns "
         "safetensors.torch.load_file(PATH) when safetensors is installed (RuntimeError when "
-        "it is not); 2.4.1-2.6.0 raise UnpicklingError (probed, issue 22); the first release "
-        "between 2.7 and 2.15 with it was not verified, so 2.15 is the first known",
+        "it is not); 2.4.1-2.6.0 raise UnpicklingError (probed, issue 22); 2.7-2.12 were not "
+        "probed (shared/reference/torch_versions.md lists it as new in 2.13)",
     ),
     # ------------------------------------------------------------------ error wordings
     Fact(

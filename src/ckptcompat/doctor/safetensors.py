@@ -6,8 +6,8 @@ duplicate names), and per torch minor 2.4 ... 2.15 and per safetensors release
 (:data:`ckptcompat.generations.safetensors_compat.RELEASES`) whether
 ``safetensors.torch.load_file`` and ``safetensors.torch.load(bytes)`` read it, and whether
 ckptcompat's own reader does. A plain ``torch.load(PATH)`` fails on 2.4-2.6 (a safetensors
-file is not a pickle or a torch zip; probed) and, from 2.15 (pytorch PR #170592; the first
-release with it was not verified), hands a ``*.safetensors`` path to ``load_file``. An
+file is not a pickle or a torch zip; probed) and, from 2.13 (pytorch PR #170592; probed on
+2.13.0 and 2.15.0, 2.7-2.12 not), hands a ``*.safetensors`` path to ``load_file``. An
 index file, or a directory holding one, gets the completeness check of
 :mod:`ckptcompat.generations.shards` and the same predictions over all shards. A hostile or
 corrupt file raises the typed error of the header reader (the CLI exits 2 with it); nothing
@@ -51,7 +51,7 @@ def _torch_load(minor: str, path: str) -> str:
         return "reads via safetensors.torch.load_file when safetensors is installed"
     if minor in _PROBED_REFUSING:
         return "fails: UnpicklingError (not a torch.save file)"
-    return "fails unless this release has pytorch PR #170592 (not probed; 2.15 has it)"
+    return "fails unless this release has pytorch PR #170592 (not probed; 2.13 has it)"
 
 
 def is_safetensors(path: str | os.PathLike[str]) -> bool:

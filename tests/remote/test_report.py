@@ -41,6 +41,9 @@ def test_identical_cells_pass() -> None:
     assert [r.return_diff for r in rows] == [0.0, 0.0, 0.0]
     assert rows[1].speed_ratio == pytest.approx(0.91)
     assert render_report(rows, verdict).splitlines()[-1].startswith("REPORT: PASS")
+    # The PASS line names a baseline only when one was compared (it always did).
+    assert "baseline" not in verdict.line()
+    assert judge(rows, baseline={}).line().endswith("the reference and the baseline")
 
 
 def test_return_beyond_tolerance_and_slowdown_fail() -> None:

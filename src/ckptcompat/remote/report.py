@@ -107,9 +107,12 @@ class ReportRow:
 
 @dataclasses.dataclass(frozen=True)
 class Verdict:
-    """The report's judgement: ``problems`` is empty when every task passed the checks."""
+    """The report's judgement: ``problems`` is empty when every task passed the checks;
+    ``with_baseline`` says whether a baseline was compared (the PASS line named one even
+    when none was given, new-user trial 2026-12-06)."""
 
     problems: list[str]
+    with_baseline: bool = False
 
     @property
     def ok(self) -> bool:
@@ -119,7 +122,8 @@ class Verdict:
     def line(self) -> str:
         """The closing line, ``REPORT: PASS - ...`` or ``REPORT: FAIL - N problems: ...``."""
         if self.ok:
-            return "REPORT: PASS - every cell agrees with the reference (and the baseline)"
+            baseline = " and the baseline" if self.with_baseline else ""
+            return f"REPORT: PASS - every cell agrees with the reference{baseline}"
         return f"REPORT: FAIL - {len(self.problems)} problems: " + "; ".join(self.problems)
 
 
@@ -300,7 +304,7 @@ def judge(
                 f"policies ({steps} steps in {seconds:.2f} s; more than {max_slowdown:.0%} "
                 "slower)"
             )
-    return Verdict(problems)
+    return Verdict(problems, with_baseline=baseline is not None)
 
 
 def write_baseline(rows: Sequence[ReportRow], path: str | os.PathLike[str]) -> Path:

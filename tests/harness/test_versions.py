@@ -108,3 +108,25 @@ def test_nox_lists_the_default_and_extended_sessions() -> None:
         by_name.setdefault(s["name"], []).append(s["session"])
     assert by_name["tests"] == [f"tests({c.id})" for c in versions.DEFAULT]
     assert by_name["tests_extended"] == [f"tests_extended({c.id})" for c in versions.EXTENDED]
+
+
+def test_cell_arguments_of_the_matrix_commands() -> None:
+    """Guards the driver's and the remote phase's ``--python CELL=PYTHON`` and
+    ``--producers`` (one parser each, spelled twice before): an unknown cell was a KeyError
+    traceback out of argparse; it is a usage error naming the known cells."""
+    import argparse
+
+    from ckptcompat.harness.versions import cell_python_arg, cells_arg
+
+    assert cell_python_arg("t26=/v/bin/python") == ("t26", "/v/bin/python")
+    assert cells_arg("t24, t26,") == ["t24", "t26"]
+    for bad in ("t26", "t26=", "t99=/v/bin/python"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            cell_python_arg(bad)
+    for bad in ("", ",", "t24,t99"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            cells_arg(bad)
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--python", type=cell_python_arg)
+    with pytest.raises(SystemExit):  # argparse's usage error, exit 2
+        parser.parse_args(["--python", "t99=/x"])

@@ -15,6 +15,7 @@ Cells (docs/design.md section 2):
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 
 __all__ = [
@@ -25,6 +26,8 @@ __all__ = [
     "Cell",
     "by_id",
     "cell_for_torch",
+    "cell_python_arg",
+    "cells_arg",
 ]
 
 DEFAULT_TAG = "default"
@@ -91,6 +94,40 @@ def by_id(cell_id: str) -> Cell:
             return cell
     known = ", ".join(c.id for c in CELLS)
     raise KeyError(f"unknown torch cell {cell_id!r}; known cells: {known}")
+
+
+def _known(cell_id: str) -> str:
+    try:
+        by_id(cell_id)
+    except KeyError as exc:  # argparse shows ArgumentTypeError as a usage error, not a trace
+        raise argparse.ArgumentTypeError(str(exc).strip("'\"")) from exc
+    return cell_id
+
+
+def cell_python_arg(text: str) -> tuple[str, str]:
+    """An argparse ``type``: ``CELL=PYTHON`` -> ``(cell id, interpreter path)``, the cell
+    checked against :data:`CELLS` (the matrix driver's and the remote phase's ``--python``).
+
+    Raises:
+        argparse.ArgumentTypeError: no ``=``, an empty path, or an unknown cell.
+    """
+    cell, sep, python = text.partition("=")
+    if not sep or not python:
+        raise argparse.ArgumentTypeError(f"expected CELL=PYTHON, got {text!r}")
+    return _known(cell), python
+
+
+def cells_arg(text: str) -> list[str]:
+    """An argparse ``type``: ``t24,t26`` -> ``["t24", "t26"]``, each checked against
+    :data:`CELLS`.
+
+    Raises:
+        argparse.ArgumentTypeError: no cell named, or an unknown one.
+    """
+    cells = [c.strip() for c in text.split(",") if c.strip()]
+    if not cells:
+        raise argparse.ArgumentTypeError(f"expected cells like t24,t26, got {text!r}")
+    return [_known(cell) for cell in cells]
 
 
 def cell_for_torch(torch_version: str, numpy_major: int | None = None) -> Cell | None:

@@ -251,14 +251,6 @@ def _write_timing(
     path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
 
 
-def _python_arg(text: str) -> tuple[str, str]:
-    cell, sep, python = text.partition("=")
-    if not sep or not python:
-        raise argparse.ArgumentTypeError(f"expected CELL=PYTHON, got {text!r}")
-    versions.by_id(cell)
-    return cell, python
-
-
 def _shown(path: Path) -> str:
     """``path`` relative to the working directory when it lies below it."""
     relative = os.path.relpath(path)
@@ -295,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--python",
         action="append",
-        type=_python_arg,
+        type=versions.cell_python_arg,
         required=True,
         metavar="CELL=PYTHON",
         help="a cell and its venv's interpreter",

@@ -371,23 +371,6 @@ def run_remote_phase(
     return written
 
 
-def _python_arg(text: str) -> tuple[str, str]:
-    cell, sep, python = text.partition("=")
-    if not sep or not python:
-        raise argparse.ArgumentTypeError(f"expected CELL=PYTHON, got {text!r}")
-    versions.by_id(cell)
-    return cell, python
-
-
-def _cells_arg(text: str) -> list[str]:
-    cells = [c.strip() for c in text.split(",") if c.strip()]
-    if not cells:
-        raise argparse.ArgumentTypeError(f"expected cells like t24,t26, got {text!r}")
-    for cell in cells:
-        versions.by_id(cell)
-    return cells
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point (see the module docstring for arguments and exit status)."""
     parser = argparse.ArgumentParser(
@@ -398,14 +381,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--python",
         action="append",
-        type=_python_arg,
+        type=versions.cell_python_arg,
         required=True,
         metavar="CELL=PYTHON",
         help="a consumer cell and its venv's interpreter (required, repeatable)",
     )
     parser.add_argument(
         "--producers",
-        type=_cells_arg,
+        type=versions.cells_arg,
         help="comma-separated cells whose resumed runs are evaluated, e.g. t24,t25,t26,t215 "
         "(default: the --python cells)",
     )

@@ -229,6 +229,71 @@ def golden(session: nox.Session, cell: str) -> None:
         )
 
 
+ZOO_IN = ROOT / "constraints-zoo.in"
+
+
+def _zoo_constraints(cell: str) -> Path:
+    return ROOT / f"constraints-zoo-{cell}.txt"
+
+
+@nox.session(python=False, default=False)
+def zoo_constraints(session: nox.Session) -> None:
+    """Resolve constraints-zoo.in per zoo producer cell into constraints-zoo-<cell>.txt.
+
+    Each file pins the whole zoo venv: the cell's torch and torchvision, the libraries of
+    constraints-zoo.in, ckptcompat's own dependencies under constraints.txt's pins except
+    gymnasium and minigrid (stable-baselines3 for torch < 2.8 wants gymnasium < 1.3; the
+    zoo venv never runs the test suite). Commit the files it writes.
+    """
+    shared = Path(session.create_tmp()) / "constraints-shared.txt"
+    lines = CONSTRAINTS.read_text().splitlines()
+    shared.write_text(
+        "\n".join(x for x in lines if not x.startswith(("gymnasium==", "minigrid=="))) + "\n"
+    )
+    for cell, torchvision in versions.ZOO_PRODUCERS.items():
+        if torchvision is None:
+            continue
+        pins = Path(session.create_tmp()) / f"zoo-{cell}.in"
+        torch = versions.by_id(cell).torch_requirement
+        pins.write_text(f"{torch}\ntorchvision=={torchvision}\n-e {ROOT}\n")
+        out = _zoo_constraints(cell)
+        session.run(
+            "uv", "pip", "compile", "-q", "--python-version", PYTHON, "--no-header", "--no-annotate",
+            "-c", str(shared), str(ZOO_IN), str(pins), "-o", str(out), external=True,
+        )  # fmt: skip
+        # a constraints file names versions, not this checkout
+        kept = [x for x in out.read_text().splitlines() if not x.startswith("-e ")]
+        header = f"# zoo producer cell {cell}: written by `nox -s zoo_constraints`; do not edit\n"
+        out.write_text(header + "\n".join(kept) + "\n")
+
+
+@nox.session(python=PYTHON, default=False)
+@nox.parametrize("cell", [nox.param(c, id=c) for c in versions.ZOO_PRODUCERS])
+def zoo(session: nox.Session, cell: str) -> None:
+    """Write this producer cell's zoo (fixtures/zoo/<cell>/) with the real libraries' own
+    save calls, then observe every file here (libraries installed) into OBSERVED.json.
+
+    The libraries (Lightning, stable-baselines3, transformers, torchvision) go only into
+    this non-default venv, pinned by constraints-zoo-<cell>.txt; the numpy-1 cell writes
+    only the files torch and numpy make. ``-- --check`` verifies the committed folder
+    against its MANIFEST instead of writing; ``-- --out DIR`` writes into DIR/<cell>.
+    """
+    if versions.ZOO_PRODUCERS[cell] is None:
+        _install_cell(session, cell, extras="test")
+    else:
+        torch = versions.by_id(cell).torch_requirement
+        session.install(
+            "-c", str(_zoo_constraints(cell)), "-e", ".[test]", torch,
+            f"torchvision=={versions.ZOO_PRODUCERS[cell]}",
+            *[x.strip() for x in ZOO_IN.read_text().splitlines() if x.strip()[:1] not in ("", "#")],
+        )  # fmt: skip
+        session.run("python", "-m", "ckptcompat.harness.envinfo", cell)
+    session.run(
+        "python", "-m", "ckptcompat.harness.fixtures.zoo", cell, *session.posargs,
+        env={"CKPTCOMPAT_CELL": cell},
+    )  # fmt: skip
+
+
 @nox.session(python=PYTHON, default=False)
 @nox.parametrize("cell", [nox.param(c.id, id=c.id) for c in versions.DEFAULT])
 def emulate(session: nox.Session, cell: str) -> None:

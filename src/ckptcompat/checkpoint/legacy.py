@@ -212,6 +212,22 @@ def _from_agent(
     )
 
 
+def _not_importable(top: str) -> bool:
+    """True when the top-level module ``top`` cannot be found on ``sys.path``.
+
+    ``__main__`` is the loading script, not a package to install (``find_spec`` raises
+    ValueError for it when the script was run with ``python -c``; the zoo's
+    ``main_config.pt`` crashed migrate that way), and a name that is not an identifier can
+    never be imported.
+    """
+    if top == "__main__" or not top.isidentifier():
+        return top != "__main__"
+    try:
+        return importlib.util.find_spec(top) is None
+    except (ImportError, ValueError):
+        return True
+
+
 def _install_hint(offenders: list[str]) -> str:
     """"install ... and " for offenders whose top-level package is not importable here.
 
@@ -219,9 +235,7 @@ def _install_hint(offenders: list[str]) -> str:
     package (a trusted migration needs the classes importable, e.g. ``metta`` for Metta's
     own ``MettaAgent``).
     """
-    missing = sorted(
-        {n.split(".")[0] for n in offenders if importlib.util.find_spec(n.split(".")[0]) is None}
-    )
+    missing = sorted({top for n in offenders if _not_importable(top := n.split(".")[0])})
     if not missing:
         return ""
     modules = ", ".join(repr(m) for m in missing)

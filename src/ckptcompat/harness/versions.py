@@ -82,6 +82,12 @@ DEFAULT: tuple[Cell, ...] = tuple(c for c in CELLS if DEFAULT_TAG in c.tags)
 EXTENDED: tuple[Cell, ...] = tuple(c for c in CELLS if EXTENDED_TAG in c.tags)
 GOLDEN_PRODUCERS: tuple[Cell, ...] = DEFAULT + tuple(c for c in CELLS if GOLDEN_ONLY_TAG in c.tags)
 
+#: The zoo's producer cells (``fixtures/zoo/<cell>/``, issue 16) -> the torchvision release
+#: built for that cell's torch (torchvision's compatibility table), or None where the zoo
+#: writes only files that need no other library (the numpy-1 cell). The other libraries'
+#: pins are resolved per cell into ``constraints-zoo-<cell>.txt`` (``nox -s zoo_constraints``).
+ZOO_PRODUCERS: dict[str, str | None] = {"t24": "0.19.1", "t26": "0.21.0", "t24np1": None}
+
 
 def by_id(cell_id: str) -> Cell:
     """Return the cell called ``cell_id``.

@@ -5,7 +5,9 @@ runs every step of ``PHASE`` (``train``, ``resume`` or ``evaluate``) whose torch
 ``CELL``'s (see :func:`ckptcompat.harness.run.scenarios.steps`) and appends one result record
 per check to ``<records>/<phase>-<cell>-<pid>.jsonl``. The evaluate phase then runs, in the
 same process, the Metta G3/G4 golden checks of :mod:`ckptcompat.harness.generations_golden.check`
-(doctor, migrate, probe: no unpickling) and the golden checks of
+(doctor, migrate, probe: no unpickling), the zoo of other libraries' files
+(:mod:`ckptcompat.harness.fixtures.zoo.check`: each load against the doctor's prediction)
+and the golden checks of
 :mod:`ckptcompat.harness.golden.phase` (whose naive whole-pickle loads come last). It must run
 in ``CELL``'s venv: a mismatch between the running torch and the cell's pin is a usage error.
 
@@ -168,10 +170,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return team_golden.run(args.cell, team, specs, records_file, not args.no_golden)
     if args.phase == "evaluate" and not args.no_golden:
+        from ckptcompat.harness.fixtures.zoo import check as zoo_check
         from ckptcompat.harness.generations_golden import check as metta_golden
         from ckptcompat.harness.golden import phase as golden_phase
 
         metta_golden.run(records_file)  # Metta G3/G4 goldens: doctor, migrate, probe (issue 22)
+        zoo_check.run(records_file)  # other libraries' files: prediction vs reality (issue 16)
         return golden_phase.run(args.cell, records_file, args.work / f".golden-{os.getpid()}")
     return 0
 

@@ -278,7 +278,7 @@ def _add_migrate(sub: Any) -> None:
         "--class-path",
         metavar="CLASS_PATH",
         help="agent class to rebuild, package.module.Class (default: the class SRC holds; "
-        "required for a bare state_dict)",
+        "required for a bare state_dict and for Lightning, SB3 and Hugging Face files)",
     )
     migrate.add_argument(
         "--config",

@@ -18,7 +18,11 @@ from ckptcompat import cli, torch_compat
 from ckptcompat.checkpoint.manager import SimpleCheckpointManager
 from ckptcompat.errors import AgentMismatchError, IncompatibleCheckpointError, InputError
 from ckptcompat.generations.batch import migrate_checkpoint, migrate_directory, render_report
-from ckptcompat.generations.family_migrate import FamilyMigrationReport, key_prefixes, migrate_family
+from ckptcompat.generations.family_migrate import (
+    FamilyMigrationReport,
+    key_prefixes,
+    migrate_family,
+)
 from tests.generations.builders import tiny_agent
 from tests.generations.family_builders import hf_checkpoint, lightning_ckpt, sb3_zip, tsave
 
@@ -104,7 +108,8 @@ def test_sb3_and_hugging_face_migrate(tmp_path: Path) -> None:
     files answer "not a model"."""
     agent = tiny_agent()
     kwargs = {"class_path": agent.class_path, "config": agent.config}
-    sb3 = migrate_checkpoint(sb3_zip(tmp_path / "ppo.zip", agent.state_dict()), tmp_path / "d", **kwargs)
+    src = sb3_zip(tmp_path / "ppo.zip", agent.state_dict())
+    sb3 = migrate_checkpoint(src, tmp_path / "d", **kwargs)
     assert isinstance(sb3, FamilyMigrationReport) and sb3.generation == "sb3"
     assert sb3.hyperparameters == ("learning_rate", "n_steps", "num_timesteps")
     assert _equal_weights(sb3.destination)

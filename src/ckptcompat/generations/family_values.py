@@ -16,7 +16,7 @@ from typing import Any
 from ckptcompat.scan.inert_placeholders import GLOBAL_TYPES, Result
 from ckptcompat.scan.torch_names import TENSOR_REBUILDS
 
-__all__ = ["MAX_DEPTH", "describe_objects", "json_primitive", "origins"]
+__all__ = ["MAX_DEPTH", "describe_objects", "is_kept", "json_primitive", "origins"]
 
 #: Deepest container nesting read in a value.
 MAX_DEPTH = 64

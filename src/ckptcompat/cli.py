@@ -140,6 +140,7 @@ def _migrate_directory(args: argparse.Namespace) -> int:
         trust=args.trust,
         class_path=args.class_path,
         config=args.config,
+        submodule=args.submodule,
     )
     sys.stdout.write(render_results(args.src, args.dst, results))
     return EXIT_FAILED if any(r.outcome == "failed" for r in results) else EXIT_OK
@@ -162,6 +163,7 @@ def _migrate(args: argparse.Namespace) -> int:
         trust=args.trust,
         class_path=args.class_path,
         config=args.config,
+        submodule=args.submodule,
     )
     sys.stdout.write(render_report(report))
     return EXIT_OK
@@ -236,14 +238,19 @@ def _add_migrate(sub: Any) -> None:
         "Read SRC with weights_only=True and the curated allowlist, rebuild its agent, write "
         "it in the safe format and check its outputs equal SRC's on a probe batch. A Metta "
         "G3 .mpt or G4 bundle is read from its safetensors and architecture string, no code "
-        "run. A plain directory SRC migrates every checkpoint in it into DST (a data_dir) and "
+        "run. A Lightning .ckpt, a stable-baselines3 .zip (its policy.pth) or a Hugging Face "
+        "pytorch_model.bin gives its weights and JSON-primitive hyperparameters (kept in "
+        "metadata.extra) with the classes it names read as inert stand-ins: pickled objects "
+        "and SB3's cloudpickle are reported, never run; pass --class-path and --config. "
+        "A plain directory SRC migrates every checkpoint in it into DST (a data_dir) and "
         "reports migrated / skipped / failed per file (exit 1 if any failed).",
     )
     migrate.add_argument(
         "src",
         metavar="SRC",
         help="a G1 model_NNNN.pt, a G2 whole-agent pickle, a state_dict, a G3 .mpt, a G4 "
-        "bundle, a DCP directory, or a directory of any of these",
+        "bundle, a DCP directory, a Lightning .ckpt, a stable-baselines3 .zip, a Hugging Face "
+        "pytorch_model.bin, or a directory of any of these",
     )
     migrate.add_argument(
         "dst", metavar="DST", help="a .pt file, or a data_dir (then DST/RUN/checkpoints/)"
@@ -251,8 +258,9 @@ def _add_migrate(sub: Any) -> None:
     migrate.add_argument(
         "--trust",
         action="store_true",
-        help="when the curated allowlist cannot cover SRC, unpickle it with "
-        "weights_only=False, which runs any code SRC holds: only for files you trust "
+        help="when the curated allowlist (or, for another library's file, its inert "
+        "stand-ins) cannot cover SRC, unpickle it with weights_only=False, which runs any "
+        "code SRC holds: only for files you trust; SB3's cloudpickle is never run "
         "(default: off)",
     )
     migrate.add_argument(
@@ -270,7 +278,7 @@ def _add_migrate(sub: Any) -> None:
         "--class-path",
         metavar="CLASS_PATH",
         help="agent class to rebuild, package.module.Class (default: the class SRC holds; "
-        "required for a bare state_dict)",
+        "required for a bare state_dict and for Lightning, SB3 and Hugging Face files)",
     )
     migrate.add_argument(
         "--config",
@@ -279,6 +287,14 @@ def _add_migrate(sub: Any) -> None:
         help="the agent's config as a JSON object, spaces included (default: SRC's; required "
         "for a bare state_dict: `ckptcompat doctor SRC` prints it when a safe-format "
         "checkpoint of that agent sits next to SRC)",
+    )
+    migrate.add_argument(
+        "--submodule",
+        metavar="NAME",
+        help="keep only the state_dict keys under NAME. and strip that prefix, e.g. 'agent' "
+        "for a LightningModule holding the net as self.agent (Lightning, stable-baselines3 "
+        "and Hugging Face files; default: all keys as saved, DDP's module. and "
+        "torch.compile's _orig_mod. stripped)",
     )
     migrate.set_defaults(func=_migrate)
 

@@ -5,8 +5,14 @@ depth-first (a team's store keeps one folder per run: ``store/<run>/checkpoints/
 
 * a G3 ``.mpt`` or a G4 bundle -> :func:`ckptcompat.generations.migrate.migrate_generation`;
 * a DCP directory -> :func:`ckptcompat.checkpoint.dcp_migrate.migrate_dcp`;
+* a Lightning ``.ckpt``, a stable-baselines3 ``.zip`` or a Hugging Face
+  ``pytorch_model.bin`` (:func:`ckptcompat.generations.families.detect_family`) ->
+  :func:`ckptcompat.generations.family_migrate.migrate_family` (nothing of the file run);
 * a ``.pt``/``.pth`` file (G1, G2, a state_dict, a safe-format file) ->
   :func:`ckptcompat.checkpoint.migrate.migrate` (``trust`` as given: never by default);
+* a Hugging Face Trainer file that holds no model (``training_args.bin``,
+  ``optimizer.pt``, ``scheduler.pt``, ``rng_state.pth``) is skipped: "not a model: this
+  is ...";
 * anything else is skipped with the reason: a trainer state (``<run>_v<E>.trainer.pt``;
   migrate converts agents), ``index.json``, hidden and temporary files and folders, other
   suffixes, symbolic links (never followed, as in ``ckptcompat doctor DIR``: a link can
@@ -42,6 +48,7 @@ from ckptcompat.checkpoint.layout import (
     is_temp_name,
 )
 from ckptcompat.checkpoint.migrate import MigrationReport
+from ckptcompat.generations.family_migrate import FamilyMigrationReport
 from ckptcompat.errors import (
     AgentMismatchError,
     CheckpointError,
@@ -49,6 +56,7 @@ from ckptcompat.errors import (
     UnsafeCheckpointError,
 )
 from ckptcompat.generations.detect import generation_of
+from ckptcompat.generations.families import detect_family, not_a_model
 
 __all__ = [
     "MAX_DEPTH",
@@ -64,7 +72,7 @@ __all__ = [
 MAX_DEPTH = 32
 
 Outcome = Literal["migrated", "skipped", "failed"]
-_PICKLE_SUFFIXES = (".pt", ".pth")
+_PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
 _Migrate = Callable[[str | None, dict[str, Any] | None], MigrationReport]
 
 
@@ -105,8 +113,18 @@ def _skip_reason(path: Path) -> str | None:
         return None  # a checkpoint directory, or a folder to walk
     if not path.is_file():  # a FIFO blocks open() forever, /dev/zero never ends
         return "not a regular file (a FIFO, socket or device): never opened"
-    if path.suffix not in _PICKLE_SUFFIXES and generation_of(path) is None:
-        return f"not a checkpoint suffix ({path.suffix or 'none'}; .pt, .pth, .mpt, bundles)"
+    what = not_a_model(path)
+    if what is not None:
+        return f"not a model: this is {what}"
+    if (
+        path.suffix not in _PICKLE_SUFFIXES
+        and generation_of(path) is None
+        and detect_family(path) is None
+    ):
+        return (
+            f"not a checkpoint suffix ({path.suffix or 'none'}; .pt, .pth, .ckpt, .bin, "
+            ".mpt, bundles, stable-baselines3 .zip)"
+        )
     return None
 
 
@@ -130,16 +148,40 @@ def migrate_checkpoint(
     trust: bool = False,
     class_path: str | None = None,
     config: dict[str, Any] | None = None,
+    submodule: str | None = None,
 ) -> MigrationReport:
     """``ckptcompat migrate SRC DST`` for one checkpoint: dispatch on what ``src`` is.
 
     A G3 ``.mpt`` or G4 bundle goes to
     :func:`~ckptcompat.generations.migrate.migrate_generation` (safetensors, nothing
     unpickled), a DCP directory to :func:`~ckptcompat.checkpoint.dcp_migrate.migrate_dcp`
-    (no trust needed), anything else to :func:`ckptcompat.checkpoint.migrate.migrate`
-    (``trust`` as given). The arguments are theirs; the errors are theirs too (typed
+    (no trust needed), a Lightning / stable-baselines3 / Hugging Face file to
+    :func:`~ckptcompat.generations.family_migrate.migrate_family` (which returns a
+    :class:`~ckptcompat.generations.family_migrate.FamilyMigrationReport`), anything else
+    to :func:`ckptcompat.checkpoint.migrate.migrate` (``trust`` as given). The arguments
+    are theirs; the errors are theirs too (typed
     :class:`~ckptcompat.errors.CheckpointError` subclasses).
+
+    Raises:
+        InputError: ``submodule`` for a source that is none of those libraries' files.
     """
+    family = detect_family(src)
+    if family is not None:
+        from ckptcompat.generations.family_migrate import migrate_family
+
+        return migrate_family(
+            src, dst, class_path=class_path, config=config, submodule=submodule,
+            trust=trust, run=run, epoch=epoch, family=family,
+        )  # fmt: skip
+    if submodule is not None:
+        raise InputError(
+            "--submodule selects the keys of a Lightning, stable-baselines3 or Hugging Face "
+            "file's state_dict",
+            path=os.fspath(src),
+            found="a file of none of these libraries",
+            fix="drop --submodule (DDP's module. and torch.compile's _orig_mod. prefixes "
+            "are stripped without it)",
+        )
     if generation_of(src) is not None:  # reads the zip directory, bounded
         from ckptcompat.generations.migrate import migrate_generation
 
@@ -163,10 +205,39 @@ def render_report(report: MigrationReport) -> str:
         f"migrated {report.source} ({report.generation}, loader={report.loader})",
         f"  -> {report.destination}  run={report.run} epoch={report.epoch}",
     ]
+    if isinstance(report, FamilyMigrationReport):
+        lines.insert(1, f"  {report.what}")
     if report.stripped_prefix:
         lines.append(f"  renamed: stripped {report.stripped_prefix!r} from every state_dict key")
+    if isinstance(report, FamilyMigrationReport):
+        lines.extend(_family_lines(report))
     lines.append(f"  outputs equal on the probe batch: {report.outputs_equal}")
     return "\n".join(lines) + "\n"
+
+
+def _family_lines(report: FamilyMigrationReport) -> list[str]:
+    def listed(items: tuple[str, ...], sep: str = ", ", limit: int = 12) -> str:
+        more = len(items) - limit
+        return sep.join(items[:limit]) + (f" and {more} more" if more > 0 else "")
+
+    lines = []
+    if report.hyperparameters:
+        lines.append(
+            f"  hyperparameters kept (metadata.extra.hyperparameters): "
+            f"{listed(report.hyperparameters)}"
+        )
+    if report.reported:
+        lines.append("  pickled objects reported, never run (not migrated):")
+        lines.extend(f"    {line}" for line in report.reported[:20])
+    if report.allowlist:
+        lines.append(
+            f"  read as inert stand-ins (nothing imported or run): {listed(report.allowlist)}"
+        )
+    if report.left_behind:
+        lines.append(f"  left behind (not weights): {listed(report.left_behind)}")
+    if report.dropped:
+        lines.append(f"  dropped state_dict entries that are not tensors: {listed(report.dropped)}")
+    return lines
 
 
 def _entries(folder: Path, depth: int) -> Iterator[tuple[Path, str | None]]:
@@ -196,6 +267,7 @@ def migrate_directory(
     trust: bool = False,
     class_path: str | None = None,
     config: dict[str, Any] | None = None,
+    submodule: str | None = None,
 ) -> tuple[FileResult, ...]:
     """Migrate every checkpoint in ``src`` into the safe format under ``data_dir``.
 
@@ -207,6 +279,8 @@ def migrate_directory(
         trust: let the legacy reader fall back to ``weights_only=False`` (see
             :func:`ckptcompat.checkpoint.migrate.migrate`).
         class_path, config: the fallback agent (see the module docstring).
+        submodule: for Lightning, stable-baselines3 and Hugging Face files only (others
+            are migrated without it), see :func:`migrate_checkpoint`.
 
     Returns:
         One :class:`FileResult` per entry, depth-first in name order; an empty folder
@@ -235,8 +309,9 @@ def migrate_directory(
         try:
             report = _with_fallback(
                 lambda cp, cfg, p=path: migrate_checkpoint(
-                    p, dst, run=run, trust=trust, class_path=cp, config=cfg
-                ),
+                    p, dst, run=run, trust=trust, class_path=cp, config=cfg,
+                    submodule=submodule if submodule and detect_family(p) else None,
+                ),  # fmt: skip
                 class_path,
                 config,
             )

@@ -20,16 +20,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from ckptcompat.agents.probe import probe_batch, run_probe
 from ckptcompat.agents.registry import build_agent
 from ckptcompat.checkpoint.key_prefixes import load_error, strip_wrapper_prefix
-from ckptcompat.checkpoint.manager import SimpleCheckpointManager
 from ckptcompat.checkpoint.migrate import MigrationReport
-from ckptcompat.checkpoint.saving import save_agent_file
 from ckptcompat.checkpoint.uri import file_uri
 from ckptcompat.errors import AgentMismatchError, CheckpointError, UnsafeCheckpointError
 from ckptcompat.generations.architecture import resolve_class_path
 from ckptcompat.generations.detect import GenerationSource, open_generation, run_and_epoch
+from ckptcompat.generations.safe_write import write_verified
 from ckptcompat.generations.tensors import load_safetensors
 
 __all__ = ["migrate_generation"]
@@ -66,12 +64,6 @@ def _agent(
             fix="check --class-path and --config",
         ) from exc
     return agent, chosen, prefix
-
-
-def _equal(a: nn.Module, b: nn.Module) -> bool:
-    obs, done = probe_batch(a)
-    out_a, out_b = run_probe(a, obs, done), run_probe(b, obs, done)
-    return all(torch.equal(x, y) for x, y in zip(out_a[:4], out_b[:4], strict=True))
 
 
 def migrate_generation(
@@ -122,28 +114,9 @@ def migrate_generation(
     agent, chosen, prefix = _agent(source, class_path, config)
     architecture = source.call.name if source.call is not None else chosen
     facts = {"extra": {"migrated_from": source.generation, "architecture": architecture}}
-    dst = Path(dst)
-    if dst.suffix == ".pt":
-        save_agent_file(agent, dst, run=run, epoch=epoch, metadata=facts)
-        written = dst
-    else:
-        manager = SimpleCheckpointManager(run, dst)
-        if any(e.epoch == epoch for e in manager.list_checkpoints()):
-            raise CheckpointError(
-                f"run {run!r} already has a checkpoint at epoch {epoch}; migrate never overwrites",
-                path=manager.checkpoint_dir,
-                fix="choose another data_dir, --run or --epoch",
-            )
-        written = Path(manager.save_agent(agent, epoch, facts).removeprefix("file://"))
-    reloaded = SimpleCheckpointManager.load_from_uri(written)
-    if not _equal(agent, reloaded):
-        written.unlink()
-        raise AgentMismatchError(
-            "the migrated checkpoint does not reproduce the source's outputs",
-            path=source.path,
-            expected="bitwise-equal greedy outputs on the probe batch",
-            found="different outputs; the new file was removed",
-        )
+    written = write_verified(
+        agent, dst, run=run, epoch=epoch, facts=facts, source=source.path
+    )
     return MigrationReport(
         source.path, file_uri(written), source.generation, "safe", (), run, epoch, True, prefix
     )

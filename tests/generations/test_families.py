@@ -172,6 +172,17 @@ def test_cloudpickle_that_is_not_base64_is_still_reported(tmp_path: Path) -> Non
     assert "os.system" in read.reported[1]
 
 
+def test_deep_json_data_is_reported_not_kept(tmp_path: Path) -> None:
+    """Guards a RecursionError traceback on 'data' nested as deep as json.loads allows
+    (500 levels): the entry is reported, not kept, and the weights are read."""
+    model, _, _ = trained()
+    raw = b'{"deep": ' + b"[" * 500 + b"]" * 500 + b', "gamma": 0.99}'
+    path = _sb3_with(tmp_path / "deep.zip", data=raw, policy_pth=tsave(model.state_dict()))
+    read = read_family(path, "sb3")
+    assert read.hyperparameters == {"gamma": 0.99}
+    assert read.reported == ("data['deep']: deeper than 64 levels or too large, not kept",)
+
+
 def test_lightning_whose_state_dict_is_not_one(tmp_path: Path) -> None:
     """Guards a Lightning-shaped dict whose state_dict is no mapping of tensors, and one
     naming a dangerous global in its callbacks: typed errors, nothing run."""

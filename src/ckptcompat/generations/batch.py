@@ -84,8 +84,8 @@ class FileResult:
         name: the entry's path relative to the directory, ``/``-separated
             (``run1/checkpoints/run1_v3.pt``).
         outcome: ``migrated``, ``skipped`` or ``failed``.
-        generation: ``g1``, ``g2``, ``state_dict``, ``safe_v1``, ``dcp``, ``g3``, ``g4``;
-            ``None`` when skipped or unknown.
+        generation: ``g1``, ``g2``, ``state_dict``, ``safe_v1``, ``dcp``, ``g3``, ``g4``,
+            ``lightning``, ``sb3``, ``hf_model``; ``None`` when skipped or unknown.
         detail: the destination URI (migrated) or the reason (skipped, failed).
     """
 

@@ -29,6 +29,7 @@ from ckptcompat.generations.family_read import (
     load_scanned,
     tensors_of,
 )
+from ckptcompat.generations.family_values import MAX_DEPTH, is_kept, json_primitive
 from ckptcompat.scan import scan
 from ckptcompat.scan.archive_reader import ArchiveReader, BadZip, ZipEntry
 from ckptcompat.scan.limits import MAX_COMPRESSION_RATIO, MAX_INFLATED_BYTES, limit_error
@@ -84,10 +85,17 @@ def _member(reader: ArchiveReader, entry: ZipEntry, path: Path) -> bytes:
 
 
 def _serialized(value: Any) -> bool:
-    if isinstance(value, dict):
-        return ":serialized:" in value or any(_serialized(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_serialized(v) for v in value)
+    """True when ``value`` holds a ``:serialized:`` entry at any depth (iterative: the JSON
+    may nest as deep as the parser allowed)."""
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, dict):
+            if ":serialized:" in item:
+                return True
+            todo.extend(item.values())
+        elif isinstance(item, list):
+            todo.extend(item)
     return False
 
 
@@ -166,12 +174,21 @@ def read_sb3(path: Path, trust: bool) -> FamilyRead:
             found=type(data).__name__,
             fix="restore the file from its source",
         )
-    hparams = {k: v for k, v in data.items() if not _serialized(v)}
+    hparams = {}
+    too_deep = []
+    for key, value in data.items():
+        converted = json_primitive(value)
+        if _serialized(value):
+            continue
+        if is_kept(converted):
+            hparams[key] = converted
+        else:
+            too_deep.append(f"data[{key!r}]: deeper than {MAX_DEPTH} levels or too large, not kept")
     reported = tuple(
         f"data[{k!r}]: cloudpickle of {_cloudpickle_globals(v)} (not run)"
         for k, v in data.items()
         if _serialized(v)
-    )
+    ) + tuple(too_deep)
     member = io.BytesIO(policy)
     loaded, loader, stand_ins = load_scanned(member, scan.scan(member), trust)
     state_dict, dropped = tensors_of(loaded, "policy.pth", path)

@@ -258,7 +258,8 @@ def zoo_constraints(session: nox.Session) -> None:
         pins.write_text(f"{torch}\ntorchvision=={torchvision}\n-e {ROOT}\n")
         out = _zoo_constraints(cell)
         session.run(
-            "uv", "pip", "compile", "-q", "--python-version", PYTHON, "--no-header", "--no-annotate",
+            "uv", "pip", "compile", "-q", "--python-version", PYTHON,
+            "--no-header", "--no-annotate",
             "-c", str(shared), str(ZOO_IN), str(pins), "-o", str(out), external=True,
         )  # fmt: skip
         # a constraints file names versions, not this checkout

@@ -76,7 +76,7 @@ def test_key_mismatch_names_the_prefixes_and_the_fitting_submodule(tmp_path: Pat
         migrate_family(src, tmp_path / "data", **kwargs)
     assert "'agent.' (11 keys), 'critic_head.' (1 key)" in str(info.value)
     assert "--submodule agent" in str(info.value)
-    with pytest.raises(AgentMismatchError, match="no state_dict key lies under 'model.'"):
+    with pytest.raises(AgentMismatchError, match=r"no state_dict key lies under 'model\.'"):
         migrate_family(src, tmp_path / "data", submodule="model", **kwargs)
     assert not (tmp_path / "data").exists()
     assert key_prefixes(["a.b", "a.c", "d"]) == "'a.' (2 keys), '(none)' (1 key)"

@@ -48,7 +48,6 @@ from ckptcompat.checkpoint.layout import (
     is_temp_name,
 )
 from ckptcompat.checkpoint.migrate import MigrationReport
-from ckptcompat.generations.family_migrate import FamilyMigrationReport
 from ckptcompat.errors import (
     AgentMismatchError,
     CheckpointError,
@@ -57,6 +56,7 @@ from ckptcompat.errors import (
 )
 from ckptcompat.generations.detect import generation_of
 from ckptcompat.generations.families import detect_family, not_a_model
+from ckptcompat.generations.family_migrate import FamilyMigrationReport
 
 __all__ = [
     "MAX_DEPTH",
@@ -309,9 +309,14 @@ def migrate_directory(
         try:
             report = _with_fallback(
                 lambda cp, cfg, p=path: migrate_checkpoint(
-                    p, dst, run=run, trust=trust, class_path=cp, config=cfg,
+                    p,
+                    dst,
+                    run=run,
+                    trust=trust,
+                    class_path=cp,
+                    config=cfg,
                     submodule=submodule if submodule and detect_family(p) else None,
-                ),  # fmt: skip
+                ),
                 class_path,
                 config,
             )

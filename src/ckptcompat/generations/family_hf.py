@@ -64,7 +64,6 @@ def not_a_model(path: str | os.PathLike[str]) -> str | None:
     return None if shape is not None and shape.tensor_mapping else what
 
 
-
 def read_hf_model(path: Path, trust: bool) -> FamilyRead:
     """The weights of a ``pytorch_model.bin`` and, as hyperparameters, the JSON object of
     the ``config.json`` beside it (a regular file; unread when absent or not an object).

@@ -62,7 +62,6 @@ def is_sb3(path: Path) -> bool:
     )
 
 
-
 def _member(reader: ArchiveReader, entry: ZipEntry, path: Path) -> bytes:
     if entry.method == 8 and (
         entry.file_size > MAX_INFLATED_BYTES

@@ -14,10 +14,8 @@ A G4 ``trainer_state.pt`` is not migrated (it is a pickle: ``ckptcompat doctor``
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from ckptcompat.agents.registry import build_agent
@@ -114,9 +112,7 @@ def migrate_generation(
     agent, chosen, prefix = _agent(source, class_path, config)
     architecture = source.call.name if source.call is not None else chosen
     facts = {"extra": {"migrated_from": source.generation, "architecture": architecture}}
-    written = write_verified(
-        agent, dst, run=run, epoch=epoch, facts=facts, source=source.path
-    )
+    written = write_verified(agent, dst, run=run, epoch=epoch, facts=facts, source=source.path)
     return MigrationReport(
         source.path, file_uri(written), source.generation, "safe", (), run, epoch, True, prefix
     )

@@ -46,7 +46,7 @@ class StandIn:
 
     __slots__ = ()
 
-    def __new__(cls, *args: object, **kwargs: object) -> StandIn:  # noqa: ARG004 - ignored
+    def __new__(cls, *args: object, **kwargs: object) -> StandIn:
         return object.__new__(cls)
 
     def __init__(self, *args: object, **kwargs: object) -> None:
@@ -66,7 +66,7 @@ class _PlainDict:
     """Stand-in for a dict subclass on torch 2.10+: constructing it gives a plain ``{}``
     (``__new__`` returns no instance of the class, so no ``__init__`` runs)."""
 
-    def __new__(cls, *args: object, **kwargs: object) -> dict[Any, Any]:  # noqa: ARG004
+    def __new__(cls, *args: object, **kwargs: object) -> dict[Any, Any]:
         return {}
 
 

@@ -9,6 +9,9 @@ printed fixes are applied through :mod:`ckptcompat.torch_compat`.
 
 from __future__ import annotations
 
+import base64
+import io
+import json
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -99,3 +102,107 @@ def test_plain_dicts_and_other_zips_are_no_family(tmp_path: Path) -> None:
     with zipfile.ZipFile(other, "w") as archive:
         archive.writestr("data", "{}")
     assert doctor.diagnose(other).family is None
+
+
+# --------------------------------------------------------------------------- real zoo files
+_ZOO = Path(__file__).resolve().parents[1] / "fixtures" / "zoo" / "t24"
+_SB3_KEYS = (
+    "policy_class", "_last_obs", "_last_episode_starts", "ep_info_buffer", "ep_success_buffer",
+    "observation_space", "action_space", "rollout_buffer_class", "clip_range", "lr_schedule",
+)  # fmt: skip
+# A protocol-2 pickle that names os.system (posix.system): never unpickled here.
+_SYSTEM = b"\x80\x02cposix\nsystem\nq\x00."
+
+
+def _evil_sb3(tmp_path: Path) -> Path:
+    """The zoo's real PPO zip with one cloudpickle entry and ``policy.pth`` replaced by
+    pickles naming ``posix.system`` (what the new-user trial built)."""
+    out = tmp_path / "evil_sb3.zip"
+    member = io.BytesIO()
+    with zipfile.ZipFile(member, "w") as z:
+        z.writestr("archive/data.pkl", _SYSTEM)
+        z.writestr("archive/version", "3\n")
+    with zipfile.ZipFile(_ZOO / "sb3_ppo.zip") as src, zipfile.ZipFile(out, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename == "data":
+                parsed = json.loads(data)
+                parsed["clip_range"][":serialized:"] = base64.b64encode(_SYSTEM).decode()
+                data = json.dumps(parsed).encode()
+            elif info.filename == "policy.pth":
+                data = member.getvalue()
+            dst.writestr(info.filename, data)
+    return out
+
+
+def test_sb3_report_names_every_cloudpickle_entry() -> None:
+    """Guards the SB3 report listing only 6 of its 10 cloudpickle entries (new-user trial):
+    its PPO.load fix then left 4 entries, two of them pickled functions, to run."""
+    family = doctor.diagnose(_ZOO / "sb3_ppo.zip").family
+    assert family is not None
+    for key in _SB3_KEYS:
+        assert key in family.blockers[0] and key in family.fix
+    assert "10 cloudpickle entries" in family.blockers[0]
+
+
+def test_sb3_zip_with_a_dangerous_entry_or_member_is_unsafe(tmp_path: Path) -> None:
+    """Guards a malicious SB3 zip judged like a clean one: the doctor never looked inside
+    the cloudpickle entries for dangerous globals, nor into the ``.pth`` members that SB3
+    (and migrate --trust) unpickle with torch.load; no migrate command is offered."""
+    diag = doctor.diagnose(_evil_sb3(tmp_path))
+    assert any("member policy.pth names posix.system" in r for r in diag.risks)
+    assert any("'clip_range'" in r and "posix.system" in r for r in diag.risks)
+    assert diag.migration.command is None
+    clean = doctor.diagnose(_ZOO / "sb3_ppo.zip")
+    assert clean.risks == ()
+
+
+def test_sb3_rows_say_not_a_torch_file_not_corrupt() -> None:
+    """Guards every per-version row of an SB3 zip saying "the file is corrupt"."""
+    diag = doctor.diagnose(_ZOO / "sb3_ppo.zip")
+    for report in diag.versions:
+        assert "corrupt" not in report.weights_only.why
+        assert report.weights_only.why.startswith("not a torch.save file")
+
+
+@pytest.mark.parametrize(
+    ("name", "command"),
+    [
+        ("lightning.ckpt", "--submodule NAME"),
+        ("sb3_ppo.zip", "--class-path CLASS_PATH"),
+        ("pytorch_model.bin", "--class-path CLASS_PATH"),
+        ("training_args.bin", None),
+    ],
+)
+def test_family_files_get_the_migrate_command_migrate_takes(name: str, command: str | None) -> None:
+    """Guards the doctor saying "migrate not applicable" for files migrate converts."""
+    migration = doctor.diagnose(_ZOO / name).migration
+    if command is None:
+        assert migration.command is None and migration.note.startswith("not a model")
+    else:
+        assert migration.command is not None and command in migration.command
+
+
+def test_trusted_family_migration_does_not_claim_nothing_ran() -> None:
+    """Guards ``migrate --trust`` printing "pickled objects reported, never run" after the
+    trusted unpickler had run them (new-user trial: a payload in hparams ran)."""
+    from ckptcompat.generations.batch import render_report
+    from ckptcompat.generations.family_migrate import FamilyMigrationReport
+
+    def report(loader: str) -> str:
+        return render_report(
+            FamilyMigrationReport(
+                "src.ckpt",
+                "file:///d.pt",
+                "lightning",
+                loader,
+                (),
+                "r",
+                1,
+                True,
+                reported=("hyper_parameters['evil']: posix.system",),
+            )  # fmt: skip
+        )
+
+    assert "their code ran" in report("trusted") and "never run" not in report("trusted")
+    assert "never run" in report("allowlist")

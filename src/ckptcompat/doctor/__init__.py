@@ -275,11 +275,13 @@ def diagnose(
         facts = pickle_facts(name, result)
         kind, detail = generation(result, facts)
         risks = code_risks(name, result)
-        migrate = migration(name, kind, result, numpy_major, risks)
         root = _root(name, kind, result, facts.complete)
         key_prefix = _key_prefix(root)
         numpy = numpy_facts(name, result)
         family = recognise(name, result.kind, root, result.globals)
+        if family is not None:
+            risks = (*risks, *family.risks)
+        migrate = migration(name, kind, result, numpy_major, risks, family)
     except OSError as exc:
         raise CheckpointError("cannot read the file", path=name, found=str(exc)) from exc
     all_profiles: tuple[Profile, ...] = (
@@ -294,6 +296,8 @@ def diagnose(
             wo = with_consumer(wo, consumer, full_unpickler=False)
             full = not profile.weights_only_default  # plain on <= 2.5: every global imported
             plain = with_consumer(plain, consumer, full_unpickler=full)
+            if family is not None and family.library == "stable-baselines3":
+                plain, wo = _sb3_verdict(plain), _sb3_verdict(wo)
             advisories = tuple(f"{a}: {meaning}" for a, meaning in profile.advisories)
             reports.append(
                 VersionReport(profile.minor, profile.release, profile.basis, plain, wo, advisories)
@@ -330,6 +334,18 @@ def diagnose(
         numpy_rows=tuple(rows),
         family=family,
     )
+
+
+_SB3_WHY = (
+    "not a torch.save file: a stable-baselines3 zip (JSON 'data' and .pth members); "
+    "torch.load(FILE) fails on every torch, its policy.pth member loads with weights_only"
+)
+
+
+def _sb3_verdict(verdict: Verdict) -> Verdict:
+    """A stable-baselines3 zip's row: not a torch.save file (the scan, which knows only
+    torch's containers, calls its missing ``data.pkl`` corrupt; issue 16 trial)."""
+    return dataclasses.replace(verdict, why=_SB3_WHY, blockers=(_SB3_WHY,))
 
 
 def _version_json(v: VersionReport) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 import json
 import os
 import pickletools
@@ -35,13 +36,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from ckptcompat.doctor.pickle_walk import _Sym
+from ckptcompat.errors import CheckpointError
 from ckptcompat.scan.archive_reader import ArchiveReader, BadZip
+from ckptcompat.scan.danger import is_dangerous
 from ckptcompat.scan.torch_names import WEIGHTS_ONLY_GLOBALS
 
 __all__ = ["Family", "recognise"]
 
 _MAX_MEMBERS = 64  # an SB3 archive has about six
 _MAX_JSON_BYTES = 16 << 20
+#: ``.pth`` members scanned for dangerous globals in memory (a policy of a few MB is usual).
+_MAX_MEMBER_BYTES = 256 << 20
 _SB3_MARKERS = ("_stable_baselines3_version", "policy.pth", "pytorch_variables.pth")
 _LIGHTNING_KEYS = ("pytorch-lightning_version", "lightning_version")
 _HF_FILES = {
@@ -65,6 +70,10 @@ class Family:
         parts: the parts found (zip members, top-level keys), in file order.
         blockers: which part blocks a weights-only load and why; empty when none does.
         fix: what to do about it with that library (or without it).
+        risks: parts that can run code or reach the system when that library loads the
+            file (a dangerous global in a cloudpickle entry or in a ``.pth`` member of a
+            stable-baselines3 zip, which torch's scan of the zip itself never sees); the
+            doctor adds them to the file's risks.
     """
 
     library: str
@@ -72,6 +81,7 @@ class Family:
     parts: tuple[str, ...]
     blockers: tuple[str, ...]
     fix: str
+    risks: tuple[str, ...] = ()
 
 
 def _pickle_globals(blob: bytes) -> list[str]:
@@ -111,6 +121,7 @@ def _sb3(path: str) -> Family | None:
         marker = by_name.get("_stable_baselines3_version")
         if marker is not None and marker.file_size < 64:
             version = reader.read_entry(marker).decode("utf-8", "replace").strip()
+        member_risks = _member_risks(reader, [e for e in entries if e.name.endswith(".pth")])
         data_entry = by_name["data"]
         data: Any = None
         if data_entry.file_size <= _MAX_JSON_BYTES:
@@ -123,6 +134,8 @@ def _sb3(path: str) -> Family | None:
     finally:
         reader.close()
     serialized: list[str] = []
+    keys: list[str] = []
+    risks = list(member_risks)
     if isinstance(data, dict):
         for key, value in data.items():
             if isinstance(value, dict) and ":serialized:" in value:
@@ -130,14 +143,21 @@ def _sb3(path: str) -> Family | None:
                     blob = base64.b64decode(str(value[":serialized:"]), validate=False)
                 except (binascii.Error, ValueError):
                     blob = b""
-                named = _pickle_globals(blob)[:3]
-                serialized.append(f"{key} ({', '.join(named) or value.get(':type:', '?')})")
+                named = _pickle_globals(blob)
+                keys.append(str(key))
+                serialized.append(f"{key} ({', '.join(named[:3]) or value.get(':type:', '?')})")
+                bad = [g for g in named if is_dangerous(g)]
+                if bad:
+                    risks.append(
+                        f"'data' entry {key!r} is a cloudpickle naming {', '.join(bad[:5])}, "
+                        "which SB3's load runs: it can run code or reach the system"
+                    )
     blockers = []
     if serialized:
         blockers.append(
-            f"'data' holds {len(serialized)} cloudpickle entries that {'SB3'}'s load runs with "
+            f"'data' holds {len(serialized)} cloudpickle entries that SB3's load runs with "
             f"cloudpickle.loads (code from the file, whatever torch's weights_only says): "
-            + "; ".join(serialized[:6])
+            + _listed(serialized, "; ")
         )
     if data is None:
         blockers.append("'data' is not readable JSON")
@@ -147,14 +167,49 @@ def _sb3(path: str) -> Family | None:
         "state = torch.load(z.open('policy.pth'), weights_only=True) (each .pth member is a "
         "torch.save state_dict); with stable-baselines3, only for a file you trust: "
         "PPO.load(FILE, custom_objects={...}) with every serialized key replaced "
-        f"({', '.join(s.split(' ')[0] for s in serialized[:6]) or 'none'}) skips its cloudpickle"
+        f"({_listed(keys, ', ') or 'none'}) skips its cloudpickle; it still unpickles the "
+        ".pth members with torch.load"
     )
     what = (
         f"a stable-baselines3 model archive (BaseAlgorithm.save, sb3 {version}): a zip of JSON "
         f"'data' and {len(pth)} torch.save member(s) ({', '.join(pth)}), not a torch.save file "
         "(torch.load(FILE) fails on every torch)"
     )
-    return Family("stable-baselines3", what, tuple(names), tuple(blockers), fix)
+    return Family("stable-baselines3", what, tuple(names), tuple(blockers), fix, tuple(risks))
+
+
+def _listed(items: list[str], sep: str, limit: int = 64) -> str:
+    """Every item up to ``limit`` (a zip's ``data`` is bounded, but a line need not be)."""
+    more = len(items) - limit
+    return sep.join(items[:limit]) + (f"{sep}and {more} more" if more > 0 else "")
+
+
+def _member_risks(reader: ArchiveReader, members: list[Any]) -> list[str]:
+    """Dangerous globals in the ``.pth`` members of a stable-baselines3 zip (each a
+    ``torch.save`` file SB3 loads with ``torch.load``), from the static scan of each
+    member; a member past :data:`_MAX_MEMBER_BYTES` is reported as not scanned."""
+    from ckptcompat.scan import scan as scan_module
+
+    out = []
+    for entry in members[:_MAX_MEMBERS]:
+        if entry.file_size > _MAX_MEMBER_BYTES:
+            out.append(
+                f"member {entry.name} ({entry.file_size} bytes) was not scanned for "
+                "dangerous globals: load it only if you trust the file"
+            )
+            continue
+        try:
+            result = scan_module.scan(io.BytesIO(reader.read_entry(entry)))
+        except (BadZip, OSError, ValueError, CheckpointError) as exc:
+            out.append(f"member {entry.name} could not be scanned ({type(exc).__name__})")
+            continue
+        bad = [g for g in result.globals if is_dangerous(g)]
+        if bad:
+            out.append(
+                f"member {entry.name} names {', '.join(bad[:5])}: SB3's torch.load of it "
+                "(and migrate --trust) can run code or reach the system"
+            )
+    return out
 
 
 def _origins(obj: Any, out: list[str], depth: int = 0) -> None:

@@ -9,6 +9,7 @@ Standard library only.
 
 from __future__ import annotations
 
+import os
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from ckptcompat.scan import allowlist
 from ckptcompat.scan.torch_names import WEIGHTS_ONLY_GLOBALS
 
 if TYPE_CHECKING:
+    from ckptcompat.doctor.families import Family
     from ckptcompat.doctor.pickle_walk import PickleFacts
     from ckptcompat.scan.scan_result import ScanResult
 
@@ -109,12 +111,40 @@ def _named(path: str) -> bool:
     return name is not None and name.kind in _NAMED_KINDS
 
 
+_FAMILY_MODEL_FILES = ("pytorch_model.bin",)
+
+
+def _family_migration(path: str, family: Family) -> Migration:
+    """Migrate's reading of another library's file (Lightning ``.ckpt``, a stable-baselines3
+    zip's ``policy.pth``, Hugging Face ``pytorch_model.bin``): weights-only, the file's
+    foreign classes as inert stand-ins, JSON-primitive hyperparameters kept. The agent
+    class and config must be given; a Lightning module's net is chosen with
+    ``--submodule`` (the attribute holding it)."""
+    name = os.path.basename(path)
+    if family.library.startswith("Hugging Face") and name not in _FAMILY_MODEL_FILES:
+        return Migration(None, False, f"not a model: {family.what}; nothing to migrate")
+    parts = [
+        "ckptcompat", "migrate", shlex.quote(path), "migrated/",
+        "--class-path", "CLASS_PATH", "--config", "CONFIG_JSON",
+    ]  # fmt: skip
+    note = (
+        "reads the weights with weights_only=True and the file's other classes as inert "
+        "stand-ins (nothing imported or run); CLASS_PATH/CONFIG_JSON: your agent, whose "
+        "state_dict keys match the file's"
+    )
+    if family.library == "Lightning":
+        parts += ["--submodule", "NAME"]
+        note += "; NAME: the LightningModule attribute holding the agent (its key prefix)"
+    return Migration(" ".join(parts), False, note)
+
+
 def migration(
     path: str,
     kind: Generation,
     result: ScanResult,
     numpy_major: int,
     risks: tuple[str, ...],
+    family: Family | None = None,
 ) -> Migration:
     """The ``ckptcompat migrate`` suggestion for the file at ``path``.
 
@@ -124,17 +154,22 @@ def migration(
         result: its static scan.
         numpy_major: numpy major of the loading side.
         risks: its code risks; any risk means no command at all.
+        family: the library that wrote it (:mod:`ckptcompat.doctor.families`), whose
+            files migrate reads without running code (:mod:`ckptcompat.generations.
+            families`); None otherwise.
     """
-    if kind == "safe_v1":
-        return Migration(None, False, "already the safe format; nothing to migrate")
-    if result.kind not in ("zip", "legacy_pickle"):
-        return Migration(None, False, "not a readable torch.save file; restore it first")
     if risks:
         return Migration(
             None,
             False,
             f"do not migrate it: {risks[0]}; migrating it with --trust would run that code",
         )
+    if family is not None:
+        return _family_migration(path, family)
+    if kind == "safe_v1":
+        return Migration(None, False, "already the safe format; nothing to migrate")
+    if result.kind not in ("zip", "legacy_pickle"):
+        return Migration(None, False, "not a readable torch.save file; restore it first")
     if kind == "other":
         return Migration(None, False, "migrate converts G1/G2/state_dict agent checkpoints only")
     needed = [g for g in result.globals if g not in WEIGHTS_ONLY_GLOBALS]

@@ -226,7 +226,10 @@ def _family_lines(report: FamilyMigrationReport) -> list[str]:
             f"  hyperparameters kept (metadata.extra.hyperparameters): "
             f"{listed(report.hyperparameters)}"
         )
-    if report.reported:
+    if report.reported and report.loader == "trusted":  # --trust unpickled them for real
+        lines.append("  pickled objects not migrated (unpickled with --trust: their code ran):")
+        lines.extend(f"    {line}" for line in report.reported[:20])
+    elif report.reported:
         lines.append("  pickled objects reported, never run (not migrated):")
         lines.extend(f"    {line}" for line in report.reported[:20])
     if report.allowlist:

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ckptcompat import locator
 from ckptcompat.harness.fuzz import crafted
 from ckptcompat.harness.fuzz.mutate import BYTE_KINDS, KINDS, mutate
 
@@ -100,9 +101,14 @@ def fingerprint(obj: Any) -> str:
 
 
 # ------------------------------------------------------------------ the bases
+#: Zoo files used as bases too (their bytes are committed, written by the libraries).
+_ZOO_BASES = ("lightning.ckpt", "sb3_ppo.zip")
+
+
 def build_bases(work: Path) -> list[_Base]:
     """Base files written by torch here: a safe-format agent (in a managed run), a
-    state_dict, an optimizer-style nested dict, a legacy non-zip file."""
+    state_dict, an optimizer-style nested dict, a legacy non-zip file; and the committed
+    zoo's Lightning checkpoint and stable-baselines3 zip (written by those libraries)."""
     import torch
 
     from ckptcompat import torch_compat
@@ -137,6 +143,12 @@ def build_bases(work: Path) -> list[_Base]:
     buf = io.BytesIO()
     torch.save(sd, buf, pickle_protocol=2, _use_new_zipfile_serialization=False)
     bases.append(_Base("legacy", buf.getvalue(), None))
+    # Files other libraries wrote (the zoo, issue 16): mutations reach the doctor's and
+    # migrate's family readers (Lightning hparams, an sb3 zip's JSON and policy.pth).
+    for name in _ZOO_BASES:
+        path = locator.ZOO_DIR / "t26" / name
+        if path.is_file():  # a source checkout; an installed wheel has no fixtures
+            bases.append(_Base(f"zoo {name}", path.read_bytes(), None))
     return bases
 
 

@@ -20,7 +20,10 @@ __all__ = ["bench_doctor", "corpus_table"]
 
 def _picklescan_cli(path: Path) -> None:
     exe = Path(sys.executable).parent / "picklescan"
-    subprocess.run([str(exe), "--path", str(path)], capture_output=True, check=False)
+    # The venv's console script (nox -s bench installs it), else the module (a run with
+    # picklescan on PYTHONPATH).
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "picklescan"]
+    subprocess.run([*cmd, "--path", str(path)], capture_output=True, check=False)
 
 
 def _picklescan(path: Path) -> Any:
@@ -49,9 +52,11 @@ def bench_doctor(files: list[CheckpointFile], runs: int) -> list[dict[str, Any]]
             runs,
         )
         many = f.num_tensors >= 4096
+        # Issue 21 item 3: >= 20x torch.load on the 4096-tensor file, and no slower than
+        # torch's own scan on any file.
         goals = {
             "torch_load": (20.0 if many else None, "torch_compat.load"),
-            "torch_scan": (1.0 if many else None, "get_unsafe_globals_in_checkpoint"),
+            "torch_scan": (1.0, "get_unsafe_globals_in_checkpoint"),
             "picklescan": (1.0, "picklescan scan_file_path (in-process)"),
             "picklescan_cli": (1.0, "picklescan CLI (subprocess)"),
         }
@@ -66,7 +71,7 @@ def bench_doctor(files: list[CheckpointFile], runs: int) -> list[dict[str, Any]]
                 goal,
                 goal_kind=">=",
             )
-            if goal == 1.0:
+            if name.startswith("picklescan"):
                 r["goal"] = "> 1"
                 r["met"] = r["ratio"]["median"] > 1.0
             r["doctor_seconds"] = summary(times["doctor"])

@@ -102,17 +102,24 @@ def _io_sections(
     work: Path,
     write: Callable[[], None],
 ) -> None:
-    """Sections 1 and 2; the doctor reuses the manager's files (few tensors) plus a 4096."""
+    """Sections 1 and 2; the doctor reuses the manager's files (few tensors) plus a 4096,
+    or, with ``--sections doctor`` alone, saves the same files itself."""
     if not sections & {"manager", "doctor"}:
         return
     files = []
-    report["manager"] = []
-    for label, size in sizes:
-        print(f"manager {label}", flush=True)
-        rows, f = bench_manager(label, size, work, runs)
-        report["manager"] += rows
-        files.append(f)
-        write()
+    if "manager" in sections:
+        report["manager"] = []
+        for label, size in sizes:
+            print(f"manager {label}", flush=True)
+            rows, f = bench_manager(label, size, work, runs)
+            report["manager"] += rows
+            files.append(f)
+            write()
+    else:
+        for label, size in sizes:
+            path = work / label.replace(" ", "") / "bench_v0.pt"
+            save_agent_file(make_agent(size, 8), path, run="bench", epoch=0)
+            files.append(CheckpointFile(label, path, path.stat().st_size, 8))
     if "doctor" not in sections:
         return
     many = work / "many" / "bench_v0.pt"
@@ -140,7 +147,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--runs", type=int, help="interleaved runs per figure (default 5; quick 2)")
     parser.add_argument("--matrix-runs", type=int, help="cold+warm matrix rounds (default --runs)")
     parser.add_argument("--ppo-steps", type=int, help=f"env steps per PPO run ({ENV_STEPS})")
-    parser.add_argument("--sections", default="manager,doctor,doctor_dir,matrix,ppo,crc")
+    parser.add_argument(
+        "--sections",
+        default="manager,doctor,matrix,ppo,crc",
+        help="comma-separated: manager, doctor (with `doctor DIR`; doctor_dir runs that "
+        "alone), matrix, ppo, crc (default: all)",
+    )
     parser.add_argument("--work", type=Path, help="where the big files go (default: a temp dir)")
     parser.add_argument(
         "--render",
@@ -179,7 +191,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print("crc", flush=True)
             report["crc"] = bench_crc(_sizes(args.quick), work, runs)
             write()
-        if "doctor_dir" in sections:
+        if sections & {"doctor", "doctor_dir"}:  # the doctor section includes `doctor DIR`
             print("doctor_dir", flush=True)
             report["doctor_dir"] = bench_doctor_dir(work, runs, 200 if args.quick else 1000)
             write()

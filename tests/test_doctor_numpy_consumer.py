@@ -146,3 +146,34 @@ def test_both_numpy_rows_by_default_and_one_with_the_option(
     text = capsys.readouterr().out
     assert "with numpy 1 on the loading side" in text
     assert "with numpy 1 loading:" in text.splitlines()[1]
+
+
+def test_predictions_are_computed_once_only_where_the_numpy_major_cannot_matter(
+    files: dict[str, Path],
+) -> None:
+    """Guards the doctor's shortcut (issue 21 item 3: one set of predictions when
+    :func:`~ckptcompat.doctor.predict.numpy_major_matters` says the numpy major cannot
+    change them): on every corpus, malicious and numpy-random file and every torch
+    minor, predict() for numpy 1 and numpy 2 differ only where it says they may."""
+    from ckptcompat.doctor.numpy_consumer import numpy_facts
+    from ckptcompat.doctor.pickle_walk import pickle_facts
+    from ckptcompat.doctor.predict import numpy_major_matters, predict
+    from ckptcompat.doctor.rules import profiles
+    from ckptcompat.scan import scan
+
+    fixtures = Path(__file__).parent.parent / "fixtures"
+    paths = [*files.values(), *sorted((fixtures / "corpus").glob("*.pt"))]
+    paths += sorted((fixtures / "malicious").glob("*.pt"))
+    differing = 0
+    for path in paths:
+        result = scan.scan(path)
+        facts, numpy = pickle_facts(str(path), result), numpy_facts(str(path), result)
+        same = all(
+            predict(result, facts, p, numpy_major=1, numpy=numpy)
+            == predict(result, facts, p, numpy_major=2, numpy=numpy)
+            for p in profiles()
+        )
+        if not numpy_major_matters(result, numpy):
+            assert same, path.name
+        differing += not same
+    assert differing > 0  # the files exercise the other case too

@@ -19,6 +19,7 @@ import functools
 import json
 import os
 import sys
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from typing import Any
@@ -30,7 +31,7 @@ from ckptcompat.doctor.migration import Generation, Migration, generation, migra
 from ckptcompat.doctor.numpy_consumer import NUMPY_MAJORS, numpy_facts
 from ckptcompat.doctor.packages import Consumer, check_here, check_python, with_consumer
 from ckptcompat.doctor.pickle_walk import pickle_facts, root_object
-from ckptcompat.doctor.predict import predict
+from ckptcompat.doctor.predict import numpy_major_matters, predict
 from ckptcompat.doctor.prefixes import KeyPrefix, find_prefix, state_dict_keys
 from ckptcompat.doctor.render import render_text
 from ckptcompat.doctor.rules import Basis, Profile, minor_of, profiles
@@ -40,6 +41,7 @@ from ckptcompat.doctor.verdict import Verdict, numpy_dtype_class
 from ckptcompat.errors import CheckpointError, CheckpointNotFoundError
 from ckptcompat.scan import scan
 from ckptcompat.scan.pickle_scan import Finding
+from ckptcompat.scan.scan_result import StorageInfo, StorageTable
 
 __all__ = [
     "JSON_SCHEMA_VERSION",
@@ -198,6 +200,13 @@ def _installed(name: str) -> str | None:
         return None
 
 
+@functools.cache
+def _cuda_devices_here(visible: str | None) -> int:
+    # Cached per process and CUDA_VISIBLE_DEVICES value: listing /dev costs ~50 us a file
+    # (doctor DIR), and NVIDIA's device nodes appear when the driver loads, not mid-run.
+    return visible_cuda_devices()
+
+
 def _root(name: str, kind: str, result: Any, complete: bool) -> Any:
     """The top-level object, rebuilt inertly, of state_dicts and other plain objects (for
     the key prefix and the library families: reading it walks the object pickle once
@@ -207,6 +216,14 @@ def _root(name: str, kind: str, result: Any, complete: bool) -> Any:
     if result.kind not in ("zip", "legacy_pickle"):
         return None
     return root_object(name, result)
+
+
+def _locations(storages: Sequence[StorageInfo]) -> Iterable[str | None]:
+    """Each storage's location tag: the column itself of a :class:`StorageTable` (a
+    4096-tensor file's rows are never built for a count)."""
+    if isinstance(storages, StorageTable):
+        return storages.column("location")
+    return (s.location for s in storages)
 
 
 def _key_prefix(root: Any) -> KeyPrefix | None:
@@ -238,7 +255,8 @@ def diagnose(
             the storage bytes are never read, and ``data`` says so.
         cuda_devices: CUDA devices on the loading side, for the storages' location tags;
             default the devices visible here (:func:`~ckptcompat.doctor.location.
-            visible_cuda_devices`, read without torch).
+            visible_cuda_devices`, read without torch, once per process and
+            ``CUDA_VISIBLE_DEVICES`` value).
         python: the interpreter of the environment that will load the file; default the
             doctor's own. Its importable packages decide whether a plain load on torch
             <= 2.5 finds every module the pickle names (:mod:`ckptcompat.doctor.packages`).
@@ -278,7 +296,7 @@ def diagnose(
         root = _root(name, kind, result, facts.complete)
         key_prefix = _key_prefix(root)
         numpy = numpy_facts(name, result)
-        family = recognise(name, result.kind, root, result.globals)
+        family = recognise(name, result.kind, root, result.globals, records=result.records)
         if family is not None:
             risks = (*risks, *family.risks)
         migrate = migration(name, kind, result, numpy_major, risks, family)
@@ -288,8 +306,11 @@ def diagnose(
         profiles() if snapshot_dir is None else profiles(snapshot_dir)
     )
     consumer = check_python(python, result.globals) if python else check_here(result.globals)
-    rows = []
+    rows: list[NumpyRow] = []
     for major in majors:
+        if rows and not numpy_major_matters(result, numpy):
+            rows.append(NumpyRow(major, rows[0].versions))  # the same predictions
+            continue
         reports = []
         for profile in all_profiles:
             plain, wo = predict(result, facts, profile, numpy_major=major, numpy=numpy)
@@ -327,8 +348,10 @@ def diagnose(
         data=data,
         key_prefix=key_prefix,
         devices=check_devices(
-            (s.location for s in result.storages),
-            visible_cuda_devices() if cuda_devices is None else cuda_devices,
+            _locations(result.storages),
+            _cuda_devices_here(os.environ.get("CUDA_VISIBLE_DEVICES"))
+            if cuda_devices is None
+            else cuda_devices,
         ),
         consumer=consumer,
         numpy_rows=tuple(rows),

@@ -305,6 +305,7 @@ def recognise(
     root: Any,
     globals_: tuple[str, ...],
     default_globals: frozenset[str] = WEIGHTS_ONLY_GLOBALS,
+    records: tuple[str, ...] | None = None,
 ) -> Family | None:
     """Which library wrote ``path``, from its structure alone; None when none is recognised.
 
@@ -317,12 +318,17 @@ def recognise(
         default_globals: what torch's weights-only unpickler allows without an allowlist
             (default: the union over 2.4-2.15, :data:`~ckptcompat.scan.torch_names.
             WEIGHTS_ONLY_GLOBALS`).
+        records: the zip's record names when the caller has read them (the scan's
+            ``records``): a zip holding a ``data.pkl`` record is not a stable-baselines3
+            archive (:func:`_sb3` refuses it on that very test), so it is not opened again.
+            None: open it and look.
 
     Raises:
         OSError: the path itself cannot be read.
     """
     name = os.path.basename(os.fspath(path))
-    if kind == "zip" and root is None:
+    torch_zip = records is not None and any(n.endswith("data.pkl") for n in records)
+    if kind == "zip" and root is None and not torch_zip:
         found = _sb3(os.fspath(path))
         if found is not None:
             return found

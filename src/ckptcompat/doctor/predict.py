@@ -32,7 +32,7 @@ from ckptcompat.scan.danger import is_dangerous
 from ckptcompat.scan.scan_result import ScanResult
 from ckptcompat.scan.torch_names import SETITEM_TARGETS, WEIGHTS_ONLY_GLOBALS
 
-__all__ = ["predict"]
+__all__ = ["numpy_major_matters", "predict"]
 
 _NUMPY_CORES = ("numpy.core.", "numpy._core.")
 _CORRUPT_KINDS = {
@@ -395,3 +395,15 @@ def predict(
             or _plain_full_unpickler(result, profile, numpy, numpy_major)
         )
     return plain, wo
+
+
+def numpy_major_matters(result: ScanResult, numpy: NumpyFacts) -> bool:
+    """Whether :func:`predict` can answer differently for numpy 1 and numpy 2 on the loading
+    side. ``numpy_major`` reaches a verdict only through numpy-core globals (spelled
+    ``numpy.core.*`` or ``numpy._core.*``: :func:`_numpy_spelling_mismatch` and the plain
+    load's note) and numpy-2 bit generators (:attr:`NumpyFacts.numpy2_bit_generators`);
+    without either, both majors get the same predictions and the doctor computes them once.
+    """
+    return bool(numpy.numpy2_bit_generators) or any(
+        g.startswith(_NUMPY_CORES) for g in result.globals
+    )

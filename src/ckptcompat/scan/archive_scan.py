@@ -20,7 +20,6 @@ from ckptcompat.scan.limits import (
     MAX_RECORDS,
     MAX_SCAN_BYTES,
 )
-from ckptcompat.scan.nesting import too_deep
 from ckptcompat.scan.pickle_scan import PAST, PickleScan, scan_pickle
 from ckptcompat.scan.scan_result import (
     ScanAcc,
@@ -31,6 +30,7 @@ from ckptcompat.scan.scan_result import (
 )
 from ckptcompat.scan.storage_check import check_storages, storages_in_bulk
 from ckptcompat.scan.storage_check import claims as _claims
+from ckptcompat.scan.tensor_runs import too_deep
 from ckptcompat.scan.torch_names import STORAGE_TYPES
 
 if TYPE_CHECKING:

@@ -14,6 +14,13 @@ are built, and they are the only containers whose hash recurses) and for contain
 filled before they are shared; a list or dict filled after being put into another may be
 counted shallower (the count is of the container's depth when it was inserted).
 Standard library only.
+
+Speed: the machine costs ~0.3 us per opcode in Python, 40 ms for a 4096-tensor
+state_dict (123k opcodes). The scan therefore calls
+:func:`ckptcompat.scan.tensor_runs.too_deep`, which takes each run of torch.save's tensor
+records in one regular-expression match and answers None only when this module's
+machine would; whatever it cannot vouch for is answered by :func:`too_deep` here, the
+reference.
 """
 
 from __future__ import annotations

@@ -25,10 +25,10 @@ from typing import Any
 from ckptcompat.scan.inert_placeholders import InertRecord, RootShape, describe_root
 from ckptcompat.scan.inert_unpickler import inert_load
 from ckptcompat.scan.limits import MAX_NESTING_DEPTH, MAX_UNFOLDED_TUPLE_ITEMS
-from ckptcompat.scan.nesting import too_deep
 from ckptcompat.scan.opcode_walk import OPCODE_NAMES, PROTOCOL_OF, WEIGHTS_ONLY_OPCODES, Walk
 from ckptcompat.scan.opcode_walk import walk as _walk_opcodes
 from ckptcompat.scan.persistent_ids import PersistentRef
+from ckptcompat.scan.tensor_runs import too_deep
 
 __all__ = [
     "PAST",

@@ -77,6 +77,11 @@ class StorageTable(Sequence[StorageInfo]):
         """The distinct known dtypes."""
         return frozenset(filter(None, self._columns[2]))
 
+    def column(self, name: str) -> list[Any]:
+        """One field of every storage, in order (e.g. ``"location"``), without building
+        the rows. Raises ValueError for a name that is no :class:`StorageInfo` field."""
+        return self._columns[StorageInfo._fields.index(name)]  # type: ignore[no-any-return]
+
     def _built(self) -> tuple[StorageInfo, ...]:
         if self._rows is None:
             self._rows = tuple(map(_make_info, zip(*self._columns, strict=True)))

@@ -201,7 +201,7 @@ def test_trusted_family_migration_does_not_claim_nothing_ran() -> None:
                 1,
                 True,
                 reported=("hyper_parameters['evil']: posix.system",),
-            )  # fmt: skip
+            )
         )
 
     assert "their code ran" in report("trusted") and "never run" not in report("trusted")

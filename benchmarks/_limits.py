@@ -126,6 +126,8 @@ def missed_notes(report: dict[str, Any]) -> list[str]:
         missed.add("matrix")
     if report.get("doctor_dir", {}).get("met") is False:
         missed.add("doctor dir")
+    if report.get("tests", {}).get("met") is False:
+        missed.add("tests")
     notes = [LIMITS[k] for k in LIMITS if k in missed]
     notes += [f"{k}: missed, not profiled yet." for k in sorted(missed - set(LIMITS))]
     return notes

@@ -153,14 +153,29 @@ def _numerics(machine: dict[str, Any]) -> str:
     )
 
 
-#: Goals of issue 21 that no section of bench.py measures, and where their figure lives.
-_UNMEASURED = (
-    (
-        "`nox -s tests`, four cells, warm cache, 2 cores",
-        "<= 12 min",
-        "not a bench.py figure: the tests summary of `.ci/run` gives each cell's pytest time",
-    ),
-)
+_TESTS_FIGURE = "`nox -s tests`, four cells, warm cache, 2 cores"
+
+
+def _tests_row(t: dict[str, Any] | None) -> dict[str, Any]:
+    """Issue 21 item 4's row from section 7 (benchmarks/_tests_time.py)."""
+    if t is None:
+        return {
+            "figure": _TESTS_FIGURE,
+            "goal": "<= 12 min",
+            "measured": "not run (`--sections tests` runs the suite; `--tests-junit DIR` "
+            "reads a finished run's reports)",
+            "met": None,
+        }
+    failed = sum(c.get("failed", 0) for c in t["cells"].values())
+    missing = [cell for cell, c in t["cells"].items() if "problem" in c]
+    extra = f", {failed} failed" if failed else ""
+    extra += f", no report for {', '.join(missing)}" if missing else ""
+    return {
+        "figure": _TESTS_FIGURE,
+        "goal": t["goal"],
+        "measured": f"{t['seconds'] / 60:.1f} min ({t['how']}{extra})",
+        "met": t["met"],
+    }
 
 
 def _ratio(q: dict[str, float]) -> str:
@@ -253,9 +268,47 @@ def goal_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
                     "met": None,
                 }
             )
-    for figure, goal, why in _UNMEASURED:
-        rows.append({"figure": figure, "goal": goal, "measured": why, "met": None})
+    rows.append(_tests_row(report.get("tests")))
     return rows
+
+
+def _measured_lines(report: dict[str, Any]) -> list[str]:
+    """When each section was measured: one run writes all of them, ``--sections`` only its
+    own (the others are kept from the previous report of the same machine)."""
+    measured = report.get("measured") or {}
+    if not measured:
+        return []
+    lines = ["| section | measured at | load average at start | command |", "|---|---|---|---|"]
+    for section, m in sorted(measured.items(), key=lambda kv: kv[1]["started_at"]):
+        lines.append(
+            f"| {section} | {m['started_at']} | {m['load_average']} | `{m.get('command')}` |"
+        )
+    return ["Sections measured (same CPU and numerics fingerprint):", "", *lines, ""]
+
+
+def _tests_lines(t: dict[str, Any] | None) -> list[str]:
+    """Section 7: the test suite's time per cell."""
+    if t is None:
+        return []
+    lines = [
+        "## 7. Test suite time",
+        "",
+        f"{t['how']}: {t['seconds']:.0f} s ({t['seconds'] / 60:.1f} min); goal {t['goal']}: "
+        f"{_met(t['met'])}."
+        + ("" if t["exit_code"] is None else f" `nox -s tests` exit code {t['exit_code']}."),
+        "",
+        "| cell | tests | failed | skipped (one-cell tests run in t215 only) | pytest seconds |",
+        "|---|---|---|---|---|",
+    ]
+    for cell, c in t["cells"].items():
+        if "problem" in c:
+            lines.append(f"| {cell} | {c['problem']} | - | - | - |")
+            continue
+        lines.append(
+            f"| {cell} | {c['tests']} | {c['failed']} | {c['skipped']} | "
+            f"{c.get('pytest_seconds', 0.0):.0f} |"
+        )
+    return [*lines, ""]
 
 
 def _goal_table(report: dict[str, Any]) -> list[str]:
@@ -291,6 +344,7 @@ def render(report: dict[str, Any]) -> str:
         "",
         f"**CPU:** {m['cpu_model']}. **Numerics fingerprint:** {_numerics(m)}.",
         "",
+        *_measured_lines(report),
         *_goal_table(report),
         "## Machine",
         "",
@@ -413,6 +467,7 @@ def render(report: dict[str, Any]) -> str:
             f"{_met(d['met'])}.",
             "",
         ]
+    lines += _tests_lines(report.get("tests"))
     if report.get("notes"):
         lines += ["## Goals missed: what limits them", "", *[f"- {n}" for n in report["notes"]], ""]
     return "\n".join(lines)

@@ -1,12 +1,15 @@
 """ckptcompat benchmarks: manager overhead, doctor speed, matrix wall time, PPO throughput,
-the cost of checking zip CRC-32s on load, the doctor over a directory of 1,000 checkpoints.
+the cost of checking zip CRC-32s on load, the doctor over a directory of 1,000 checkpoints,
+and (section ``tests``, not run by default) the test suite's time.
 
 Run in the t215 cell by ``nox -s bench`` (which installs stable-baselines3, sb3-contrib and
 picklescan there only): ``python benchmarks/bench.py --out reports/bench.json --md
 BENCHMARKS.md [--quick]``. Every figure is the median of interleaved runs with min and
 max, as a ratio to a baseline measured in the same rounds (these machines are shared). Not a
 test: nothing here asserts a time. The 1 GB files are written under ``--work`` (default a
-temporary directory) and deleted at the end.
+temporary directory) and deleted at the end. ``--sections`` measures some sections and keeps
+the others from the previous ``--out`` report when it was written on the same CPU with the
+same numerics fingerprint (each section records when and at what load it was measured).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from _limits import missed_notes
 from _matrix import bench_matrix
 from _ppo import ENV_STEPS, HYPER, run_ours, run_sb3
 from _report import machine_facts, render
+from _tests_time import bench_tests
 from _timing import ratio, summary
 
 from ckptcompat.checkpoint.saving import save_agent_file
@@ -37,6 +41,49 @@ from ckptcompat.checkpoint.saving import save_agent_file
 __all__ = ["main"]
 
 ROOT = Path(__file__).resolve().parents[1]
+
+#: Every section, and the report keys each one writes.
+SECTIONS = {
+    "manager": ("manager",),
+    "doctor": ("doctor", "doctor_flat", "corpus"),
+    "doctor_dir": ("doctor_dir",),
+    "crc": ("crc",),
+    "matrix": ("matrix",),
+    "ppo": ("ppo",),
+    "tests": ("tests",),
+}
+#: What a bare ``bench.py`` runs: all but ``tests`` (it runs the whole suite, 12+ min).
+DEFAULT_SECTIONS = "manager,doctor,matrix,ppo,crc"
+
+
+def _same_machine(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Figures from two runs may share one BENCHMARKS.md only when the CPU model and the
+    numerics fingerprint (kernel path, BLAS, oneDNN, threads) are the same."""
+    return a.get("cpu_model") == b.get("cpu_model") and a.get("numerics") == b.get("numerics")
+
+
+def _carry_over(report: dict[str, Any], previous: Path, running: set[str]) -> None:
+    """Keep the sections of ``previous`` (an earlier report of this machine) that this run
+    does not measure, each with the date and load it was measured at, so that
+    ``--sections doctor`` updates the doctor's figures without dropping the others."""
+    try:
+        old = json.loads(previous.read_text())
+    except (OSError, ValueError):
+        return
+    if not _same_machine(old.get("machine", {}), report["machine"]):
+        print(f"{previous}: another machine or numerics fingerprint; not reused", flush=True)
+        return
+    for section, keys in SECTIONS.items():
+        if section in running or keys[0] not in old:
+            continue
+        for key in keys:
+            if key in old:
+                report[key] = old[key]
+        report["measured"][section] = old.get("measured", {}).get(section) or {
+            "started_at": old["machine"]["started_at"],
+            "load_average": old["machine"]["load_average_at_start"],
+            "command": old.get("command"),
+        }
 
 
 def _sizes(quick: bool) -> list[tuple[str, int]]:
@@ -138,8 +185,8 @@ def _io_sections(
     write()
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Run the sections, write the JSON report and BENCHMARKS.md after each."""
+def _parser() -> argparse.ArgumentParser:
+    """The command line (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "bench.json")
     parser.add_argument("--md", type=Path, default=ROOT / "BENCHMARKS.md")
@@ -149,9 +196,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--ppo-steps", type=int, help=f"env steps per PPO run ({ENV_STEPS})")
     parser.add_argument(
         "--sections",
-        default="manager,doctor,matrix,ppo,crc",
+        default=DEFAULT_SECTIONS,
         help="comma-separated: manager, doctor (with `doctor DIR`; doctor_dir runs that "
-        "alone), matrix, ppo, crc (default: all)",
+        "alone), matrix, ppo, crc, tests (runs `nox -s tests`) "
+        f"(default: {DEFAULT_SECTIONS}); the other sections keep their figures from --out "
+        "when it was written on this machine",
+    )
+    parser.add_argument(
+        "--tests-junit",
+        type=Path,
+        metavar="DIR",
+        help="judge the tests goal from a finished run's JUnit reports in DIR instead of "
+        "running `nox -s tests` (default: not judged unless --sections has tests)",
+    )
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="do not keep sections from --out (default: keep the ones not run now)",
     )
     parser.add_argument("--work", type=Path, help="where the big files go (default: a temp dir)")
     parser.add_argument(
@@ -160,6 +221,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         metavar="JSON",
         help="measure nothing: rewrite --md from a saved report (after editing _limits.py)",
     )
+    return parser
+
+
+def _sections(parser: argparse.ArgumentParser, args: argparse.Namespace) -> set[str]:
+    """The sections to measure: ``--sections``, plus ``tests`` with ``--tests-junit`` and
+    ``doctor_dir`` with ``doctor`` (the doctor section includes `doctor DIR`)."""
+    sections = {s.strip() for s in args.sections.split(",") if s.strip()}
+    unknown = sections - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown --sections {sorted(unknown)}; expected some of {list(SECTIONS)}")
+    if args.tests_junit is not None:
+        sections.add("tests")
+    if "doctor" in sections:
+        sections.add("doctor_dir")
+    return sections
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the sections, write the JSON report and BENCHMARKS.md after each."""
+    parser = _parser()
     args = parser.parse_args(argv)
     if args.render is not None:
         saved = json.loads(args.render.read_text())
@@ -167,7 +248,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.md.write_text(render(saved))
         return saved
     runs = args.runs or (2 if args.quick else 5)
-    sections = set(args.sections.split(","))
+    sections = _sections(parser, args)
     torch.set_num_threads(1)
     report: dict[str, Any] = {
         "command": "python benchmarks/bench.py " + " ".join(sys.argv[1:] if argv is None else argv),
@@ -175,8 +256,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "runs": runs,
         "quick": args.quick,
         "notes": [],
+        "measured": {},
     }
     print(json.dumps(report["machine"]), flush=True)
+    stamp = {
+        "started_at": report["machine"]["started_at"],
+        "load_average": report["machine"]["load_average_at_start"],
+        "command": report["command"],
+    }
+    for section in sections:
+        report["measured"][section] = stamp
+    if not args.fresh and not args.quick:
+        _carry_over(report, args.out, sections)
 
     def write() -> None:
         report["notes"] = missed_notes(report)
@@ -191,7 +282,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print("crc", flush=True)
             report["crc"] = bench_crc(_sizes(args.quick), work, runs)
             write()
-        if sections & {"doctor", "doctor_dir"}:  # the doctor section includes `doctor DIR`
+        if "doctor_dir" in sections:
             print("doctor_dir", flush=True)
             report["doctor_dir"] = bench_doctor_dir(work, runs, 200 if args.quick else 1000)
             write()
@@ -203,6 +294,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if "ppo" in sections:
         steps = args.ppo_steps or (1024 if args.quick else ENV_STEPS)
         report["ppo"] = _ppo(steps, runs, [1, 8])
+        write()
+    if "tests" in sections:
+        print("tests", flush=True)
+        report["tests"] = bench_tests(
+            ROOT, args.tests_junit, ROOT / "reports" / "bench-logs" / "tests.log"
+        )
     write()
     return report
 

@@ -8,7 +8,8 @@ The agent is rebuilt from ``class_path`` + config, the weights loaded strictly (
 ``module.`` or torch.compile ``_orig_mod.`` prefix on every key is stripped first and
 reported, :mod:`.key_prefixes`), the result
 written in the safe format, read back, and its greedy outputs on a probe batch compared
-bitwise with the source's; a mismatch removes the new file and raises.
+bitwise with the source's (:mod:`.verified_write`); a mismatch removes the new file and
+raises.
 """
 
 from __future__ import annotations
@@ -18,18 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
 from torch import nn
 
 from ckptcompat import torch_compat
-from ckptcompat.agents.probe import probe_batch, run_probe
 from ckptcompat.agents.registry import build_agent
 from ckptcompat.checkpoint import legacy
 from ckptcompat.checkpoint.key_prefixes import load_error, strip_wrapper_prefix
 from ckptcompat.checkpoint.layout import parse_filename, run_dir_of
-from ckptcompat.checkpoint.manager import SimpleCheckpointManager
-from ckptcompat.checkpoint.saving import save_agent_file
 from ckptcompat.checkpoint.uri import file_uri
+from ckptcompat.checkpoint.verified_write import write_verified
 from ckptcompat.errors import (
     AgentMismatchError,
     CheckpointError,
@@ -151,12 +149,6 @@ def _rebuild(
     return agent, prefix
 
 
-def _outputs_equal(a: nn.Module, b: nn.Module) -> bool:
-    obs, done = probe_batch(a)
-    out_a, out_b = run_probe(a, obs, done), run_probe(b, obs, done)
-    return all(torch.equal(x, y) for x, y in zip(out_a[:4], out_b[:4], strict=True))
-
-
 def migrate(
     src: str | os.PathLike[str],
     dst: str | os.PathLike[str],
@@ -185,35 +177,13 @@ def migrate(
     """
     src = Path(src)
     ckpt, loader = _read(src, trust)
-    source_agent = ckpt.agent
     agent, prefix = _rebuild(ckpt, class_path, config)
     run, epoch = _run_and_epoch(ckpt, run, epoch)
     facts = _training_facts(ckpt)
-    dst = Path(dst)
-    if dst.suffix == ".pt":
-        save_agent_file(agent, dst, run=run, epoch=epoch, metadata=facts)
-        written = dst
-    else:
-        manager = SimpleCheckpointManager(run, dst)
-        if any(e.epoch == epoch for e in manager.list_checkpoints()):
-            raise CheckpointError(
-                f"run {run!r} already has a checkpoint at epoch {epoch}; migrate never overwrites",
-                path=manager.checkpoint_dir,
-                fix="choose another data_dir or epoch",
-            )
-        written = Path(manager.save_agent(agent, epoch, facts).removeprefix("file://"))
-    reloaded = SimpleCheckpointManager.load_from_uri(written)
-    equal = _outputs_equal(source_agent if source_agent is not None else agent, reloaded)
-    if not equal:
-        written.unlink()
-        raise AgentMismatchError(
-            "the migrated checkpoint does not reproduce the source's outputs",
-            path=src,
-            expected="bitwise-equal greedy outputs on the probe batch",
-            found="different outputs; the new file was removed",
-            fix="the agent's forward may depend on state outside its state_dict; report it",
-        )
+    written = write_verified(
+        agent, dst, run=run, epoch=epoch, facts=facts, source=src, reference=ckpt.agent
+    )
     return MigrationReport(
-        str(src), file_uri(written), ckpt.generation, loader, ckpt.allowlist, run, epoch, equal,
+        str(src), file_uri(written), ckpt.generation, loader, ckpt.allowlist, run, epoch, True,
         prefix,
     )  # fmt: skip

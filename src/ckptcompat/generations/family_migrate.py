@@ -4,8 +4,8 @@
 The weights and JSON-primitive hyperparameters come from :func:`.families.read_family`;
 the agent is rebuilt from ``class_path`` + ``config`` (required: these files name no agent
 of ours), the weights loaded strictly, then written and verified as any migration
-(:func:`.safe_write.write_verified`). The hyperparameters, the family and what was
-reported go into the new file's ``metadata.extra``.
+(:func:`ckptcompat.checkpoint.verified_write.write_verified`). The hyperparameters, the
+family and what was reported go into the new file's ``metadata.extra``.
 
 A LightningModule's state_dict names its parameters after the attribute holding the net
 (``self.agent = Agent()`` saves ``agent.actor.weight``): ``submodule="agent"`` keeps the
@@ -33,9 +33,9 @@ from ckptcompat.checkpoint.key_prefixes import load_error, strip_wrapper_prefix
 from ckptcompat.checkpoint.layout import validate_run_name
 from ckptcompat.checkpoint.migrate import MigrationReport
 from ckptcompat.checkpoint.uri import file_uri
+from ckptcompat.checkpoint.verified_write import write_verified
 from ckptcompat.errors import AgentMismatchError, CheckpointError, InvalidArgumentError
 from ckptcompat.generations.families import FamilyRead, detect_family, read_family
-from ckptcompat.generations.safe_write import write_verified
 
 __all__ = ["FamilyMigrationReport", "key_prefixes", "migrate_family", "select_submodule"]
 

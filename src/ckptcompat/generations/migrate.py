@@ -22,10 +22,10 @@ from ckptcompat.agents.registry import build_agent
 from ckptcompat.checkpoint.key_prefixes import load_error, strip_wrapper_prefix
 from ckptcompat.checkpoint.migrate import MigrationReport
 from ckptcompat.checkpoint.uri import file_uri
+from ckptcompat.checkpoint.verified_write import write_verified
 from ckptcompat.errors import AgentMismatchError, CheckpointError, UnsafeCheckpointError
 from ckptcompat.generations.architecture import resolve_class_path
 from ckptcompat.generations.detect import GenerationSource, open_generation, run_and_epoch
-from ckptcompat.generations.safe_write import write_verified
 from ckptcompat.generations.tensors import load_safetensors
 
 __all__ = ["migrate_generation"]

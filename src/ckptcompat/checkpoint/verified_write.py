@@ -1,11 +1,14 @@
 """Write a rebuilt agent in the safe format and prove the file reproduces it.
 
-Shared by the migrations of this package (:mod:`.migrate` for G3/G4, :mod:`.family_migrate`
-for other libraries' files): a ``.pt`` destination is written standalone
-(:func:`~ckptcompat.checkpoint.saving.save_agent_file`), any other is a data_dir written
-through :class:`~ckptcompat.checkpoint.manager.SimpleCheckpointManager` (indexed). The file
-is read back and its greedy outputs on the probe batch compared bitwise with the agent's;
-a mismatch removes the new file. Either way the write is atomic: nothing half-written.
+The last step of every migration: :mod:`ckptcompat.checkpoint.migrate` (G1, G2, bare
+state_dicts), :mod:`ckptcompat.generations.migrate` (G3/G4) and
+:mod:`ckptcompat.generations.family_migrate` (other libraries' files). A ``.pt``
+destination is written standalone (:func:`~ckptcompat.checkpoint.saving.save_agent_file`),
+any other is a data_dir written through
+:class:`~ckptcompat.checkpoint.manager.SimpleCheckpointManager` (indexed). The file is read
+back and its greedy outputs on the probe batch compared bitwise with the reference's (the
+source's own agent when the source held one, else the rebuilt agent); a mismatch removes
+the new file. Either way the write is atomic: nothing half-written.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ def write_verified(
     epoch: int,
     facts: dict[str, Any],
     source: str | os.PathLike[str],
+    reference: nn.Module | None = None,
 ) -> Path:
     """Write ``agent`` at ``dst`` (a ``.pt`` file, or a data_dir), read it back, compare.
 
@@ -50,6 +54,8 @@ def write_verified(
         run, epoch: the destination's run name and epoch.
         facts: the metadata (``agent_step``, ``total_time_s``, ``score``, ``extra``).
         source: the migrated file (named in errors).
+        reference: the agent whose probe outputs the file must reproduce (a whole pickled
+            source agent, unpickled); None: ``agent`` itself.
 
     Returns the path written.
 
@@ -71,7 +77,7 @@ def write_verified(
             )
         written = Path(manager.save_agent(agent, epoch, facts).removeprefix("file://"))
     reloaded = SimpleCheckpointManager.load_from_uri(written)
-    if not outputs_equal(agent, reloaded):
+    if not outputs_equal(reference if reference is not None else agent, reloaded):
         written.unlink()
         raise AgentMismatchError(
             "the migrated checkpoint does not reproduce the source's outputs",

@@ -49,6 +49,7 @@ def _saved_run(data: Path, epochs: int = 2) -> Path:
     return manager.checkpoint_dir
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "agent", ["ckptcompat.agents.mock.MockAgent", "ckptcompat.agents.recurrent.RecurrentAgent"]
 )

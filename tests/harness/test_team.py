@@ -116,6 +116,7 @@ def test_example_checkpoints_doctor_and_migrate(tmp_path: Path) -> None:
     assert report.generation == "state_dict"
 
 
+@pytest.mark.slow
 def test_team_matrix_in_this_cell(tmp_path: Path) -> None:
     """The team path end to end, one process per phase, in this cell only (budget: seconds)."""
     cell = _cell()

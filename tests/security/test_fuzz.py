@@ -17,7 +17,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.faults import SRC
+
+pytestmark = pytest.mark.slow
 
 CASES = 250
 SEED = 2023

@@ -227,6 +227,7 @@ def test_regeneration_is_byte_identical(label: str, tmp_path: Path) -> None:
     assert _manifest_without_freeze(fresh) == _manifest_without_freeze(g.root)
 
 
+@pytest.mark.slow
 def test_generation_is_deterministic_here(tmp_path: Path) -> None:
     """Guards non-deterministic golden bytes in THIS cell with THIS code (independent of
     the committed goldens, which older code may have written): two generations in fresh
@@ -240,6 +241,7 @@ def test_generation_is_deterministic_here(tmp_path: Path) -> None:
     assert _manifest_without_freeze(a) == _manifest_without_freeze(b)
 
 
+@pytest.mark.slow
 def test_confirm_code_records_only_byte_identical_regeneration(tmp_path: Path) -> None:
     """Guards the regeneration test going silent after a refactor (a new producer code
     digest skipped it) or being fooled (a digest confirmed although the bytes changed):

@@ -149,6 +149,7 @@ def _this_cell() -> str:
     return os.environ.get("CKPTCOMPAT_CELL") or "t26"
 
 
+@pytest.mark.slow
 def test_dcp_regeneration_is_equivalent_here(tmp_path: Path) -> None:
     """Guards non-deterministic DCP goldens beyond what the semantic digest sets aside
     (unseeded ranks, thread-dependent kernels, a rank writing other tensors): regenerating
@@ -176,6 +177,7 @@ def test_dcp_regeneration_is_equivalent_here(tmp_path: Path) -> None:
     assert not list((out / "dcp" / cell).rglob(LOCK_NAME))
 
 
+@pytest.mark.slow
 def test_dcp_regeneration_refuses_a_changed_golden(tmp_path: Path) -> None:
     """Guards the verification passing whatever the directory holds: a committed DCP golden
     whose MANIFEST says a file means something else is refused (exit 1, the file named),

@@ -150,6 +150,7 @@ def _resumed_run(layout: Layout, cell: str) -> tuple[str, int]:
     return uri, 4
 
 
+@pytest.mark.slow
 def test_round_trip_through_a_real_server_and_this_cells_worker(tmp_path: Path) -> None:
     """Guards the phase's own path in every cell: a throw-away server, the task queued,
     this cell's worker in its venv draining it, the shard collected, and a pass record

@@ -75,6 +75,7 @@ from ckptcompat.scan.nesting import (
     _U32,
     _add,
     _container,
+    _deepest,
     _index,
     _other,
     _skip,
@@ -293,7 +294,7 @@ def fast_past(data: bytes, start: int, limit: int, max_unfolded: int) -> str | N
             if kind == _PUT:
                 top = stack[-1]
                 if top:
-                    index = _index(data, op, arg_at, pos)
+                    index = data[arg_at] if op == 0x71 else _index(data, op, arg_at, pos)
                     memo[index] = top
                     runs.cleared[index] = runs.taken
                 continue
@@ -301,7 +302,7 @@ def fast_past(data: bytes, start: int, limit: int, max_unfolded: int) -> str | N
                 push(0)
                 continue
             if kind == _GET:
-                index = _index(data, op, arg_at, pos)
+                index = data[arg_at] if op == 0x68 else _index(data, op, arg_at, pos)
                 if runs.taken and runs.may_put(index):
                     return ABORT  # a run may have PUT it: its value is not in memo
                 push(get(index, 0))
@@ -349,7 +350,7 @@ def fast_past(data: bytes, start: int, limit: int, max_unfolded: int) -> str | N
                 at = marks.pop()
                 items = stack[at:]
                 del stack[at:]
-                value = _add(max((v & 255 for v in items), default=0), pop())
+                value = _add(_deepest(items), pop())
             else:
                 if kind == _STOP or kind < 0:
                     break

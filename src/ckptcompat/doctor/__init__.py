@@ -29,12 +29,17 @@ from ckptcompat.doctor.families import Family, recognise
 from ckptcompat.doctor.location import DeviceCheck, check_devices, visible_cuda_devices
 from ckptcompat.doctor.migration import Generation, Migration, generation, migration
 from ckptcompat.doctor.numpy_consumer import NUMPY_MAJORS, numpy_facts
-from ckptcompat.doctor.packages import Consumer, check_here, check_python, with_consumer
+from ckptcompat.doctor.packages import Consumer, check_here, check_python
 from ckptcompat.doctor.pickle_walk import pickle_facts, root_object
-from ckptcompat.doctor.predict import numpy_major_matters, predict
 from ckptcompat.doctor.prefixes import KeyPrefix, find_prefix, state_dict_keys
 from ckptcompat.doctor.render import render_text
-from ckptcompat.doctor.rules import Basis, Profile, minor_of, profiles
+from ckptcompat.doctor.reports import (
+    NumpyRow,
+    VersionReport,
+    prediction_inputs,
+    version_rows,
+)
+from ckptcompat.doctor.rules import Profile, minor_of, profiles
 from ckptcompat.doctor.safety import code_risks
 from ckptcompat.doctor.summary import verdict_line
 from ckptcompat.doctor.verdict import Verdict, numpy_dtype_class
@@ -60,40 +65,6 @@ __all__ = [
 ]
 
 JSON_SCHEMA_VERSION = 1
-
-
-@dataclass(frozen=True)
-class VersionReport:
-    """Predictions for one torch minor.
-
-    Attributes:
-        torch: the minor, e.g. ``"2.6"``.
-        release: the release the facts describe, e.g. ``"2.6.0"``.
-        basis: ``"snapshot"`` (probed in that cell) or ``"rules"`` (torch_versions.md).
-        plain: ``torch.load(FILE)`` with ``weights_only`` omitted.
-        weights_only: ``torch.load(FILE, weights_only=True)``.
-        advisories: security fixes this release lacks, ``"<id>: <meaning>"``.
-    """
-
-    torch: str
-    release: str
-    basis: Basis
-    plain: Verdict
-    weights_only: Verdict
-    advisories: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class NumpyRow:
-    """Every torch minor's predictions for one numpy major on the loading side.
-
-    Attributes:
-        numpy_major: 1 (numpy 1.26) or 2.
-        versions: one report per torch minor, 2.4 first.
-    """
-
-    numpy_major: int
-    versions: tuple[VersionReport, ...]
 
 
 @dataclass(frozen=True)
@@ -306,24 +277,14 @@ def diagnose(
         profiles() if snapshot_dir is None else profiles(snapshot_dir)
     )
     consumer = check_python(python, result.globals) if python else check_here(result.globals)
-    rows: list[NumpyRow] = []
-    for major in majors:
-        if rows and not numpy_major_matters(result, numpy):
-            rows.append(NumpyRow(major, rows[0].versions))  # the same predictions
-            continue
-        reports = []
-        for profile in all_profiles:
-            plain, wo = predict(result, facts, profile, numpy_major=major, numpy=numpy)
-            wo = with_consumer(wo, consumer, full_unpickler=False)
-            full = not profile.weights_only_default  # plain on <= 2.5: every global imported
-            plain = with_consumer(plain, consumer, full_unpickler=full)
-            if family is not None and family.library == "stable-baselines3":
-                plain, wo = _sb3_verdict(plain), _sb3_verdict(wo)
-            advisories = tuple(f"{a}: {meaning}" for a, meaning in profile.advisories)
-            reports.append(
-                VersionReport(profile.minor, profile.release, profile.basis, plain, wo, advisories)
-            )
-        rows.append(NumpyRow(major, tuple(reports)))
+    inputs = prediction_inputs(
+        result,
+        facts,
+        numpy,
+        consumer,
+        sb3=family is not None and family.library == "stable-baselines3",
+    )
+    rows = version_rows(inputs, all_profiles, majors)
     reports = list(next(r.versions for r in rows if r.numpy_major == numpy_major))
     return Diagnosis(
         path=name,
@@ -357,18 +318,6 @@ def diagnose(
         numpy_rows=tuple(rows),
         family=family,
     )
-
-
-_SB3_WHY = (
-    "not a torch.save file: a stable-baselines3 zip (JSON 'data' and .pth members); "
-    "torch.load(FILE) fails on every torch, its policy.pth member loads with weights_only"
-)
-
-
-def _sb3_verdict(verdict: Verdict) -> Verdict:
-    """A stable-baselines3 zip's row: not a torch.save file (the scan, which knows only
-    torch's containers, calls its missing ``data.pkl`` corrupt; issue 16 trial)."""
-    return dataclasses.replace(verdict, why=_SB3_WHY, blockers=(_SB3_WHY,))
 
 
 def _version_json(v: VersionReport) -> dict[str, Any]:

@@ -59,11 +59,11 @@ def _is_generation(path: Path) -> bool:
     return generation_of(path) is not None
 
 
-def _is_safetensors(path: Path) -> bool:
-    """A safetensors file or shard index, by name or first bytes (issue 22)."""
-    from ckptcompat.doctor.safetensors import is_safetensors
+def _is_safetensors_file(path: Path, size_bytes: int) -> bool:
+    """A safetensors file or shard index (a regular file), by name or first bytes (issue 22)."""
+    from ckptcompat.doctor.safetensors import is_safetensors_file
 
-    return is_safetensors(path)
+    return is_safetensors_file(path, size_bytes)
 
 
 def _walk(root: Path) -> Iterator[Path]:
@@ -147,14 +147,22 @@ def examine(
     """
     from ckptcompat import doctor
 
+    # One stat for the tests below (a store has thousands of files; each test stats again).
     try:
-        if _is_generation(path):  # Metta G3 / G4 (issue 22)
+        status = os.stat(path)
+    except (OSError, ValueError):  # missing, unreadable, or a NUL in the name
+        status = None
+    is_dir = status is not None and stat.S_ISDIR(status.st_mode)
+    is_file = status is not None and stat.S_ISREG(status.st_mode)
+    size = status.st_size if status is not None else 0
+    try:
+        if (is_dir or path.suffix in (".mpt", ".zip")) and _is_generation(path):  # G3 / G4
             from ckptcompat.doctor import generations
 
             explained = generations.explain_generation(path)
             document = generations.to_json(explained) if as_json else None
             return BatchLine(path, generations.summary_line(explained), document, None)
-        if is_dcp_dir(path):
+        if is_dir and is_dcp_dir(path):
             from ckptcompat.doctor.dcp import explain_dcp, to_json
 
             explanation = explain_dcp(path)
@@ -164,13 +172,13 @@ def examine(
                 document = {"schema_version": doctor.JSON_SCHEMA_VERSION, "file": str(path),
                             "summary": summary, **to_json(explanation)}  # fmt: skip
             return BatchLine(path, summary, document, None)
-        if path.is_file() and _is_safetensors(path):  # plain or index (issue 22)
+        if is_file and _is_safetensors_file(path, size):  # plain or index (issue 22)
             from ckptcompat.doctor import safetensors
 
             st = safetensors.explain(path)
             document = safetensors.to_json(st) if as_json else None
             return BatchLine(path, safetensors.summary_line(st), document, None)
-        if not path.is_file():
+        if not is_file:
             raise CheckpointNotFoundError(
                 "no checkpoint file here",
                 path=path,

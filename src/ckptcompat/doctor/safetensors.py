@@ -32,6 +32,7 @@ __all__ = [
     "SafetensorsExplanation",
     "explain",
     "is_safetensors",
+    "is_safetensors_file",
     "readers_json",
     "render",
     "summary_line",
@@ -63,10 +64,22 @@ def is_safetensors(path: str | os.PathLike[str]) -> bool:
         return bool(find_indexes(name))
     if not os.path.isfile(name):
         return False
-    if name.endswith((".safetensors", INDEX_SUFFIX)):
-        return True
     try:
         size = os.path.getsize(name)
+    except OSError:
+        return False
+    return is_safetensors_file(name, size)
+
+
+def is_safetensors_file(path: str | os.PathLike[str], size_bytes: int) -> bool:
+    """:func:`is_safetensors` for ``path`` already known to be a regular file of
+    ``size_bytes`` bytes (``doctor DIR`` stats each file once): by name, else by its first
+    16 bytes."""
+    name = os.fspath(path)
+    if name.endswith((".safetensors", INDEX_SUFFIX)):
+        return True
+    size = size_bytes
+    try:
         with open(name, "rb") as f:
             head = f.read(16)
     except OSError:

@@ -247,20 +247,38 @@ class ArchiveReader:
         """The record's bytes, CRC-checked. Raises BadZip."""
         if entry.flags & _FLAG_ENCRYPTED or entry.method not in (0, 8):
             raise BadZip(f"{entry.name}: encrypted or compressed with method {entry.method}")
-        head = self.read_at(entry.header_offset, _LOCAL.size)
+        # One read for the local header, its name and extra field (torch's extra pads
+        # the data to 64 bytes) and the data, as the directory describes them, when the
+        # file holds them all; the local header's own lengths are then checked, and what
+        # they move is read again.
+        name_size = len(
+            entry.name.encode("utf-8" if entry.flags & _FLAG_UTF8 else "cp437", "replace")
+        )
+        guess = _LOCAL.size + name_size + _EXTRA_GUESS
+        if entry.header_offset + guess + entry.compress_size <= self.size:
+            block = self.read_at(entry.header_offset, guess + entry.compress_size)
+        else:  # sizes the file cannot hold: read nothing they claim before the checks below
+            block = self.read_at(entry.header_offset, _LOCAL.size + name_size)
+        head = block[: _LOCAL.size]
         if len(head) < _LOCAL.size or head[:4] != b"PK\x03\x04":
             raise BadZip(f"{entry.name}: bad local header")
         rec = _LOCAL.unpack(head)
-        local_name = self.read_at(entry.header_offset + _LOCAL.size, rec[10])
+        local_name = block[_LOCAL.size : _LOCAL.size + rec[10]]
+        if len(local_name) < rec[10]:
+            local_name = self.read_at(entry.header_offset + _LOCAL.size, rec[10])
         if (
             local_name.decode("utf-8" if entry.flags & _FLAG_UTF8 else "cp437", "replace")
             != entry.name
         ):
             raise BadZip(f"{entry.name}: local header names another record")
-        start = entry.header_offset + _LOCAL.size + rec[10] + rec[11]
+        skip = _LOCAL.size + rec[10] + rec[11]
+        start = entry.header_offset + skip
         if start + entry.compress_size > self.size:  # never allocate what the file lacks
             raise BadZip(f"{entry.name}: the record runs past the end of the file")
-        data = self.read_at(start, entry.compress_size)
+        if skip + entry.compress_size <= len(block):
+            data = block[skip : skip + entry.compress_size]
+        else:
+            data = self.read_at(start, entry.compress_size)
         if entry.method == 8:
             try:
                 data = zlib.decompressobj(-15).decompress(data, entry.file_size + 1)
@@ -272,6 +290,7 @@ class ArchiveReader:
 
 
 _make_entry = functools.partial(tuple.__new__, ZipEntry)
+_EXTRA_GUESS = 128  # bytes of a local header's extra field read with it (torch: < 68)
 _MAX32 = 0xFFFFFFFF
 _CENTRAL_SIGNATURE = b"PK\x01\x02"
 # After the signature: flags, method, crc, compressed and uncompressed size, name, extra

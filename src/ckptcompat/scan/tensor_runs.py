@@ -44,8 +44,11 @@ index is the memo's size) aborts.
 
 from __future__ import annotations
 
+import functools
 import re
 import struct
+from collections.abc import Callable
+from typing import NamedTuple
 
 from ckptcompat.scan import nesting
 from ckptcompat.scan.limits import MAX_NESTING_DEPTH, MAX_UNFOLDED_TUPLE_ITEMS
@@ -72,6 +75,7 @@ from ckptcompat.scan.nesting import (
     _U32,
     _add,
     _container,
+    _deepest,
     _index,
     _other,
     _skip,
@@ -80,7 +84,7 @@ from ckptcompat.scan.nesting import (
 __all__ = ["ABORT", "fast_past", "too_deep"]
 
 ABORT = "abort"  #: :func:`fast_past` cannot vouch for the answer
-_FAST_MIN_BYTES = 1024  # smaller pickles: the reference is as cheap as the regexes
+_FAST_MIN_BYTES = 2048  # smaller pickles: the reference costs <= ~0.2 ms, no compile
 _MAX_FAILED = 64  # run matches that found nothing before the search stops (speed only)
 _MAX_RUNS = 64  # runs taken before the search stops (bounds the PUT searches)
 _BINUNICODE = 0x58
@@ -140,15 +144,28 @@ def _run(put: bytes) -> re.Pattern[bytes]:
     return re.compile(b"(?s)" + _record(first, put) + b"(?:" + _record(later, put) + b")*+")
 
 
-#: Runs whose PUTs are all LONG_BINPUT of indices from 256 on (as torch writes them) ...
 _WIDE_PUT = rb"r(?!.\0\0\0)...."
-_WIDE = _run(_WIDE_PUT).match
-#: ... and all BINPUT (indices below 256: the first records of a file).
-_NARROW = _run(b"q.").match
 _ANY_GET = [b"(?:h.|j....)"] * 5
-_COUNT_WIDE = re.compile(b"(?s)" + _record(_ANY_GET, _WIDE_PUT))
-#: One narrow record, its PUT indices as groups.
-_NARROW_PUTS = re.compile(b"(?s)" + _record(_ANY_GET, b"q(.)"))
+
+
+class _Patterns(NamedTuple):
+    """The compiled run patterns (compiling them takes ~0.1 s: done on first use, so a
+    process that never scans a pickle of :data:`_FAST_MIN_BYTES` pays nothing)."""
+
+    wide: Callable[..., re.Match[bytes] | None]  # runs of LONG_BINPUTs of indices >= 256
+    narrow: Callable[..., re.Match[bytes] | None]  # runs of BINPUTs (a file's first records)
+    count_wide: re.Pattern[bytes]  # one wide record
+    narrow_puts: re.Pattern[bytes]  # one narrow record, its PUT indices as groups
+
+
+@functools.cache
+def _patterns() -> _Patterns:
+    return _Patterns(
+        wide=_run(_WIDE_PUT).match,
+        narrow=_run(b"q.").match,
+        count_wide=re.compile(b"(?s)" + _record(_ANY_GET, _WIDE_PUT)),
+        narrow_puts=re.compile(b"(?s)" + _record(_ANY_GET, b"q(.)")),
+    )
 
 
 class _Runs:
@@ -205,10 +222,11 @@ def _take(
     (module docstring); None when there is no run there or it cannot be taken. ``marks``
     and ``depth`` (the stack's size) say whether the fold after the run reads every value
     the run pushed."""
+    patterns = _patterns()
     wide = True
-    match = _WIDE(data, pos)
+    match = patterns.wide(data, pos)
     if match is None:
-        wide, match = False, _NARROW(data, pos)
+        wide, match = False, patterns.narrow(data, pos)
         if match is None:
             return None
     end = match.end()
@@ -221,7 +239,7 @@ def _take(
         runs.wide.append((runs.taken, pos, end))
         count = None
     else:
-        rows = _NARROW_PUTS.findall(data, pos, end)
+        rows = patterns.narrow_puts.findall(data, pos, end)
         puts = set(b"".join(b"".join(row) for row in rows))
         if not gets.isdisjoint(puts):
             return None
@@ -231,7 +249,7 @@ def _take(
     if end < len(data) and data[end] in _FOLDS and marks and marks[-1] <= depth:
         return end, 2  # one (key, value) pair: the fold reads only the deepest item
     if count is None:
-        count = len(_COUNT_WIDE.findall(data, pos, end))
+        count = len(patterns.count_wide.findall(data, pos, end))
     return end, 2 * count
 
 
@@ -276,7 +294,7 @@ def fast_past(data: bytes, start: int, limit: int, max_unfolded: int) -> str | N
             if kind == _PUT:
                 top = stack[-1]
                 if top:
-                    index = _index(data, op, arg_at, pos)
+                    index = data[arg_at] if op == 0x71 else _index(data, op, arg_at, pos)
                     memo[index] = top
                     runs.cleared[index] = runs.taken
                 continue
@@ -284,7 +302,7 @@ def fast_past(data: bytes, start: int, limit: int, max_unfolded: int) -> str | N
                 push(0)
                 continue
             if kind == _GET:
-                index = _index(data, op, arg_at, pos)
+                index = data[arg_at] if op == 0x68 else _index(data, op, arg_at, pos)
                 if runs.taken and runs.may_put(index):
                     return ABORT  # a run may have PUT it: its value is not in memo
                 push(get(index, 0))
@@ -332,7 +350,7 @@ def fast_past(data: bytes, start: int, limit: int, max_unfolded: int) -> str | N
                 at = marks.pop()
                 items = stack[at:]
                 del stack[at:]
-                value = _add(max((v & 255 for v in items), default=0), pop())
+                value = _add(_deepest(items), pop())
             else:
                 if kind == _STOP or kind < 0:
                     break

@@ -232,4 +232,3 @@ class SplitLSTMAgent(Agent):
             values=self.critic(critic_out).squeeze(-1),
             state=(*actor_state, *critic_state),
         )
-

@@ -39,11 +39,13 @@ import hashlib
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -322,6 +324,27 @@ def confirm_code(
     return f"golden {cell_id}: code {digest[:12]} reproduces {committed.root}; recorded in {path}"
 
 
+def _per_generation(args: argparse.Namespace, plan: dict[int, Any]) -> int:
+    """Run this CLI once per generation of ``plan``, each in a fresh process.
+
+    A whole-object pickle (G1, G2) memoises equal strings that are one object, and which
+    strings are one object depends on what ran before in the process: generation 3's LSTM
+    parameter names pickled differently after generation 2 had been produced in the same
+    process. One process per generation keeps each generation's bytes a function of its
+    own code. Returns the worst exit status.
+    """
+    status = 0
+    for generation in plan:
+        command = [sys.executable, "-m", "ckptcompat.harness.golden", str(args.out_dir),
+                   args.cell, "--generation", str(generation)]  # fmt: skip
+        if args.config is not None:
+            command += ["--config", str(args.config)]
+        if args.confirm_code:
+            command.append("--confirm-code")
+        status = max(status, subprocess.run(command, check=False).returncode)
+    return status
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI: ``python -m ckptcompat.harness.golden OUT_DIR CELL``; exit 1 on a GoldenError.
 
@@ -349,6 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         help="regenerate OUT_DIR's committed goldens of CELL in a temp dir and, when every "
         "byte is the same, record this producer code's digest as reproducing them",
     )
+    parser.add_argument("--generation", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     plan = {g: GENERATION_AGENTS[g] for g in GENERATIONS}
     if args.config is not None:
@@ -356,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
 
         specs = team.load(args.config).resolved_agents()
         plan = {GENERATION: tuple(GoldenAgent(n, p, dict(kw)) for n, (p, kw) in specs.items())}
+    if args.generation is not None:
+        plan = {args.generation: plan[args.generation]}
     try:
         if args.confirm_code:
             present = {
@@ -366,9 +392,13 @@ def main(argv: list[str] | None = None) -> int:
             if not present:
                 # read_golden names the missing manifest and how to produce it.
                 read_golden(generation_dir(args.out_dir, args.cell, min(plan)))
+            if len(present) > 1:
+                return _per_generation(args, present)
             for generation, agents in present.items():
                 print(confirm_code(args.out_dir, args.cell, agents, generation))
             return 0
+        if len(plan) > 1:
+            return _per_generation(args, plan)
         for generation, agents in plan.items():
             existing = generation_dir(args.out_dir, args.cell, generation)
             if (existing / MANIFEST_NAME).is_file() and producer_code_digest() not in {

@@ -180,7 +180,7 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON, default=False)
 @nox.parametrize("cell", [nox.param(c.id, id=c.id) for c in versions.GOLDEN_PRODUCERS])
 def golden(session: nox.Session, cell: str) -> None:
-    """Write one cell's goldens to fixtures/golden/gen2, metta and dcp (or verify them unchanged).
+    """Write one cell's goldens to fixtures/golden/gen2, gen3, metta, dcp (or verify them).
 
     Every producer cell also writes (or verifies by content) its Metta G3/G4 goldens in
     fixtures/golden/metta/<cell> (:mod:`ckptcompat.harness.generations_golden`). A default
@@ -562,7 +562,7 @@ def bench(session: nox.Session) -> None:
     """Benchmark manager, doctor and PPO as ratios to baselines in the t215 cell (BENCHMARKS.md)."""
     _install_cell(session, "t215")
     # Comparison tools live only in this venv; unpinned, so their versions are printed.
-    tools = ("stable-baselines3", "sb3-contrib", "picklescan", "pyinstrument")
+    tools = ("stable-baselines3", "sb3-contrib", "picklescan", "pyinstrument", "matplotlib")
     cell = versions.by_id("t215")
     session.install("-c", str(CONSTRAINTS), cell.torch_requirement, *tools)
     show = f"import importlib.metadata as m; [print(n, m.version(n)) for n in {tools!r}]"

@@ -5,10 +5,11 @@ The issue's reference settings on both sides: ``n_steps=128`` per env, minibatch
 defaults otherwise (constant lr 3e-4, gamma 0.99, GAE lambda 0.95, clip 0.2, no value
 clipping, no entropy bonus, vf 0.5, grad norm 0.5, advantages normalised per minibatch, Adam
 eps 1e-5), one torch thread. Pairs: our MLPAgent vs sb3 PPO ``MlpPolicy`` (both 64 x 64
-tanh, separate actor and critic); our RecurrentAgent (64-wide MLP encoder, one 64-unit LSTM)
-vs sb3-contrib RecurrentPPO ``MlpLstmPolicy`` with 64 LSTM units. Throughput is env steps
-over the wall time of the learning call (model construction excluded on both sides); the
-return is the mean of the last 20 training episodes.
+tanh, separate actor and critic); our default agent, SplitLSTMAgent (separate actor and
+critic towers: 64-wide MLP encoder, 64-unit LSTM, 64 x 64 tanh head each) vs sb3-contrib
+RecurrentPPO ``MlpLstmPolicy`` with 64 LSTM units (the same layout, with no encoder).
+Throughput is env steps over the wall time of the learning call (model construction
+excluded on both sides); the return is the mean of the last 20 training episodes.
 
 Known differences besides the architectures: ours normalises observations (running
 mean/var, updated after each update) and treats a time-limit truncation like a termination
@@ -30,7 +31,15 @@ from ckptcompat.rl.ppo import PPOConfig
 from ckptcompat.rl.trainer import Trainer
 from ckptcompat.rl.trainer_config import DEFAULT_AGENT, MLP_AGENT, TrainerConfig
 
-__all__ = ["AGENTS", "ENV_STEPS", "HYPER", "run_ours", "run_sb3"]
+__all__ = [
+    "AGENTS",
+    "ENV_STEPS",
+    "HYPER",
+    "LAST",
+    "ours_ppo_config",
+    "run_ours",
+    "run_sb3",
+]
 
 HYPER = {
     "n_steps": 128,
@@ -63,11 +72,9 @@ def _batch_size(num_envs: int) -> int:
     return min(HYPER["batch_size"], HYPER["n_steps"] * num_envs)
 
 
-def run_ours(
-    num_envs: int, env_steps: int, seed: int, agent: str = "recurrent"
-) -> dict[str, float]:
-    """Our trainer with ``agent`` (a key of :data:`AGENTS`) at its default sizes."""
-    ppo = PPOConfig(
+def ours_ppo_config(num_envs: int) -> PPOConfig:
+    """Our PPOConfig for :data:`HYPER` with ``num_envs`` envs (constant learning rate)."""
+    return PPOConfig(
         num_envs=num_envs,
         num_steps=HYPER["n_steps"],
         num_minibatches=HYPER["n_steps"] * num_envs // _batch_size(num_envs),
@@ -83,6 +90,13 @@ def run_ours(
         vf_coef=HYPER["vf_coef"],
         max_grad_norm=HYPER["max_grad_norm"],
     )
+
+
+def run_ours(
+    num_envs: int, env_steps: int, seed: int, agent: str = "recurrent"
+) -> dict[str, float]:
+    """Our trainer with ``agent`` (a key of :data:`AGENTS`) at its default sizes."""
+    ppo = ours_ppo_config(num_envs)
     epochs = max(1, env_steps // ppo.batch_size)
     config = TrainerConfig(
         seed=seed, checkpoint_every=10_000, agent_class_path=AGENTS[agent], ppo=ppo

@@ -49,7 +49,7 @@ __all__ = [
 ]
 
 STEPS = ("train", "resume", "evaluate")
-_DEFAULT_AGENT = "ckptcompat.agents.recurrent.RecurrentAgent"  # = rl.trainer_config.DEFAULT_AGENT
+_DEFAULT_AGENT = "ckptcompat.agents.split_lstm.SplitLSTMAgent"  # = rl.trainer_config.DEFAULT_AGENT
 _DEFAULT_ENV = "CartPole-v1"
 _OUTCOMES = {EXIT_OK: "pass", EXIT_FAILED: "fail", EXIT_USAGE: "error"}
 Body = Callable[[], tuple[str | None, dict[str, Any], str]]

@@ -11,6 +11,7 @@ from ckptcompat.agents.base import Agent
 from ckptcompat.agents.mlp import MLPAgent
 from ckptcompat.agents.mock import MockAgent
 from ckptcompat.agents.recurrent import RecurrentAgent
+from ckptcompat.agents.split_lstm import SplitLSTMAgent
 from ckptcompat.rl.ppo import PPOConfig, RolloutBatch, RolloutStorage, compute_gae, ppo_update
 
 T, B = 16, 4
@@ -73,11 +74,16 @@ def _agent(kind: str, seed: int = 0) -> Agent:
         return MockAgent(obs_space, act_space)
     if kind == "mlp":
         return MLPAgent(obs_space, act_space, hidden_sizes=[16, 16])
-    agent = RecurrentAgent(obs_space, act_space, hidden_size=16, encoder_size=16)
+    if kind == "split_lstm":
+        agent = SplitLSTMAgent(obs_space, act_space, hidden_size=16, encoder_size=16)
+        head = agent.actor[-1]
+    else:
+        agent = RecurrentAgent(obs_space, act_space, hidden_size=16, encoder_size=16)
+        head = agent.actor
     with torch.no_grad():
         # CleanRL's actor init (gain 0.01) makes the policy almost uniform, so log-probabilities
         # would barely depend on the recurrent state; sharpen it so the tests can see the state.
-        agent.actor.weight.mul_(100.0)
+        head.weight.mul_(100.0)
     return agent
 
 
@@ -112,7 +118,7 @@ def _update(kind: str, generator_seed: int) -> tuple[Agent, torch.optim.Adam, di
     return agent, optimizer, stats
 
 
-@pytest.mark.parametrize("kind", ["mock", "mlp", "recurrent"])
+@pytest.mark.parametrize("kind", ["mock", "mlp", "recurrent", "split_lstm"])
 def test_update_changes_parameters_deterministically(kind: str) -> None:
     """Guards against hidden randomness in the update (global RNG, thread-dependent order):
     the same batch and generator seed must give bitwise the same parameters and Adam state,
@@ -132,7 +138,7 @@ def test_update_changes_parameters_deterministically(kind: str) -> None:
     assert all(np.isfinite(v) for v in stats_a.values())
 
 
-@pytest.mark.parametrize("kind", ["mock", "mlp", "recurrent"])
+@pytest.mark.parametrize("kind", ["mock", "mlp", "recurrent", "split_lstm"])
 def test_minibatches_replay_the_rollout_exactly(kind: str) -> None:
     """Guards against recurrent minibatches that cut sequences or start from a zero state
     instead of the rollout's initial state: with a zero learning rate every recomputed
@@ -144,7 +150,7 @@ def test_minibatches_replay_the_rollout_exactly(kind: str) -> None:
     stats = ppo_update(agent, optimizer, batch, config, torch.Generator().manual_seed(0))
     assert stats["clipfrac"] == 0.0
     assert abs(stats["approx_kl"]) < 1e-7
-    if kind == "recurrent":
+    if kind in ("recurrent", "split_lstm"):
         # The check has teeth: the wrong initial state moves the log-probabilities.
         zeros = tuple(torch.zeros_like(s) for s in batch.initial_state)
         wrong = batch._replace(initial_state=zeros)

@@ -13,6 +13,7 @@ from ckptcompat.agents.registry import (
     validate_config,
 )
 from ckptcompat.agents.spaces import as_space, space_from_config, space_to_config
+from ckptcompat.agents.split_lstm import SplitLSTMAgent, SplitLSTMAgentConfig
 
 __all__ = [
     "Agent",
@@ -23,6 +24,8 @@ __all__ = [
     "MockAgent",
     "RecurrentAgent",
     "RecurrentAgentConfig",
+    "SplitLSTMAgent",
+    "SplitLSTMAgentConfig",
     "as_space",
     "build_agent",
     "class_path_of",

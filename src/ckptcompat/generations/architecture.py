@@ -40,6 +40,7 @@ _MAX_DEPTH = 64
 ALLOWED_ARCHITECTURES: dict[str, str] = {
     "ckptcompat.agents.mlp.MLPAgent": "ckptcompat.agents.mlp.MLPAgent",
     "ckptcompat.agents.recurrent.RecurrentAgent": "ckptcompat.agents.recurrent.RecurrentAgent",
+    "ckptcompat.agents.split_lstm.SplitLSTMAgent": "ckptcompat.agents.split_lstm.SplitLSTMAgent",
 }
 
 

@@ -18,14 +18,20 @@ __all__ = [
     "CHECKPOINT_FORMATS",
     "DEFAULT_AGENT",
     "MLP_AGENT",
+    "RECURRENT_AGENT",
     "RESUME_SOURCES",
     "TrainResult",
     "TrainerConfig",
     "check_choice",
 ]
 
-#: Default agent: the LSTM actor-critic (an MLP encoder on vector observations, a CNN on images).
-DEFAULT_AGENT = "ckptcompat.agents.recurrent.RecurrentAgent"
+#: Default agent: the LSTM actor-critic with separate actor and critic LSTMs (an MLP encoder
+#: on vector observations, a CNN on images); default since issue 21, where it learned
+#: CartPole as fast as sb3-contrib's RecurrentPPO and the shared-trunk agent did not.
+DEFAULT_AGENT = "ckptcompat.agents.split_lstm.SplitLSTMAgent"
+#: The earlier default, one LSTM trunk shared by actor and critic (the goldens of
+#: generations 1 and 2 hold it): select it with ``agent_class_path=RECURRENT_AGENT``.
+RECURRENT_AGENT = "ckptcompat.agents.recurrent.RecurrentAgent"
 #: The feed-forward actor-critic (CleanRL ppo.py's, sb3's MlpPolicy): select it with
 #: ``TrainerConfig(agent_class_path=MLP_AGENT)``; PPO trains it on flat minibatches.
 MLP_AGENT = "ckptcompat.agents.mlp.MLPAgent"

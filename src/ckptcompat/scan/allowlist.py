@@ -60,6 +60,8 @@ CURATED: tuple[AllowlistEntry, ...] = (
         "ckptcompat.agents.recurrent.RecurrentAgent",
         "ckptcompat.agents.recurrent.RecurrentAgentConfig",
         "ckptcompat.agents.recurrent.ChannelsFirst",
+        "ckptcompat.agents.split_lstm.SplitLSTMAgent",
+        "ckptcompat.agents.split_lstm.SplitLSTMAgentConfig",
     ),
     *_entries(
         "policy",

@@ -39,6 +39,7 @@ from ckptcompat.harness.fixtures.manifest import sha256_file
 from ckptcompat.harness.golden import generate, read
 from ckptcompat.harness.golden.read import (
     GENERATION,
+    GENERATIONS,
     GOLDEN_ROOT,
     KINDS,
     MANIFEST_NAME,
@@ -68,11 +69,16 @@ from ckptcompat.rl.trainer import Trainer
 pytestmark = pytest.mark.golden
 
 PRODUCERS = [c.id for c in versions.GOLDEN_PRODUCERS]
-GENERATIONS = (1, GENERATION)
-#: Every committed golden as ``"<cell>"`` (generation 1) or ``"gen<N>-<cell>"``.
-GOLDENS = [c if g == 1 else f"gen{g}-{c}" for g in GENERATIONS for c in PRODUCERS]
-AGENTS = [a.name for a in generate.AGENTS]
-PAIRS = [pytest.param(c, a, id=f"{c}-{a}") for c in GOLDENS for a in AGENTS]
+#: Every committed golden as ``"<cell>"`` (generation 1) or ``"gen<N>-<cell>"``, by generation.
+BY_GENERATION = {g: [c if g == 1 else f"gen{g}-{c}" for c in PRODUCERS] for g in (1, *GENERATIONS)}
+GOLDENS = [label for labels in BY_GENERATION.values() for label in labels]
+#: (golden, agent) pairs; generation 1 holds generation 2's agents.
+PAIRS = [
+    pytest.param(label, agent.name, id=f"{label}-{agent.name}")
+    for g, labels in BY_GENERATION.items()
+    for label in labels
+    for agent in generate.GENERATION_AGENTS[max(g, GENERATION)]
+]
 LEGACY = ("g1", "g2", "state_dict")
 WHOLE_PICKLES = ("g1", "g2")
 
@@ -221,7 +227,7 @@ def test_regeneration_is_byte_identical(label: str, tmp_path: Path) -> None:
     if differences:
         pytest.skip(f"not the environment that produced {label}: {'; '.join(differences)}")
     _generate(tmp_path, g.cell)
-    fresh = generation_dir(tmp_path, g.cell)
+    fresh = generation_dir(tmp_path, g.cell, g.generation)
 
     assert _digests(fresh) == _digests(g.root)
     assert _manifest_without_freeze(fresh) == _manifest_without_freeze(g.root)
@@ -230,15 +236,18 @@ def test_regeneration_is_byte_identical(label: str, tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_generation_is_deterministic_here(tmp_path: Path) -> None:
     """Guards non-deterministic golden bytes in THIS cell with THIS code (independent of
-    the committed goldens, which older code may have written): two generations in fresh
-    processes give identical files, MANIFEST included apart from ``uv pip freeze``."""
+    the committed goldens, which older code may have written): two productions in fresh
+    processes give identical files in every generation, MANIFEST included apart from
+    ``uv pip freeze``."""
     cell = os.environ.get("CKPTCOMPAT_CELL") or "t26"
     for run in ("a", "b"):
         _generate(tmp_path / run, cell)
 
-    a, b = generation_dir(tmp_path / "a", cell), generation_dir(tmp_path / "b", cell)
-    assert _digests(a) == _digests(b)
-    assert _manifest_without_freeze(a) == _manifest_without_freeze(b)
+    for generation in GENERATIONS:
+        a = generation_dir(tmp_path / "a", cell, generation)
+        b = generation_dir(tmp_path / "b", cell, generation)
+        assert _digests(a) and _digests(a) == _digests(b)
+        assert _manifest_without_freeze(a) == _manifest_without_freeze(b)
 
 
 @pytest.mark.slow

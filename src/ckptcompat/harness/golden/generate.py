@@ -1,10 +1,14 @@
 """Golden checkpoints: ``python -m ckptcompat.harness.golden OUT_DIR CELL``, run inside CELL.
 
-Writes ``OUT_DIR/gen2/CELL/`` (normally ``fixtures/golden/gen2/<cell>/``, via
-``nox -s "golden(t24)"``): generation 2, produced in the reproducible-numerics mode
-(:mod:`ckptcompat.numerics`; the CLI re-executes itself in it when started without).
-Generation 1 (``fixtures/golden/<cell>/``, made before the mode existed) is never rewritten.
-For each agent of :data:`AGENTS` -- a run directory named after it::
+Writes ``OUT_DIR/gen<N>/CELL/`` for every generation N of ``read.GENERATIONS`` (normally
+``fixtures/golden/gen2/<cell>/`` and ``gen3/<cell>/``, via ``nox -s "golden(t24)"``), each
+with its agents (:data:`GENERATION_AGENTS`: generation 2 the mock and the RecurrentAgent,
+generation 3 the SplitLSTMAgent), produced in the reproducible-numerics mode
+(:mod:`ckptcompat.numerics`; the CLI re-executes itself in it when started without). A
+generation already on disk is verified byte for byte, never rewritten; generation 1
+(``fixtures/golden/<cell>/``, made before the mode existed) is left alone. A team's agents
+(``--config``) go to generation 2 of its own directory. For each agent -- a run directory
+named after it::
 
     <agent>/checkpoints/<agent>_v1.pt          safe format v1 agent (SimpleCheckpointManager)
     <agent>/checkpoints/<agent>_v1.trainer.pt  trainer state: Adam after one update, RNG streams
@@ -35,11 +39,13 @@ import hashlib
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -53,6 +59,7 @@ from ckptcompat.harness.golden.produce import (
     ENV_ID,
     EPOCH,
     EVAL_SEEDS,
+    GENERATION_AGENTS,
     GOLDEN_PPO,
     SEED,
     UPDATE_SEED,
@@ -62,10 +69,12 @@ from ckptcompat.harness.golden.produce import (
 from ckptcompat.harness.golden.read import (
     CONFIRMED_CODE_NAME,
     GENERATION,
+    GENERATIONS,
     MANIFEST_NAME,
     MANIFEST_SCHEMA,
     GoldenError,
     comparable_manifest,
+    confirmed_code_digests,
     generation_dir,
     pip_freeze,
     producer_code_digest,
@@ -77,6 +86,7 @@ __all__ = [
     "ENV_ID",
     "EPOCH",
     "EVAL_SEEDS",
+    "GENERATION_AGENTS",
     "GOLDEN_PPO",
     "SEED",
     "SIZE_BUDGET_BYTES",
@@ -102,9 +112,9 @@ SIZE_BUDGET_BYTES = 1_000_000
 
 
 def _produce(
-    stage: Path, cell_id: str, specs: tuple[GoldenAgent, ...] = AGENTS
+    stage: Path, cell_id: str, specs: tuple[GoldenAgent, ...], generation: int
 ) -> dict[str, bytes]:
-    """Every file of one cell's golden, MANIFEST.json included, as ``{relative path: bytes}``."""
+    """Every file of one cell's generation, MANIFEST.json included, as ``{path: bytes}``."""
     agents = {spec.name: produce_agent(spec, stage) for spec in specs}
     kinds = {rel: (name, kind) for name, a in agents.items() for kind, rel in a["files"].items()}
     files: dict[str, bytes] = {}
@@ -115,7 +125,7 @@ def _produce(
     manifest = {
         "schema_version": MANIFEST_SCHEMA,
         "generated_by": f"python -m ckptcompat.harness.golden OUT_DIR {cell_id}",
-        "generation": GENERATION,
+        "generation": generation,
         "cell": cell_id,
         "source_date_epoch": int(SOURCE_DATE_EPOCH),
         "producer": {
@@ -237,11 +247,13 @@ def write_or_verify(target: Path, files: dict[str, bytes]) -> list[str]:
 
 
 def generate(
-    out_dir: str | os.PathLike[str], cell_id: str, agents: tuple[GoldenAgent, ...] = AGENTS
+    out_dir: str | os.PathLike[str],
+    cell_id: str,
+    agents: tuple[GoldenAgent, ...] = AGENTS,
+    generation: int = GENERATION,
 ) -> tuple[Path, list[str]]:
-    """Produce the goldens of ``cell_id`` into ``out_dir/cell_id`` (run inside that cell).
-
-    The directory is ``out_dir/gen<GENERATION>/<cell>`` (:func:`generation_dir`). Mutates
+    """Produce generation ``generation`` of ``cell_id``'s goldens, ``agents``, (run inside
+    that cell) into ``out_dir/gen<generation>/<cell>`` (:func:`generation_dir`). Mutates
     process-global state while it runs (torch/numpy/python RNGs, oneDNN off and one thread
     from the reproducible mode); ``SOURCE_DATE_EPOCH`` is restored. Run it in its own
     process (the CLI does).
@@ -259,16 +271,20 @@ def generate(
     cell = versions.by_id(cell_id)
     check_cell(cell)
     check_numerics()
-    target = generation_dir(out_dir, cell.id)
+    target = generation_dir(out_dir, cell.id, generation)
     with _reproducible(), tempfile.TemporaryDirectory(prefix="ckptcompat-golden-") as tmp:
-        files = _produce(Path(tmp), cell.id, agents)
+        files = _produce(Path(tmp), cell.id, agents, generation)
     return target, write_or_verify(target, files)
 
 
 def confirm_code(
-    out_dir: str | os.PathLike[str], cell_id: str, agents: tuple[GoldenAgent, ...] = AGENTS
+    out_dir: str | os.PathLike[str],
+    cell_id: str,
+    agents: tuple[GoldenAgent, ...] = AGENTS,
+    generation: int = GENERATION,
 ) -> str:
-    """Confirm that this producer code regenerates ``out_dir``'s goldens of ``cell_id``.
+    """Confirm that this producer code regenerates ``out_dir``'s generation ``generation``
+    of ``cell_id`` (whose agents are ``agents``).
 
     Regenerates into a temp dir; when every file is byte-identical and the manifests agree
     (:func:`comparable_manifest`), appends :func:`producer_code_digest` to the generation's
@@ -279,9 +295,9 @@ def confirm_code(
         GoldenError: no committed golden there, or any byte differs (then the code changed
             what goldens hold: append a new generation instead).
     """
-    committed = read_golden(generation_dir(out_dir, cell_id))
+    committed = read_golden(generation_dir(out_dir, cell_id, generation))
     with tempfile.TemporaryDirectory(prefix="ckptcompat-confirm-") as tmp:
-        fresh_root, _ = generate(tmp, cell_id, agents)
+        fresh_root, _ = generate(tmp, cell_id, agents, generation)
         fresh = read_golden(fresh_root)
         differing = [
             rel
@@ -306,6 +322,27 @@ def confirm_code(
     known.append(digest)
     write_bytes_atomic(path, (json.dumps(table, indent=1, sort_keys=True) + "\n").encode())
     return f"golden {cell_id}: code {digest[:12]} reproduces {committed.root}; recorded in {path}"
+
+
+def _per_generation(args: argparse.Namespace, plan: dict[int, Any]) -> int:
+    """Run this CLI once per generation of ``plan``, each in a fresh process.
+
+    A whole-object pickle (G1, G2) memoises equal strings that are one object, and which
+    strings are one object depends on what ran before in the process: generation 3's LSTM
+    parameter names pickled differently after generation 2 had been produced in the same
+    process. One process per generation keeps each generation's bytes a function of its
+    own code. Returns the worst exit status.
+    """
+    status = 0
+    for generation in plan:
+        command = [sys.executable, "-m", "ckptcompat.harness.golden", str(args.out_dir),
+                   args.cell, "--generation", str(generation)]  # fmt: skip
+        if args.config is not None:
+            command += ["--config", str(args.config)]
+        if args.confirm_code:
+            command.append("--confirm-code")
+        status = max(status, subprocess.run(command, check=False).returncode)
+    return status
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -335,22 +372,49 @@ def main(argv: list[str] | None = None) -> int:
         help="regenerate OUT_DIR's committed goldens of CELL in a temp dir and, when every "
         "byte is the same, record this producer code's digest as reproducing them",
     )
+    parser.add_argument("--generation", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    agents = AGENTS
+    plan = {g: GENERATION_AGENTS[g] for g in GENERATIONS}
     if args.config is not None:
         from ckptcompat.harness import team
 
         specs = team.load(args.config).resolved_agents()
-        agents = tuple(GoldenAgent(n, path, dict(kw)) for n, (path, kw) in specs.items())
+        plan = {GENERATION: tuple(GoldenAgent(n, p, dict(kw)) for n, (p, kw) in specs.items())}
+    if args.generation is not None:
+        plan = {args.generation: plan[args.generation]}
     try:
         if args.confirm_code:
-            print(confirm_code(args.out_dir, args.cell, agents))
+            present = {
+                g: a
+                for g, a in plan.items()
+                if (generation_dir(args.out_dir, args.cell, g) / MANIFEST_NAME).is_file()
+            }
+            if not present:
+                # read_golden names the missing manifest and how to produce it.
+                read_golden(generation_dir(args.out_dir, args.cell, min(plan)))
+            if len(present) > 1:
+                return _per_generation(args, present)
+            for generation, agents in present.items():
+                print(confirm_code(args.out_dir, args.cell, agents, generation))
             return 0
-        target, written = generate(args.out_dir, args.cell, agents)
+        if len(plan) > 1:
+            return _per_generation(args, plan)
+        for generation, agents in plan.items():
+            existing = generation_dir(args.out_dir, args.cell, generation)
+            if (existing / MANIFEST_NAME).is_file() and producer_code_digest() not in {
+                read_golden(existing).producer.get("code_digest"),
+                *confirmed_code_digests(read_golden(existing)),
+            }:
+                # Its MANIFEST records the code that wrote it, so this code cannot verify it
+                # byte for byte by writing; --confirm-code compares the files instead.
+                print(f"golden {args.cell}: {existing} was written by other code; left alone "
+                      "(check it with --confirm-code)")  # fmt: skip
+                continue
+            target, written = generate(args.out_dir, args.cell, agents, generation)
+            total = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
+            state = f"wrote {len(written)} files" if written else "verified identical"
+            print(f"golden {args.cell}: {state} in {target}; {total} bytes in total")
     except GoldenError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    total = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
-    state = f"wrote {len(written)} files" if written else "verified identical (nothing written)"
-    print(f"golden {args.cell}: {state} in {target}; {total} bytes in total")
     return 0

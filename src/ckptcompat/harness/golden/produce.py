@@ -45,6 +45,7 @@ __all__ = [
     "ENV_ID",
     "EPOCH",
     "EVAL_SEEDS",
+    "GENERATION_AGENTS",
     "GOLDEN_PPO",
     "SEED",
     "UPDATE_SEED",
@@ -100,6 +101,7 @@ class GoldenAgent:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
+#: The agents of generation 2 (and, produced before the reproducible mode, generation 1).
 AGENTS: tuple[GoldenAgent, ...] = (
     GoldenAgent("mock", "ckptcompat.agents.mock.MockAgent"),
     # Small LSTM (hidden 16) keeps each file a few kB; the code paths are the full agent's.
@@ -109,6 +111,19 @@ AGENTS: tuple[GoldenAgent, ...] = (
         {"hidden_size": 16, "encoder_size": 16},
     ),
 )
+#: The agents of every generation this code writes (``read.GENERATIONS``), append-only: a
+#: committed generation's agents never change; a new agent gets a new generation.
+GENERATION_AGENTS: dict[int, tuple[GoldenAgent, ...]] = {
+    2: AGENTS,
+    # The default agent since issue 21, small as above (two LSTMs, two 16 x 16 heads).
+    3: (
+        GoldenAgent(
+            "split_lstm",
+            "ckptcompat.agents.split_lstm.SplitLSTMAgent",
+            {"hidden_size": 16, "encoder_size": 16, "head_sizes": [16, 16]},
+        ),
+    ),
+}
 
 
 def _seed_everything(seed: int) -> None:

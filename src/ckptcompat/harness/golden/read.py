@@ -31,6 +31,7 @@ from ckptcompat.harness.fixtures.manifest import sha256_file
 __all__ = [
     "CONFIRMED_CODE_NAME",
     "GENERATION",
+    "GENERATIONS",
     "GOLDEN_ROOT",
     "KINDS",
     "MANIFEST_NAME",
@@ -55,12 +56,19 @@ MANIFEST_NAME = "MANIFEST.json"
 #: Schema of the manifests this code writes; 1 (generation 1, no numerics fingerprint) is read.
 MANIFEST_SCHEMA = 2
 _READABLE_SCHEMAS = (1, MANIFEST_SCHEMA)
-#: The golden generation this code writes. Generation 1 (``<root>/<cell>/``) was produced
-#: outside the reproducible-numerics mode, so its bytes only reproduce on the CPU that made
-#: them; generation 2 (``<root>/gen2/<cell>/``) is produced in the mode
-#: (:mod:`ckptcompat.numerics`) and records its fingerprint. Goldens are append-only:
-#: both stay, and every consumer checks both.
+#: The golden generation of our first agents (mock, recurrent), and the default of
+#: :func:`generation_dir`. Generation 1 (``<root>/<cell>/``) was produced outside the
+#: reproducible-numerics mode, so its bytes only reproduce on the CPU that made them;
+#: generation 2 (``<root>/gen2/<cell>/``) is produced in the mode (:mod:`ckptcompat.numerics`)
+#: and records its fingerprint. Goldens are append-only: every generation stays, and every
+#: consumer checks all of them.
 GENERATION = 2
+#: Every generation this code writes, each in the reproducible-numerics mode with its own
+#: agents (``golden.produce.GENERATION_AGENTS``). A generation's MANIFEST lists its agents,
+#: so an agent added later cannot join a committed generation without rewriting its
+#: MANIFEST: it gets the next one. Generation 3 (``<root>/gen3/<cell>/``) holds the
+#: SplitLSTMAgent.
+GENERATIONS: tuple[int, ...] = (2, 3)
 #: Artifact kinds stored per agent, as the manifest's ``agents.<name>.files`` keys.
 KINDS: tuple[str, ...] = (
     "safe_v1",

@@ -81,21 +81,27 @@ LIMITS = {
         "also loads every golden and corpus file. A miss means the machine was shared: the "
         "phases' CPU seconds (per-cell table) sum to well under the goal."
     ),
+    "tests": (
+        "What a cell's time is (pytest --durations, issue 21 item 4): t215 runs all ~1,830 "
+        "tests, the other cells ~1,190 (one-cell tests skipped). The largest are the fuzz "
+        "run (~42 worker-s), the torchrun 2-rank setup (~24), emulation (~35), CLI chains "
+        "(~30), DCP regenerations (~25), the team matrix and the phases chain (~12 each), "
+        "all torch-version dependent, so they stay in every cell. Every test subprocess pays "
+        "`import torch`: 3.9 s of CPU when the venv holds no bytecode (this machine sets "
+        "PYTHONDONTWRITEBYTECODE, and uv installs without .pyc), 1.8 s with it, so the cells "
+        "are installed with UV_COMPILE_BYTECODE=1; slow-marked tests run first so that no "
+        "worker idles at the end. What it would take beyond that: sharing one trained run "
+        "per session among the phase/CLI/evaluator tests and fewer subprocesses per test."
+    ),
     "ppo": (
-        "Ours-MLP vs sb3 PPO meets the goal. Ours-Recurrent vs RecurrentPPO is at least as "
-        "fast (see the table) but reaches a far lower return at this budget, so its rows "
-        "miss. Return: the PPO core is ruled out (MLPAgent on the same trainer matches or "
-        "beats sb3), and so are observation normalisation (off: 29-30) and the value-loss "
-        "weight (vf_coef 0.05: 37). The likely cause is RecurrentAgent's trunk shared by "
-        "actor and critic, against RecurrentPPO's separate actor and critic LSTMs with "
-        "64x64 heads; RecurrentAgent's layout is fixed by the committed goldens, so a "
-        "separate-critic variant needs a new agent class or config field. Throughput could "
-        "still double: 70% (1 env) to 89% (8 envs) of our time is ppo_update, one oneDNN "
-        "LSTM call per time step forward and backward; one call per segment between "
-        "episode starts measured 2.2x faster training at 1 env (parameters within 1.5e-8), "
-        "but it changes the last bits of the weight gradient, and the golden replay demands "
-        "bitwise equality in the producing cell, so it needs new goldens appended (or that "
-        "check keyed on the producer code digest)."
+        "Ours-MLP vs sb3 PPO meets the goal. The recurrent row runs SplitLSTMAgent (the "
+        "trainer's default since issue 21): separate actor and critic towers, found by "
+        "experiment to close the return gap of RecurrentAgent's shared trunk (seed 0, "
+        "20,480 steps: shared trunk 36.8, shared trunk + 64x64 heads 132.1, separate "
+        "towers 262.2; RecurrentPPO 113-265 over 3 seeds), with one LSTM call per segment "
+        "between episode starts. A miss here is a seed where RecurrentPPO's final return "
+        "happens to be higher (returns at 20,480 steps vary 2x between seeds on both sides: "
+        "see the learning curves in section 4a), or the steps/s ratio under load."
     ),
 }
 

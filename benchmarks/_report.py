@@ -402,8 +402,9 @@ def render(report: dict[str, Any]) -> str:
             f"{p['env_steps']} env steps per run, the issue's reference settings on both "
             f"sides `{json.dumps(p['hyper'])}` (batch_size is the minibatch size; 128 with "
             "1 env), one torch thread. Pairs, interleaved per seed: our MLPAgent vs sb3 PPO "
-            "MlpPolicy (both 64x64 tanh, separate actor and critic) and our RecurrentAgent "
-            "(64-wide encoder, one 64-unit LSTM shared by actor and critic) vs sb3-contrib "
+            "MlpPolicy (both 64x64 tanh, separate actor and critic) and our SplitLSTMAgent, "
+            "the trainer's default (separate actor and critic towers: 64-wide encoder, "
+            "64-unit LSTM, 64x64 tanh head each) vs sb3-contrib "
             "RecurrentPPO MlpLstmPolicy. Ratio = ours / theirs env-steps/s; return = mean "
             "of the last 20 training episodes, median over seeds (see benchmarks/_ppo.py).",
             "",

@@ -96,7 +96,7 @@ def _ppo(env_steps: int, runs: int, env_counts: list[int]) -> dict[str, Any]:
     """Pairs (ours-MLP, sb3 PPO) and (ours-Recurrent, RecurrentPPO), interleaved per seed."""
     pairs = (
         ("mlp", "ours MLPAgent", "ppo", "sb3 PPO MlpPolicy"),
-        ("recurrent", "ours RecurrentAgent", "recurrent", "sb3-contrib RecurrentPPO"),
+        ("recurrent", "ours SplitLSTMAgent", "recurrent", "sb3-contrib RecurrentPPO"),
     )
     rows = []
     for num_envs in env_counts:

@@ -124,6 +124,11 @@ def missed_notes(report: dict[str, Any]) -> list[str]:
     missed = {_key(r) for r in rows if r.get("met") is False}
     if any(r["met"] is False for r in report.get("ppo", {}).get("rows", [])):
         missed.add("ppo")
+    if "curves" in report:
+        from _report import curves_row
+
+        if curves_row(report["curves"])["met"] is False:
+            missed.add("ppo")
     matrix = report.get("matrix")
     if matrix and (
         matrix["warm"]["wall_s"]["median"] >= 240

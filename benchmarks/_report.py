@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 import sys
 from datetime import UTC, datetime
 from importlib import metadata
@@ -268,8 +269,70 @@ def goal_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
                     "met": None,
                 }
             )
+    if "curves" in report:
+        rows.append(curves_row(report["curves"]))
+    else:
+        rows.append(
+            {
+                "figure": "section `curves` (the recurrent agent vs RecurrentPPO on 3 seeds)",
+                "goal": "its goal",
+                "measured": "not run (`--sections`)",
+                "met": None,
+            }
+        )
     rows.append(_tests_row(report.get("tests")))
     return rows
+
+
+def curves_row(c: dict[str, Any]) -> dict[str, Any]:
+    """The recurrent goal judged on the learning curves: final return (mean of the last 20
+    training episodes) ours >= RecurrentPPO's on every seed, and the median per-seed
+    steps/s ratio >= 1.0."""
+    finals = [
+        (o["seed"], o["points"][-1]["return"], t["points"][-1]["return"])
+        for o, t in zip(c["ours"], c["theirs"], strict=True)
+    ]
+    speed = sorted(
+        o["env_steps_per_s"] / t["env_steps_per_s"]
+        for o, t in zip(c["ours"], c["theirs"], strict=True)
+    )
+    median = statistics.median(speed)
+    agent = c["agent"].rsplit(".", 1)[-1]
+    return {
+        "figure": f"{agent} vs sb3-contrib RecurrentPPO, CartPole-v1, {c['env_steps']} steps, "
+        f"1 env, {len(finals)} seeds: steps/s ratio; final return per seed ours / theirs",
+        "goal": ">= 1.0x and return >= on each seed",
+        "measured": f"{median:.2f} [{speed[0]:.2f}, {speed[-1]:.2f}]; "
+        + ", ".join(f"s{seed} {o:.1f} / {t:.1f}" for seed, o, t in finals),
+        "met": median >= 1.0 and all(o >= t for _, o, t in finals),
+    }
+
+
+def _curves_lines(c: dict[str, Any] | None) -> list[str]:
+    """Section 4a: return vs env steps, ours (the trainer's default agent) vs RecurrentPPO."""
+    if c is None:
+        return []
+    from _ppo_curves import table
+
+    row = curves_row(c)
+    agent = c["agent"].rsplit(".", 1)[-1]
+    lines = [
+        f"### 4a. Learning curves: {agent} (the trainer's default agent) vs RecurrentPPO",
+        "",
+        f"CartPole-v1, 1 env, {c['env_steps']} env steps, the settings above on both sides, "
+        "seeds interleaved (benchmarks/_ppo_curves.py); return = mean of the last 20 "
+        "training episodes at each point.",
+        "",
+    ]
+    if c.get("picture"):
+        lines += [f"![return vs env steps, one line per seed]({c['picture']})", ""]
+    return [
+        *lines,
+        *table(c),
+        "",
+        f"{row['measured']}: goal {row['goal']}: {_met(row['met'])}.",
+        "",
+    ]
 
 
 def _measured_lines(report: dict[str, Any]) -> list[str]:
@@ -423,6 +486,7 @@ def render(report: dict[str, Any]) -> str:
                 f"{_met(r['met'])} |"
             )
         lines.append("")
+    lines += _curves_lines(report.get("curves"))
     if "crc" in report:
         lines += [
             "## 5. CRC-32 check on load",

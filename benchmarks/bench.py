@@ -32,6 +32,7 @@ from _bench_io import MB, CheckpointFile, bench_manager, make_agent
 from _limits import missed_notes
 from _matrix import bench_matrix
 from _ppo import ENV_STEPS, HYPER, run_ours, run_sb3
+from _ppo_curves import plot, run_curves
 from _report import machine_facts, render
 from _tests_time import bench_tests
 from _timing import ratio, summary
@@ -50,10 +51,13 @@ SECTIONS = {
     "crc": ("crc",),
     "matrix": ("matrix",),
     "ppo": ("ppo",),
+    "curves": ("curves",),
     "tests": ("tests",),
 }
 #: What a bare ``bench.py`` runs: all but ``tests`` (it runs the whole suite, 12+ min).
-DEFAULT_SECTIONS = "manager,doctor,matrix,ppo,crc"
+DEFAULT_SECTIONS = "manager,doctor,matrix,ppo,curves,crc"
+#: Seeds of the learning curves (issue 21: "return >= RecurrentPPO's on each of 3 seeds").
+CURVE_SEEDS = [0, 1, 2]
 
 
 def _same_machine(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -238,6 +242,37 @@ def _sections(parser: argparse.ArgumentParser, args: argparse.Namespace) -> set[
     return sections
 
 
+def _later_sections(
+    report: dict[str, Any],
+    sections: set[str],
+    args: argparse.Namespace,
+    runs: int,
+    write: Callable[[], None],
+) -> None:
+    """Sections 3, 4, 4a and 7: matrix, PPO, learning curves, test suite time."""
+    if "matrix" in sections:
+        report["matrix"] = bench_matrix(args.matrix_runs or runs, ROOT / "reports" / "bench-logs")
+        write()
+    if "ppo" in sections:
+        steps = args.ppo_steps or (1024 if args.quick else ENV_STEPS)
+        report["ppo"] = _ppo(steps, runs, [1, 8])
+        write()
+    if "curves" in sections:
+        print("curves", flush=True)
+        steps = args.ppo_steps or (1024 if args.quick else ENV_STEPS)
+        report["curves"] = run_curves(steps, CURVE_SEEDS)
+        picture = args.md.parent / "benchmarks" / "ppo_curves.png"
+        report["curves"]["picture"] = str(
+            plot(report["curves"], picture).relative_to(args.md.parent)
+        )
+        write()
+    if "tests" in sections:
+        print("tests", flush=True)
+        report["tests"] = bench_tests(
+            ROOT, args.tests_junit, ROOT / "reports" / "bench-logs" / "tests.log"
+        )
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the sections, write the JSON report and BENCHMARKS.md after each."""
     parser = _parser()
@@ -288,18 +323,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             write()
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    if "matrix" in sections:
-        report["matrix"] = bench_matrix(args.matrix_runs or runs, ROOT / "reports" / "bench-logs")
-        write()
-    if "ppo" in sections:
-        steps = args.ppo_steps or (1024 if args.quick else ENV_STEPS)
-        report["ppo"] = _ppo(steps, runs, [1, 8])
-        write()
-    if "tests" in sections:
-        print("tests", flush=True)
-        report["tests"] = bench_tests(
-            ROOT, args.tests_junit, ROOT / "reports" / "bench-logs" / "tests.log"
-        )
+    _later_sections(report, sections, args, runs, write)
     write()
     return report
 

@@ -100,3 +100,31 @@ def test_sections_not_run_are_kept_only_from_the_same_machine(tmp_path: Path) ->
     other = _report_of({**here, "numerics": {"aten_capability": "AVX2", "threads": 1}})
     bench._carry_over(other, old, {"manager"})
     assert "ppo" not in other and other["measured"] == {}
+
+
+def _curves(ours: list[float], theirs: list[float], speed: float) -> dict:
+    def side(finals: list[float], steps_per_s: float) -> list[dict]:
+        return [
+            {
+                "seed": i,
+                "points": [{"env_steps": 2048, "return": r}],
+                "env_steps_per_s": steps_per_s,
+            }
+            for i, r in enumerate(finals)
+        ]
+
+    return {
+        "env_steps": 2048,
+        "agent": "ckptcompat.agents.split_lstm.SplitLSTMAgent",
+        "ours": side(ours, 100.0 * speed),
+        "theirs": side(theirs, 100.0),
+    }
+
+
+def test_recurrent_goal_needs_every_seed_not_the_median() -> None:
+    """Guards the recurrent goal ("return >= RecurrentPPO's on each of 3 seeds") judged on
+    the median seed, which passes with one seed behind."""
+    assert _report.curves_row(_curves([200, 300, 400], [100, 250, 390], 1.2))["met"] is True
+    behind = _report.curves_row(_curves([200, 300, 400], [100, 350, 390], 1.2))
+    assert behind["met"] is False and "s1 300.0 / 350.0" in behind["measured"]
+    assert _report.curves_row(_curves([200, 300, 400], [100, 250, 390], 0.9))["met"] is False

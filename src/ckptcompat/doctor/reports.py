@@ -10,7 +10,7 @@ instead of 1,000 (each set ~0.15 ms). The key holds exactly what the predictions
 on a miss they run on a :class:`~ckptcompat.scan.scan_result.ScanResult` and a
 :class:`~ckptcompat.doctor.pickle_walk.PickleFacts` rebuilt from the key alone, so a
 fact the key lacked would show as a wrong verdict on every file, not on a cache hit
-(``tests/doctor/test_reports.py`` compares them with the uncached predictions over the
+(``tests/test_doctor_reports.py`` compares them with the uncached predictions over the
 fixture corpora). Standard library only.
 """
 

@@ -310,6 +310,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.out.write_text(json.dumps(report, indent=1, default=str))
         args.md.write_text(render(report))
 
+    if args.work is not None:
+        args.work.mkdir(parents=True, exist_ok=True)  # mkdtemp needs its parent
     work = Path(tempfile.mkdtemp(prefix="ckptcompat-bench-", dir=args.work))
     try:
         _io_sections(report, sections, _sizes(args.quick), runs, work, write)

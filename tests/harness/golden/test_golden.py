@@ -22,12 +22,14 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from filelock import FileLock
 from packaging.version import Version
 
 from ckptcompat import torch_compat
@@ -204,6 +206,35 @@ def _generate(out_dir: Path, cell: str) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
+@pytest.fixture(scope="session")
+def produced(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """``produced(cell)``: ``cell``'s goldens written once per test session by
+    :func:`_generate`, read-only, shared by every test and every xdist worker that asks.
+
+    Regenerating a cell takes about 12 s (one process per generation); the regeneration
+    tests (one per committed generation of this cell) and the determinism test each did it
+    themselves, four productions per cell where two (this one and the determinism test's
+    second) check the same. Workers share the session's temp root (the parent of their own
+    base temp) and take turns through a file lock; a production that failed leaves no
+    ``done`` mark and the next test to ask tries again."""
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the session's root, common to every worker
+    root = shared / "golden-production"
+    root.mkdir(exist_ok=True)
+
+    def get(cell: str) -> Path:
+        out, done = root / cell, root / f"{cell}.done"
+        with FileLock(root / f"{cell}.lock"):
+            if not done.is_file():
+                shutil.rmtree(out, ignore_errors=True)  # a failed attempt's leftovers
+                _generate(out, cell)
+                done.touch()
+        return out
+
+    return get
+
+
 def _digests(root: Path) -> dict[str, str]:
     """sha256 of every golden file under ``root`` but the MANIFEST, by relative path."""
     return {
@@ -214,7 +245,7 @@ def _digests(root: Path) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("label", GOLDENS)
-def test_regeneration_is_byte_identical(label: str, tmp_path: Path) -> None:
+def test_regeneration_is_byte_identical(label: str, produced: Callable[[str], Path]) -> None:
     """Guards non-deterministic golden bytes (a zip folder named after the temp file, a
     wall-clock created_at or total_time_s, thread-dependent kernels, unseeded RNG): in the
     producing environment -- versions, code digest and a bitwise-comparable numerics
@@ -226,25 +257,24 @@ def test_regeneration_is_byte_identical(label: str, tmp_path: Path) -> None:
     differences = environment_differences(g)
     if differences:
         pytest.skip(f"not the environment that produced {label}: {'; '.join(differences)}")
-    _generate(tmp_path, g.cell)
-    fresh = generation_dir(tmp_path, g.cell, g.generation)
+    fresh = generation_dir(produced(g.cell), g.cell, g.generation)
 
     assert _digests(fresh) == _digests(g.root)
     assert _manifest_without_freeze(fresh) == _manifest_without_freeze(g.root)
 
 
 @pytest.mark.slow
-def test_generation_is_deterministic_here(tmp_path: Path) -> None:
+def test_generation_is_deterministic_here(tmp_path: Path, produced: Callable[[str], Path]) -> None:
     """Guards non-deterministic golden bytes in THIS cell with THIS code (independent of
     the committed goldens, which older code may have written): two productions in fresh
-    processes give identical files in every generation, MANIFEST included apart from
-    ``uv pip freeze``."""
+    processes (the session's shared one and one of this test's own) give identical files
+    in every generation, MANIFEST included apart from ``uv pip freeze``."""
     cell = os.environ.get("CKPTCOMPAT_CELL") or "t26"
-    for run in ("a", "b"):
-        _generate(tmp_path / run, cell)
+    _generate(tmp_path / "b", cell)
+    first = produced(cell)
 
     for generation in GENERATIONS:
-        a = generation_dir(tmp_path / "a", cell, generation)
+        a = generation_dir(first, cell, generation)
         b = generation_dir(tmp_path / "b", cell, generation)
         assert _digests(a) and _digests(a) == _digests(b)
         assert _manifest_without_freeze(a) == _manifest_without_freeze(b)

@@ -76,8 +76,9 @@ LIMITS = {
         "shared machine cannot show."
     ),
     "matrix": (
-        "The warm matrix is three processes per cell (train, resume, evaluate), two cells at "
-        "a time on 2 cores; each process pays `import torch` (3-4 s) and the evaluate phase "
+        "The warm matrix is one process per cell and phase (train, resume, evaluate, DCP "
+        "once per world size; the remote phase one process in all), two cells at a time "
+        "on 2 cores; each process pays `import torch` (~2 s) and the evaluate phase "
         "also loads every golden and corpus file. A miss means the machine was shared: the "
         "phases' CPU seconds (per-cell table) sum to well under the goal."
     ),
@@ -133,9 +134,14 @@ def missed_notes(report: dict[str, Any]) -> list[str]:
         if curves_row(report["curves"])["met"] is False:
             missed.add("ppo")
     matrix = report.get("matrix")
+    if matrix:
+        from _report import process_slots
     if matrix and (
         matrix["warm"]["wall_s"]["median"] >= 240
-        or max(matrix["warm"]["processes_per_cell"].values()) > 3
+        or any(
+            n > process_slots(matrix["warm"], cell)
+            for cell, n in matrix["warm"]["processes_per_cell"].items()
+        )
     ):
         missed.add("matrix")
     if report.get("doctor_dir", {}).get("met") is False:

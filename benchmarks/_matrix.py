@@ -26,7 +26,7 @@ from typing import Any
 
 from _timing import summary
 
-__all__ = ["bench_matrix"]
+__all__ = ["bench_matrix", "summarise"]
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMING = ROOT / "reports" / "work" / "timing.json"
@@ -63,13 +63,16 @@ def _run(envdir: Path | None, log: Path) -> dict[str, Any]:
     return {"wall_s": wall, **json.loads(TIMING.read_text())}
 
 
-def _summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Median/min/max of the whole run, each phase, and each (phase, cell) process."""
+def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median/min/max of the whole run, each phase, and each (phase, cell, world size)
+    process (the DCP phase runs one process per world size; their times must not be
+    pooled into one median)."""
     phases = list(runs[0]["phase_wall_s"])
-    procs: dict[tuple[str, str], dict[str, list[float]]] = {}
+    procs: dict[tuple[str, str, int], dict[str, list[float]]] = {}
     for run in runs:
         for p in run["processes"]:
-            got = procs.setdefault((p["phase"], p["cell"]), {"wall_s": [], "cpu_s": []})
+            key = (p["phase"], p["cell"], p.get("world_size", 1))
+            got = procs.setdefault(key, {"wall_s": [], "cpu_s": []})
             got["wall_s"].append(p["wall_s"])
             got["cpu_s"].append(p["cpu_s"])
     phase_sum = [sum(r["phase_wall_s"].values()) for r in runs]
@@ -88,10 +91,11 @@ def _summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
             {
                 "phase": ph,
                 "cell": cell,
+                "world_size": world_size,
                 "wall_s": summary(v["wall_s"]),
                 "cpu_s": summary(v["cpu_s"]),
             }
-            for (ph, cell), v in procs.items()
+            for (ph, cell, world_size), v in procs.items()
         ],
     }
 
@@ -127,4 +131,4 @@ def bench_matrix(runs: int, log_dir: Path) -> dict[str, Any]:
             f"warm {raw['warm'][-1]['wall_s']:.1f} s",
             flush=True,
         )
-    return {kind: _summarise(got) for kind, got in raw.items()} | {"runs": raw}
+    return {kind: summarise(got) for kind, got in raw.items()} | {"runs": raw}

@@ -11,10 +11,10 @@ lapses), waits until every worker drained, collects the shards twice, and runs `
 report --reference REF --baseline fixtures/remote_baseline.json``.
 
 Prints (and with ``--json FILE`` writes): task throughput (tasks/s from the submit to
-the last result, server clock, workers' start-up included), queue overhead per task as a ratio to the evaluation
-itself (claim-to-stored time minus the evaluation, over the evaluation), recovery time
-after the kill (to the reclaim and to the stored re-run), the load average, and the
-report's text and exit code.
+the last result, server clock, workers' start-up included), queue overhead per task as a
+ratio to the evaluation itself (claim-to-stored time minus the evaluation, over the
+evaluation), recovery time after the kill (to the reclaim and to the stored re-run),
+the load average, and the report's text and exit code.
 
 Run from a checkout whose tests venvs exist (``nox -s tests --install-only``), with a
 python that has ckptcompat and psycopg, e.g.

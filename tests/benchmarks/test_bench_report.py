@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -128,3 +129,42 @@ def test_recurrent_goal_needs_every_seed_not_the_median() -> None:
     behind = _report.curves_row(_curves([200, 300, 400], [100, 350, 390], 1.2))
     assert behind["met"] is False and "s1 300.0 / 350.0" in behind["measured"]
     assert _report.curves_row(_curves([200, 300, 400], [100, 250, 390], 0.9))["met"] is False
+
+
+def _matrix_run(extra: tuple[tuple[str, str, int], ...] = ()) -> dict[str, Any]:
+    """One matrix run as the driver's timing.json has it: train/resume/evaluate per cell,
+    the remote phase's one process in t24, DCP at world sizes 1 and 2 per cell."""
+    cells = ("t24", "t25")
+    slots = [(ph, c, 1) for ph in ("train", "resume", "evaluate") for c in cells]
+    slots += [("remote", "t24", 1)] + [("dcp", c, ws) for c in cells for ws in (1, 2)]
+    processes = [
+        {"phase": ph, "cell": c, "world_size": ws, "wall_s": 1.0 + ws, "cpu_s": 1.0}
+        for ph, c, ws in [*slots, *extra]
+    ]
+    return {
+        "wall_s": 100.0,
+        "phase_wall_s": dict.fromkeys(("train", "resume", "evaluate", "remote", "dcp"), 5.0),
+        "processes_per_cell": {c: sum(p["cell"] == c for p in processes) for c in cells},
+        "processes": processes,
+    }
+
+
+def test_matrix_processes_are_judged_per_phase_and_world_size() -> None:
+    """Guards the matrix's process goal judged as '<= 3 per cell' (written when the matrix
+    had three phases): with the remote and DCP phases every cell showed 'no'. The goal is
+    README's one process per cell per phase (and per DCP world size); a phase starting a
+    cell twice misses it. Also guards the per-cell table pooling DCP's two world sizes into
+    one median and shifting columns where a cell has no remote process."""
+    import _matrix
+
+    fine = {k: _matrix.summarise([_matrix_run()]) for k in ("cold", "warm")}
+    fine["runs"] = {"cold": [_matrix_run()], "warm": [_matrix_run()]}
+    row = next(r for r in _report.goal_rows({"matrix": fine}) if "phase processes" in r["figure"])
+    assert row["met"] is True and row["measured"] == "t24 6 for 6, t25 5 for 5"
+    table = "\n".join(_report._matrix_lines(fine))
+    t25 = "| t25 | warm | 5 for 5 (yes) | 2.0 / 1.0 | 2.0 / 1.0 | 2.0 / 1.0 | - | "
+    assert t25 + "ws1: 2.0 / 1.0, ws2: 3.0 / 1.0 |" in table
+
+    twice = {k: _matrix.summarise([_matrix_run((("train", "t25", 1),))]) for k in ("cold", "warm")}
+    row = next(r for r in _report.goal_rows({"matrix": twice}) if "phase processes" in r["figure"])
+    assert row["met"] is False and "t25 6 for 5" in row["measured"]

@@ -92,7 +92,10 @@ def test_replacement_does_not_warn(tmp_path: Path) -> None:
 
 
 def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
-    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    return all(
+        torch.equal(x, y)
+        for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    )
 
 
 def test_load_from_uri_reads_2366_and_g1_files(tmp_path: Path) -> None:

@@ -190,7 +190,9 @@ def test_metta_g1_is_refused_saying_install_metta_and_trust(
     }
     assert "install the package that provides 'metta'" in str(caught.value)
     assert "--trust" in str(caught.value)
-    with pytest.raises(MissingDependencyError, match="module 'metta'") as missing:
-        with pytest.warns(torch_compat.TrustedLoadWarning):
-            migrate(path, tmp_path / "out", trust=True)
+    with (
+        pytest.raises(MissingDependencyError, match="module 'metta'") as missing,
+        pytest.warns(torch_compat.TrustedLoadWarning),
+    ):
+        migrate(path, tmp_path / "out", trust=True)
     assert "the package that provides 'metta'" in str(missing.value)

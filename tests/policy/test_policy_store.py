@@ -471,9 +471,11 @@ def test_cuda_store_on_a_cpu_machine_says_use_cpu(
     with pytest.deprecated_call():
         store = PolicyStore(device="cuda", data_dir=tmp_path)
     for uri in (safe, str(g2)):
-        with pytest.raises(InvalidArgumentError, match="device='cpu'") as caught:
-            with pytest.deprecated_call():
-                store.load_from_uri(uri)
+        with (
+            pytest.raises(InvalidArgumentError, match="device='cpu'") as caught,
+            pytest.deprecated_call(),
+        ):
+            store.load_from_uri(uri)
         assert "'cuda' is not available" in str(caught.value)
         assert isinstance(caught.value, ValueError)
     with pytest.raises(InvalidArgumentError, match="not available"):

@@ -115,21 +115,19 @@ def _expect_junit(session: nox.Session, cell_id: str) -> None:
         session.notify("tests_summary")
 
 
-def _bytecode_env(session: nox.Session) -> dict[str, str]:
-    """Let the suite's processes cache bytecode, outside the checkout.
+def _bytecode_env() -> dict[str, str]:
+    """Let the suite's processes cache the bytecode of what they import.
 
     Where PYTHONDONTWRITEBYTECODE is set (this machine), nothing the suite imports from
     ``src/`` and ``tests/`` was ever cached: every pytest worker re-compiled and assertion-
     rewrote the test modules (collection 10.2 s instead of 3.6 s) and every test
     subprocess compiled ckptcompat again (``import ckptcompat.cli``, the trainer and the
-    evaluator: 2.9 s instead of 1.4 s), about a hundred subprocesses per cell (issue 21
-    item 4). The cache goes under the session's venv (PYTHONPYCACHEPREFIX, which pytest's
-    assertion rewriting also honours), so the checkout stays as the user keeps it; Python
-    checks each cached file against its source's mtime and size, as in ``__pycache__``."""
-    return {
-        "PYTHONDONTWRITEBYTECODE": "",
-        "PYTHONPYCACHEPREFIX": str(Path(session.virtualenv.location) / "pycache"),
-    }
+    evaluator: 2.9 s instead of 1.4 s), dozens of subprocesses per cell (issue 21 item 4).
+    An empty value is unset for Python. The bytecode goes where Python keeps it, the
+    ``__pycache__`` folders (git-ignored) beside the sources, so the venvs' own bytecode
+    (``UV_COMPILE_BYTECODE``) is used as is; a PYTHONPYCACHEPREFIX outside the checkout
+    would ignore it and recompile torch in the first processes of every cell."""
+    return {"PYTHONDONTWRITEBYTECODE": ""}
 
 
 def _run_pytest(session: nox.Session, cell_id: str, *args: str) -> None:
@@ -146,7 +144,7 @@ def _run_pytest(session: nox.Session, cell_id: str, *args: str) -> None:
         f"junit_suite_name={cell_id}",
         *args,
         *session.posargs,
-        env={"CKPTCOMPAT_CELL": cell_id, **_bytecode_env(session)},
+        env={"CKPTCOMPAT_CELL": cell_id, **_bytecode_env()},
     )
 
 

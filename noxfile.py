@@ -116,7 +116,7 @@ def _expect_junit(session: nox.Session, cell_id: str) -> None:
 
 
 def _bytecode_env() -> dict[str, str]:
-    """Let the suite's processes cache the bytecode of what they import.
+    """Let the suite's (and the matrix's) processes cache the bytecode of what they import.
 
     Where PYTHONDONTWRITEBYTECODE is set (this machine), nothing the suite imports from
     ``src/`` and ``tests/`` was ever cached: every pytest worker re-compiled and assertion-
@@ -398,6 +398,7 @@ def matrix(session: nox.Session) -> None:
             "python", "-m", "ckptcompat.harness.run.driver", *pythons,
             "--work", team["work"], "--records", team["records"], "--report", team["reports"],
             "--baseline", team["baseline"], "--config", team["source"],
+            env=_bytecode_env(),
         )  # fmt: skip
         return
     pythons = [f"--python={c.id}={_cell_python(session, c.id)}" for c in versions.DEFAULT]
@@ -414,6 +415,7 @@ def matrix(session: nox.Session) -> None:
         str(REPORTS),
         "--baseline",
         str(BASELINE),
+        env=_bytecode_env(),
     )
 
 
@@ -436,7 +438,7 @@ def phase(session: nox.Session, phase: str, cell: str) -> None:
         "--records",
         str(RECORDS),
         external=True,
-        env={"CKPTCOMPAT_CELL": cell},
+        env={"CKPTCOMPAT_CELL": cell, **_bytecode_env()},
     )
 
 

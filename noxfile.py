@@ -118,15 +118,16 @@ def _expect_junit(session: nox.Session, cell_id: str) -> None:
 def _bytecode_env() -> dict[str, str]:
     """Let the suite's (and the matrix's) processes cache the bytecode of what they import.
 
-    Where PYTHONDONTWRITEBYTECODE is set (this machine), nothing the suite imports from
-    ``src/`` and ``tests/`` was ever cached: every pytest worker re-compiled and assertion-
-    rewrote the test modules (collection 10.2 s instead of 3.6 s) and every test
-    subprocess compiled ckptcompat again (``import ckptcompat.cli``, the trainer and the
-    evaluator: 2.9 s instead of 1.4 s), dozens of subprocesses per cell (issue 21 item 4).
-    An empty value is unset for Python. The bytecode goes where Python keeps it, the
-    ``__pycache__`` folders (git-ignored) beside the sources, so the venvs' own bytecode
-    (``UV_COMPILE_BYTECODE``) is used as is; a PYTHONPYCACHEPREFIX outside the checkout
-    would ignore it and recompile torch in the first processes of every cell."""
+    Where PYTHONDONTWRITEBYTECODE is set (this machine), nothing from ``src/`` and
+    ``tests/`` was ever cached: every pytest worker assertion-rewrote and compiled the test
+    modules again (collection 6.8 s instead of 4.5 s of CPU per worker, t24, with torch's
+    own bytecode present), and a venv made before ``UV_COMPILE_BYTECODE`` (which uv does
+    not recompile when nothing is reinstalled) compiled torch in every process (``import
+    torch`` 3.9 s instead of 1.8 s). An empty value is unset for Python. The bytecode goes
+    where Python keeps it, the git-ignored ``__pycache__`` folders beside the sources, so
+    the venvs' own bytecode is used as is (a PYTHONPYCACHEPREFIX would ignore it and
+    recompile torch in the first processes of every cell). ckptcompat's own modules
+    compile in about 0.1 s, so a test subprocess gains little from this (issue 21 item 4)."""
     return {"PYTHONDONTWRITEBYTECODE": ""}
 
 

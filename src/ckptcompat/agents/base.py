@@ -44,6 +44,29 @@ class AgentOutput(NamedTuple):
     state: AgentState
 
 
+def check_sequence_shapes(
+    obs: torch.Tensor, done: torch.Tensor, obs_shape: tuple[int, ...]
+) -> tuple[int, int]:
+    """Check a recurrent agent's forward input and return ``(T, B)``.
+
+    Args:
+        obs: ``(T, B, *obs_shape)``.
+        done: ``(T, B)``.
+
+    Raises:
+        AgentMismatchError: either shape does not fit.
+    """
+    steps, batch = obs.shape[:2]
+    if tuple(obs.shape[2:]) != obs_shape or tuple(done.shape) != (steps, batch):
+        raise AgentMismatchError(
+            "observation/done shapes do not match the agent",
+            expected=f"obs (T, B, *{obs_shape}) and done (T, B)",
+            found=f"obs {tuple(obs.shape)}, done {tuple(done.shape)}",
+            fix="build the agent from the environment's observation space",
+        )
+    return steps, batch
+
+
 def check_obs_shape(obs: torch.Tensor, obs_shape: tuple[int, ...]) -> None:
     """Check that ``obs`` is ``(T, B, *obs_shape)`` (the feed-forward agents' forward input).
 

@@ -19,10 +19,10 @@ from typing import Any
 
 import gymnasium as gym
 import torch
-from torch import nn
 
 from ckptcompat.agents.base import Agent, AgentOutput, AgentState, check_obs_shape
 from ckptcompat.agents.heads import categorical
+from ckptcompat.agents.layers import tanh_mlp
 from ckptcompat.agents.obs_norm import normalize, register_buffers, update_moments
 from ckptcompat.agents.spaces import as_space, space_to_config
 from ckptcompat.errors import AgentMismatchError
@@ -88,24 +88,6 @@ class MLPAgentConfig:
         }
 
 
-def _layer_init(layer: nn.Linear, std: float = math.sqrt(2)) -> nn.Linear:
-    """CleanRL init: orthogonal weights with gain ``std``, zero bias."""
-    nn.init.orthogonal_(layer.weight, std)
-    nn.init.constant_(layer.bias, 0.0)
-    return layer
-
-
-def _mlp(
-    in_size: int, hidden_sizes: tuple[int, ...], out_size: int, out_std: float
-) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for size in hidden_sizes:
-        layers += [_layer_init(nn.Linear(in_size, size)), nn.Tanh()]
-        in_size = size
-    layers.append(_layer_init(nn.Linear(in_size, out_size), std=out_std))
-    return nn.Sequential(*layers)
-
-
 class MLPAgent(Agent):
     """Feed-forward actor-critic over a Box observation space and a Discrete action space.
 
@@ -140,8 +122,8 @@ class MLPAgent(Agent):
         self.action_space = self.cfg.action_space
         self.obs_shape: tuple[int, ...] = tuple(int(d) for d in self.observation_space.shape)
         obs_size = math.prod(self.obs_shape)
-        self.actor = _mlp(obs_size, self.cfg.hidden_sizes, int(self.action_space.n), 0.01)
-        self.critic = _mlp(obs_size, self.cfg.hidden_sizes, 1, 1.0)
+        self.actor = tanh_mlp(obs_size, self.cfg.hidden_sizes, int(self.action_space.n), 0.01)
+        self.critic = tanh_mlp(obs_size, self.cfg.hidden_sizes, 1, 1.0)
         register_buffers(self, self.obs_shape)
 
     @property

@@ -21,8 +21,9 @@ import gymnasium as gym
 import torch
 from torch import nn
 
-from ckptcompat.agents.base import Agent, AgentOutput, AgentState
+from ckptcompat.agents.base import Agent, AgentOutput, AgentState, check_sequence_shapes
 from ckptcompat.agents.heads import categorical
+from ckptcompat.agents.layers import layer_init
 from ckptcompat.agents.obs_norm import normalize, register_buffers, update_moments
 from ckptcompat.agents.spaces import as_space, space_to_config
 from ckptcompat.errors import AgentMismatchError
@@ -129,13 +130,6 @@ class RecurrentAgentConfig:
         }
 
 
-def _layer_init(layer: nn.Linear | nn.Conv2d, std: float = math.sqrt(2)) -> nn.Module:
-    """CleanRL init: orthogonal weights with gain ``std``, zero bias."""
-    nn.init.orthogonal_(layer.weight, std)
-    nn.init.constant_(layer.bias, 0.0)
-    return layer
-
-
 class ChannelsFirst(nn.Module):
     """``(N, H, W, C)`` -> ``(N, C, H, W)``: gymnasium images are channels-last, Conv2d is not."""
 
@@ -150,19 +144,19 @@ def _build_encoder(cfg: RecurrentAgentConfig) -> nn.Sequential:
     if not cfg.is_image:
         return nn.Sequential(
             nn.Flatten(start_dim=1),
-            _layer_init(nn.Linear(math.prod(shape), size)),
+            layer_init(nn.Linear(math.prod(shape), size)),
             nn.Tanh(),
-            _layer_init(nn.Linear(size, size)),
+            layer_init(nn.Linear(size, size)),
             nn.Tanh(),
         )
     height, width, channels = shape
     layers: list[nn.Module] = [ChannelsFirst()]
     for out_channels in cfg.cnn_channels:
-        layers += [_layer_init(nn.Conv2d(channels, out_channels, kernel_size=2)), nn.ReLU()]
+        layers += [layer_init(nn.Conv2d(channels, out_channels, kernel_size=2)), nn.ReLU()]
         channels, height, width = out_channels, height - 1, width - 1
     layers += [
         nn.Flatten(start_dim=1),
-        _layer_init(nn.Linear(channels * height * width, size)),
+        layer_init(nn.Linear(channels * height * width, size)),
         nn.ReLU(),
     ]
     return nn.Sequential(*layers)
@@ -219,8 +213,8 @@ class RecurrentAgent(Agent):
             else:
                 nn.init.orthogonal_(param, 1.0)
         # Small actor gain: near-uniform initial policy; unit critic gain (CleanRL).
-        self.actor = _layer_init(nn.Linear(hidden_size, int(self.action_space.n)), std=0.01)
-        self.critic = _layer_init(nn.Linear(hidden_size, 1), std=1.0)
+        self.actor = layer_init(nn.Linear(hidden_size, int(self.action_space.n)), std=0.01)
+        self.critic = layer_init(nn.Linear(hidden_size, 1), std=1.0)
 
         # Start like gymnasium's RunningMeanStd: identity transform, tiny prior count.
         register_buffers(self, self.obs_shape)
@@ -276,14 +270,7 @@ class RecurrentAgent(Agent):
         Raises:
             AgentMismatchError: ``obs``/``done``/``state`` shapes do not fit the agent.
         """
-        steps, batch = obs.shape[:2]
-        if tuple(obs.shape[2:]) != self.obs_shape or tuple(done.shape) != (steps, batch):
-            raise AgentMismatchError(
-                "observation/done shapes do not match the agent",
-                expected=f"obs (T, B, *{self.obs_shape}) and done (T, B)",
-                found=f"obs {tuple(obs.shape)}, done {tuple(done.shape)}",
-                fix="build the agent from the environment's observation space",
-            )
+        steps, batch = check_sequence_shapes(obs, done, self.obs_shape)
         if len(state) == 0:
             state = self.initial_state(batch)
         if len(state) != 2:

@@ -25,13 +25,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from ckptcompat.agents.base import Agent, AgentOutput, AgentState
+from ckptcompat.agents.base import Agent, AgentOutput, AgentState, check_sequence_shapes
 from ckptcompat.agents.heads import categorical
+from ckptcompat.agents.layers import tanh_mlp
 from ckptcompat.agents.lstm_segments import run_lstm
 from ckptcompat.agents.obs_norm import normalize, register_buffers, update_moments
 
 # One encoder builder and one config validation for both LSTM agents.
-from ckptcompat.agents.recurrent import RecurrentAgentConfig, _build_encoder, _layer_init
+from ckptcompat.agents.recurrent import RecurrentAgentConfig, _build_encoder
 from ckptcompat.errors import AgentMismatchError
 
 __all__ = ["SplitLSTMAgent", "SplitLSTMAgentConfig"]
@@ -78,16 +79,6 @@ def _lstm(cfg: SplitLSTMAgentConfig) -> nn.LSTM:
         else:
             nn.init.orthogonal_(param, 1.0)
     return lstm
-
-
-def _head(in_size: int, sizes: tuple[int, ...], out_size: int, out_std: float) -> nn.Sequential:
-    """tanh MLP (gain sqrt(2)) then a linear output with gain ``out_std`` (sb3/CleanRL)."""
-    layers: list[nn.Module] = []
-    for size in sizes:
-        layers += [_layer_init(nn.Linear(in_size, size)), nn.Tanh()]
-        in_size = size
-    layers.append(_layer_init(nn.Linear(in_size, out_size), std=out_std))
-    return nn.Sequential(*layers)
 
 
 class SplitLSTMAgent(Agent):
@@ -145,10 +136,10 @@ class SplitLSTMAgent(Agent):
         self.actor_encoder = _build_encoder(cfg)
         self.actor_lstm = _lstm(cfg)
         # Small actor gain: near-uniform initial policy; unit critic gain (CleanRL, sb3).
-        self.actor = _head(cfg.hidden_size, cfg.head_sizes, int(self.action_space.n), 0.01)
+        self.actor = tanh_mlp(cfg.hidden_size, cfg.head_sizes, int(self.action_space.n), 0.01)
         self.critic_encoder = _build_encoder(cfg)
         self.critic_lstm = _lstm(cfg)
-        self.critic = _head(cfg.hidden_size, cfg.head_sizes, 1, 1.0)
+        self.critic = tanh_mlp(cfg.hidden_size, cfg.head_sizes, 1, 1.0)
         register_buffers(self, self.obs_shape)
 
     @property
@@ -194,14 +185,7 @@ class SplitLSTMAgent(Agent):
         Raises:
             AgentMismatchError: ``obs``/``done``/``state`` shapes do not fit the agent.
         """
-        steps, batch = obs.shape[:2]
-        if tuple(obs.shape[2:]) != self.obs_shape or tuple(done.shape) != (steps, batch):
-            raise AgentMismatchError(
-                "observation/done shapes do not match the agent",
-                expected=f"obs (T, B, *{self.obs_shape}) and done (T, B)",
-                found=f"obs {tuple(obs.shape)}, done {tuple(done.shape)}",
-                fix="build the agent from the environment's observation space",
-            )
+        steps, batch = check_sequence_shapes(obs, done, self.obs_shape)
         if len(state) == 0:
             state = self.initial_state(batch)
         if len(state) != 4:

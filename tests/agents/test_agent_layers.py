@@ -42,7 +42,7 @@ def test_tanh_mlp_layout_and_output_gain() -> None:
     hand.append(layer_init(nn.Linear(8, 3), std=0.01))
     for built, expected in zip([mlp[0], mlp[2], mlp[4]], hand, strict=True):
         assert torch.equal(built.weight, expected.weight)
-    assert math.isclose(float(mlp[0].weight.norm() ** 2), 2.0 * 5, rel_tol=1e-4)
+    assert math.isclose(float(mlp[0].weight.detach().norm() ** 2), 2.0 * 5, rel_tol=1e-4)
 
 
 def test_sequence_shapes_are_checked_once_for_both_recurrent_agents() -> None:

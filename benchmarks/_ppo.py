@@ -23,6 +23,7 @@ from __future__ import annotations
 import tempfile
 import time
 import warnings
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,6 +40,7 @@ __all__ = [
     "ours_ppo_config",
     "run_ours",
     "run_sb3",
+    "sb3_kwargs",
 ]
 
 HYPER = {
@@ -114,6 +116,19 @@ def run_ours(
     }
 
 
+def sb3_kwargs(num_envs: int, seed: int) -> dict[str, Any]:
+    """sb3's PPO / RecurrentPPO keyword arguments for :data:`HYPER` (CPU, silent)."""
+    keys = ("n_steps", "n_epochs", "learning_rate", "gamma", "gae_lambda", "clip_range")
+    keys += ("ent_coef", "vf_coef", "max_grad_norm")
+    return {
+        **{k: HYPER[k] for k in keys},
+        "batch_size": _batch_size(num_envs),
+        "seed": seed,
+        "device": "cpu",
+        "verbose": 0,
+    }
+
+
 def run_sb3(kind: str, num_envs: int, env_steps: int, seed: int) -> dict[str, float]:
     """sb3 PPO (``kind="ppo"``, MlpPolicy) or sb3-contrib RecurrentPPO (64 LSTM units)."""
     from stable_baselines3 import PPO
@@ -121,21 +136,7 @@ def run_sb3(kind: str, num_envs: int, env_steps: int, seed: int) -> dict[str, fl
 
     torch.set_num_threads(1)
     env = make_vec_env("CartPole-v1", n_envs=num_envs, seed=seed)
-    common = {
-        "n_steps": HYPER["n_steps"],
-        "batch_size": _batch_size(num_envs),
-        "n_epochs": HYPER["n_epochs"],
-        "learning_rate": HYPER["learning_rate"],
-        "gamma": HYPER["gamma"],
-        "gae_lambda": HYPER["gae_lambda"],
-        "clip_range": HYPER["clip_range"],
-        "ent_coef": HYPER["ent_coef"],
-        "vf_coef": HYPER["vf_coef"],
-        "max_grad_norm": HYPER["max_grad_norm"],
-        "seed": seed,
-        "device": "cpu",
-        "verbose": 0,
-    }
+    common = sb3_kwargs(num_envs, seed)
     if kind == "ppo":
         model = PPO("MlpPolicy", env, **common)
     else:

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from _ppo import HYPER, LAST, ours_ppo_config
+from _ppo import LAST, ours_ppo_config, sb3_kwargs
 
 from ckptcompat.rl.trainer import Trainer
 from ckptcompat.rl.trainer_config import DEFAULT_AGENT, TrainerConfig
@@ -91,19 +91,7 @@ def curve_sb3(env_steps: int, seed: int, every: int = EVERY) -> dict[str, Any]:
         "MlpLstmPolicy",
         env,
         policy_kwargs={"lstm_hidden_size": 64},
-        n_steps=HYPER["n_steps"],
-        batch_size=min(HYPER["batch_size"], HYPER["n_steps"]),
-        n_epochs=HYPER["n_epochs"],
-        learning_rate=HYPER["learning_rate"],
-        gamma=HYPER["gamma"],
-        gae_lambda=HYPER["gae_lambda"],
-        clip_range=HYPER["clip_range"],
-        ent_coef=HYPER["ent_coef"],
-        vf_coef=HYPER["vf_coef"],
-        max_grad_norm=HYPER["max_grad_norm"],
-        seed=seed,
-        device="cpu",
-        verbose=0,
+        **sb3_kwargs(1, seed),
     )
     started[0] = time.perf_counter()
     with warnings.catch_warnings():

@@ -5,7 +5,8 @@ bit flips, truncation, duplicated and deleted spans, zip fields, pickle opcodes,
 lengths, deep nesting, memo indices) runs through the doctor (API, ``--json
 --verify-data``), the ``ckptcompat doctor`` and ``ckptcompat migrate`` commands,
 ``torch_compat.load``, ``load_from_uri`` of a bare path and the manager's indexed load,
-each in a forked child of one runner process (:mod:`ckptcompat.harness.fuzz.runner`).
+a case's entry points in one forked child of one runner process, and a failing one again
+in a child of its own (:mod:`ckptcompat.harness.fuzz.runner`).
 ``nox -s fuzz`` runs thousands.
 """
 

@@ -64,6 +64,12 @@ def main(argv: list[str] | None = None) -> int:
         help="fail a case whose child grows more than this while reading it "
         "(default: runner.MAX_CASE_GROWTH_KB, 128 MiB)",
     )
+    parser.add_argument(
+        "--isolated",
+        action="store_true",
+        help="one child per (case, entry point) instead of one per case (slower; for "
+        "checking that sharing a child changes no outcome)",
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     warnings.simplefilter("ignore")
@@ -85,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         max_growth_kb=MAX_CASE_GROWTH_KB
         if args.max_growth_mib is None
         else args.max_growth_mib << 10,
+        isolated=args.isolated,
     )
     print(summary(report))
     return 1 if sum(report["failures"].values()) else 0

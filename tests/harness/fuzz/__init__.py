@@ -1,0 +1,1 @@
+"""Tests of the fuzz runner and its children (:mod:`ckptcompat.harness.fuzz`)."""

@@ -140,6 +140,16 @@ def _run_pytest(session: nox.Session, cell_id: str, *args: str) -> None:
         "pytest",
         "-n",
         "auto",
+        # A module (or class) at a time, in the order tests/conftest.py sorts the suite
+        # (modules with slow tests first), so a module-scoped fixture is built once. The
+        # default (--dist load) sends each worker a first chunk of a quarter of the
+        # collection: every slow test went to one worker while the other idled for the
+        # last ~70 s of a cell (measured, t24). One test at a time (--maxschedchunk 1)
+        # built test_distributed's three-torchrun fixture on both workers; --dist
+        # loadgroup does not group under pytest 9.2 (pytest-xdist issue #1386).
+        "--dist",
+        "loadscope",
+        "--no-loadscope-reorder",
         f"--junitxml={_junit_path(session, cell_id)}",
         "-o",
         f"junit_suite_name={cell_id}",

@@ -43,9 +43,11 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # Slow tests first (stable sort: otherwise collection order). xdist hands tests out in
-    # this order, so a minute-long test no longer starts last and idles the other worker.
-    # Every xdist worker sorts the same collection the same way, as xdist requires.
+    # Slow tests first (stable sort: otherwise collection order). The cells run xdist with
+    # ``--dist loadscope --no-loadscope-reorder`` (noxfile): a module (or class) at a time,
+    # in order of its first test here, so the modules holding the slow tests start first
+    # and a minute-long test no longer starts last and idles the other worker. Every xdist
+    # worker sorts the same collection the same way, as xdist requires.
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
     cell = os.environ.get("CKPTCOMPAT_CELL")
     if cell is None or cell == ONE_CELL:

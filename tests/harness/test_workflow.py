@@ -358,3 +358,76 @@ def test_the_suite_caches_bytecode(noxfile: Any, tmp_path: Path) -> None:
         [sys.executable, "-c", "import cached_module"], env=child_env, check=True, timeout=60
     )
     assert list((source / "__pycache__").glob("cached_module.*.pyc"))
+
+
+_SCHEDULED_SUITE = {
+    "test_a_shared.py": """
+import os, pytest
+
+@pytest.fixture(scope="module")
+def built():
+    with open(os.environ["LOG"], "a") as f:
+        f.write(os.environ["PYTEST_XDIST_WORKER"] + " fixture\\n")
+    return 1
+
+@pytest.mark.parametrize("i", range(8))
+def test_uses_it(built, i):
+    with open(os.environ["LOG"], "a") as f:
+        f.write(os.environ["PYTEST_XDIST_WORKER"] + f" a{i}\\n")
+""",
+    "test_m_quick.py": """
+import os, pytest
+
+@pytest.mark.parametrize("i", range(8))
+def test_quick(i):
+    with open(os.environ["LOG"], "a") as f:
+        f.write(os.environ["PYTEST_XDIST_WORKER"] + f" m{i}\\n")
+""",
+    "test_z_slow.py": """
+import os, pytest
+
+@pytest.mark.slow
+def test_slow():
+    with open(os.environ["LOG"], "a") as f:
+        f.write(os.environ["PYTEST_XDIST_WORKER"] + " slow\\n")
+""",
+}
+
+
+def test_cells_schedule_a_module_whole_and_slow_tests_first(noxfile: Any, tmp_path: Path) -> None:
+    """Guards two scheduling faults measured in issue 21 (t24): with xdist's default
+    chunks every slow test went to one worker while the other idled for the last ~70 s;
+    sent one test at a time, both workers built test_distributed's module fixture (three
+    torchrun launches each). A suite run with the cell's own xdist arguments (from the
+    noxfile) and conftest must build a module fixture once and start the slow test, which
+    collects last, among the first. Also catches the arguments silently doing nothing
+    (``--dist loadgroup`` under pytest 9.2, pytest-xdist issue #1386)."""
+    session = _Session([])
+    noxfile.tests(session, cell="t24")
+    args = list(session.calls[-1][3:])
+    xdist = [
+        a for i, a in enumerate(args) if a in ("-n", "--dist") or args[i - 1] in ("-n", "--dist")
+    ]
+    xdist += [a for a in args if a == "--no-loadscope-reorder"]
+    assert "--dist" in xdist, args
+    for name, text in _SCHEDULED_SUITE.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    (tmp_path / "conftest.py").write_text(
+        (ROOT / "tests" / "conftest.py").read_text(encoding="utf-8"), encoding="utf-8"
+    )
+    (tmp_path / "pytest.ini").write_text("[pytest]\nmarkers =\n    slow: slow\n", encoding="utf-8")
+    log = tmp_path / "log.txt"
+    env = {**os.environ, "LOG": str(log), "CKPTCOMPAT_CELL": "t24"}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *xdist, str(tmp_path)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    runs = [line.split() for line in log.read_text(encoding="utf-8").splitlines()]
+    lines = [what for _, what in runs]
+    assert sorted(lines) == sorted(["fixture", "slow", *[f"a{i}" for i in range(8)],
+                                    *[f"m{i}" for i in range(8)]])  # fmt: skip
+    assert lines.count("fixture") == 1, runs
+    (slow_worker,) = {worker for worker, what in runs if what == "slow"}
+    first = next(what for worker, what in runs if worker == slow_worker)
+    assert first == "slow", runs  # the first test its worker ran

@@ -229,7 +229,8 @@ def _not_importable(top: str) -> bool:
 
 
 def _install_hint(offenders: list[str]) -> str:
-    """"install ... and " for offenders whose top-level package is not importable here.
+    """The phrase ``"install ... and "`` for offenders whose top-level package is not
+    importable here.
 
     ``find_spec`` of a top-level name only searches ``sys.path``; it runs no code of the
     package (a trusted migration needs the classes importable, e.g. ``metta`` for Metta's

@@ -57,6 +57,7 @@ class Child:
     step_started: float
     buffer: bytearray = field(default_factory=bytearray)
     lines: list[dict[str, Any]] = field(default_factory=list)
+    garbled: bool = False  # a line did not parse: nothing after it is taken
 
 
 def start(steps: Sequence[Callable[[], dict[str, Any]]]) -> Child:
@@ -116,7 +117,9 @@ def _drain(child: Child) -> None:
     with contextlib.suppress(BlockingIOError, OSError):
         while chunk := os.read(child.pipe, 65536):
             child.buffer += chunk
-    while (end := child.buffer.find(b"\n")) >= 0:
+    if child.garbled:  # still drained, so the child never blocks on a full pipe
+        child.buffer.clear()
+    while not child.garbled and (end := child.buffer.find(b"\n")) >= 0:
         raw = bytes(child.buffer[:end])
         del child.buffer[: end + 1]
         try:
@@ -124,12 +127,10 @@ def _drain(child: Child) -> None:
         except json.JSONDecodeError:
             line = None
         if not isinstance(line, dict):
-            # A cut or garbled line: the step said nothing usable. Stop reading this child,
+            # A cut or garbled line: the step said nothing usable. Take nothing after it,
             # so the steps after it are not taken for the ones before.
-            child.buffer.clear()
-            child.steps = len(child.lines)
-            return
-        if len(child.lines) < child.steps:
+            child.garbled = True
+        elif len(child.lines) < child.steps:
             child.lines.append(line)
             child.step_started = time.monotonic()
 

@@ -317,11 +317,8 @@ def _settle(
         and os.waitstatus_to_exitcode(ended.status) == 0
     )
     trusted = len(ended.lines) if exited_clean else min(len(ended.lines), len(task.entries) - 1)
-    for j, entry in enumerate(task.entries):
-        if j >= trusted:
-            break
-        line = ended.lines[j]
-        out = _judge(task, entry, line, ended.maxrss_kb, max_growth_kb)
+    for j, entry in enumerate(task.entries[:trusted]):
+        out = _judge(task, entry, ended.lines[j], ended.maxrss_kb, max_growth_kb)
         if out.result in FAILURES:
             break
         settled.append((out, job.paths[j]))
@@ -338,8 +335,9 @@ def warm_up(base: _Base, entries: tuple[str, ...], work: Path) -> None:
     Measured on 2 cores (t24, 250 cases, 1,536 children): a cold child spent ~1.2-6.7 ms
     more per entry on its first call (the doctor's per-version rows, lazy regexes) and
     up to 27 ms importing the entry modules (``ckptcompat.doctor``,
-    ``ckptcompat.generations.batch`` ...), which the parent had not imported. What a child
-    checks is unchanged: each still runs one (case, entry point) in its own process.
+    ``ckptcompat.generations.batch`` ...), which the parent had not imported. What is
+    checked is unchanged: every case still runs in a process of its own, forked from this
+    one after the warm-up, and the same cases give the same results (compared on 250).
 
     Raises:
         RuntimeError: an entry point failed on the unmutated base (a broken build, not a

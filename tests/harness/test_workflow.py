@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import itertools
 import json
 import os
 import re
@@ -405,9 +406,10 @@ def test_cells_schedule_a_module_whole_and_slow_tests_first(noxfile: Any, tmp_pa
     session = _Session([])
     noxfile.tests(session, cell="t24")
     args = list(session.calls[-1][3:])
-    xdist = [
-        a for i, a in enumerate(args) if a in ("-n", "--dist") or args[i - 1] in ("-n", "--dist")
-    ]
+    xdist = []
+    for flag, value in itertools.pairwise(args):
+        if flag in ("-n", "--dist"):
+            xdist += [flag, value]
     xdist += [a for a in args if a == "--no-loadscope-reorder"]
     assert "--dist" in xdist, args
     for name, text in _SCHEDULED_SUITE.items():

@@ -34,7 +34,8 @@ class Ended:
 
     Attributes:
         lines: one parsed result per step that finished, in order (at most ``len(steps)``).
-        status: the raw wait status (``os.WIFSIGNALED`` ...), or 0 when ``timed_out``.
+        status: the raw wait status (``os.WIFSIGNALED`` ...); after a timeout, that of
+            the SIGKILL.
         maxrss_kb: the child's peak resident memory from ``os.wait4`` (KiB).
         timed_out: a step ran longer than the timeout and the child was killed (SIGKILL).
         seconds: how long the step that was running at the end had run (seconds).

@@ -214,13 +214,26 @@ LEARN_EPOCHS = 8
 LEARN_MARGIN = 2.0
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
+#: Seed 0 learns in every cell: a torch release whose kernels or autograd break learning
+#: fails there. Seeds 1 and 2 check that learning is not one lucky seed, a property of the
+#: PPO code and its settings, not of torch's version: they run in one cell (issue 21 item
+#: 4, "running cells' slow training once"; ~14 s of a worker per cell).
+LEARN_SEEDS = [
+    0,
+    pytest.param(1, marks=pytest.mark.one_cell),
+    pytest.param(2, marks=pytest.mark.one_cell),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", LEARN_SEEDS)
 @pytest.mark.parametrize("agent", [RECURRENT, MLP], ids=["recurrent", "mlp"])
 def test_ppo_learns_cartpole_beyond_random(agent: str, seed: int, tmp_path: Path) -> None:
     """Guards against PPO that runs but does not learn (a sign error in the surrogate,
     advantages not bootstrapped, done masks misaligned, lr never applied): with a tiny budget
     each agent's greedy return beats a random policy's by LEARN_MARGIN times (the MLP agent
-    trains on flat minibatches, the recurrent one on whole env sequences)."""
+    trains on flat minibatches, the recurrent one on whole env sequences). Seed 0 in every
+    cell, seeds 1 and 2 in one (:data:`LEARN_SEEDS`)."""
     eval_seeds = list(range(1000, 1010))
     random_mean = _random_policy_mean_return(eval_seeds)
     config = TrainerConfig(

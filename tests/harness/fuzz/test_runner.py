@@ -155,11 +155,16 @@ print(json.dumps(report))
 
 
 @pytest.mark.slow
+@pytest.mark.one_cell
 def test_a_fuzz_run_attributes_planted_faults_to_their_case_and_entry(tmp_path: Path) -> None:
     """Guards the whole loop: with entry points that crash (case 3, load), hang (case 5,
     doctor) and raise an untyped error (case 7, cli doctor), the report has exactly those
     three failures, on those cases and entries, every (case, entry point) counted once,
-    reproducers saved, and one child per case plus the isolated reruns."""
+    reproducers saved, and one child per case plus the isolated reruns. One cell: every
+    entry point is the planted ``fake`` (no torch call is judged; the run's bookkeeping is
+    plain Python), and the real entry points' per-version behaviour is judged in every cell
+    by ``test_batches_give_the_report_of_one_child_per_entry_point`` and ``tests/security/
+    test_fuzz.py``. Its two 2-second timeouts idle a worker (~7 s per cell)."""
     env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "-c", _FAKE_RUN, str(tmp_path)],

@@ -39,6 +39,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -130,13 +131,16 @@ def _run_command(world_size: int, out: Path, run: str) -> list[str]:
     return [sys.executable, *launcher, "--nproc-per-node", str(world_size), *rank]
 
 
-def produce_dcp(stage: Path) -> None:
+def produce_dcp(stage: Path, after_run: Callable[[str], None] | None = None) -> None:
     """Train the runs of :data:`RUNS` into ``stage`` (one process, or torchrun for 2 ranks).
 
     The children run in the reproducible-numerics mode with ``SOURCE_DATE_EPOCH`` fixed.
+    ``after_run(run)`` is called once each run's files are complete, before the next run
+    starts (the verification stops there at the first run that means something else).
 
     Raises:
-        GoldenError: a run failed (its output's tail is in the message) or hung.
+        GoldenError: a run failed (its output's tail is in the message) or hung, or
+            ``after_run`` refused the run.
     """
     env = {**numerics.reproducible_env(), "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH}
     env["OMP_NUM_THREADS"] = "1"
@@ -156,6 +160,8 @@ def produce_dcp(stage: Path) -> None:
         if proc.returncode != 0:
             tail = (proc.stdout + proc.stderr)[-2000:]
             raise GoldenError(f"DCP golden run {run} exited {proc.returncode}:\n{tail}")
+        if after_run is not None:
+            after_run(run)
 
 
 def _canonical(value: Any) -> Any:
@@ -245,14 +251,17 @@ def _manifest(stage: Path, cell: str, files: dict[str, bytes]) -> dict[str, Any]
     }
 
 
-def _produce(stage: Path, cell: str) -> dict[str, bytes]:
+def _golden_files(root: Path) -> list[Path]:
+    """The golden files under ``root``, sorted; the lock file (which holds a pid) left out."""
+    return [p for p in sorted(root.rglob("*")) if p.is_file() and p.name != LOCK_NAME]
+
+
+def _produce(
+    stage: Path, cell: str, after_run: Callable[[str], None] | None = None
+) -> dict[str, bytes]:
     """Every file of ``cell``'s DCP goldens, MANIFEST.json included, by relative path."""
-    produce_dcp(stage)
-    files = {
-        p.relative_to(stage).as_posix(): p.read_bytes()
-        for p in sorted(stage.rglob("*"))
-        if p.is_file() and p.name != LOCK_NAME  # the lock holds a pid
-    }
+    produce_dcp(stage, after_run)
+    files = {p.relative_to(stage).as_posix(): p.read_bytes() for p in _golden_files(stage)}
     manifest = _manifest(stage, cell, files)
     files[MANIFEST_NAME] = (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()
     return files
@@ -262,11 +271,41 @@ def _semantics(manifest: dict[str, Any]) -> dict[str, str]:
     return {entry["path"]: entry["semantic_sha256"] for entry in manifest["files"]}
 
 
+def _refuse_differing(target: Path, want: dict[str, str], got: dict[str, str], when: str) -> None:
+    """Raise GoldenError naming the files whose semantic digests differ, if any."""
+    differing = sorted(p for p in want.keys() | got.keys() if want.get(p) != got.get(p))
+    if differing:
+        raise GoldenError(
+            f"this code does not regenerate {target}: {', '.join(differing)} mean "
+            f"something else now ({when}); goldens are append-only: add a new producer "
+            "cell or agent rather than new bytes for an old one"
+        )
+
+
+def _run_checker(stage: Path, target: Path, want: dict[str, str]) -> Callable[[str], None]:
+    """``after_run`` for :func:`produce_dcp`: compares one finished run's files with the
+    committed semantic digests of that run, so that a golden which means something else is
+    refused before the next run (the 2-rank one costs a torchrun launch) is trained."""
+
+    def check(run: str) -> None:
+        got = {
+            p.relative_to(stage).as_posix(): semantic_digest(p) for p in _golden_files(stage / run)
+        }
+        mine = {path: d for path, d in want.items() if path.startswith(f"{run}/")}
+        later = list(RUNS)[list(RUNS).index(run) + 1 :]
+        when = f"found after run {run}" + (f"; {', '.join(later)} not trained" if later else "")
+        _refuse_differing(target, mine, got, when)
+
+    return check
+
+
 def generate_dcp(out_dir: str | os.PathLike[str], cell_id: str) -> tuple[Path, str]:
     """Produce ``cell_id``'s DCP goldens into ``out_dir/dcp/<cell>``, or verify them.
 
     A directory without a MANIFEST gets the files; one with a MANIFEST is regenerated in a
-    temp dir and compared file by file by :func:`semantic_digest` (never rewritten).
+    temp dir and compared file by file by :func:`semantic_digest` (never rewritten): each
+    run's files as soon as that run is trained, so a refusal costs no later run, and then
+    every file again, the MANIFEST's own list included.
 
     Returns:
         ``(directory, one-line report)``.
@@ -283,19 +322,16 @@ def generate_dcp(out_dir: str | os.PathLike[str], cell_id: str) -> tuple[Path, s
     check_cell(cell)
     check_numerics()
     target = dcp_golden_dir(out_dir, cell.id)
-    with tempfile.TemporaryDirectory(prefix="ckptcompat-dcp-golden-") as tmp:
-        files = _produce(Path(tmp), cell.id)
+    want = None
     if (target / MANIFEST_NAME).is_file():
-        committed = json.loads((target / MANIFEST_NAME).read_text(encoding="utf-8"))
-        fresh = json.loads(files[MANIFEST_NAME])
-        want, got = _semantics(committed), _semantics(fresh)
-        differing = sorted(p for p in want.keys() | got.keys() if want.get(p) != got.get(p))
-        if differing:
-            raise GoldenError(
-                f"this code does not regenerate {target}: {', '.join(differing)} mean "
-                "something else now; goldens are append-only: add a new producer cell or "
-                "agent rather than new bytes for an old one"
-            )
+        want = _semantics(json.loads((target / MANIFEST_NAME).read_text(encoding="utf-8")))
+    with tempfile.TemporaryDirectory(prefix="ckptcompat-dcp-golden-") as tmp:
+        stage = Path(tmp)
+        check = None if want is None else _run_checker(stage, target, want)
+        files = _produce(stage, cell.id, check)
+    if want is not None:
+        got = _semantics(json.loads(files[MANIFEST_NAME]))
+        _refuse_differing(target, want, got, "every run trained")
         return target, f"verified {len(want)} files equivalent (semantic digests)"
     written = write_or_verify(target, files)
     return target, f"wrote {len(written)} files"

@@ -3,6 +3,13 @@ says so with a typed error instead of a traceback.
 
 Every test has a server of its own (``own_pg``), stopped with ``pg_ctl stop`` (``fast``:
 every session ended; ``immediate``: a crash) and started again on the same socket.
+
+Every test is ``one_cell``: what they check (psycopg reconnects, leases, retried
+completions, the CLI's typed errors) is the queue's and the worker's protocol, which does
+not depend on torch's version; the worker's evaluation under this cell's torch runs in every
+cell in ``test_worker.py``'s round trip and ``test_demo_baseline.py``. (The two worker
+outage tests ran in every cell until issue 21 item 4: ~12 s of a worker per cell, most of
+it waiting for the server and the lease.)
 """
 
 from __future__ import annotations
@@ -65,6 +72,7 @@ def _running(dsn: str, task: int) -> bool:
         return next(t for t in queue.tasks() if t["task_id"] == task)["status"] == "running"
 
 
+@pytest.mark.one_cell
 def test_worker_waits_out_a_stopped_server_and_stores_its_result(
     own_pg: PgServer, tmp_path: Path
 ) -> None:
@@ -94,6 +102,7 @@ def test_worker_waits_out_a_stopped_server_and_stores_its_result(
     assert _rows(dsn, task) == (("done", 1), [("w", 1, "pass")])
 
 
+@pytest.mark.one_cell
 def test_lease_lapsed_while_the_server_was_down_reruns_the_task_once(
     own_pg: PgServer, tmp_path: Path
 ) -> None:

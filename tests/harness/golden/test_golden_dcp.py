@@ -178,12 +178,15 @@ def test_dcp_regeneration_is_equivalent_here(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.one_cell
 def test_dcp_regeneration_refuses_a_changed_golden(tmp_path: Path) -> None:
     """Guards the verification passing whatever the directory holds: a committed DCP golden
     whose MANIFEST says a file of the one-process run means something else is refused
     (exit 1, the file named) as soon as that run is trained, before the 2-rank run, and
     nothing in the directory is rewritten. (The refusal of a 2-rank file is the same
-    comparison after the other run; the equivalence test above passes through it.)"""
+    comparison after the other run; the equivalence test above passes through it.) One
+    cell: the comparison and the refusal are file logic; each cell's regeneration is the
+    equivalence test's, in every cell."""
     cell = _this_cell()
     out = tmp_path / "golden"
     target = out / "dcp" / cell

@@ -30,7 +30,7 @@ from ckptcompat.doctor.location import DeviceCheck, check_devices, visible_cuda_
 from ckptcompat.doctor.migration import Generation, Migration, generation, migration
 from ckptcompat.doctor.numpy_consumer import NUMPY_MAJORS, numpy_facts
 from ckptcompat.doctor.packages import Consumer, check_here, check_python
-from ckptcompat.doctor.pickle_walk import pickle_facts, root_object
+from ckptcompat.doctor.pickle_walk import pickle_facts, root_object, tensor_mapping_root
 from ckptcompat.doctor.prefixes import KeyPrefix, find_prefix, state_dict_keys
 from ckptcompat.doctor.render import render_text
 from ckptcompat.doctor.reports import (
@@ -178,14 +178,29 @@ def _cuda_devices_here(visible: str | None) -> int:
     return visible_cuda_devices()
 
 
+#: Keys of a plain-dict root whose values a reader of the root looks at: Lightning's
+#: ``state_dict`` (:mod:`.families`) and the ``python`` RNG state of transformers'
+#: ``rng_state.pth``. A tensor mapping holding one is rebuilt by the walk, values included.
+_VALUE_KEYS = frozenset({"state_dict", "python"})
+
+
 def _root(name: str, kind: str, result: Any, complete: bool) -> Any:
     """The top-level object, rebuilt inertly, of state_dicts and other plain objects (for
-    the key prefix and the library families: reading it walks the object pickle once
-    more); None otherwise."""
+    the key prefix and the library families); None otherwise.
+
+    A tensor mapping whose string keys the scan's pass recorded is rebuilt from them
+    (:func:`~ckptcompat.doctor.pickle_walk.tensor_mapping_root`): its readers look at keys
+    only, unless a plain dict holds a key of :data:`_VALUE_KEYS`. Anything else walks the
+    object pickle once more (:func:`~ckptcompat.doctor.pickle_walk.root_object`)."""
     if kind not in ("state_dict", "other") or not complete:
         return None
     if result.kind not in ("zip", "legacy_pickle"):
         return None
+    shape = None if result.facts is None else result.facts.root
+    if shape is not None and not (shape.kind == "dict" and _VALUE_KEYS & set(shape.keys or ())):
+        rebuilt = tensor_mapping_root(shape)
+        if rebuilt is not None:
+            return rebuilt
     return root_object(name, result)
 
 

@@ -84,7 +84,7 @@ class InertRecord:
 class Result:
     """Inert stand-in for what a call, NEWOBJ or persistent id produced."""
 
-    __slots__ = ("_items", "_kind", "_origin", "_rec", "_ref")
+    __slots__ = ("_items", "_keys", "_kind", "_origin", "_rec", "_ref")
 
     def __init__(
         self, rec: InertRecord, origin: str, kind: str, ref: int = -1, items: bool = False
@@ -93,8 +93,10 @@ class Result:
         self._origin = origin  # the global (or PERSISTENT/RESULT) this object came from
         self._kind = kind  # "call", "new" or "persistent"
         self._ref = ref  # index into rec.raw_pids for persistent ids, else -1
-        # Values given by SETITEM(S), kept only for objects made one per call (mappings).
+        # Keys and values given by SETITEM(S), kept only for objects made one per call
+        # (mappings).
         self._items: list[object] | None = [] if items else None
+        self._keys: list[object] | None = [] if items else None
 
     def __call__(self, *args: object) -> Result:
         # Calling a call's result: builtins.getattr(...)(...) chains, nested loaders.
@@ -109,6 +111,7 @@ class Result:
         self._rec.applied.add((self._origin, "SETITEM"))
         if self._items is not None:
             self._items.append(value)
+            self._keys.append(key)  # type: ignore[union-attr]
 
     def add(self, item: object) -> None:
         self._rec.setitem_targets[self._origin] = None
@@ -240,8 +243,10 @@ class _MappingResult(Result):
         self._rec.applied.add((self._origin, "SETITEM"))
         try:
             self._items.append(value)  # type: ignore[union-attr]
-        except AttributeError:  # the first item: the slot starts unset
+            self._keys.append(key)  # type: ignore[union-attr]
+        except AttributeError:  # the first item: both slots start unset
             self._items = [value]
+            self._keys = [key]
 
 
 class PersistentResult(Result):
@@ -264,12 +269,16 @@ class RootShape(NamedTuple):
         origin: the global the root came from (class or function), if any.
         format: ``root["format"]`` when the root is a plain dict with a str ``format``.
         tensor_mapping: the root is a non-empty dict/OrderedDict whose values are all tensors.
+        keys: a tensor mapping's keys in pickle order (an OrderedDict's repeated keys
+            repeated), when every key is a ``str``; else None. The doctor rebuilds such a
+            root from them instead of walking the pickle a second time.
     """
 
     kind: str
     origin: str | None
     format: str | None
     tensor_mapping: bool
+    keys: tuple[str, ...] | None = None
 
 
 _PLAIN_KEYS = frozenset({str, bytes, int, float, bool, type(None)})
@@ -286,6 +295,12 @@ def _is_tensor(value: object) -> bool:
     return kind in GLOBAL_TYPES and value._name in TENSOR_REBUILDS  # type: ignore[attr-defined]
 
 
+def _str_keys(keys: Any) -> tuple[str, ...] | None:
+    """``tuple(keys)`` when every key is exactly a ``str`` (not a subclass); else None."""
+    found = tuple(keys)
+    return found if found and all(type(k) is str for k in found) else None
+
+
 def describe_root(root: object) -> RootShape | None:
     """The :class:`RootShape` of an inert load's result; None when it cannot be told exactly.
 
@@ -299,14 +314,16 @@ def describe_root(root: object) -> RootShape | None:
         fmt = root.get("format")  # type: ignore[attr-defined]
         values = root.values()  # type: ignore[attr-defined]
         tensors = bool(values) and all(map(_is_tensor, values))
-        return RootShape("dict", None, fmt if type(fmt) is str else None, tensors)
+        keys = _str_keys(root) if tensors else None  # type: ignore[arg-type]
+        return RootShape("dict", None, fmt if type(fmt) is str else None, tensors, keys)
     if kind in _RESULTS:
         res: Any = root
         items = getattr(res, "_items", None)
         tensors = items is not None and bool(items) and all(map(_is_tensor, items))
         origin = None if res._origin.startswith("<") else res._origin
         kind_name = "unknown" if res._kind == "persistent" else res._kind
-        return RootShape(kind_name, origin, None, tensors)
+        keys = _str_keys(getattr(res, "_keys", None) or ()) if tensors else None
+        return RootShape(kind_name, origin, None, tensors, keys)
     if kind in GLOBAL_TYPES:
         return RootShape("global", root._name, None, False)  # type: ignore[attr-defined]
     if kind is list:

@@ -105,7 +105,7 @@ LIMITS = {
         "time in slow-first order (--dist loadscope --no-loadscope-reorder; --dist "
         "loadgroup does not group under pytest 9.2, pytest-xdist #1386); result records "
         "are validated by one jsonschema validator per process (jsonschema.validate "
-        "re-checked the schema on every record: 13 ms each, an evaluate phase 17.4 -> "
+        "re-checked the schema on every record: ~5 ms each, an evaluate phase 17.4 -> "
         "13.0 s); the DCP golden verification refuses after the first run that differs "
         "(no torchrun for a refused golden); learning seeds 1-2, the planted-fault fuzz "
         "run and the worker-outage tests run in one cell. Cells went from 222 / 237 / "

@@ -55,7 +55,7 @@ def test_validation_checks_the_schema_once_and_reports_what_jsonschema_validate_
     change: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Guards the per-record cost of ``jsonschema.validate`` (it checked the schema against
-    its metaschema on every call: 12 of an evaluate phase's 26 s) and the cached validator
+    its metaschema on every call: 4.4 of an evaluate phase's 17.4 s) and the cached validator
     reporting a different error than ``jsonschema.validate`` would: over many records the
     schema is checked at most once, and a bad record gets the field and message that
     ``jsonschema.validate``'s own error names."""

@@ -1,8 +1,9 @@
 """The nesting check over runs of torch.save's tensor records, one regex match a run.
 
-:func:`too_deep` is what the scan calls: for pickles of 1 KiB or more it first runs
-:func:`fast_past`, which is :func:`ckptcompat.scan.nesting._past` (the reference machine,
-~0.3 us per opcode in Python: 40 ms for a 4096-tensor state_dict's 123k opcodes) with one
+:func:`too_deep` is what the scan calls: for pickles of :data:`_FAST_MIN_BYTES` (2048
+bytes) or more it first runs :func:`fast_past`, which is
+:func:`ckptcompat.scan.nesting._past` (the reference machine, ~0.3 us per opcode in
+Python: 40 ms for a 4096-tensor state_dict's 123k opcodes) with one
 addition: where the stream holds a run of tensor records of the form below, it checks the
 run's premise and applies the run's effect in one step. :func:`fast_past` returns None
 only when ``_past`` returns None; otherwise :data:`ABORT` (or the limit it found), and

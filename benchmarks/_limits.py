@@ -71,7 +71,9 @@ LIMITS = {
         "The doctor (about 0.5 ms of CPU on a few-tensor file, flat in size) does several "
         "times picklescan's work per file (zip directory, record sizes, the nesting check, "
         "12 torch minors predicted); against picklescan in-process on these files it is "
-        "about even (0.9-1.0x), and 24x faster on the 4096-tensor file."
+        "about even: medians 0.83-1.20x over the runs of 2026-12-06/07 (the 1 GB row of "
+        "the 05:24 UTC clean-clone run, 0.83 [0.18, 1.25], had one doctor round of 6.7 ms "
+        "against a 1.4 ms median), and 20-24x faster on the 4096-tensor file."
     ),
     "doctor dir": (
         "`ckptcompat doctor DIR` needs about 0.75 CPU seconds in process (1,330 files per "

@@ -159,6 +159,14 @@ _BAD_INPUT: dict[str, tuple[Callable[[Path], list[str]], str]] = {
                                                     "0")(tmp), "must be >= 1"),
     "evaluate missing epoch": (lambda tmp: ["run", "evaluate", "--uri", f"{tmp}/d/r:v7",
                                             "--db", f"{tmp}/e.duckdb"], "found epochs 1, 2"),
+    "train --dir through a file": (lambda tmp: ["run", "train", "--run", "r", "--dir",
+                                                f"{tmp}/d/r/checkpoints/r_v1.pt/sub",
+                                                "--epochs", "1"], "r_v1.pt is a file"),
+    "migrate DST through a file": (lambda tmp: ["migrate", f"{tmp}/d/r/checkpoints/r_v1.pt",
+                                                f"{tmp}/d/r/checkpoints/r_v2.pt/sub"],
+                                   "r_v2.pt is a file"),
+    "migrate name without run or epoch": (lambda tmp: ["migrate", f"{tmp}/old_agent.pt",
+                                                       f"{tmp}/out"], "--run/--epoch"),
 }  # fmt: skip
 
 
@@ -170,9 +178,15 @@ def test_bad_input_is_a_one_screen_typed_error_with_exit_2(
     (FileNotFoundError/IsADirectoryError), an unknown env (UnsupportedEnvError, no record),
     an unusable --db (StatsDBError), --episodes 0 (ValueError) each exited 1 like a real
     failure. Now: exit 2, a short typed message on stderr, and for ``run`` steps an
-    ``error`` record as the last stdout line."""
+    ``error`` record as the last stdout line. Also (a new user's trial, 2026-12-07): a
+    --dir or migrate DST running through a file exited 1 with "index.json is malformed,
+    restore it from a backup", and a G2 file whose name gives no run or epoch exited 1."""
+    from ckptcompat.agents import MockAgent
+    from ckptcompat.checkpoint import legacy
+
     _saved_run(tmp_path / "d")
     (tmp_path / "adir").mkdir()
+    legacy.write_g2(MockAgent(), tmp_path / "old_agent.pt")
     make_argv, expected = _BAD_INPUT[case]
     argv = make_argv(tmp_path)
     code = cli.main(argv)

@@ -111,12 +111,27 @@ def test_unreadable_path_is_a_line_and_exit_2(tree: Path) -> None:
     assert proc.returncode == 2 and first["error"]["type"] == "CheckpointNotFoundError"
 
 
-def test_empty_directory_exits_2(tmp_path: Path) -> None:
-    """Guards a check of an empty (or mistyped) store passing silently: no checkpoint
-    found is exit 2, with the count on stderr."""
-    proc = _doctor(tmp_path)
-    assert proc.returncode == 2 and proc.stdout == ""
-    assert "no checkpoint found" in proc.stderr
+def test_empty_directory_exits_2(tmp_path: Path, tree: Path) -> None:
+    """Guards a check of an empty (or mistyped) store passing silently: a directory with
+    no checkpoint under it is exit 2 with its own error line (text and JSON on stdout, as
+    for a missing file), also beside a readable file (`doctor empty/ a.pt` dropped the
+    directory and exited 0)."""
+    empty = tmp_path / "empty"
+    (empty / "sub").mkdir(parents=True)
+    proc = _doctor(empty)
+    assert proc.returncode == 2
+    assert proc.stdout.startswith(f"{empty}: error: CheckpointNotFoundError: ")
+    assert "no checkpoint under this directory" in proc.stdout
+    assert "1 path: 0 read, 1 could not be read" in proc.stderr
+    proc = _doctor(empty, "--json")
+    document = json.loads(proc.stdout)
+    assert proc.returncode == 2 and document["file"] == str(empty)
+    assert document["error"]["type"] == "CheckpointNotFoundError"
+    proc = _doctor(empty, tree / "state_dict.pt")
+    assert proc.returncode == 2
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith(f"{empty}: error: CheckpointNotFoundError")
+    assert lines[1].startswith(f"{tree / 'state_dict.pt'}: loads with weights_only")
 
 
 def test_single_file_keeps_the_full_report(tree: Path) -> None:

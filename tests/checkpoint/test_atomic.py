@@ -26,11 +26,12 @@ from ckptcompat.checkpoint.atomic import (
     fault_point,
     hash_file,
     remove_stale_temp_files,
+    unusable_directory,
     write_atomic,
     write_bytes_atomic,
 )
 from ckptcompat.checkpoint.layout import is_temp_name
-from ckptcompat.errors import InjectedFault, RunLockedError
+from ckptcompat.errors import InjectedFault, InputError, RunLockedError
 
 pytestmark = pytest.mark.one_cell
 
@@ -200,3 +201,12 @@ def test_killed_holder_releases_the_lock(tmp_path: Path, holder) -> None:
     holder.wait()
     with RunLock(tmp_path) as lock:
         assert lock.held
+
+
+def test_unusable_directory_names_the_system_reason(tmp_path: Path) -> None:
+    """Guards the message for a directory that exists but cannot be written (tests run as
+    root here, so the PermissionError is built, not provoked): the system's reason, and a
+    fix about permissions rather than about a file in the path."""
+    error = unusable_directory(tmp_path / "ro", PermissionError(13, "Permission denied"))
+    assert isinstance(error, InputError)
+    assert "PermissionError: Permission denied" in str(error) and "permissions" in str(error)

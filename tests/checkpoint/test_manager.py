@@ -30,6 +30,8 @@ from ckptcompat.errors import (
     CorruptCheckpointError,
     IncompatibleCheckpointError,
     InjectedFault,
+    InputError,
+    InvalidArgumentError,
     RunLockedError,
     UnsafeCheckpointError,
 )
@@ -644,3 +646,38 @@ def test_writer_killed_mid_save_leaves_a_usable_run(manager: SimpleCheckpointMan
     manager.save_agent(_mock(2), 2)  # takes the lock, removes the stale temp
     assert not [p for p in manager.checkpoint_dir.iterdir() if ".tmp-" in p.name]
     assert [e.epoch for e in manager.list_checkpoints()] == [0, 2]
+
+
+def test_unusable_data_dir_is_an_input_error_and_writes_nothing(tmp_path: Path) -> None:
+    """Guards a data_dir running through a file: save_agent raised a raw
+    NotADirectoryError/FileExistsError and load_agent a CorruptCheckpointError telling the
+    user to restore index.json from a backup (found by a new user's trial, 2026-12-07).
+    Both are now an InputError naming the file in the way, and nothing is written."""
+    blocker = tmp_path / "weights.pt"
+    blocker.write_bytes(b"not a directory")
+    manager = SimpleCheckpointManager("r", blocker / "sub")
+    with pytest.raises(InputError, match=r"weights\.pt is a file, not a directory"):
+        manager.save_agent(MockAgent(), 0, metadata={"agent_step": 0, "score": None})
+    with pytest.raises(InputError, match=r"weights\.pt is a file, not a directory"):
+        manager.load_agent()
+    assert blocker.read_bytes() == b"not a directory"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["weights.pt"]
+
+
+def test_bad_arguments_are_invalid_argument_errors(tmp_path: Path) -> None:
+    """Guards plain ValueErrors (no expected/found/fix) for verify=, keep_last_n=,
+    cache_size= and select_checkpoints' arguments: InvalidArgumentError, still a
+    ValueError for old callers' except clauses."""
+    manager = SimpleCheckpointManager("r", tmp_path)
+    manager.save_agent(MockAgent(), 0, metadata={"agent_step": 0, "score": None})
+    calls = [
+        lambda: manager.load_agent(verify="sha"),  # type: ignore[arg-type]
+        lambda: manager.cleanup_old_checkpoints(-1),
+        lambda: SimpleCheckpointManager("r", tmp_path, cache_size=-1),
+        lambda: manager.select_checkpoints("best"),
+        lambda: manager.select_checkpoints(count=0),
+    ]
+    for call in calls:
+        with pytest.raises(InvalidArgumentError) as caught:
+            call()
+        assert isinstance(caught.value, ValueError) and "must be" in str(caught.value)

@@ -172,9 +172,9 @@ def _record_names(path: Path) -> list[str]:
 @pytest.mark.one_cell
 def test_doctor_verify_data_reports_crc_mismatch(tmp_path: Path) -> None:
     """Guards the doctor calling a file with a flipped tensor bit healthy: with
-    ``--verify-data`` it reads every record and reports ``crc_mismatch`` (the file is
-    corrupt); without, it says the tensor bytes were not checked. One cell: the doctor
-    imports no torch."""
+    ``--verify-data`` it reads every record and reports ``crc_mismatch`` (torch loads
+    wrong tensors: a note on every verdict, see the per-cell test below); without, it says
+    the tensor bytes were not checked. One cell: the doctor imports no torch."""
     path = _saved(tmp_path)
     assert "crc_mismatch" not in {f.code for f in doctor.diagnose(path, read_data=True).findings}
     path.write_bytes(crafted.flip_tensor_bit(path.read_bytes()))
@@ -185,8 +185,42 @@ def test_doctor_verify_data_reports_crc_mismatch(tmp_path: Path) -> None:
     assert read.data.problems and "data/0" in read.data.problems[0]
     path.write_bytes(crafted.mark_directory(_saved(tmp_path).read_bytes()))
     assert "marked as a directory" in doctor.diagnose(path, read_data=True).data.problems[0]
-    assert read.versions[-1].weights_only.outcome == "not_fixable"
     assert doctor.to_json(read)["data"]["verified"] is True
+
+
+@pytest.mark.parametrize("damage", ["flip_tensor_bit", "shift_local_header", "mark_directory"])
+def test_doctor_predicts_what_torch_does_with_damaged_records(tmp_path: Path, damage: str) -> None:
+    """Guards ``doctor --verify-data`` saying "cannot load with weights_only (no allowlist
+    helps) on every torch" for a file whose tensor records differ from their zip CRC-32,
+    while torch loads it, plain and weights-only, as wrong tensors without an error (it
+    checks no CRC-32): the prediction for this cell's torch is "loads", every verdict
+    carries the corruption note and the verdict line starts with it; ``repro`` agrees row
+    for row (its weights_only row was ckptcompat's CRC-checking loader, so it said NO and
+    exited 1), and its extra row shows ckptcompat's loader refusing the file."""
+    path = _saved(tmp_path)
+    path.write_bytes(getattr(crafted, damage)(path.read_bytes()))
+    diag = doctor.diagnose(path, read_data=True)
+    assert [f.code for f in diag.findings if f.code in ("crc_mismatch", "damaged_record")] == [
+        "crc_mismatch"
+    ]
+    report = diag.for_torch(torch.__version__)
+    for verdict in (report.plain, report.weights_only):
+        assert verdict.outcome == "loads", verdict
+        assert any(n.startswith("CORRUPT DATA: 1 record(s)") for n in verdict.notes)
+    assert doctor.verdict_line(diag).startswith("corrupt data: 1 record(s) differ")
+    torch.load(path, weights_only=True, map_location="cpu")  # torch itself: no error
+    torch.load(path, weights_only=False, map_location="cpu")
+    proc = subprocess.run(
+        [sys.executable, "-m", "ckptcompat.harness.run.repro", str(path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(SRC)},
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    row = next(line for line in proc.stdout.splitlines() if "ckptcompat's load" in line)
+    assert "refused: CorruptCheckpointError" in row and row.rstrip().endswith("yes")
 
 
 @pytest.mark.one_cell

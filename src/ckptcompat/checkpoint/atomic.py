@@ -42,7 +42,7 @@ from typing import IO
 import xxhash
 
 from ckptcompat.checkpoint.layout import LOCK_NAME, is_temp_name, temp_path
-from ckptcompat.errors import InjectedFault, RunLockedError
+from ckptcompat.errors import InjectedFault, InputError, RunLockedError
 
 __all__ = [
     "DIGEST_ALGORITHM",
@@ -55,7 +55,9 @@ __all__ = [
     "digest_bytes",
     "fault_point",
     "hash_file",
+    "make_dirs",
     "remove_stale_temp_files",
+    "unusable_directory",
     "write_atomic",
     "write_bytes_atomic",
 ]
@@ -269,6 +271,56 @@ def remove_stale_temp_files(directory: str | os.PathLike[str]) -> list[Path]:
     return removed
 
 
+# --------------------------------------------------------------------------- directories
+def _blocking_file(path: Path) -> Path | None:
+    """The first existing component of ``path`` that is not a directory, if any."""
+    for component in reversed((path, *path.parents)):
+        if component.exists() and not component.is_dir():
+            return component
+    return None
+
+
+def unusable_directory(path: str | os.PathLike[str], exc: OSError) -> InputError:
+    """The typed error for a directory that cannot be created, read or written.
+
+    Args:
+        path: the directory (a run's ``checkpoints/``, a destination folder).
+        exc: the ``OSError`` the file system raised for it.
+
+    Returns:
+        An :class:`InputError` (the command line exits 2) naming the component that is a
+        file, or the system's reason (``PermissionError``, a read-only file system, ...).
+    """
+    path = Path(path)
+    blocking = _blocking_file(path)
+    if blocking is not None:
+        found = f"{blocking} is a file, not a directory"
+        fix = "give a data directory whose path does not run through a file"
+    else:
+        found = f"{type(exc).__name__}: {exc.strerror or exc}"
+        fix = "give a directory this process can create and write, or fix its permissions"
+    return InputError(
+        "the directory cannot be used for checkpoints",
+        path=path,
+        expected="a directory this process can create, read and write",
+        found=found,
+        fix=fix,
+    )
+
+
+def make_dirs(path: str | os.PathLike[str]) -> None:
+    """Create directory ``path`` with its parents (``mkdir -p``); a no-op when it exists.
+
+    Raises:
+        InputError: a component of ``path`` is a file, or the file system refuses
+            (permissions, a read-only file system): see :func:`unusable_directory`.
+    """
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise unusable_directory(path, exc) from exc
+
+
 # --------------------------------------------------------------------------- run lock
 class RunLock:
     """The run's writer lock: a non-blocking exclusive ``flock`` on ``checkpoints/.lock``.
@@ -299,12 +351,17 @@ class RunLock:
 
         Raises:
             RunLockedError: another live process (or another RunLock object) holds it.
+            InputError: ``checkpoints/`` cannot be created or written (a path component
+                is a file, permissions, a read-only file system).
         """
         if self._depth:
             self._depth += 1
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        make_dirs(self.path.parent)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise unusable_directory(self.path.parent, exc) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ckptcompat.errors import InvalidArgumentError
+
 if TYPE_CHECKING:
     from torch import nn
 
@@ -54,12 +56,14 @@ class AgentCache:
     """Up to ``size`` loaded agents, least recently used evicted first; 0 disables it.
 
     Raises:
-        ValueError: a negative or non-int ``size``.
+        InvalidArgumentError: (a ValueError) a negative or non-int ``size``.
     """
 
     def __init__(self, size: int) -> None:
         if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-            raise ValueError(f"cache_size must be an int >= 0, not {size!r}")
+            raise InvalidArgumentError(
+                f"cache_size must be an int >= 0, not {size!r}", fix="pass cache_size=0 or more"
+            )
         self.size = size
         self._agents: OrderedDict[CacheKey, nn.Module] = OrderedDict()
         self._loaded_once: OrderedDict[CacheKey, None] = OrderedDict()

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from ckptcompat.checkpoint.atomic import unusable_directory
 from ckptcompat.checkpoint.layout import INDEX_NAME
 from ckptcompat.errors import CorruptCheckpointError, IncompatibleCheckpointError
 
@@ -281,6 +282,7 @@ def read_index(checkpoints_dir: str | os.PathLike[str], run: str | None) -> RunI
     Raises:
         CorruptCheckpointError: not JSON, or not the schema above, or written for
             another run than ``run``.
+        InputError: ``checkpoints_dir`` runs through a file or cannot be read.
         IncompatibleCheckpointError: a newer index ``format_version``.
     """
     path = Path(checkpoints_dir) / INDEX_NAME
@@ -288,6 +290,10 @@ def read_index(checkpoints_dir: str | os.PathLike[str], run: str | None) -> RunI
         text = path.read_bytes()
     except FileNotFoundError:
         return RunIndex(run="" if run is None else run)
+    except (NotADirectoryError, PermissionError) as exc:
+        # The run's folder is unusable (a path component is a file, or unreadable), which
+        # says nothing about the index: an InputError naming the folder, not "malformed".
+        raise unusable_directory(path.parent, exc) from exc
     except OSError as exc:  # a directory, or unreadable: never a raw OSError to callers
         raise _corrupt(path, f"an unreadable index ({type(exc).__name__}: {exc.strerror})") from exc
     try:

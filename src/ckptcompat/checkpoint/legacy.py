@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ckptcompat import torch_compat
-from ckptcompat.checkpoint.atomic import write_atomic
+from ckptcompat.checkpoint.atomic import make_dirs, write_atomic
 from ckptcompat.errors import IncompatibleCheckpointError, UnsafeCheckpointError
 from ckptcompat.scan import allowlist, scan
 from ckptcompat.scan.danger import is_dangerous
@@ -74,7 +74,7 @@ def g2_filename(
 
 def _write(obj: Any, path: str | os.PathLike[str]) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     write_atomic(path, lambda writer: torch_compat.save(obj, writer))  # type: ignore[arg-type]
     return path
 
@@ -263,8 +263,7 @@ def read_checkpoint(
             "loading this checkpoint needs globals outside the curated allowlist",
             path=path,
             globals=offenders,
-            expected="only tensors, containers and curated classes "
-            "(ckptcompat.checkpoint.allowlist)",
+            expected="only tensors, containers and curated classes (ckptcompat.scan.allowlist)",
             found=", ".join(offenders)
             + (f" (dangerous: {', '.join(dangerous)})" if dangerous else ""),
             fix=(

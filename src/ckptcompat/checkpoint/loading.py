@@ -37,6 +37,7 @@ from ckptcompat.errors import (
     CheckpointError,
     CheckpointNotFoundError,
     CorruptCheckpointError,
+    InvalidArgumentError,
 )
 
 __all__ = [
@@ -57,9 +58,12 @@ VERIFY_MODES: tuple[str, ...] = ("full", "size", "none")
 
 
 def check_verify(verify: str) -> None:
-    """Raise ValueError unless ``verify`` is one of :data:`VERIFY_MODES`."""
+    """Raise InvalidArgumentError (a ValueError) unless ``verify`` is in :data:`VERIFY_MODES`."""
     if verify not in VERIFY_MODES:
-        raise ValueError(f"verify must be one of {VERIFY_MODES}, not {verify!r}")
+        raise InvalidArgumentError(
+            f"verify must be one of {VERIFY_MODES}, not {verify!r}",
+            fix="pass verify='full' (size and xxh3 digest), 'size' or 'none'",
+        )
 
 
 def _check_size(path: Path, entry: CheckpointEntry | TrainerEntry) -> None:
@@ -120,7 +124,8 @@ def load_verified(path: Path, entry: CheckpointEntry | TrainerEntry | None, veri
     digest that differs wins over any error the load raised on those bytes.
 
     Raises:
-        ValueError: ``verify`` is not one of ``"full"``, ``"size"``, ``"none"``.
+        InvalidArgumentError: (a ValueError) ``verify`` is not one of ``"full"``,
+            ``"size"``, ``"none"``.
         CheckpointNotFoundError: the indexed file is gone.
         CorruptCheckpointError: its size or digest differs from the entry; and whatever
             ``torch_compat.load`` raises.

@@ -64,7 +64,7 @@ from ckptcompat.checkpoint.run_store import RunStore
 from ckptcompat.checkpoint.saving import check_epoch, split_metadata
 from ckptcompat.checkpoint.trainer_state import TrainerState, apply_trainer_state
 from ckptcompat.checkpoint.uri import file_uri, resolve
-from ckptcompat.errors import CheckpointNotFoundError
+from ckptcompat.errors import CheckpointNotFoundError, InvalidArgumentError
 
 __all__ = ["SimpleCheckpointManager", "check_selection"]
 
@@ -77,14 +77,20 @@ def check_selection(strategy: str, count: int, metric: str) -> None:
     """Check :meth:`SimpleCheckpointManager.select_checkpoints`' arguments.
 
     Raises:
-        ValueError: unknown strategy or metric, count < 1.
+        InvalidArgumentError: (a ValueError) unknown strategy or metric, count < 1.
     """
     if strategy not in _STRATEGIES:
-        raise ValueError(f"strategy must be one of {_STRATEGIES}, not {strategy!r}")
+        raise _bad_argument("strategy", f"one of {_STRATEGIES}", strategy)
     if metric not in RANK_METRICS:
-        raise ValueError(f"metric must be one of {RANK_METRICS}, not {metric!r}")
+        raise _bad_argument("metric", f"one of {RANK_METRICS}", metric)
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-        raise ValueError(f"count must be an int >= 1, not {count!r}")
+        raise _bad_argument("count", "an int >= 1", count)
+
+
+def _bad_argument(name: str, expected: str, found: object) -> InvalidArgumentError:
+    return InvalidArgumentError(
+        f"{name} must be {expected}, not {found!r}", fix=f"pass a valid {name}"
+    )
 
 
 class SimpleCheckpointManager:
@@ -100,7 +106,7 @@ class SimpleCheckpointManager:
 
     Raises:
         CheckpointError: an invalid run name.
-        ValueError: a negative ``cache_size``.
+        InvalidArgumentError: (a ValueError) a negative ``cache_size``.
     """
 
     def __init__(self, run: str, data_dir: str | Path, cache_size: int = 3) -> None:
@@ -198,7 +204,9 @@ class SimpleCheckpointManager:
                 path=self.checkpoint_dir,
                 expected="an epoch listed in index.json",
                 found=f"indexed epochs {[e.epoch for e in index.checkpoints]}",
-                fix="pick an indexed epoch, or check run and data_dir",
+                fix="pick an indexed epoch, or check run and data_dir"
+                if index.checkpoints
+                else "save a checkpoint first, or check run and data_dir",
             )
         path = self._store.entry_path(entry)
         key = cache_key(path, entry, device, verify)
@@ -254,7 +262,7 @@ class SimpleCheckpointManager:
                 the later epoch; checkpoints saved with ``score=None`` are left out).
 
         Raises:
-            ValueError: unknown strategy or metric, count < 1.
+            InvalidArgumentError: (a ValueError) unknown strategy or metric, count < 1.
             CorruptCheckpointError: a malformed index.json.
         """
         check_selection(strategy, count, metric)
@@ -289,10 +297,11 @@ class SimpleCheckpointManager:
         index is rewritten before the files are deleted, so it never lists a missing file.
 
         Raises:
-            ValueError: ``keep_last_n`` < 0. RunLockedError: another writer holds the lock.
+            InvalidArgumentError: (a ValueError) ``keep_last_n`` < 0.
+            RunLockedError: another writer holds the lock.
         """
         if isinstance(keep_last_n, bool) or not isinstance(keep_last_n, int) or keep_last_n < 0:
-            raise ValueError(f"keep_last_n must be an int >= 0, not {keep_last_n!r}")
+            raise _bad_argument("keep_last_n", "an int >= 0", keep_last_n)
         gone = self._store.cleanup(keep_last_n)
         self._cache.forget({e.file for e in gone})
         return len(gone)

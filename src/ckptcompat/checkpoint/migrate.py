@@ -30,7 +30,7 @@ from ckptcompat.checkpoint.uri import file_uri
 from ckptcompat.checkpoint.verified_write import write_verified
 from ckptcompat.errors import (
     AgentMismatchError,
-    CheckpointError,
+    InputError,
     UnsafeCheckpointError,
 )
 from ckptcompat.scan.torch_names import WEIGHTS_ONLY_GLOBALS
@@ -92,7 +92,7 @@ def _run_and_epoch(
     if epoch is None:
         epoch = name.epoch if name is not None else meta.get("epoch")
     if not run or epoch is None:
-        raise CheckpointError(
+        raise InputError(  # a missing argument: the command line exits 2
             "cannot tell the run name and epoch of this checkpoint",
             path=ckpt.path,
             expected="a name like model_<NNNN>.pt, <run>:v<E>.pt, <run>__e<E>__...pt or metadata",
@@ -173,7 +173,7 @@ def migrate(
         UnsafeCheckpointError: ``src`` needs globals outside the allowlist and ``trust``
             is False (``.globals`` lists them).
         AgentMismatchError: the agent cannot be rebuilt, or the outputs differ.
-        CheckpointError: ``dst`` already exists; run/epoch unknown.
+        CheckpointError: ``dst`` already exists. InputError: run/epoch unknown (exit 2).
     """
     src = Path(src)
     ckpt, loader = _read(src, trust)

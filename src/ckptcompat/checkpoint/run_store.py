@@ -19,6 +19,7 @@ from typing import Any
 from ckptcompat.checkpoint.atomic import (
     RunLock,
     fault_point,
+    make_dirs,
     remove_stale_temp_files,
     write_bytes_atomic,
 )
@@ -156,7 +157,7 @@ class RunStore:
             if index.dcp_checkpoint(epoch) is not None:
                 self._write_index(index.without_dcp({epoch}))
             shutil.rmtree(path, ignore_errors=True)
-            path.mkdir(parents=True)
+            make_dirs(path)
         return path
 
     def index_dcp(self, entry: DcpEntry) -> None:

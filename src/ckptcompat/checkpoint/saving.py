@@ -16,7 +16,7 @@ from typing import Any
 from torch import nn
 
 from ckptcompat import torch_compat
-from ckptcompat.checkpoint.atomic import CountingWriter, WriteResult, write_atomic
+from ckptcompat.checkpoint.atomic import CountingWriter, WriteResult, make_dirs, write_atomic
 from ckptcompat.checkpoint.format import build_agent_payload
 from ckptcompat.errors import CheckpointError, InvalidArgumentError
 
@@ -108,5 +108,5 @@ def save_agent_file(
     payload = build_agent_payload(
         agent, run=run, epoch=check_epoch(epoch), **split_metadata(metadata)
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     return write_payload(path, payload)

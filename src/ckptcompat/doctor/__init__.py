@@ -218,6 +218,27 @@ def _key_prefix(root: Any) -> KeyPrefix | None:
     return None if found is None else find_prefix(*found)
 
 
+def _data_findings(data: DataCheck) -> tuple[Finding, ...]:
+    """``--verify-data``'s problems as findings: ``crc_mismatch`` for records torch reads
+    without an error (the load returns other tensor values than were saved: a note on
+    every verdict, not a refusal) and ``damaged_record`` for the rest (the file is corrupt)."""
+    silent = tuple(p for p in data.problems if p in data.silent)
+    damaged = tuple(p for p in data.problems if p not in data.silent)
+    found = []
+    if silent:
+        found.append(
+            Finding(
+                "crc_mismatch",
+                "records differ from their zip CRC-32, or torch's zip reader reads nothing of "
+                "them; torch checks no CRC-32 and loads other tensor values without an error",
+                silent,
+            )
+        )
+    if damaged:
+        found.append(Finding("damaged_record", "records torch's zip reader cannot read", damaged))
+    return tuple(found)
+
+
 def diagnose(
     path: str | os.PathLike[str],
     *,
@@ -237,8 +258,10 @@ def diagnose(
             Default: both majors (:attr:`Diagnosis.numpy_rows`), ``versions`` for the
             installed numpy's (read from metadata), else 2.
         read_data: also read every record and check the zip's CRC-32s and local headers
-            (a mismatch is a ``crc_mismatch`` finding: the file is corrupt); without it
-            the storage bytes are never read, and ``data`` says so.
+            (a CRC-32 mismatch is a ``crc_mismatch`` finding: torch loads wrong tensors
+            without an error, noted on every verdict; a record torch cannot read is a
+            ``damaged_record``: the file is corrupt); without it the storage bytes are
+            never read, and ``data`` says so.
         cuda_devices: CUDA devices on the loading side, for the storages' location tags;
             default the devices visible here (:func:`~ckptcompat.doctor.location.
             visible_cuda_devices`, read without torch, once per process and
@@ -257,7 +280,8 @@ def diagnose(
         raise CheckpointNotFoundError(
             "no checkpoint file here",
             path=name,
-            expected="a file",
+            expected="a checkpoint file (`ckptcompat doctor` also takes a DCP directory or "
+            "a directory of checkpoints)",
             found="a directory"
             if os.path.isdir(name)
             else "not a regular file (a FIFO, socket or device)"
@@ -274,8 +298,7 @@ def diagnose(
         result = scan.scan(name)
         data = verify_data(name, result.kind) if read_data else not_checked(result.kind)
         if data.problems:
-            found = Finding("crc_mismatch", "records differ from their zip CRC-32", data.problems)
-            result = dataclasses.replace(result, findings=(*result.findings, found))
+            result = dataclasses.replace(result, findings=(*result.findings, *_data_findings(data)))
         facts = pickle_facts(name, result)
         kind, detail = generation(result, facts)
         risks = code_risks(name, result)

@@ -15,7 +15,8 @@ hang the walk), and FIFOs, sockets and devices are skipped: opening them can blo
 Output, in path order (sorted within each directory):
 
 * text: ``PATH: <verdict line>`` (:func:`ckptcompat.doctor.summary.verdict_line`), or
-  ``PATH: error: <Type>: <message>`` for a file that could not be read;
+  ``PATH: error: <Type>: <message>`` for a file that could not be read or a directory
+  with nothing under it to examine;
 * ``--json``: one JSON object per line, the single-file document with its ``file``, or
   ``{schema_version, file, error: {type, message}}``.
 
@@ -92,12 +93,18 @@ def _walk(root: Path) -> Iterator[Path]:
 def checkpoint_paths(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
     """Every checkpoint named by ``paths``, in order: files and DCP directories as given,
     other directories searched recursively (sorted by name; symlinks inside them, FIFOs,
-    sockets and devices skipped). A path that does not exist is yielded as it is, so that
-    :func:`examine` reports it."""
+    sockets and devices skipped). A path that does not exist, and a directory with nothing
+    to examine under it, is yielded as it is, so that :func:`examine` reports it (a
+    mistyped or empty store must not vanish from the output)."""
     for given in paths:
         path = Path(given)
         if path.is_dir() and not (is_dcp_dir(path) or _is_bundle_dir(path)):
-            yield from _walk(path)
+            found = False
+            for inner in _walk(path):
+                found = True
+                yield inner
+            if not found:
+                yield path
         else:
             yield path
 
@@ -178,6 +185,15 @@ def examine(
             st = safetensors.explain(path)
             document = safetensors.to_json(st) if as_json else None
             return BatchLine(path, safetensors.summary_line(st), document, None)
+        if is_dir:  # a directory with nothing to examine (checkpoint_paths yields it then)
+            raise CheckpointNotFoundError(
+                "no checkpoint under this directory",
+                path=path,
+                expected="checkpoint files, DCP directories or G4 bundles somewhere under it",
+                found="no regular file (symbolic links, FIFOs, sockets and devices are "
+                "skipped, and the run lock is not a checkpoint)",
+                fix="check the path",
+            )
         if not is_file:
             raise CheckpointNotFoundError(
                 "no checkpoint file here",

@@ -4,8 +4,14 @@ The static scan never reads storage bytes (a 1 GB checkpoint costs a few kB of r
 by default the doctor cannot tell a flipped bit inside a tensor from a healthy file, and
 says so. Asked to, it reads each record in 1 MiB chunks (never a whole record in memory),
 checks its local header against the central directory and its bytes against the
-directory's CRC-32, and reports each mismatch as a ``crc_mismatch`` finding. Standard
-library only.
+directory's CRC-32, and reports each mismatch as a finding. Standard library only.
+
+torch's zip reader checks no CRC-32 (measured in every default cell by
+``tests/security/test_hostile.py``: a flipped bit, a shifted local header and a record
+marked as a directory all load, plain and with ``weights_only=True``, as other values), so
+those problems are :attr:`DataCheck.silent`: torch loads the file with wrong tensors and
+no error. The others (no local header, a record past the end, bytes that do not inflate)
+are damaged records.
 """
 
 from __future__ import annotations
@@ -33,11 +39,15 @@ class DataCheck:
         problems: ``"<record>: <why>"`` for each record whose bytes or local header
             disagree with the central directory; empty when all agree or not checked.
         note: one sentence for people: what was (not) checked.
+        silent: the problems torch reads past without an error, handing out other tensor
+            values than were saved: a CRC-32 mismatch, or a record miniz "extracts" by
+            writing nothing (a subset of ``problems``).
     """
 
     verified: bool = False
     problems: tuple[str, ...] = ()
     note: str = ""
+    silent: tuple[str, ...] = ()
 
 
 def not_checked(kind: str) -> DataCheck:
@@ -72,10 +82,14 @@ def verify_data(path: str, kind: str) -> DataCheck:
         except BadZip as exc:
             return DataCheck(True, (f"zip directory: {exc}",), "the zip directory is unreadable")
         problems = reader.silent_skips()
+        silent = list(problems)
         for entry in directory:
-            why = _check(reader, entry)
-            if why:
+            checked = _check(reader, entry)
+            if checked is not None:
+                why, unnoticed = checked
                 problems.append(f"{entry.name}: {why}")
+                if unnoticed:
+                    silent.append(problems[-1])
     finally:
         reader.close()
     note = (
@@ -83,49 +97,54 @@ def verify_data(path: str, kind: str) -> DataCheck:
         if problems
         else f"read {len(directory)} records: every CRC-32 and local header matches"
     )
-    return DataCheck(True, tuple(problems), note)
+    return DataCheck(True, tuple(problems), note, tuple(silent))
 
 
-def _check(reader: ArchiveReader, entry: ZipEntry) -> str | None:
+def _check(reader: ArchiveReader, entry: ZipEntry) -> tuple[str, bool] | None:
+    """``(why, torch reads it without an error)`` for a bad record, None for a good one.
+
+    Only a plain CRC-32 mismatch is read without an error (torch's zip reader checks no
+    CRC); every other problem here is a damaged record.
+    """
     head = reader.read_at(entry.header_offset, _LOCAL.size)
     if len(head) < _LOCAL.size or head[:4] != b"PK\x03\x04":
-        return "no local header where the directory points"
+        return "no local header where the directory points", False
     (_, _, _, flags, method, _, _, crc, csize, usize, name_len, extra_len) = _LOCAL.unpack(head)
     if method != entry.method:
-        return f"local header says method {method}, the directory {entry.method}"
+        return f"local header says method {method}, the directory {entry.method}", False
     if not flags & _DATA_DESCRIPTOR and (crc, csize, usize) != (
         entry.crc,
         entry.compress_size,
         entry.file_size,
     ):
-        return "local header's CRC or sizes differ from the directory"
+        return "local header's CRC or sizes differ from the directory", False
     start = entry.header_offset + _LOCAL.size + name_len + extra_len
     if start + entry.compress_size > reader.size:
-        return "the record runs past the end of the file"
+        return "the record runs past the end of the file", False
     if method == 0:
         if entry.compress_size != entry.file_size:
-            return "stored sizes differ in the directory"
+            return "stored sizes differ in the directory", False
         got, at, end = 0, start, start + entry.compress_size
         while at < end:
             chunk = reader.read_at(at, min(_CHUNK_BYTES, end - at))
             if not chunk:
-                return "the record runs past the end of the file"
+                return "the record runs past the end of the file", False
             got = zlib.crc32(chunk, got)
             at += len(chunk)
     elif method == 8:
         if entry.file_size > MAX_INFLATED_BYTES:
-            return f"not checked: inflates past max_inflated_bytes ({MAX_INFLATED_BYTES})"
+            return f"not checked: inflates past max_inflated_bytes ({MAX_INFLATED_BYTES})", False
         try:
             data = zlib.decompressobj(-15).decompress(
                 reader.read_at(start, entry.compress_size), entry.file_size + 1
             )
         except zlib.error as exc:
-            return f"cannot be inflated: {exc}"
+            return f"cannot be inflated: {exc}", False
         if len(data) != entry.file_size:
-            return "inflates to another size than the directory says"
+            return "inflates to another size than the directory says", False
         got = zlib.crc32(data)
     else:
-        return f"compression method {method}, which torch cannot read"
+        return f"compression method {method}, which torch cannot read", False
     if got != entry.crc:
-        return f"CRC-32 {got:08x}, the directory says {entry.crc:08x}"
+        return f"CRC-32 {got:08x}, the directory says {entry.crc:08x}", True
     return None

@@ -56,7 +56,7 @@ _CORRUPT_CODES = frozenset(
         "inconsistent_storage",
         "limit_exceeded",
         "pickle_too_large",
-        "crc_mismatch",
+        "damaged_record",
     }
 )
 _UNMODELLED_CODES = frozenset({"call_on_result", "non_storage_persistent_id", "unpickle_failed"})
@@ -394,7 +394,23 @@ def predict(
             or _corrupt_content(result)
             or _plain_full_unpickler(result, profile, numpy, numpy_major)
         )
-    return plain, wo
+    silent = _silent_damage(result)
+    return _with_notes(plain, silent), _with_notes(wo, silent)
+
+
+def _silent_damage(result: ScanResult) -> str:
+    """The note for records torch reads without an error as other values (``--verify-data``'s
+    ``crc_mismatch``): torch checks no zip CRC-32 on any version (measured per cell), so the
+    outcome stands and the tensors are wrong."""
+    for finding in result.findings:
+        if finding.code == "crc_mismatch":
+            return (
+                f"CORRUPT DATA: {len(finding.names)} record(s) differ from what was saved "
+                f"({', '.join(finding.names[:3])}); torch checks no CRC-32 and returns the "
+                "damaged tensors without an error; ckptcompat's loader refuses the file "
+                "(CorruptCheckpointError)"
+            )
+    return ""
 
 
 def numpy_major_matters(result: ScanResult, numpy: NumpyFacts) -> bool:

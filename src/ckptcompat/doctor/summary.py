@@ -6,7 +6,9 @@
 ``torch.load`` runs code. Storages saved on a device this machine lacks come first after
 any risk (``saved on cuda:0: fails here without map_location="cpu"``): the per-version
 verdicts assume the storages can be restored. A file with a code risk starts with
-``unsafe, do not load it``.
+``unsafe, do not load it``. Records ``--verify-data`` found damaged in a way torch does not
+notice (a CRC-32 mismatch) come first after the risks, as ``corrupt data: ...``: the
+per-version verdicts then say what torch does, which is to load wrong tensors.
 Files that are not torch checkpoints at all (empty, text, HTML, a Git LFS pointer, a
 truncated zip) get one short answer instead (:func:`not_a_checkpoint`). Standard library
 only.
@@ -107,6 +109,13 @@ def verdict_line(diag: Diagnosis) -> str:
     short = not_a_checkpoint(diag)
     if short is not None:
         return "; ".join([*parts, short])
+    silent = [f for f in diag.findings if f.code == "crc_mismatch"]
+    if silent:
+        parts.append(
+            f"corrupt data: {len(silent[0].names)} record(s) differ from their zip CRC-32 "
+            "(torch loads them as wrong tensors without an error; ckptcompat's loader refuses "
+            "the file)"
+        )
     if diag.family is not None:
         parts.append(diag.family.what.split(":")[0])
     if diag.devices.problem is not None:

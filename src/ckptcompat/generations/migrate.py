@@ -23,7 +23,11 @@ from ckptcompat.checkpoint.key_prefixes import load_error, strip_wrapper_prefix
 from ckptcompat.checkpoint.migrate import MigrationReport
 from ckptcompat.checkpoint.uri import file_uri
 from ckptcompat.checkpoint.verified_write import write_verified
-from ckptcompat.errors import AgentMismatchError, CheckpointError, UnsafeCheckpointError
+from ckptcompat.errors import (
+    AgentMismatchError,
+    InputError,
+    UnsafeCheckpointError,
+)
 from ckptcompat.generations.architecture import resolve_class_path
 from ckptcompat.generations.detect import GenerationSource, open_generation, run_and_epoch
 from ckptcompat.generations.tensors import load_safetensors
@@ -95,14 +99,15 @@ def migrate_generation(
             allowlist without ``class_path``.
         AgentMismatchError: the agent cannot be rebuilt, the weights do not fit it, or the
             migrated file's outputs differ.
-        CheckpointError: run/epoch unknown, or ``dst`` holds that checkpoint already.
+        CheckpointError: ``dst`` holds that checkpoint already. InputError: run/epoch
+            unknown (the command line exits 2).
     """
     source = open_generation(src)
     named_run, named_epoch = run_and_epoch(src)
     run = run or named_run
     epoch = epoch if epoch is not None else named_epoch
     if not run or epoch is None:
-        raise CheckpointError(
+        raise InputError(  # a missing argument: the command line exits 2
             "cannot tell the run name and epoch of this checkpoint",
             path=source.path,
             expected="a name like <run>:v<E>.mpt or <run>_v<E>",

@@ -3,11 +3,14 @@
 Run inside a cell (``nox -s "repro(t26)" -- FILE``). The doctor's prediction for the
 installed torch (read from package metadata: this process never imports torch) is put next
 to what really happens with :func:`ckptcompat.torch_compat.naive_load` (a user's plain
-``torch.load``) and :func:`ckptcompat.torch_compat.load` (``weights_only=True``), each run
-in its own subprocess so that a code-executing pickle cannot touch this process or the
-other load. When the doctor says an allowlist fixes the weights-only load, a third
-subprocess loads with exactly those entries; when it says nothing can, the third load
-allowlists every refused global and must still fail (skipped for dangerous globals).
+``torch.load``) and :func:`ckptcompat.torch_compat.load` (``weights_only=True``, with
+``check_crc=False``: torch's own load checks no zip CRC-32), each run in its own subprocess
+so that a code-executing pickle cannot touch this process or the other load. When the
+doctor says an allowlist fixes the weights-only load, a third subprocess loads with
+exactly those entries; when it says nothing can, the third load allowlists every refused
+global and must still fail (skipped for dangerous globals). The doctor reads every record
+(``--verify-data``); when a record differs from its CRC-32 (torch loads it as wrong
+tensors), one more row checks that ckptcompat's loader, which checks CRCs, refuses it.
 
 Safety: on torch 2.4/2.5 a plain ``torch.load`` is the full unpickler, so it runs whatever
 code the file names. ``repro`` therefore loads nothing at all, on every torch, from a file
@@ -68,11 +71,14 @@ class LoadJob:
             (:func:`torch_compat.load`).
         allowlist: ``(name, target)`` pairs to resolve and pass as ``safe_globals``
             (``load`` only); a pair whose parts differ is an alias ``(target obj, name)``.
+        check_crc: ``load`` only: check the zip CRC-32s as ckptcompat's loader does
+            (False: what torch's own ``weights_only=True`` load does, which checks none).
     """
 
     path: str
     loader: Loader
     allowlist: tuple[tuple[str, str], ...] = ()
+    check_crc: bool = True
 
 
 @dataclass(frozen=True)
@@ -129,7 +135,12 @@ def _run_job(job: dict[str, Any]) -> dict[str, Any]:
                 import_dotted(target) if name == target else (import_dotted(target), name)
                 for name, target in job.get("allowlist", [])
             ]
-            obj = torch_compat.load(job["path"], safe_globals=entries, map_location="cpu")
+            obj = torch_compat.load(
+                job["path"],
+                safe_globals=entries,
+                map_location="cpu",
+                check_crc=job.get("check_crc", True),
+            )
     except Exception as exc:  # every failure is the result being reported
         cause = exc.__cause__
         return asdict(
@@ -285,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         print("repro: torch is not installed in this environment", file=sys.stderr)
         return 2
     try:
-        diag = doctor.diagnose(args.file)
+        diag = doctor.diagnose(args.file, read_data=True)  # every record is read below anyway
         report = diag.for_torch(torch_version)
     except (CheckpointError, KeyError, ValueError) as exc:
         print(f"repro: {type(exc).__name__}: {exc}", file=sys.stderr)
@@ -298,17 +309,24 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
     path = os.path.abspath(args.file)
+    # The weights_only row is torch's own check (no CRC-32: torch checks none); ckptcompat's
+    # loader, which checks them, gets its own row when --verify-data's check found damage.
+    wo_job = LoadJob(path, "load", check_crc=False)
     rows = [
         compare("torch.load(FILE)", report.plain, run_loads([LoadJob(path, "naive")])[0]),
-        compare("weights_only=True", report.weights_only, run_loads([LoadJob(path, "load")])[0]),
+        compare("weights_only=True", report.weights_only, run_loads([wo_job])[0]),
     ]
+    if any(f.code == "crc_mismatch" for f in diag.findings):
+        refuses = Verdict("not_fixable", "a record differs from its zip CRC-32")
+        outcome = run_loads([LoadJob(path, "load")])[0]
+        rows.append(compare("ckptcompat's load (CRC-32)", refuses, outcome))
     wo = report.weights_only
     if wo.outcome == "fixable_by_allowlist" and not any(e.dangerous for e in wo.allowlist):
-        job = LoadJob(path, "load", allowlist_pairs(wo.allowlist))
+        job = LoadJob(path, "load", allowlist_pairs(wo.allowlist), check_crc=False)
         loads = Verdict("loads", "with the doctor's allowlist")
         rows.append(compare("with the allowlist", loads, run_loads([job])[0]))
     elif wo.outcome == "not_fixable" and _allowlistable(wo.refused_globals):
-        job = LoadJob(path, "load", tuple((g, g) for g in wo.refused_globals))
+        job = LoadJob(path, "load", tuple((g, g) for g in wo.refused_globals), check_crc=False)
         still = Verdict("not_fixable", "whatever is allowlisted", wo.refused_globals)
         rows.append(compare("refused allowlisted", still, run_loads([job])[0]))
     print(f"repro: {args.file} on torch {torch_version} ({report.basis} prediction)")

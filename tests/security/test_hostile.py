@@ -188,6 +188,34 @@ def test_doctor_verify_data_reports_crc_mismatch(tmp_path: Path) -> None:
     assert doctor.to_json(read)["data"]["verified"] is True
 
 
+@pytest.mark.one_cell
+def test_verify_data_does_not_call_a_big_compressed_record_damaged(tmp_path: Path) -> None:
+    """Guards ``--verify-data`` listing a deflated record over max_inflated_bytes as a
+    problem ("not checked: inflates past ..."), which made the file "corrupt" on every
+    torch although nothing was found wrong (torch inflates it): such a record is named in
+    the note as not checked, and only real damage is a problem. One cell: no torch."""
+    from ckptcompat.doctor.data_check import verify_data
+    from ckptcompat.scan.limits import MAX_INFLATED_BYTES
+
+    path = tmp_path / "big.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("a/data/0", bytes(MAX_INFLATED_BYTES + 1), zipfile.ZIP_DEFLATED)
+        archive.writestr("a/data/1", b"x" * 64, zipfile.ZIP_STORED)
+    check = verify_data(str(path), "zip")
+    assert check.verified and check.problems == () and check.silent == ()
+    assert "1 compressed record(s) over max_inflated_bytes" in check.note
+    assert "not checked: a/data/0" in check.note
+    raw = bytearray(path.read_bytes())
+    raw[raw.rindex(b"x" * 64)] ^= 1  # a flipped byte in the small record is still found
+    path.write_bytes(bytes(raw))
+    check = verify_data(str(path), "zip")
+    assert (
+        [p.split(":")[0] for p in check.problems]
+        == ["a/data/1"]
+        == [p.split(":")[0] for p in check.silent]
+    )
+
+
 @pytest.mark.parametrize("damage", ["flip_tensor_bit", "shift_local_header", "mark_directory"])
 def test_doctor_predicts_what_torch_does_with_damaged_records(tmp_path: Path, damage: str) -> None:
     """Guards ``doctor --verify-data`` saying "cannot load with weights_only (no allowlist

@@ -337,17 +337,24 @@ def emulate(session: nox.Session, cell: str) -> None:
     )  # fmt: skip
 
 
-@nox.session(python=PYTHON, default=False)
+@nox.session(python=False, default=False)
 @nox.parametrize("cell", [nox.param(c.id, id=c.id) for c in versions.DEFAULT])
 def repro(session: nox.Session, cell: str) -> None:
-    """Load FILE (after --) in one cell, naively and safely, next to doctor's prediction."""
+    """Load FILE (after --) in one cell, naively and safely, next to doctor's prediction.
+
+    Runs in the cell's tests venv (created or synced as ``tests`` does), as the matrix
+    does: a venv of its own would be another 3-5 GB torch install.
+    """
     if not session.posargs:
         session.error(
             'usage: nox -s "repro(t26)" -- FILE [--allow-code-execution]  (the flag loads '
             "a file the static scan says can run code; without it repro refuses, exit 2)"
         )
-    _install_cell(session, cell)
-    session.run("python", "-m", "ckptcompat.harness.run.repro", *session.posargs)
+    python = _cell_python(session, cell)
+    session.run(
+        python, "-m", "ckptcompat.harness.run.repro", *session.posargs,
+        env={"CKPTCOMPAT_CELL": cell}, external=True,
+    )  # fmt: skip
 
 
 # ------------------------------------------------------------------ the cross-version matrix

@@ -327,6 +327,33 @@ def test_generate_never_replaces_a_different_golden(tmp_path: Path) -> None:
         generate.write_or_verify(target, {MANIFEST_NAME: b"{}"})
 
 
+@pytest.mark.one_cell
+def test_verify_ignores_only_the_manifests_provenance(tmp_path: Path) -> None:
+    """Guards `nox -s "golden(t26)"` refusing its own committed goldens on a clean clone
+    ("append-only ... differing: MANIFEST.json"): the venv's `uv pip freeze` (extras added
+    since) and the code digest differ, as --confirm-code already allowed. Those keys (and
+    the CPU named) are ignored and the committed manifest kept; any other manifest change
+    (a file's digest, the kernel path) is still refused. One cell: file logic, no torch."""
+
+    def manifest(freeze: str, digest: str, cpu: str, sha: str, path: str = "AVX512") -> bytes:
+        producer = {"pip_freeze": [freeze], "code_digest": digest,
+                    "numerics": {"cpu_model": cpu, "aten_capability": path}}  # fmt: skip
+        return json.dumps({"producer": producer, "files": [{"path": "x", "sha": sha}]}).encode()
+
+    target = tmp_path / "t99"
+    committed = manifest("torch==2.6.0", "aaa", "AMD EPYC", "s1")
+    generate.write_or_verify(target, {"x": b"x", MANIFEST_NAME: committed})
+    fresh = manifest("torch==2.6.0\npsycopg==3", "bbb", "Intel Xeon", "s1")
+    assert generate.write_or_verify(target, {"x": b"x", MANIFEST_NAME: fresh}) == []
+    assert (target / MANIFEST_NAME).read_bytes() == committed
+    other_file = manifest("torch==2.6.0", "aaa", "AMD EPYC", "s2")
+    other_path = manifest("torch==2.6.0", "aaa", "AMD EPYC", "s1", path="AVX2")
+    for changed in (other_file, other_path, b"[1]"):
+        with pytest.raises(GoldenError, match=r"differing: MANIFEST\.json"):
+            generate.write_or_verify(target, {"x": b"x", MANIFEST_NAME: changed})
+    assert (target / MANIFEST_NAME).read_bytes() == committed
+
+
 # --------------------------------------------------------------------------- loading
 @pytest.mark.parametrize(("cell", "name"), PAIRS)
 def test_safe_v1_loads_without_allowlist(cell: str, name: str) -> None:

@@ -211,6 +211,12 @@ def check_cell(cell: versions.Cell) -> None:
 def write_or_verify(target: Path, files: dict[str, bytes]) -> list[str]:
     """Write ``files`` under ``target`` unless that would change an existing file.
 
+    An existing ``MANIFEST.json`` that differs only in what describes the producing
+    environment rather than the bytes (:func:`comparable_manifest`: ``uv pip freeze``,
+    the code digest, the CPU named) counts as the same, as for ``--confirm-code``, and is
+    kept as committed: a clean clone's venv, synced to today's extras, verifies the
+    committed goldens instead of refusing them (found by a new user's trial, 2026-12-07).
+
     Returns the relative paths written (empty: every file was already there, identical).
 
     Raises:
@@ -223,7 +229,9 @@ def write_or_verify(target: Path, files: dict[str, bytes]) -> list[str]:
         else set()
     )
     differing = [
-        rel for rel in files if rel in existing and (target / rel).read_bytes() != files[rel]
+        rel
+        for rel in files
+        if rel in existing and not _same(rel, (target / rel).read_bytes(), files[rel])
     ]
     unknown = sorted(existing - set(files))
     if differing or unknown:
@@ -244,6 +252,18 @@ def write_or_verify(target: Path, files: dict[str, bytes]) -> list[str]:
         write_bytes_atomic(path, files[rel])
         written.append(rel)
     return written
+
+
+def _same(rel: str, committed: bytes, fresh: bytes) -> bool:
+    """The same golden file: identical bytes, or manifests equal but for provenance."""
+    if committed == fresh:
+        return True
+    if Path(rel).name != MANIFEST_NAME:
+        return False
+    try:
+        return comparable_manifest(json.loads(committed)) == comparable_manifest(json.loads(fresh))
+    except (ValueError, AttributeError, TypeError):  # not JSON, or not a JSON object
+        return False
 
 
 def generate(

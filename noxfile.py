@@ -175,7 +175,7 @@ def _named_on_command_line(name: str) -> bool:
     return any(name in word for word in words)
 
 
-@nox.session(python=PYTHON)
+@nox.session(python=PYTHON, default=False)  # only when named: eight more 3-5 GB venvs
 @nox.parametrize("cell", [nox.param(c.id, id=c.id) for c in versions.EXTENDED])
 def tests_extended(session: nox.Session, cell: str) -> None:
     """Run the test suite in one extended torch cell (2.7 ... 2.14); only when named."""

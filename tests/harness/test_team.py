@@ -10,6 +10,7 @@ restricted to this cell.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -74,14 +75,68 @@ def test_missing_table_and_package(tmp_path: Path) -> None:
         team.load(tmp_path / "team.toml")
 
 
-def test_non_json_config_names_the_field(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        ("team.toml", b"x = " + b"[" * 5000 + b"]" * 5000 + b"\n", "nests arrays"),
+        ("team.toml", b'package = "\xff\xfe"\n', "not UTF-8"),
+        ("pyproject.toml", b"tool = 5\n", "tool is int"),
+        ("pyproject.toml", b"[tool]\nckptcompat = 5\n", "tool.ckptcompat is int"),
+        ("team.toml", b"# pad\n" * 200_000, "is over 1048576 bytes"),
+    ],
+)
+def test_hostile_config_files_are_typed_errors(
+    tmp_path: Path, name: str, content: bytes, expected: str
+) -> None:
+    """Guards team.load on hostile TOML: 5,000 nested arrays raised RecursionError from
+    tomllib, a non-UTF-8 byte UnicodeDecodeError, `tool = 5` AttributeError and
+    `[tool] ckptcompat = 5` TypeError, each a bare traceback from `nox -s matrix --
+    --config`; a large file was read whole. Each is a TeamConfigError naming the problem."""
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(team.TeamConfigError, match=expected):
+        team.load(path)
+
+
+def test_config_that_is_no_regular_file(tmp_path: Path) -> None:
+    """Guards team.load on a directory (IsADirectoryError traceback) and a FIFO (the read
+    blocked forever): both are TeamConfigError, and the FIFO is never opened."""
+    with pytest.raises(team.TeamConfigError, match="not a regular file"):
+        team.load(tmp_path)
+    fifo = tmp_path / "pyproject.toml"
+    os.mkfifo(fifo)
+    with pytest.raises(team.TeamConfigError, match="not a regular file"):
+        team.load(fifo)
+
+
+def test_non_json_config_names_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Guards a TOML date in an agent's config: `nox -s matrix -- --config` and `gate`
+    crashed with "TypeError: Object of type datetime is not JSON serializable" from
+    team.main's json.dumps, before the cell's check could name the field (a new user's
+    trial, 2026-12-07). Reading the file names it now (exit 2 from the CLI), nested ones
+    too; resolved_agents still refuses a non-JSON config built in code."""
     path = tmp_path / "team.toml"
     path.write_text(
         'package = "."\n[[agents]]\nname = "mlp"\nclass_path = "team_agents.MLPAgent"\n'
-        "config = {hidden = 16, started = 2024-01-01}\n"
+        "config = {hidden = 16, started = 2024-01-01T00:00:00}\n"
     )
-    with pytest.raises(AgentMismatchError, match=r"agents\[0\]\.config.*started"):
-        team.load(path).resolved_agents()
+    with pytest.raises(team.TeamConfigError, match=r"agents\[0\]\.config\['started'\] is a TOML"):
+        team.load(path)
+    assert team.main([str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "agents[0].config['started'] is a TOML datetime" in err and "Traceback" not in err
+    path.write_text(
+        'package = "."\n[[agents]]\nname = "mlp"\nclass_path = "team_agents.MLPAgent"\n'
+        "config = {layers = [{at = 12:00:00}]}\n"
+    )
+    with pytest.raises(team.TeamConfigError, match=r"config\['layers'\]\[0\]\['at'\]"):
+        team.load(path)
+    built = team.TeamAgent("mlp", "team_agents.MLPAgent", {"sizes": (1, 2)})
+    cfg = dataclasses.replace(team.load(CONFIG), agents=(built,))
+    with pytest.raises(AgentMismatchError, match=r"agents\[0\]\.config"):
+        cfg.resolved_agents()
 
 
 def test_entry_points_register_agents(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import re
+import stat
 import sys
 import tomllib
 from dataclasses import dataclass, field
@@ -204,8 +205,85 @@ def _agents(table: dict[str, Any], source: Path) -> tuple[TeamAgent, ...]:
         config = entry.get("config", {})
         if type(config) is not dict:
             raise _fail(source, f"{where}.config", f"is {type(config).__name__}", "use a table")
+        odd = _not_json(config, f"{where}.config")
+        if odd is not None:
+            field, value = odd
+            raise _fail(
+                source,
+                field,
+                f"is a TOML {type(value).__name__} ({value!r}), which JSON cannot hold",
+                "use a string, number, boolean, array or table",
+            )
         agents.append(TeamAgent(name, class_path, config))
     return tuple(agents)
+
+
+def _not_json(value: Any, where: str) -> tuple[str, Any] | None:
+    """The first field under ``where`` that is no JSON value (a TOML date or time), or None.
+
+    Checked when the file is read: the config goes to the cells as JSON, so a TOML datetime
+    broke ``json.dumps`` with a traceback before the cell's own check could name the field.
+    """
+    if type(value) is dict:
+        for key, item in value.items():
+            found = _not_json(item, f"{where}[{key!r}]")
+            if found is not None:
+                return found
+        return None
+    if type(value) is list:
+        for i, item in enumerate(value):
+            found = _not_json(item, f"{where}[{i}]")
+            if found is not None:
+                return found
+        return None
+    return None if type(value) in (str, int, float, bool) else (where, value)
+
+
+_MAX_CONFIG_BYTES = 1 << 20
+"""A team config is a few hundred bytes; a larger file is refused before it is read."""
+
+
+def _parse(source: Path) -> dict[str, Any]:
+    """The TOML document at ``source``, read with a size cap.
+
+    Raises:
+        TeamConfigError: missing, unreadable, not a regular file (a directory, a FIFO),
+            over ``_MAX_CONFIG_BYTES`` bytes, not UTF-8, not TOML, or nested too deeply for
+            the parser (tomllib recurses per nested array or inline table and raised
+            RecursionError).
+    """
+    try:
+        if not stat.S_ISREG(source.stat().st_mode):  # a FIFO would block the read forever
+            raise TeamConfigError(
+                f"the team config {source} is not a regular file; pass a pyproject.toml"
+            )
+        with source.open("rb") as f:
+            raw = f.read(_MAX_CONFIG_BYTES + 1)
+    except FileNotFoundError:
+        raise TeamConfigError(f"no team config at {source}; pass a pyproject.toml") from None
+    except OSError as exc:
+        raise TeamConfigError(
+            f"cannot read the team config {source}: {exc.strerror or exc}; pass a readable "
+            "pyproject.toml"
+        ) from None
+    if len(raw) > _MAX_CONFIG_BYTES:
+        raise TeamConfigError(
+            f"{source} is over {_MAX_CONFIG_BYTES} bytes; a team config is a small TOML file, "
+            "pass the project's pyproject.toml"
+        )
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise TeamConfigError(
+            f"{source} is not UTF-8 text (byte {exc.start}); save it as UTF-8"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise TeamConfigError(f"{source} is not TOML: {exc}") from None
+    except RecursionError:
+        raise TeamConfigError(
+            f"{source} nests arrays or tables too deeply to parse; a team config needs a few "
+            "levels at most"
+        ) from None
 
 
 def load(path: str | Path) -> TeamConfig:
@@ -215,18 +293,23 @@ def load(path: str | Path) -> TeamConfig:
         TeamConfigError: missing file or table, not TOML, or an invalid field (named).
     """
     source = Path(path).resolve()
-    try:
-        data = tomllib.loads(source.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise TeamConfigError(f"no team config at {source}; pass a pyproject.toml") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise TeamConfigError(f"{source} is not TOML: {exc}") from None
+    data = _parse(source)
     if "tool" in data or source.name == "pyproject.toml":
-        table = data.get("tool", {}).get("ckptcompat")
+        tool = data.get("tool", {})
+        if type(tool) is not dict:
+            raise TeamConfigError(
+                f"{source}: tool is {type(tool).__name__}; make it a [tool] table"
+            )
+        table = tool.get("ckptcompat")
         if table is None:
             raise TeamConfigError(
                 f"{source} has no [tool.ckptcompat] table; add one (see README, "
                 "'Use it on your agents')"
+            )
+        if type(table) is not dict:
+            raise TeamConfigError(
+                f"{source}: tool.ckptcompat is {type(table).__name__}; make it a "
+                "[tool.ckptcompat] table"
             )
     else:
         table = data

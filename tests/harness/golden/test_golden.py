@@ -18,6 +18,7 @@ import functools
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -578,3 +579,35 @@ def test_naive_torch_load_outcome(
         "state_dict": "collections.OrderedDict",
     }.get(kind, "builtins.dict")
     assert outcome.result_type == expected_type
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ('package = "."\ncells = 3\n', "TeamConfigError: .*cells is 3"),
+        (
+            'package = "."\n[[agents]]\nname = "x"\nclass_path = "nope.Missing"\n',
+            "AgentMismatchError: no module of agent class_path 'nope.Missing'",
+        ),
+        (
+            'package = "."\n[[agents]]\nname = "x"\nclass_path = "collections.OrderedDict"\n',
+            "AgentMismatchError: 'collections.OrderedDict' is not an agent class",
+        ),
+    ],
+)
+def test_team_golden_cli_bad_config_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], body: str, expected: str
+) -> None:
+    """Guards `nox -s "golden(t26)" -- --config` on a bad team config or an agent class
+    that does not import: a traceback (TeamConfigError from team.load, AgentMismatchError
+    from the registry) instead of one error line (a new user's trial). Exit 2, nothing
+    written."""
+    config = tmp_path / "team.toml"
+    config.write_text(body)
+    out = tmp_path / "out"
+    cell = os.environ.get("CKPTCOMPAT_CELL") or "t26"
+    assert generate.main([str(out), cell, "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert re.search(expected, err), err
+    assert not out.exists()

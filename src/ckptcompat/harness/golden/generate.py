@@ -53,6 +53,7 @@ import torch
 import ckptcompat
 from ckptcompat import numerics
 from ckptcompat.checkpoint.atomic import LOCK_NAME, write_bytes_atomic
+from ckptcompat.errors import AgentMismatchError
 from ckptcompat.harness import versions
 from ckptcompat.harness.golden.produce import (
     AGENTS,
@@ -366,7 +367,10 @@ def _per_generation(args: argparse.Namespace, plan: dict[int, Any]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI: ``python -m ckptcompat.harness.golden OUT_DIR CELL``; exit 1 on a GoldenError.
+    """CLI: ``python -m ckptcompat.harness.golden OUT_DIR CELL``.
+
+    Exit 1 on a GoldenError; 2 on a team config that is invalid (TeamConfigError) or names
+    an agent that does not import or build (AgentMismatchError), nothing written.
 
     Started outside the reproducible-numerics mode (and with no ``argv`` of its own), it
     re-executes itself in the mode: the mode's variables must be set before torch starts.
@@ -398,9 +402,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.config is not None:
         from ckptcompat.harness import team
 
-        specs = team.load(args.config).resolved_agents()
+        try:
+            specs = team.load(args.config).resolved_agents()
+        except (team.TeamConfigError, AgentMismatchError) as exc:
+            print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 2
         plan = {GENERATION: tuple(GoldenAgent(n, p, dict(kw)) for n, (p, kw) in specs.items())}
     if args.generation is not None:
+        if args.generation not in plan:
+            parser.error(f"--generation {args.generation}: expected one of {sorted(plan)}")
         plan = {args.generation: plan[args.generation]}
     try:
         if args.confirm_code:
@@ -437,4 +447,7 @@ def main(argv: list[str] | None = None) -> int:
     except GoldenError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except AgentMismatchError as exc:  # a team's class_path that does not import or build
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
     return 0

@@ -11,7 +11,9 @@ restricted to this cell.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -83,6 +85,13 @@ def test_missing_table_and_package(tmp_path: Path) -> None:
         ("pyproject.toml", b"tool = 5\n", "tool is int"),
         ("pyproject.toml", b"[tool]\nckptcompat = 5\n", "tool.ckptcompat is int"),
         ("team.toml", b"# pad\n" * 200_000, "is over 1048576 bytes"),
+        ("team.toml", b'package = "./a\\u0000b"\n', "package is no usable path"),
+        ("team.toml", b'package = "."\ngolden = "a\\u0000"\n', "golden is no usable path"),
+        (
+            "team.toml",
+            b'package = "."\ncheckpoints = "' + b"a/" * 3000 + b'"\n',
+            "checkpoints .* is not a directory",
+        ),
     ],
 )
 def test_hostile_config_files_are_typed_errors(
@@ -90,8 +99,9 @@ def test_hostile_config_files_are_typed_errors(
 ) -> None:
     """Guards team.load on hostile TOML: 5,000 nested arrays raised RecursionError from
     tomllib, a non-UTF-8 byte UnicodeDecodeError, `tool = 5` AttributeError and
-    `[tool] ckptcompat = 5` TypeError, each a bare traceback from `nox -s matrix --
-    --config`; a large file was read whole. Each is a TeamConfigError naming the problem."""
+    `[tool] ckptcompat = 5` TypeError, a NUL in a path ValueError, a checkpoints path over
+    PATH_MAX OSError, each a bare traceback from `nox -s matrix -- --config`; a large file
+    was read whole. Each is a TeamConfigError naming the problem."""
     path = tmp_path / name
     path.write_bytes(content)
     with pytest.raises(team.TeamConfigError, match=expected):
@@ -107,6 +117,57 @@ def test_config_that_is_no_regular_file(tmp_path: Path) -> None:
     os.mkfifo(fifo)
     with pytest.raises(team.TeamConfigError, match="not a regular file"):
         team.load(fifo)
+
+
+#: Characters and whole TOML tokens the fuzz inserts: structure, escapes, odd values.
+_TOML_NOISE = (
+    *'[]{}=",.\'\n #0129az_-\\',
+    "\\u0000", "\\n", "a/" * 2100, "..", "/", "~", "5", "-0.0", "inf", "nan", "true", "[]",
+    "{}", "[[]]", '""', "1979-05-27", "07:32:00", "[[agents]]", "[tool]", "[tool.ckptcompat]",
+    'package = "."', "cells = ", "config = ", "class_path = ", "checkpoints = ", "\\U0001F600",
+)  # fmt: skip
+
+
+def _mutate(text: str, rng: random.Random) -> str:
+    """One random edit of ``text``: delete, duplicate or overwrite a span, or insert noise."""
+    i = rng.randrange(len(text) + 1)
+    j = min(len(text), i + rng.randrange(1, 40))
+    kind = rng.randrange(4)
+    if kind == 0:
+        return text[:i] + text[j:]
+    if kind == 1:
+        return text[:j] + text[i:j] * rng.randrange(2, 6) + text[j:]
+    noise = "".join(rng.choice(_TOML_NOISE) for _ in range(rng.randrange(1, 4)))
+    return text[:i] + noise + (text[j:] if kind == 2 else text[i:])
+
+
+@pytest.mark.one_cell
+def test_fuzzed_configs_load_or_raise_team_config_error(tmp_path: Path) -> None:
+    """Guards team.load against any malformed config escaping as a traceback (this fuzz found
+    a NUL byte in package/checkpoints/golden giving ValueError "embedded null byte"; a
+    checkpoints path over PATH_MAX gave OSError ENAMETOOLONG, found by hand). 3,000 seeded
+    mutations of the example's pyproject.toml (1 to 3 edits each) either load, with a config that goes to
+    JSON, or raise TeamConfigError. One cell: team.load is stdlib TOML and path logic that
+    imports no torch; the cells' own parsing is test_example_config_parses in every cell."""
+    text = CONFIG.read_text()
+    (tmp_path / "checkpoints").mkdir()  # the example's checkpoints = "checkpoints"
+    rng = random.Random(21)
+    outcomes = {"loaded": 0, "refused": 0}
+    for n in range(3000):
+        body = text
+        for _ in range(rng.randrange(1, 4)):
+            body = _mutate(body, rng)
+        path = tmp_path / ("pyproject.toml" if n % 2 else "team.toml")
+        path.write_bytes(body.encode("utf-8", "surrogatepass"))
+        try:
+            cfg = team.load(path)
+        except team.TeamConfigError as exc:
+            assert str(exc), body
+            outcomes["refused"] += 1
+        else:
+            json.dumps(cfg.to_json())
+            outcomes["loaded"] += 1
+    assert outcomes["loaded"] > 100 and outcomes["refused"] > 1000, outcomes
 
 
 def test_non_json_config_names_the_field(

@@ -286,13 +286,40 @@ def _parse(source: Path) -> dict[str, Any]:
         ) from None
 
 
+def _resolve(root: Path, value: str, source: Path, name: str) -> Path:
+    """``root / value`` made absolute, or a TeamConfigError naming the field.
+
+    A NUL byte (ValueError), a name too long (OSError ENAMETOOLONG) or a symbolic-link loop
+    (RuntimeError on Python 3.11-3.12, OSError from 3.13) escaped as tracebacks.
+    """
+    try:
+        return (root / value).resolve()
+    except (ValueError, OSError, RuntimeError) as exc:
+        raise _fail(
+            source, name, f"is no usable path ({exc})", "give a plain relative path"
+        ) from None
+
+
+def _is_dir(path: Path) -> bool:
+    """``path.is_dir()``, False where stat fails (Path.is_dir raises ENAMETOOLONG, EACCES)."""
+    try:
+        return path.is_dir()
+    except (OSError, ValueError):
+        return False
+
+
 def load(path: str | Path) -> TeamConfig:
     """Parse and check a team config (a pyproject.toml or a plain TOML file).
 
     Raises:
         TeamConfigError: missing file or table, not TOML, or an invalid field (named).
     """
-    source = Path(path).resolve()
+    try:
+        source = Path(path).resolve()
+    except (ValueError, OSError, RuntimeError) as exc:
+        raise TeamConfigError(
+            f"{path!r} is no usable path ({exc}); pass a pyproject.toml"
+        ) from None
     data = _parse(source)
     if "tool" in data or source.name == "pyproject.toml":
         tool = data.get("tool", {})
@@ -321,15 +348,15 @@ def load(path: str | Path) -> TeamConfig:
     if package is None:
         raise _fail(source, "package", "is missing", 'give a path ("." ) or a requirement')
     if package.startswith(".") or "/" in package:
-        package = str((root / package).resolve())  # a path: absolute for uv
+        package = str(_resolve(root, package, source, "package"))  # a path: absolute for uv
     env_id = _string(table, source, "env_id", "CartPole-v1")
     cells = table.get("cells", [c.id for c in versions.DEFAULT])
     default_ids = [c.id for c in versions.DEFAULT]
     if type(cells) is not list or not cells or any(c not in default_ids for c in cells):
         raise _fail(source, "cells", f"is {cells!r}", f"list a subset of {default_ids}")
     checkpoints = _string(table, source, "checkpoints", None)
-    checkpoints_dir = (root / checkpoints).resolve() if checkpoints else None
-    if checkpoints_dir is not None and not checkpoints_dir.is_dir():
+    checkpoints_dir = _resolve(root, checkpoints, source, "checkpoints") if checkpoints else None
+    if checkpoints_dir is not None and not _is_dir(checkpoints_dir):
         raise _fail(source, "checkpoints", f"{checkpoints_dir} is not a directory", "fix the path")
     return TeamConfig(
         source=source,
@@ -339,11 +366,18 @@ def load(path: str | Path) -> TeamConfig:
         env_id=str(env_id),
         checkpoints=checkpoints_dir,
         cells=tuple(c for c in default_ids if c in cells),
-        golden_dir=(root / str(_string(table, source, "golden", "ckptcompat/golden"))).resolve(),
-        baseline=(
-            root / str(_string(table, source, "baseline", "ckptcompat/baseline.json"))
-        ).resolve(),
-        reports=(root / str(_string(table, source, "reports", "reports"))).resolve(),
+        golden_dir=_resolve(
+            root, str(_string(table, source, "golden", "ckptcompat/golden")), source, "golden"
+        ),
+        baseline=_resolve(
+            root,
+            str(_string(table, source, "baseline", "ckptcompat/baseline.json")),
+            source,
+            "baseline",
+        ),
+        reports=_resolve(
+            root, str(_string(table, source, "reports", "reports")), source, "reports"
+        ),
     )
 
 

@@ -143,12 +143,13 @@ def _mutate(text: str, rng: random.Random) -> str:
 
 @pytest.mark.one_cell
 def test_fuzzed_configs_load_or_raise_team_config_error(tmp_path: Path) -> None:
-    """Guards team.load against any malformed config escaping as a traceback (this fuzz found
-    a NUL byte in package/checkpoints/golden giving ValueError "embedded null byte"; a
-    checkpoints path over PATH_MAX gave OSError ENAMETOOLONG, found by hand). 3,000 seeded
-    mutations of the example's pyproject.toml (1 to 3 edits each) either load, with a config that goes to
-    JSON, or raise TeamConfigError. One cell: team.load is stdlib TOML and path logic that
-    imports no torch; the cells' own parsing is test_example_config_parses in every cell."""
+    """Guards team.load against any malformed config escaping as a traceback (this fuzz
+    found a NUL byte in package/checkpoints/golden giving ValueError "embedded null byte";
+    a checkpoints path over PATH_MAX gave OSError ENAMETOOLONG, found by hand). 3,000
+    seeded mutations of the example's pyproject.toml (1 to 3 edits each) either load, with
+    a config that goes to JSON, or raise TeamConfigError. One cell: team.load is stdlib
+    TOML and path logic that imports no torch; the cells' own parsing is
+    test_example_config_parses in every cell."""
     text = CONFIG.read_text()
     (tmp_path / "checkpoints").mkdir()  # the example's checkpoints = "checkpoints"
     rng = random.Random(21)

@@ -256,3 +256,27 @@ def test_the_directory_report_says_what_was_renamed(tmp_path: Path) -> None:
     )
     assert result.outcome == "migrated"
     assert "renamed: stripped 'module.' from every key" in result.detail
+
+
+def test_a_file_without_an_epoch_gets_a_fix_that_works_in_a_directory(tmp_path: Path) -> None:
+    """Guards circular advice (a new user's trial, 2026-12-07): a file in `migrate DIR`
+    whose name and metadata give no epoch failed with "pass --run/--epoch", and `migrate
+    DIR --epoch` is refused ("drop --epoch"). The line now says to rename the file or
+    migrate it alone; the one-file message keeps its --run/--epoch fix."""
+    src = tmp_path / "src"
+    src.mkdir()
+    agent = tiny_agent(seed=9)
+    legacy.write_state_dict(agent.state_dict(), src / "weights.pt")
+    (result,) = migrate_directory(
+        src, tmp_path / "data", class_path="ckptcompat.agents.mlp.MLPAgent", config=agent.config
+    )
+    assert result.outcome == "failed"
+    assert "cannot tell the run name and epoch" in result.detail
+    assert "--run/--epoch" not in result.detail
+    assert "ckptcompat migrate FILE DST --run RUN --epoch E" in result.detail
+    assert "<run>:v<E>.pt" in result.detail
+    (src / "weights.pt").rename(src / "weights:v2.pt")
+    (result,) = migrate_directory(
+        src, tmp_path / "data", class_path="ckptcompat.agents.mlp.MLPAgent", config=agent.config
+    )
+    assert result.outcome == "migrated" and "epoch 2" in result.detail, result.detail

@@ -35,7 +35,11 @@ from ckptcompat.errors import (
 )
 from ckptcompat.scan.torch_names import WEIGHTS_ONLY_GLOBALS
 
-__all__ = ["MigrationReport", "migrate"]
+__all__ = ["UNKNOWN_RUN_EPOCH", "MigrationReport", "migrate"]
+
+#: The problem of the InputError raised when neither the file's name, its metadata nor the
+#: caller gives a run name and epoch (a directory migration rewords its fix).
+UNKNOWN_RUN_EPOCH = "cannot tell the run name and epoch of this checkpoint"
 
 
 @dataclass(frozen=True)
@@ -93,7 +97,7 @@ def _run_and_epoch(
         epoch = name.epoch if name is not None else meta.get("epoch")
     if not run or epoch is None:
         raise InputError(  # a missing argument: the command line exits 2
-            "cannot tell the run name and epoch of this checkpoint",
+            UNKNOWN_RUN_EPOCH,
             path=ckpt.path,
             expected="a name like model_<NNNN>.pt, <run>:v<E>.pt, <run>__e<E>__...pt or metadata",
             found=f"run={run!r}, epoch={epoch!r}",

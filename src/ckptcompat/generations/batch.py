@@ -47,7 +47,7 @@ from ckptcompat.checkpoint.layout import (
     is_dcp_dir,
     is_temp_name,
 )
-from ckptcompat.checkpoint.migrate import MigrationReport
+from ckptcompat.checkpoint.migrate import UNKNOWN_RUN_EPOCH, MigrationReport
 from ckptcompat.errors import (
     AgentMismatchError,
     CheckpointError,
@@ -262,6 +262,21 @@ def _entries(folder: Path, depth: int) -> Iterator[tuple[Path, str | None]]:
             yield from _entries(path, depth + 1)
 
 
+def _failure_detail(exc: CheckpointError) -> str:
+    """One failed file's detail; a missing run/epoch gets a fix that works for a directory.
+
+    The one-file fix, "--run/--epoch", sent a user in circles: ``migrate DIR`` refuses
+    ``--epoch`` (it would give every file the same one) (a new user's trial, 2026-12-07).
+    """
+    if isinstance(exc, InputError) and exc.problem == UNKNOWN_RUN_EPOCH:
+        return (
+            f"{type(exc).__name__}: {exc.problem}; found {exc.found}. Rename it with its "
+            "epoch (e.g. <run>:v<E>.pt or model_<NNNN>.pt), or migrate it alone: "
+            "ckptcompat migrate FILE DST --run RUN --epoch E"
+        )
+    return f"{type(exc).__name__}: {exc}"
+
+
 def migrate_directory(
     src: str | os.PathLike[str],
     data_dir: str | os.PathLike[str],
@@ -324,7 +339,7 @@ def migrate_directory(
                 config,
             )
         except CheckpointError as exc:
-            results.append(FileResult(name, "failed", None, f"{type(exc).__name__}: {exc}"))
+            results.append(FileResult(name, "failed", None, _failure_detail(exc)))
             continue
         detail = f"{report.destination} (run {report.run}, epoch {report.epoch})"
         if report.stripped_prefix:  # as the one-file report says it

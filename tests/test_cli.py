@@ -357,3 +357,24 @@ def test_python_dash_m_ckptcompat_runs_the_cli(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["file"].endswith("set.pt")
+
+
+def test_a_warning_is_one_line_not_a_traceback_look_alike(tmp_path: Path) -> None:
+    """Guards `migrate --trust` printing its TrustedLoadWarning in Python's default form,
+    `.../migrate.py:77: TrustedLoadWarning: ...` followed by the source line of the call,
+    which read as a traceback (a new user's trial, 2026-12-07): the warning is one line,
+    `ckptcompat migrate: warning: TrustedLoadWarning: ...`, and the migration succeeds."""
+    import torch
+
+    from ckptcompat.agents import MockAgent
+
+    agent = MockAgent()
+    agent.extra_info = argparse.Namespace(note="not curated")  # outside the allowlist
+    src = tmp_path / "r__e2__s0__t0__sc0.pt"
+    torch.save(agent, src)  # the user's own whole-agent pickle
+    done = _cli("migrate", str(src), "out", "--trust", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert lines and all(line.startswith("ckptcompat migrate: warning: ") for line in lines)
+    assert any("TrustedLoadWarning" in line for line in lines)
+    assert ".py:" not in done.stderr and "return " not in done.stderr

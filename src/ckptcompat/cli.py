@@ -23,12 +23,14 @@ does not exist, a missing dependency). A bug still ends in a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import textwrap
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from importlib import metadata
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO
 
 from ckptcompat import __version__
 from ckptcompat.checkpoint.layout import is_dcp_dir
@@ -321,6 +323,34 @@ def _command(argv: Sequence[str]) -> str | None:
     return next((a for a in argv if not a.startswith("-")), None)
 
 
+@contextlib.contextmanager
+def _one_line_warnings(prog: str) -> Iterator[None]:
+    """Show each warning a command raises as one line, ``PROG: warning: Category: message``.
+
+    Python's default display adds ``FILE:LINE:`` and the source line of the call, which
+    made ``migrate --trust``'s TrustedLoadWarning read as a traceback (a new user's trial,
+    2026-12-07). Which warnings show is left to the filters (``-W``, PYTHONWARNINGS).
+    """
+
+    def show(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
+        text = " ".join(str(message).split())
+        print(f"{prog}: warning: {category.__name__}: {text}", file=file or sys.stderr)
+
+    saved = warnings.showwarning
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = saved
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``ckptcompat``; returns the exit code (see the module docstring)."""
     from ckptcompat import cli_run
@@ -339,7 +369,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version
         return exc.code if isinstance(exc.code, int) else EXIT_OK
     try:
-        return int(args.func(args))
+        with _one_line_warnings(f"ckptcompat {args.command}"):
+            return int(args.func(args))
     except Exception as exc:
         error = typed(exc)
         code = exit_code(error)

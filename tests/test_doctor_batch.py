@@ -209,3 +209,27 @@ def test_unreadable_generation_alone_exits_2_with_json(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stderr
     document = json.loads(proc.stdout)
     assert document["file"] == str(bundle) and document["error"]["type"]
+
+
+def test_the_managers_own_index_is_named_not_diagnosed(tree: Path, tmp_path: Path) -> None:
+    """Guards the doctor calling SimpleCheckpointManager's own index.json "a text file, not
+    a torch.save file: check that this is the file torch.save wrote" when run over a data
+    dir (a new user's trial, 2026-12-07): it is named as the run's index, in text and JSON,
+    and counted as read. Any other index.json (here `{}`, and a hostile one nested 100,000
+    deep, which json.loads refuses with RecursionError) still gets the diagnosis."""
+    index = tree / "runs" / "a" / "index.json"
+    line = batch.examine(index, as_json=True)
+    assert line.error is None and line.summary is not None
+    assert line.summary.startswith("the checkpoint manager's index of run ")
+    assert "not a checkpoint" in line.summary
+    assert line.document is not None and line.document["kind"] == "ckptcompat.index"
+    stray = tmp_path / "other" / "index.json"
+    stray.parent.mkdir()
+    for body in (b"{}", b"[" * 100_000 + b"]" * 100_000):
+        stray.write_bytes(body)
+        line = batch.examine(stray)
+        assert line.error is None and line.summary == verdict_line(diagnose(stray))
+        assert "manager" not in line.summary
+    proc = _doctor(tree / "runs" / "a")
+    by_path = dict(line.split(": ", 1) for line in proc.stdout.splitlines())
+    assert by_path[str(index)].startswith("the checkpoint manager's index of run ")

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ckptcompat.checkpoint.atomic import unusable_directory
-from ckptcompat.checkpoint.layout import INDEX_NAME
+from ckptcompat.checkpoint.layout import INDEX_FORMAT, INDEX_NAME
 from ckptcompat.errors import CorruptCheckpointError, IncompatibleCheckpointError
 
 __all__ = [
@@ -46,7 +46,6 @@ __all__ = [
     "read_index",
 ]
 
-INDEX_FORMAT = "ckptcompat.index"
 INDEX_VERSION = 1
 #: The checkpoint fields :meth:`RunIndex.ranked` ranks by.
 RANK_METRICS = ("epoch", "agent_step", "score")

@@ -35,6 +35,7 @@ __all__ = [
     "DCP_DATA_RE",
     "DCP_DIR_RE",
     "DCP_METADATA_NAME",
+    "INDEX_FORMAT",
     "INDEX_NAME",
     "LOCK_NAME",
     "RUN_NAME_RE",
@@ -58,6 +59,8 @@ __all__ = [
 CHECKPOINTS_DIR = "checkpoints"
 #: The run's index of complete checkpoints, inside ``checkpoints/``.
 INDEX_NAME = "index.json"
+#: The ``format`` field of that index (:mod:`ckptcompat.checkpoint.index`).
+INDEX_FORMAT = "ckptcompat.index"
 #: The writer lock's file name inside ``checkpoints/``.
 LOCK_NAME = ".lock"
 

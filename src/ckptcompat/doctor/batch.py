@@ -8,7 +8,8 @@ checkpoints get the generation's explanation (:mod:`ckptcompat.doctor.generation
 safetensors files and ``*.safetensors.index.json`` shard indexes get
 :mod:`ckptcompat.doctor.safetensors`'s summary (each shard its own line too). Every
 other regular file found is diagnosed (:func:`ckptcompat.doctor.diagnose`), so a stray
-``index.json`` or a web page saved as ``.pt`` gets its one-line answer too. Symbolic
+``index.json`` or a web page saved as ``.pt`` gets its one-line answer too; the checkpoint
+manager's own ``index.json`` (format ``ckptcompat.index``) is named as that. Symbolic
 links inside directories are not followed (a link loop or a link to ``/dev/zero`` must not
 hang the walk), and FIFOs, sockets and devices are skipped: opening them can block.
 
@@ -36,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ckptcompat.checkpoint.layout import LOCK_NAME, is_dcp_dir
+from ckptcompat.checkpoint.layout import INDEX_FORMAT, INDEX_NAME, LOCK_NAME, is_dcp_dir
 from ckptcompat.errors import CheckpointError, CheckpointNotFoundError
 
 __all__ = ["BatchLine", "checkpoint_paths", "examine", "run"]
@@ -138,6 +139,36 @@ def _dcp_summary(explanation: Any) -> str:
     return f"DCP directory written by {explanation.written_by}; " + "; ".join(spans)
 
 
+_MAX_INDEX_BYTES = 64 << 20
+"""A manager's index past this size is not read as one (it lists ~200 bytes a checkpoint)."""
+
+
+def _manager_index_summary(path: Path, size_bytes: int) -> str | None:
+    """The line for :class:`~ckptcompat.checkpoint.manager.SimpleCheckpointManager`'s own
+    ``index.json`` (format ``ckptcompat.index``), or None for any other file of that name.
+
+    The doctor diagnosed it as "a text file, not a torch.save file: check that this is the
+    file torch.save wrote", which read as a warning about the tool's own file (a new user's
+    trial, 2026-12-07). Only a JSON object whose ``format`` is the manager's is named so;
+    anything else (not JSON, too large, unreadable) goes to the diagnosis as before.
+    """
+    if size_bytes > _MAX_INDEX_BYTES:
+        return None
+    try:
+        with open(path, "rb") as f:
+            document = json.loads(f.read(_MAX_INDEX_BYTES + 1))
+    except (OSError, ValueError, RecursionError):  # unreadable, not UTF-8/JSON, too deep
+        return None
+    if type(document) is not dict or document.get("format") != INDEX_FORMAT:
+        return None
+    listed = document.get("checkpoints")
+    count = f"{len(listed)} checkpoint(s)" if type(listed) is list else "checkpoints"
+    return (
+        f"the checkpoint manager's index of run {str(document.get('run'))!r} ({count}), "
+        "not a checkpoint: nothing to load"
+    )
+
+
 def examine(
     path: Path,
     *,
@@ -202,6 +233,15 @@ def examine(
                 found="nothing" if not path.exists() else "not a regular file",
                 fix="check the path",
             )
+        if path.name == INDEX_NAME:
+            summary = _manager_index_summary(path, size)
+            if summary is not None:
+                document = None
+                if as_json:
+                    document = {"schema_version": doctor.JSON_SCHEMA_VERSION, "file": str(path),
+                                "summary": summary, "size_bytes": size, "kind": INDEX_FORMAT,
+                                "generation": "other"}  # fmt: skip
+                return BatchLine(path, summary, document, None)
         diag = doctor.diagnose(path, read_data=read_data, python=python, numpy_major=numpy_major)
     except CheckpointError as exc:
         return BatchLine(path, None, doctor.error_json(str(path), exc), exc)

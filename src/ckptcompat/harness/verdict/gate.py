@@ -156,7 +156,7 @@ def summary_markdown(verdict: Verdict) -> str:
         lines += [
             "",
             "A baseline entry changes only in a commit whose message says why "
-            "(`python -m ckptcompat.harness.verdict.gate --propose-baseline FILE`, then review).",
+            "(`nox -s gate -- --propose-baseline FILE`, then review).",
         ]
     return "\n".join(lines) + "\n"
 

@@ -260,8 +260,9 @@ def load_baseline(path: str | os.PathLike[str] = BASELINE_PATH, *, strict: bool 
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise BaselineError(
-            f"no baseline at {path}; write one with `python -m "
-            "ckptcompat.harness.verdict.gate --propose-baseline` and review it"
+            f"no baseline at {path}; propose one from the records with `nox -s gate -- "
+            f"--propose-baseline {path}` (a team's: `nox -s gate -- --config "
+            f"PATH/pyproject.toml --propose-baseline {path}`) and review it"
         ) from None
     except json.JSONDecodeError as exc:
         raise BaselineError(f"{path} is not JSON: {exc}") from None

@@ -17,11 +17,12 @@ import random
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
-from ckptcompat import doctor
+from ckptcompat import doctor, torch_compat
 from ckptcompat.agents.registry import build_agent
 from ckptcompat.checkpoint.migrate import migrate
 from ckptcompat.errors import AgentMismatchError, UnsafeCheckpointError
@@ -231,6 +232,41 @@ def test_example_checkpoints_doctor_and_migrate(tmp_path: Path) -> None:
         class_path="team_agents.MLPAgent", config={"hidden": 16},
     )  # fmt: skip
     assert report.generation == "state_dict"
+
+
+def test_team_state_dict_of_an_agent_with_required_spaces_migrates(tmp_path: Path) -> None:
+    """Guards the matrix's migrate check of a team's own bare state_dict: it passed the
+    [tool.ckptcompat] config without the env's spaces, so an agent whose constructor
+    requires observation_space/action_space (as the README's contract allows; MLPAgent
+    here) failed with "missing 2 required positional arguments", a false failure that the
+    proposed baseline then recorded as expected (a new user's trial, 2026-12-07)."""
+    from ckptcompat.agents.mlp import MLPAgent
+    from ckptcompat.harness.golden import team as team_checks
+
+    checkpoints = tmp_path / "checkpoints"
+    checkpoints.mkdir()
+    kwargs = {"hidden_sizes": [8]}
+    config = team_checks.with_env_spaces(kwargs, "CartPole-v1")
+    assert config["observation_space"]["shape"] == [4] and config["hidden_sizes"] == [8]
+    torch_compat.save(MLPAgent(**config).state_dict(), checkpoints / "mlp_state_dict.pt")
+    cfg = dataclasses.replace(
+        team.load(CONFIG),
+        agents=(team.TeamAgent("mlp", "ckptcompat.agents.mlp.MLPAgent", kwargs),),
+        checkpoints=checkpoints,
+    )
+    outcomes = {}
+
+    def emit(scenario: str, artifact: str, agent: str, loader: str, body: Any) -> str:
+        outcome, detail = team_checks._outcome(body)  # as run()'s emit records it
+        outcomes[(scenario, loader)] = (outcome, detail)
+        return outcome
+
+    team_checks.checkpoint_checks(cfg, cfg.resolved_agents(), emit, tmp_path)
+    assert outcomes == {
+        ("checkpoints", "allowlist"): ("pass", ""),
+        ("checkpoints", "naive"): ("pass", "collections.OrderedDict"),
+        ("doctor", "naive"): ("pass", ""),
+    }
 
 
 @pytest.mark.slow

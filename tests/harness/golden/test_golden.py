@@ -585,6 +585,7 @@ def test_naive_torch_load_outcome(
     ("body", "expected"),
     [
         ('package = "."\ncells = 3\n', "TeamConfigError: .*cells is 3"),
+        ('package = "."\ncells = ["NOT_HERE"]\n', "TeamConfigError: .*cell CELL is not in"),
         (
             'package = "."\n[[agents]]\nname = "x"\nclass_path = "nope.Missing"\n',
             "AgentMismatchError: no module of agent class_path 'nope.Missing'",
@@ -600,14 +601,17 @@ def test_team_golden_cli_bad_config_is_one_line(
 ) -> None:
     """Guards `nox -s "golden(t26)" -- --config` on a bad team config or an agent class
     that does not import: a traceback (TeamConfigError from team.load, AgentMismatchError
-    from the registry) instead of one error line (a new user's trial). Exit 2, nothing
-    written."""
+    from the registry) instead of one error line; goldens of a cell outside the team's
+    `cells` were written, and the team's next matrix failed on them as "not in the
+    baseline" (new users' trials). Exit 2, nothing written."""
     config = tmp_path / "team.toml"
     config.write_text(body)
     out = tmp_path / "out"
     cell = os.environ.get("CKPTCOMPAT_CELL") or "t26"
+    other = next(c.id for c in versions.DEFAULT if c.id != cell)
+    config.write_text(body.replace("NOT_HERE", other))
     assert generate.main([str(out), cell, "--config", str(config)]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err
-    assert re.search(expected, err), err
+    assert re.search(expected.replace("CELL", cell), err), err
     assert not out.exists()

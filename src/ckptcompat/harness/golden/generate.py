@@ -403,7 +403,13 @@ def main(argv: list[str] | None = None) -> int:
         from ckptcompat.harness import team
 
         try:
-            specs = team.load(args.config).resolved_agents()
+            config = team.load(args.config)
+            if args.cell not in config.cells:  # its matrix would call them "not in baseline"
+                raise team.TeamConfigError(
+                    f"{config.source}: cell {args.cell} is not in tool.ckptcompat.cells "
+                    f"{list(config.cells)}; add it there, or write goldens of those cells only"
+                )
+            specs = config.resolved_agents()
         except (team.TeamConfigError, AgentMismatchError) as exc:
             print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 2

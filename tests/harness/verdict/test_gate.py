@@ -160,3 +160,50 @@ def test_committed_baseline_is_reviewed_and_expects_every_safe_cell_to_pass() ->
     assert safe and {v[0] for v in safe.values()} == {"pass"}
     producers = {matrix.parse_key(k)["producer"] for k in base.cells}
     assert producers == {c.id for c in versions.GOLDEN_PRODUCERS}
+
+
+def test_propose_baseline_into_a_folder_not_made_yet(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Guards `nox -s gate -- --config PATH --propose-baseline PATH/ckptcompat/baseline.json`
+    raising FileNotFoundError (a traceback, exit 1) when the team's ckptcompat/ folder did
+    not exist yet, which it does not before the first golden (a new user's trial,
+    2026-12-07): the folder is made; a path that cannot be written is one line, exit 2."""
+    records = tmp_path / "records"
+    results.append_record(records / "a.jsonl", _record("fail"))
+    target = tmp_path / "team" / "ckptcompat" / "baseline.json"
+    args = ["--records", str(records), "--baseline", str(target)]
+    assert gate.main([*args, "--propose-baseline", str(target)]) == 0
+    assert _key() in matrix.load_baseline(target, strict=False).cells
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    capsys.readouterr()
+    assert gate.main([*args, "--propose-baseline", str(blocker / "baseline.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gate: cannot write ") and "Traceback" not in err
+
+
+def test_the_matrix_hint_without_a_baseline_runs_as_printed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Guards the matrix's "no baseline" hint (a new user's trial, 2026-12-07): it printed
+    `python -m ckptcompat.harness.verdict.gate --propose-baseline` (an argparse error), then
+    a generic command with PATH placeholders and, for a team, the non-team command first
+    (which fails: no records at reports/records). The verdict line now gives the one
+    command for this run, --config filled in, and that command proposes the baseline."""
+    from ckptcompat.harness.run import driver
+
+    records = tmp_path / "records"
+    results.append_record(records / "a.jsonl", _record("fail"))
+    target = tmp_path / "team" / "ckptcompat" / "baseline.json"
+    config = tmp_path / "team" / "pyproject.toml"
+    assert not driver._verdict(records, target, SHA, "reports/matrix.md", config)
+    line = capsys.readouterr().out.strip()
+    command = f"nox -s gate -- --config {config} --propose-baseline {target}"
+    assert line.startswith("VERDICT: FAIL - the run cannot be judged: no baseline at ")
+    assert f"`{command}`" in line and "PATH" not in line
+    assert not driver._verdict(records, target, SHA, "reports/matrix.md")
+    assert f"`nox -s gate -- --propose-baseline {target}`" in capsys.readouterr().out
+    # What that session runs for a team (noxfile gate: the team's records and baseline).
+    assert gate.main(["--records", str(records), "--propose-baseline", str(target)]) == 0
+    assert target.is_file()

@@ -257,12 +257,27 @@ def _shown(path: Path) -> str:
     return str(path) if relative.startswith("..") else relative
 
 
-def _verdict(records: Path, baseline: Path, git_sha: str, see: str) -> bool:
-    """Judge the run's records by the gate's rules; print the verdict as the last line."""
+def _verdict(
+    records: Path, baseline: Path, git_sha: str, see: str, config: Path | None = None
+) -> bool:
+    """Judge the run's records by the gate's rules; print the verdict as the last line.
+
+    With no baseline yet, the line gives the command that proposes one from these records,
+    with this run's ``--config`` filled in (a new user's trial: the generic hint's
+    placeholders, and the non-team command printed first, failed as printed).
+    """
     try:
         verdict = gate.judge_files([records], baseline, git_sha)
     except (BaselineError, ValueError) as exc:
-        print(f"VERDICT: FAIL - the run cannot be judged: {exc}", flush=True)
+        reason = str(exc)
+        if not baseline.exists():
+            team = f"--config {config} " if config is not None else ""
+            reason = (
+                f"no baseline at {baseline}; propose one from this run's records with "
+                f"`nox -s gate -- {team}--propose-baseline {baseline}` and give every REVIEW "
+                "entry a reason"
+            )
+        print(f"VERDICT: FAIL - the run cannot be judged: {reason}", flush=True)
         return False
     print(gate.verdict_line(verdict, see=see), flush=True)
     return verdict.passed
@@ -331,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         status = 1
     if args.baseline is not None:
         see = _shown(args.report / "matrix.md" if args.report is not None else args.records)
-        if not _verdict(args.records, args.baseline, git_sha, see):
+        if not _verdict(args.records, args.baseline, git_sha, see, args.config):
             status = 1
     return status
 

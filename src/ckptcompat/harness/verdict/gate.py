@@ -156,7 +156,8 @@ def summary_markdown(verdict: Verdict) -> str:
         lines += [
             "",
             "A baseline entry changes only in a commit whose message says why "
-            "(`nox -s gate -- --propose-baseline FILE`, then review).",
+            "(`nox -s gate -- --propose-baseline FILE`, for a team with `--config "
+            "PATH/pyproject.toml` before it; then review).",
         ]
     return "\n".join(lines) + "\n"
 
@@ -237,9 +238,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             previous = (
                 load_baseline(args.baseline, strict=False) if args.baseline.is_file() else None
             )
-            args.propose_baseline.write_text(
-                propose_baseline(records, previous, BASELINE_NOTE), encoding="utf-8"
-            )
+            text = propose_baseline(records, previous, BASELINE_NOTE)
+            try:  # a team's ckptcompat/ folder may not exist yet (no golden written)
+                args.propose_baseline.parent.mkdir(parents=True, exist_ok=True)
+                args.propose_baseline.write_text(text, encoding="utf-8")
+            except OSError as exc:
+                print(
+                    f"gate: cannot write {args.propose_baseline}: {exc.strerror or exc}; "
+                    "pass a writable path",
+                    file=sys.stderr,
+                )
+                return 2
             print(
                 f"gate: wrote {args.propose_baseline}; review every REVIEW reason before committing"
             )

@@ -72,7 +72,13 @@ def _team(session: nox.Session) -> dict | None:
     if args.index("--config") + 1 >= len(args):
         session.error("usage: nox -s SESSION -- --config PATH/TO/pyproject.toml")
     path = args[args.index("--config") + 1]
-    out = session.run("python", "-m", "ckptcompat.harness.team", path, silent=True)
+    # Parsed with nox's own interpreter (harness/team.py is standard library only) before
+    # any venv is built: a bad config, or a cell outside its `cells`, must not cost a 3-5 GB
+    # torch install first (a new user's trial).
+    out = session.run(
+        sys.executable, "-m", "ckptcompat.harness.team", path, silent=True, external=True,
+        env={"PYTHONPATH": str(ROOT / "src")},
+    )  # fmt: skip
     return json.loads(out)
 
 
@@ -216,6 +222,12 @@ def golden(session: nox.Session, cell: str) -> None:
     With ``-- --config PATH``: the team's agents, into the team's golden directory. With
     ``-- --out DIR``: into DIR/gen2/<cell> instead (a byte-for-byte reproduction check).
     """
+    team = _team(session)
+    if team is not None and cell not in team["cells"]:  # before the cell's venv is built
+        session.error(
+            f"cell {cell} is not in the team's cells {team['cells']} ({team['source']}); "
+            "add it to tool.ckptcompat.cells, or write goldens of those cells only"
+        )
     _install_cell(session, cell)
     args = list(session.posargs)
     out = ROOT / "fixtures" / "golden"
@@ -223,7 +235,6 @@ def golden(session: nox.Session, cell: str) -> None:
         if args.index("--out") + 1 >= len(args):
             session.error('usage: nox -s "golden(t26)" -- --out DIR')
         out = Path(args[args.index("--out") + 1]).resolve()
-    team = _team(session)
     if team is not None:
         _install_team(session, str(Path(session.bin) / "python"), cell, team)
         session.run(

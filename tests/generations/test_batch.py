@@ -273,7 +273,7 @@ def test_a_file_without_an_epoch_gets_a_fix_that_works_in_a_directory(tmp_path: 
     assert result.outcome == "failed"
     assert "cannot tell the run name and epoch" in result.detail
     assert "--run/--epoch" not in result.detail
-    assert "ckptcompat migrate FILE DST --run RUN --epoch E" in result.detail
+    assert "ckptcompat migrate FILE DST --run RUN --epoch E, with the --class-path" in result.detail
     assert "<run>:v<E>.pt" in result.detail
     (src / "weights.pt").rename(src / "weights:v2.pt")
     (result,) = migrate_directory(

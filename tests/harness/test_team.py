@@ -31,7 +31,8 @@ from ckptcompat.harness.verdict import gate
 from ckptcompat.harness.verdict import records as results
 from ckptcompat.harness.verdict.matrix import Baseline, load_baseline
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "team_project"
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "team_project"
 CONFIG = EXAMPLE / "pyproject.toml"
 
 
@@ -302,3 +303,28 @@ def test_team_matrix_in_this_cell(tmp_path: Path) -> None:
     got = [r for r in got if only_here(r["cell_key"])]
     verdict = gate.judge(got, Baseline(full.note, full.reasons, mine), results.git_sha())
     assert verdict.passed, gate.summary_markdown(verdict)
+
+
+@pytest.mark.one_cell
+def test_team_golden_of_a_cell_outside_cells_is_refused_before_any_install(
+    tmp_path: Path,
+) -> None:
+    """Guards `nox -s "golden(t24)" -- --config` with `cells = ["t26"]`: the session built
+    .nox/golden-t24 and installed torch 2.4.1 (3-5 GB on a cold cache) before the golden
+    CLI refused the cell (a new user's trial, 2026-12-07). The noxfile reads the config
+    with nox's own interpreter first and stops; run with --no-venv here, so any install
+    attempt would fail the other way. One cell: noxfile logic, no torch involved."""
+    config = tmp_path / "pyproject.toml"
+    config.write_text(
+        '[project]\nname = "x"\nversion = "0"\n[tool.ckptcompat]\npackage = "."\n'
+        'cells = ["t26"]\n[[tool.ckptcompat.agents]]\nname = "m"\nclass_path = "x.Y"\n'
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "nox", "-f", str(ROOT / "noxfile.py"), "--no-venv",
+         "-s", "golden(t24)", "--", "--config", str(config)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "aborted: cell t24 is not in the team's cells ['t26']" in out, out
+    assert "install" not in out.lower(), out

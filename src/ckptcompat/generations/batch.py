@@ -272,7 +272,8 @@ def _failure_detail(exc: CheckpointError) -> str:
         return (
             f"{type(exc).__name__}: {exc.problem}; found {exc.found}. Rename it with its "
             "epoch (e.g. <run>:v<E>.pt or model_<NNNN>.pt), or migrate it alone: "
-            "ckptcompat migrate FILE DST --run RUN --epoch E"
+            "ckptcompat migrate FILE DST --run RUN --epoch E, with the --class-path, "
+            "--config, --submodule or --trust given here"
         )
     return f"{type(exc).__name__}: {exc}"
 

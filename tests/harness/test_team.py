@@ -30,6 +30,7 @@ from ckptcompat.harness import team, versions
 from ckptcompat.harness.verdict import gate
 from ckptcompat.harness.verdict import records as results
 from ckptcompat.harness.verdict.matrix import Baseline, load_baseline
+from ckptcompat.rl.trainer_setup import env_space_configs
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "team_project"
@@ -247,7 +248,7 @@ def test_team_state_dict_of_an_agent_with_required_spaces_migrates(tmp_path: Pat
     checkpoints = tmp_path / "checkpoints"
     checkpoints.mkdir()
     kwargs = {"hidden_sizes": [8]}
-    config = team_checks.with_env_spaces(kwargs, "CartPole-v1")
+    config = {**kwargs, **env_space_configs("CartPole-v1")}
     assert config["observation_space"]["shape"] == [4] and config["hidden_sizes"] == [8]
     torch_compat.save(MLPAgent(**config).state_dict(), checkpoints / "mlp_state_dict.pt")
     cfg = dataclasses.replace(

@@ -23,7 +23,13 @@ if TYPE_CHECKING:
     from ckptcompat.checkpoint.trainer_state import TrainerState
     from ckptcompat.rl.trainer_config import TrainerConfig
 
-__all__ = ["agent_config_for", "check_fresh", "latest_trainer_state", "seed_everything"]
+__all__ = [
+    "agent_config_for",
+    "check_fresh",
+    "env_space_configs",
+    "latest_trainer_state",
+    "seed_everything",
+]
 
 
 def seed_everything(seed: int) -> None:
@@ -50,20 +56,30 @@ def check_fresh(manager: SimpleCheckpointManager) -> None:
         )
 
 
-def agent_config_for(config: TrainerConfig) -> dict[str, Any]:
-    """``config.agent_kwargs`` plus the env's ``observation_space`` and ``action_space``.
+def env_space_configs(env_id: str) -> dict[str, Any]:
+    """``{"observation_space", "action_space"}`` of ``env_id``, as space configs (JSON).
 
     Raises:
         UnsupportedEnvError: an env id outside :data:`ckptcompat.rl.envs.ENV_SPECS`.
     """
-    env = make_env(config.env_id)
-    agent_config = {
-        **config.agent_kwargs,
-        "observation_space": space_to_config(env.observation_space),
-        "action_space": space_to_config(env.action_space),
-    }
-    env.close()
-    return agent_config
+    env = make_env(env_id)
+    try:
+        return {
+            "observation_space": space_to_config(env.observation_space),
+            "action_space": space_to_config(env.action_space),
+        }
+    finally:
+        env.close()
+
+
+def agent_config_for(config: TrainerConfig) -> dict[str, Any]:
+    """``config.agent_kwargs`` plus the env's ``observation_space`` and ``action_space``
+    (the env's spaces win over kwargs of the same name).
+
+    Raises:
+        UnsupportedEnvError: an env id outside :data:`ckptcompat.rl.envs.ENV_SPECS`.
+    """
+    return {**config.agent_kwargs, **env_space_configs(config.env_id)}
 
 
 def latest_trainer_state(manager: SimpleCheckpointManager) -> TrainerState:

@@ -54,7 +54,7 @@ import ckptcompat
 from ckptcompat import numerics
 from ckptcompat.checkpoint.atomic import LOCK_NAME, write_bytes_atomic
 from ckptcompat.errors import AgentMismatchError
-from ckptcompat.harness import versions
+from ckptcompat.harness import team, versions
 from ckptcompat.harness.golden.produce import (
     AGENTS,
     ENV_ID,
@@ -81,6 +81,7 @@ from ckptcompat.harness.golden.read import (
     producer_code_digest,
     read_golden,
 )
+from ckptcompat.harness.team import TeamConfigError
 
 __all__ = [
     "AGENTS",
@@ -366,6 +367,23 @@ def _per_generation(args: argparse.Namespace, plan: dict[int, Any]) -> int:
     return status
 
 
+def _team_agents(config_path: Path, cell: str) -> tuple[GoldenAgent, ...]:
+    """The golden agents of a team's config, for ``cell``.
+
+    Raises:
+        TeamConfigError: the config is invalid, or ``cell`` is not in its ``cells`` (the
+            team's matrix would call such goldens "not in the baseline").
+        AgentMismatchError: an agent's class_path does not import, or a config is not JSON.
+    """
+    config = team.load(config_path)
+    if cell not in config.cells:
+        raise TeamConfigError(
+            f"{config.source}: cell {cell} is not in tool.ckptcompat.cells "
+            f"{list(config.cells)}; add it there, or write goldens of those cells only"
+        )
+    return tuple(GoldenAgent(n, p, dict(kw)) for n, (p, kw) in config.resolved_agents().items())
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI: ``python -m ckptcompat.harness.golden OUT_DIR CELL``.
 
@@ -400,20 +418,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     plan = {g: GENERATION_AGENTS[g] for g in GENERATIONS}
     if args.config is not None:
-        from ckptcompat.harness import team
-
         try:
-            config = team.load(args.config)
-            if args.cell not in config.cells:  # its matrix would call them "not in baseline"
-                raise team.TeamConfigError(
-                    f"{config.source}: cell {args.cell} is not in tool.ckptcompat.cells "
-                    f"{list(config.cells)}; add it there, or write goldens of those cells only"
-                )
-            specs = config.resolved_agents()
-        except (team.TeamConfigError, AgentMismatchError) as exc:
+            plan = {GENERATION: _team_agents(args.config, args.cell)}
+        except (TeamConfigError, AgentMismatchError) as exc:
             print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 2
-        plan = {GENERATION: tuple(GoldenAgent(n, p, dict(kw)) for n, (p, kw) in specs.items())}
     if args.generation is not None:
         if args.generation not in plan:
             parser.error(f"--generation {args.generation}: expected one of {sorted(plan)}")

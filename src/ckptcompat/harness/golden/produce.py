@@ -26,7 +26,6 @@ from torch import nn
 from ckptcompat import torch_compat
 from ckptcompat.agents.probe import params_digest, probe_batch
 from ckptcompat.agents.registry import build_agent
-from ckptcompat.agents.spaces import space_to_config
 from ckptcompat.checkpoint import legacy
 from ckptcompat.checkpoint.atomic import write_atomic
 from ckptcompat.checkpoint.manager import SimpleCheckpointManager
@@ -36,9 +35,10 @@ from ckptcompat.harness.golden.verify import (
     probe_outputs,
     replay_ppo_update,
 )
-from ckptcompat.rl.envs import make_env, make_vector_env, reset_all
+from ckptcompat.rl.envs import make_vector_env, reset_all
 from ckptcompat.rl.ppo import PPOConfig, RolloutBatch, RolloutStorage, ppo_update
 from ckptcompat.rl.trainer import TrainerConfig
+from ckptcompat.rl.trainer_setup import env_space_configs
 
 __all__ = [
     "AGENTS",
@@ -208,13 +208,7 @@ def produce_agent(spec: GoldenAgent, stage: Path) -> dict[str, Any]:
         path relative to stage}, probe, evaluation, ppo_update}``.
     """
     ppo = GOLDEN_PPO
-    env = make_env(ENV_ID)
-    config = {
-        **spec.kwargs,
-        "observation_space": space_to_config(env.observation_space),
-        "action_space": space_to_config(env.action_space),
-    }
-    env.close()
+    config = {**spec.kwargs, **env_space_configs(ENV_ID)}
     _seed_everything(SEED)
     agent = build_agent(spec.class_path, config)
     optimizer = torch.optim.Adam(agent.parameters(), lr=ppo.learning_rate, eps=ppo.adam_eps)

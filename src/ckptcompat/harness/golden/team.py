@@ -30,7 +30,6 @@ import numpy as np
 import torch
 
 from ckptcompat import doctor, torch_compat
-from ckptcompat.agents.spaces import space_to_config
 from ckptcompat.checkpoint.manager import SimpleCheckpointManager
 from ckptcompat.checkpoint.migrate import migrate
 from ckptcompat.errors import CheckpointError
@@ -39,9 +38,9 @@ from ckptcompat.harness.golden.records import artifact_name
 from ckptcompat.harness.golden.verify import load_legacy_agent, load_safe_agent, probe_problems
 from ckptcompat.harness.team import TeamConfig
 from ckptcompat.harness.verdict import records as results
-from ckptcompat.rl.envs import make_env
+from ckptcompat.rl.trainer_setup import env_space_configs
 
-__all__ = ["LEGACY_KINDS", "checkpoint_checks", "golden_checks", "run", "with_env_spaces"]
+__all__ = ["LEGACY_KINDS", "checkpoint_checks", "golden_checks", "run"]
 
 LEGACY_KINDS = ("g1", "g2", "state_dict")
 _SUFFIX = re.compile(r"\.pt$")
@@ -105,29 +104,6 @@ def _agent_for(path: Path, specs: Specs) -> str:
     return max(matches, key=len) if matches else next(iter(specs))
 
 
-def with_env_spaces(config: Mapping[str, Any], env_id: str) -> dict[str, Any]:
-    """A team agent's ``config`` with ``env_id``'s spaces added, as the trainer builds it.
-
-    The trainer passes ``observation_space`` and ``action_space`` (as space configs, see
-    :func:`ckptcompat.rl.trainer_setup.agent_config_for`) beside the config's own keys; the
-    migrate check passed the bare ``[tool.ckptcompat]`` config, so an agent whose spaces are
-    required failed with "missing 2 required positional arguments" (a new user's trial).
-    Keys the config gives itself win.
-
-    Raises:
-        UnsupportedEnvError: ``env_id`` is not a known env.
-    """
-    env = make_env(env_id)
-    try:
-        spaces = {
-            "observation_space": space_to_config(env.observation_space),
-            "action_space": space_to_config(env.action_space),
-        }
-    finally:
-        env.close()
-    return {**spaces, **config}
-
-
 def checkpoint_checks(team: TeamConfig, specs: Specs, emit: Record, scratch: Path) -> None:
     """naive, allowlist (migrate) and doctor checks of every file in the team's checkpoints."""
     if team.checkpoints is None:
@@ -150,7 +126,10 @@ def checkpoint_checks(team: TeamConfig, specs: Specs, emit: Record, scratch: Pat
                 run=re.sub(r"[^A-Za-z0-9_.-]", "_", path.stem),
                 epoch=0,
                 class_path=class_path,
-                config=with_env_spaces(config, team.env_id),
+                # With the env's spaces, as the trainer built the agent (agent_config_for):
+                # the bare [tool.ckptcompat] config failed "missing 2 required positional
+                # arguments" for an agent whose spaces are required (a new user's trial).
+                config={**config, **env_space_configs(team.env_id)},
             )
             SimpleCheckpointManager.load_from_uri(report.destination)
             return [] if report.outputs_equal else ["greedy outputs differ after migration"]

@@ -180,24 +180,34 @@ def test_non_json_config_names_the_field(
     """Guards a TOML date in an agent's config: `nox -s matrix -- --config` and `gate`
     crashed with "TypeError: Object of type datetime is not JSON serializable" from
     team.main's json.dumps, before the cell's check could name the field (a new user's
-    trial, 2026-12-07). Reading the file names it now (exit 2 from the CLI), nested ones
-    too; resolved_agents still refuses a non-JSON config built in code."""
+    trial, 2026-12-07). Reading the file names it now with the registry's rules (exit 2
+    from the CLI), nested ones too, and TOML's nan/inf, which a TOML-only check let through
+    to the cells; resolved_agents still refuses a non-JSON config built in code."""
     path = tmp_path / "team.toml"
     path.write_text(
         'package = "."\n[[agents]]\nname = "mlp"\nclass_path = "team_agents.MLPAgent"\n'
         "config = {hidden = 16, started = 2024-01-01T00:00:00}\n"
     )
-    with pytest.raises(team.TeamConfigError, match=r"agents\[0\]\.config\['started'\] is a TOML"):
+    started = r"tool\.ckptcompat\.agents\[0\]\.config\['started'\] is not a JSON primitive"
+    with pytest.raises(team.TeamConfigError, match=started):
         team.load(path)
     assert team.main([str(path)]) == 2
     err = capsys.readouterr().err
-    assert "agents[0].config['started'] is a TOML datetime" in err and "Traceback" not in err
+    assert "agents[0].config['started'] is not a JSON primitive" in err
+    assert "found datetime.datetime: " in err and "Traceback" not in err
     path.write_text(
         'package = "."\n[[agents]]\nname = "mlp"\nclass_path = "team_agents.MLPAgent"\n'
         "config = {layers = [{at = 12:00:00}]}\n"
     )
     with pytest.raises(team.TeamConfigError, match=r"config\['layers'\]\[0\]\['at'\]"):
         team.load(path)
+    for value in ("nan", "inf", "-inf"):
+        path.write_text(
+            'package = "."\n[[agents]]\nname = "mlp"\nclass_path = "team_agents.MLPAgent"\n'
+            f"config = {{clip = {value}}}\n"
+        )
+        with pytest.raises(team.TeamConfigError, match=r"config\['clip'\] is -?(nan|inf)"):
+            team.load(path)
     built = team.TeamAgent("mlp", "team_agents.MLPAgent", {"sizes": (1, 2)})
     cfg = dataclasses.replace(team.load(CONFIG), agents=(built,))
     with pytest.raises(AgentMismatchError, match=r"agents\[0\]\.config"):

@@ -25,8 +25,9 @@ with an empty config. Entry points are read inside the cell (where the package i
 
 Everything relative is relative to the team root (the config file's folder): the team's goldens,
 baseline and records live in the team's repository, never in ours. Loading imports no torch
-(the gate's venv has none); :meth:`TeamConfig.resolved_agents` checks the configs with the
-registry's :func:`~ckptcompat.agents.registry.validate_config` inside a cell.
+(the gate's venv has none, and nox reads the config with its own interpreter); every agent
+config is checked when the file is read, with the registry's rules
+(:func:`ckptcompat.json_config.validate_config`).
 
 ``python -m ckptcompat.harness.team CONFIG`` prints the parsed config as JSON (the noxfile
 reads it); exit 2 with the field named when it is invalid.
@@ -44,7 +45,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from ckptcompat.errors import AgentMismatchError
 from ckptcompat.harness import versions
+from ckptcompat.json_config import validate_config
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -112,14 +115,12 @@ class TeamConfig:
     def resolved_agents(self) -> dict[str, tuple[str, dict[str, Any]]]:
         """label -> (class_path, config), entry points applied, configs validated.
 
-        Imports the registry (torch): call it inside a cell.
+        Reads entry points: call it inside a cell, where the team's package is installed.
 
         Raises:
             TeamConfigError: an agent names no class and no entry point registers it.
             AgentMismatchError: a config is not JSON primitives (the field is named).
         """
-        from ckptcompat.agents.registry import validate_config
-
         registered = entry_point_agents()
         agents = self.agents or tuple(TeamAgent(n, p) for n, p in sorted(registered.items()))
         if not agents:
@@ -205,38 +206,16 @@ def _agents(table: dict[str, Any], source: Path) -> tuple[TeamAgent, ...]:
         config = entry.get("config", {})
         if type(config) is not dict:
             raise _fail(source, f"{where}.config", f"is {type(config).__name__}", "use a table")
-        odd = _not_json(config, f"{where}.config")
-        if odd is not None:
-            field, value = odd
-            raise _fail(
-                source,
-                field,
-                f"is a TOML {type(value).__name__} ({value!r}), which JSON cannot hold",
-                "use a string, number, boolean, array or table",
-            )
+        try:  # the registry's rules, when the file is read: json.dumps of a TOML date
+            # crashed team.main before a cell could name the field (a new user's trial)
+            validate_config(config, name=f"tool.ckptcompat.{where}.config")
+        except AgentMismatchError as exc:
+            raise TeamConfigError(
+                f"{source}: {exc.problem} (found {exc.found}); use a string, number, boolean, "
+                "array or table: TOML dates, times, inf and nan have no JSON form"
+            ) from None
         agents.append(TeamAgent(name, class_path, config))
     return tuple(agents)
-
-
-def _not_json(value: Any, where: str) -> tuple[str, Any] | None:
-    """The first field under ``where`` that is no JSON value (a TOML date or time), or None.
-
-    Checked when the file is read: the config goes to the cells as JSON, so a TOML datetime
-    broke ``json.dumps`` with a traceback before the cell's own check could name the field.
-    """
-    if type(value) is dict:
-        for key, item in value.items():
-            found = _not_json(item, f"{where}[{key!r}]")
-            if found is not None:
-                return found
-        return None
-    if type(value) is list:
-        for i, item in enumerate(value):
-            found = _not_json(item, f"{where}[{i}]")
-            if found is not None:
-                return found
-        return None
-    return None if type(value) in (str, int, float, bool) else (where, value)
 
 
 _MAX_CONFIG_BYTES = 1 << 20

@@ -21,6 +21,7 @@ PACKAGE = Path(ckptcompat.__file__).resolve().parent
 #: lower or equal layer.
 LAYERS: dict[str, float] = {
     "ckptcompat": 0, "errors": 0, "versions_facts": 0, "numerics": 0, "locator": 0,
+    "json_config": 0,
     "agents": 1, "scan": 1,
     "load_errors": 2,
     "torch_compat": 3,
